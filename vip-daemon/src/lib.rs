@@ -1,0 +1,4 @@
+//! vipd as a library: pure cores (`core`) and thin IO shells (`shell`). The binary in
+//! `main.rs` only parses the command line and calls into here.
+
+pub mod shell;

@@ -1,0 +1,217 @@
+//! Loading, attaching, pinning and adopting the XDP program and its maps (aya).
+//!
+//! Layout under the pin directory (default [`PIN_DIR`]):
+//! `prog_vip_xdp` (program), `link_<iface>` (one XDP link per interface) and one file per map,
+//! named as in `vip_common::maps`. A restarted vipd adopts whatever is pinned there; only
+//! [`detach`] removes it.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{MapError, PerCpuArray},
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use vip_common::maps::{self as contract, Counter};
+
+/// The XDP object built by build.rs from the `vip-ebpf` crate.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip-xdp"));
+
+pub use vip_common::maps::PIN_DIR;
+
+/// Names of every map in the object, pinned one file each.
+pub const MAP_NAMES: &[&str] = &[contract::MAP_STATS];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot prepare bpffs pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program operation failed: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map operation failed: {0}")]
+    Map(#[from] MapError),
+    #[error("interface {iface}: {msg}")]
+    Interface { iface: String, msg: String },
+    #[error("pinning failed: {0}")]
+    Pin(String),
+}
+
+/// How the program ended up attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// Newly attached in the driver (native) mode.
+    Native,
+    /// Newly attached in generic (skb) mode, after native mode was refused.
+    Generic,
+    /// A pinned link for this interface already existed; it was adopted unchanged.
+    Adopted,
+}
+
+/// The loaded object, with maps pinned (and re-used when already pinned) or private.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Dataplane {
+    /// Loads the object with every map pinned under `pin_dir`; maps already pinned there are
+    /// re-used as they are, so a restart never clears state.
+    pub fn load_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        let pin_err = |source| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        };
+        crate::shell::bpffs::ensure_mounted().map_err(pin_err)?;
+        std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
+        let mut loader = EbpfLoader::new();
+        let paths: Vec<(&str, PathBuf)> = MAP_NAMES
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(XDP_OBJECT)?;
+        Ok(Self {
+            ebpf,
+            pin_dir: Some(pin_dir.to_owned()),
+        })
+    }
+
+    /// Loads the object with private (unpinned) maps: for BPF_PROG_TEST_RUN and benchmarks.
+    pub fn load_private() -> Result<Self, DataplaneError> {
+        Ok(Self {
+            ebpf: EbpfLoader::new().load(XDP_OBJECT)?,
+            pin_dir: None,
+        })
+    }
+
+    /// The XDP program, loaded into the kernel (verified) on first use.
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(contract::PROG_XDP)
+            .ok_or(DataplaneError::MissingProgram(contract::PROG_XDP))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
+    /// Attaches to `iface` (native mode, falling back to generic with a warning) and pins the
+    /// link, or adopts the link a previous vipd pinned.
+    pub fn attach(&mut self, iface: &str) -> Result<Attached, DataplaneError> {
+        let pin_dir = self
+            .pin_dir
+            .clone()
+            .ok_or_else(|| DataplaneError::Pin("private maps cannot be attached".into()))?;
+        let link_path = link_pin_path(&pin_dir, iface);
+        if link_path.exists() {
+            return Ok(Attached::Adopted);
+        }
+        let if_index = if_index(iface)?;
+        let prog = self.program()?;
+        let (link_id, mode) = match prog.attach_to_if_index(if_index, XdpMode::Driver) {
+            Ok(id) => (id, Attached::Native),
+            Err(native_err) => {
+                tracing::warn!(%iface, error = %native_err, "native XDP refused; falling back to generic (skb) mode, which is slower");
+                (
+                    prog.attach_to_if_index(if_index, XdpMode::Skb)?,
+                    Attached::Generic,
+                )
+            }
+        };
+        let link = prog.take_link(link_id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            DataplaneError::Pin(format!(
+                "kernel gave a netlink XDP attachment, not a bpf_link: {e}"
+            ))
+        })?;
+        fd_link
+            .pin(&link_path)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", link_path.display())))?;
+        let prog_path = pin_dir.join(contract::PROG_XDP);
+        if !prog_path.exists() {
+            prog.pin(&prog_path)
+                .map_err(|e| DataplaneError::Pin(format!("{}: {e}", prog_path.display())))?;
+        }
+        Ok(mode)
+    }
+
+    /// Per-reason counters summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(contract::MAP_STATS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_STATS))?;
+        let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(map)?;
+        (0..contract::reason::COUNT)
+            .map(|reason| {
+                let per_cpu = stats.get(&reason, 0)?;
+                Ok(per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                }))
+            })
+            .collect()
+    }
+}
+
+fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// Interface index by name (in the calling thread's network namespace).
+pub fn if_index(iface: &str) -> Result<u32, DataplaneError> {
+    let c = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Interface {
+        iface: iface.into(),
+        msg: "name contains NUL".into(),
+    })?;
+    // SAFETY: c is a valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(DataplaneError::Interface {
+            iface: iface.into(),
+            msg: format!("no such interface: {}", io::Error::last_os_error()),
+        });
+    }
+    Ok(idx)
+}
+
+/// Removes the pinned link of `iface` (which detaches the program from it). When no link is
+/// left, removes the program and map pins too: this is the explicit "remove everything".
+/// Returns whether a link was pinned for `iface`.
+pub fn detach(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let link_path = link_pin_path(pin_dir, iface);
+    let had_link = link_path.exists();
+    if had_link {
+        let link = PinnedLink::from_pin(&link_path)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", link_path.display())))?;
+        link.unpin().map_err(|source| DataplaneError::PinDir {
+            path: link_path.clone(),
+            source,
+        })?;
+    }
+    let links_left = std::fs::read_dir(pin_dir)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
+        })
+        .unwrap_or(false);
+    if !links_left && pin_dir.exists() {
+        std::fs::remove_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(had_link)
+}
