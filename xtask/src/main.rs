@@ -86,9 +86,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // Release mode: the benchmarks-in-tests-free suite still pushes 100k+ packets through
-    // BPF_PROG_TEST_RUN and the host model, and vipd itself is started by the e2e tests.
+    // Release mode: the property test pushes 100k+ packets through BPF_PROG_TEST_RUN and
+    // the host model.
+    // The root tests drive the real vipd binary: build it first and tell them where it is.
+    run(cargo()?.args(["build", "--release", "-p", "vip-daemon"]))?;
+    let vipd = setup::workspace_root()?.join("target/release/vipd");
     run(cargo()?
+        .env("VIPD_BIN", vipd)
         .args(["test", "--workspace", "--release"])
         .args(extra))
 }
