@@ -2,7 +2,7 @@
 //! counts real packets on a veth in a private network namespace.
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_common::maps::reason;
-use vip_daemon::shell::dataplane::{self, Dataplane};
+use vip_daemon::shell::dataplane::{self, Dataplane, Sizing};
 use vip_tests::{privileged, veth_pair, vipd_bin, NetNs, PinDir};
 
 const XDP_PASS: u32 = 2;
@@ -27,7 +27,7 @@ fn prog_test_run_passes_and_counts() {
     if !privileged("prog_test_run_passes_and_counts") {
         return;
     }
-    let mut dp = Dataplane::load_private().expect("load");
+    let mut dp = Dataplane::load_private(&Sizing::default()).expect("load");
     let frame = udp_frame();
     let mut out = vec![0u8; 256];
     let res = dp
@@ -41,9 +41,9 @@ fn prog_test_run_passes_and_counts() {
         .expect("BPF_PROG_TEST_RUN");
     assert_eq!(res.return_value, XDP_PASS);
     assert_eq!(&out[..res.data_size_out as usize], &frame[..]);
-    let seen = dp.stats().expect("stats")[reason::SEEN as usize];
-    assert_eq!(seen.packets, 1);
-    assert_eq!(seen.bytes, frame.len() as u64);
+    let not_vip = dp.stats().expect("stats")[reason::PASS_NOT_VIP as usize];
+    assert_eq!(not_vip.packets, 1);
+    assert_eq!(not_vip.bytes, frame.len() as u64);
 }
 
 #[test]
@@ -84,8 +84,19 @@ fn netns_veth_counts_real_pings() {
 
     client.exec(&["ping", "-c", "5", "-i", "0.05", "-W", "1", "192.0.2.2"]);
 
-    let dp = Dataplane::load_pinned(&pins.path).expect("adopt pinned maps");
-    let seen = dp.stats().expect("stats")[reason::SEEN as usize];
+    let total = |pins: &std::path::Path| {
+        let stats = dataplane::pinned_counters(pins, vip_common::maps::MAP_STATS).expect("stats");
+        vip_common::maps::Counter {
+            packets: stats.iter().map(|c| c.packets).sum(),
+            bytes: stats.iter().map(|c| c.bytes).sum(),
+        }
+    };
+    let icmp = dataplane::pinned_counters(&pins.path, vip_common::maps::MAP_STATS).expect("stats")
+        [reason::PASS_ICMP as usize];
+    assert!(icmp.packets >= 5, "ICMP counted {} packets", icmp.packets);
+    let seen = total(&pins.path);
+    // Keep the map open past detach to see that counting stops.
+    let dp = Dataplane::load_pinned(&pins.path, &Sizing::default()).expect("adopt pinned maps");
     assert!(seen.packets >= 5, "counted {} packets", seen.packets);
     assert!(seen.bytes >= 5 * 98, "counted {} bytes", seen.bytes);
     let dump = vip_tests::sh(&[
@@ -107,9 +118,6 @@ fn netns_veth_counts_real_pings() {
     );
     // Detached: pings no longer counted (the old map handle still reads the same map).
     client.exec(&["ping", "-c", "2", "-i", "0.05", "-W", "1", "192.0.2.2"]);
-    let after = dp.stats().expect("stats")[reason::SEEN as usize];
-    assert_eq!(
-        after.packets, seen.packets,
-        "program still attached after detach"
-    );
+    let after: u64 = dp.stats().expect("stats").iter().map(|c| c.packets).sum();
+    assert_eq!(after, seen.packets, "program still attached after detach");
 }

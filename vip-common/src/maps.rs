@@ -1,24 +1,199 @@
-//! Map names, capacities and value types. Every Pod here is `#[repr(C)]` with explicit
-//! padding, and its size is asserted at compile time; `bytemuck::Pod` proves no hidden padding.
+//! THE map contract: names, default capacities and value types of every map the XDP program
+//! shares with vipd. Every Pod is `#[repr(C)]` with explicit padding and a compile-time size
+//! assert; `bytemuck::Pod` proves there is no hidden padding. Flags and modes are integers
+//! compared with the constants below, never `bool`/`Option`/enums. vipd sizes every map from
+//! its config at load time (`EbpfLoader::map_max_entries`); the capacities here only size the
+//! object file's defaults.
 
 use bytemuck::{Pod, Zeroable};
 
 /// Directory under bpffs where program, links and maps are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
 
-/// Name of the XDP entry point (also the pinned program's file name).
+/// Name of the balancer's XDP entry point (also the pinned program's file name).
 pub const PROG_XDP: &str = "vip_xdp";
+/// Name of the backend-side decapsulation program for encapsulated DSR.
+pub const PROG_DECAP: &str = "vip_decap";
 
-/// Per-CPU array of [`Counter`], indexed by a `reason::*` constant.
+/// `VipKey` -> [`VipInfo`] (hash map).
+pub const MAP_VIPS: &str = "VIPS";
+/// Backend index -> [`Backend`] (array).
+pub const MAP_BACKENDS: &str = "BACKENDS";
+/// Maglev slots of every table generation of every VIP, backend index per slot (u32 array,
+/// `BPF_F_MMAPABLE`: vipd writes whole tables through mmap).
+pub const MAP_SLOTS: &str = "SLOTS";
+/// VIP index -> offset in [`MAP_SLOTS`] of the live table (u32 array, `BPF_F_MMAPABLE`).
+/// Publishing a table is one aligned 32-bit store into this map.
+pub const MAP_ACTIVE: &str = "ACTIVE";
+/// Single-entry array of [`Settings`].
+pub const MAP_SETTINGS: &str = "SETTINGS";
+/// Source MAC of a cluster node -> [`Peer`] (hash map): frames they forward are delivered
+/// locally, never balanced again (loop freedom).
+pub const MAP_PEERS: &str = "PEERS";
+/// Per-CPU [`Counter`] per `reason::*`.
 pub const MAP_STATS: &str = "STATS";
+/// Per-CPU [`Counter`] per VIP index.
+pub const MAP_VIP_STATS: &str = "VIP_STATS";
+/// Per-CPU [`Counter`] per backend index.
+pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+
+/// Every map, in the order vipd pins them.
+pub const ALL_MAPS: &[&str] = &[
+    MAP_VIPS,
+    MAP_BACKENDS,
+    MAP_SLOTS,
+    MAP_ACTIVE,
+    MAP_SETTINGS,
+    MAP_PEERS,
+    MAP_STATS,
+    MAP_VIP_STATS,
+    MAP_BACKEND_STATS,
+];
+
+/// Default capacities compiled into the object (vipd overrides them from the config).
+pub const DEFAULT_MAX_VIPS: u32 = 64;
+pub const DEFAULT_MAX_BACKENDS: u32 = 256;
+pub const DEFAULT_MAX_SLOTS: u32 = 2 * 65537;
+pub const DEFAULT_MAX_PEERS: u32 = 16;
+
+/// `BPF_F_MMAPABLE` map flag.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Value of a slot with no backend (no healthy backend): the packet is dropped and counted.
+pub const NO_BACKEND: u32 = u32::MAX;
 
 /// Why the program returned what it returned; index into [`MAP_STATS`].
 pub mod reason {
-    /// Every packet the program saw.
-    pub const SEEN: u32 = 0;
-    /// Number of slots in the stats map.
-    pub const COUNT: u32 = 1;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...), or more VLAN tags than parsed.
+    pub const PASS_NOT_IP: u32 = 0;
+    /// IP, but not to a VIP.
+    pub const PASS_NOT_VIP: u32 = 1;
+    /// An IPv4 fragment or an IPv6 fragment header: passed to the local stack.
+    pub const PASS_FRAGMENT: u32 = 2;
+    /// IPv6 with an extension header other than fragment: passed to the kernel.
+    pub const PASS_IPV6_EXT: u32 = 3;
+    /// Truncated or inconsistent headers: passed untouched, never forwarded.
+    pub const PASS_MALFORMED: u32 = 4;
+    /// The chosen backend is this node.
+    pub const PASS_LOCAL: u32 = 5;
+    /// Forwarded to us by a peer node: delivered locally, not balanced again.
+    pub const PASS_FROM_PEER: u32 = 6;
+    /// An encapsulated VIP packet from a peer: decapsulated and delivered locally.
+    pub const PASS_DECAP: u32 = 7;
+    /// ICMP that is not a PMTU error about a VIP flow.
+    pub const PASS_ICMP: u32 = 8;
+    /// Sent to a backend by L2 DSR (MAC rewrite, XDP_TX).
+    pub const TX_L2: u32 = 9;
+    /// Sent to a backend encapsulated (IPIP / IP6IP6, XDP_TX).
+    pub const TX_ENCAP: u32 = 10;
+    /// An ICMP frag-needed / packet-too-big sent on to the backend owning the flow.
+    pub const TX_ICMP: u32 = 11;
+    /// A VIP with no backend in its table: dropped.
+    pub const DROP_NO_BACKEND: u32 = 12;
+    /// Growing the packet for encapsulation failed: dropped.
+    pub const DROP_ENCAP_FAILED: u32 = 13;
+    /// Number of reasons (size of the stats map).
+    pub const COUNT: u32 = 14;
+
+    /// Human names, indexed by reason.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "pass_not_ip",
+        "pass_not_vip",
+        "pass_fragment",
+        "pass_ipv6_ext",
+        "pass_malformed",
+        "pass_local",
+        "pass_from_peer",
+        "pass_decap",
+        "pass_icmp",
+        "tx_l2",
+        "tx_encap",
+        "tx_icmp",
+        "drop_no_backend",
+        "drop_encap_failed",
+    ];
 }
+
+/// A VIP: destination address, port (host order; 0 = every port) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct VipKey {
+    /// IPv4 in the first 4 bytes (rest zero) or IPv6.
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+    /// `wire::FAMILY_V4` or `wire::FAMILY_V6`.
+    pub family: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
+
+/// `VipInfo::flags`: hash the source address only (session affinity).
+pub const VIP_F_SRC_HASH: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct VipInfo {
+    /// Index into [`MAP_ACTIVE`], [`MAP_VIP_STATS`].
+    pub index: u32,
+    /// Maglev table size M (prime; 1 for primary/backup VIPs: one slot, the chosen backend).
+    pub table_size: u32,
+    /// `VIP_F_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);
+
+/// `Backend::mode`: rewrite MACs and transmit (backend on the same L2 segment).
+pub const FWD_L2: u8 = 1;
+/// `Backend::mode`: this node is the backend; pass to the local stack.
+pub const FWD_LOCAL: u8 = 2;
+/// `Backend::mode`: encapsulate (IPv4-in-IPv4 / IPv6-in-IPv6) to the backend's address.
+pub const FWD_ENCAP: u8 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Backend {
+    /// Backend address (IPv4 in the first 4 bytes), the outer destination for `FWD_ENCAP`.
+    pub addr: [u8; 16],
+    /// MAC of the backend (L2) or of the next hop towards it (encap).
+    pub mac: [u8; 6],
+    /// `wire::FAMILY_*`.
+    pub family: u8,
+    /// `FWD_*`; 0 means unset (the packet is dropped as having no backend).
+    pub mode: u8,
+    pub _pad: [u8; 8],
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Settings {
+    /// Cluster-wide flow hash seed: every node must use the same one.
+    pub hash_seed: u32,
+    /// Base of per-flow outer IPv4 sources for encapsulation (last two bytes from the hash).
+    pub encap_src_v4: [u8; 4],
+    pub _pad: [u8; 8],
+    /// Base of per-flow outer IPv6 sources (last four bytes from the hash).
+    pub encap_src_v6: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PeerKey {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Peer {
+    /// Cluster node id (informational).
+    pub node_id: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Peer>() == 8);
 
 /// A packet and byte counter (per CPU when stored in a per-CPU map).
 #[repr(C)]
@@ -33,5 +208,11 @@ const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 mod user {
     // SAFETY: every type below is #[repr(C)], has no padding (bytemuck::Pod proves it) and is
     // valid for any bit pattern.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipInfo {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::Peer {}
     unsafe impl aya::Pod for super::Counter {}
 }

@@ -3,7 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use vip_daemon::shell::dataplane::{self, Attached, Dataplane};
+use vip_common::maps::{reason, MAP_STATS};
+use vip_daemon::shell::dataplane::{self, Attached, Dataplane, Sizing};
 
 #[derive(Parser)]
 #[command(name = "vipd", version, about = "eBPF/XDP VIP and health fabric")]
@@ -41,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Attach { iface } => {
-            let mut dp = Dataplane::load_pinned(&cli.pin_dir)?;
+            let mut dp = Dataplane::load_pinned(&cli.pin_dir, &Sizing::default())?;
             let how = dp
                 .attach(&iface)
                 .with_context(|| format!("attach to {iface}"))?;
@@ -60,9 +61,9 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Stats => {
-            let dp = Dataplane::load_pinned(&cli.pin_dir)?;
-            for (reason, c) in dp.stats()?.iter().enumerate() {
-                println!("reason {reason}: {} packets {} bytes", c.packets, c.bytes);
+            let stats = dataplane::pinned_counters(&cli.pin_dir, MAP_STATS)?;
+            for (name, c) in reason::NAMES.iter().zip(&stats) {
+                println!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes);
             }
         }
     }

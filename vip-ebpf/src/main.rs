@@ -4,7 +4,11 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod encap;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod pkt;
 #[cfg(target_arch = "bpf")]
 mod prog;
 

@@ -1,6 +1,44 @@
-//! The only map statics of the program, typed from `vip_common::maps`.
-use aya_ebpf::{btf_maps::PerCpuArray, macros::btf_map};
-use vip_common::maps::{reason, Counter};
+//! The only map statics of the program, typed from `vip_common::maps`. Capacities here are
+//! the object's defaults; vipd resizes every map from its config before loading.
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, PerCpuArray},
+    macros::btf_map,
+};
+use vip_common::maps::{
+    reason, Backend, Counter, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOTS, DEFAULT_MAX_VIPS,
+};
+
+const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
 
 #[btf_map]
+pub static VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = HashMap::new();
+#[btf_map]
+pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
+#[btf_map]
+pub static SLOTS: Array<u32, { DEFAULT_MAX_SLOTS as usize }, MMAPABLE> = Array::new();
+#[btf_map]
+pub static ACTIVE: Array<u32, { DEFAULT_MAX_VIPS as usize }, MMAPABLE> = Array::new();
+#[btf_map]
+pub static SETTINGS: Array<Settings, 1> = Array::new();
+#[btf_map]
+pub static PEERS: HashMap<PeerKey, Peer, { DEFAULT_MAX_PEERS as usize }> = HashMap::new();
+#[btf_map]
 pub static STATS: PerCpuArray<Counter, { reason::COUNT as usize }> = PerCpuArray::new();
+#[btf_map]
+pub static VIP_STATS: PerCpuArray<Counter, { DEFAULT_MAX_VIPS as usize }> = PerCpuArray::new();
+#[btf_map]
+pub static BACKEND_STATS: PerCpuArray<Counter, { DEFAULT_MAX_BACKENDS as usize }> =
+    PerCpuArray::new();
+
+/// Adds one packet of `bytes` to slot `index` of a per-CPU counter map.
+#[inline(always)]
+pub fn count<const N: usize>(map: &PerCpuArray<Counter, N>, index: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: a per-CPU slot is only touched by this CPU while the program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}

@@ -1,22 +1,401 @@
-//! The XDP entry point.
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use vip_common::maps::reason;
+//! The balancer: parse, find the VIP, pick the backend from the live Maglev table, forward.
+//! Anything it does not understand is passed to the kernel untouched and counted; nothing
+//! malformed is ever forwarded.
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    macros::xdp,
+    programs::XdpContext,
+};
+use vip_common::{
+    flow::{flow_hash, maglev_slot},
+    maps::{
+        reason::*, Backend, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+        VIP_F_SRC_HASH,
+    },
+    wire::*,
+};
 
-use crate::maps::STATS;
+use crate::{
+    encap::{decap, encap_v4, encap_v6},
+    maps::{
+        count, ACTIVE, BACKENDS, BACKEND_STATS, PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
+    },
+    pkt::{be16_at, read, u8_at, write},
+};
+
+/// (XDP action, reason counter).
+pub type Verdict = (u32, u32);
+
+const MALFORMED: Verdict = (XDP_PASS, PASS_MALFORMED);
+
+/// A parsed flow in the client -> VIP direction. Addresses are 16 bytes (IPv4 first 4).
+pub struct Flow {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+}
 
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
-    count(reason::SEEN, (ctx.data_end() - ctx.data()) as u64);
-    xdp_action::XDP_PASS
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let (action, why) = balance(&ctx);
+    count(&STATS, why, bytes);
+    action
+}
+
+/// Backend side of encapsulated DSR: strip the outer IPv4/IPv6 header, deliver locally.
+#[xdp]
+pub fn vip_decap(ctx: XdpContext) -> u32 {
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let why = match l3_offset(&ctx) {
+        Some((ETH_P_IP, l3)) => match read::<[u8; 10]>(&ctx, l3) {
+            Some(h) if h[0] == 0x45 && h[9] == IPPROTO_IPIP => decap(&ctx, l3, IPV4_HLEN),
+            Some(_) => PASS_NOT_VIP,
+            None => PASS_MALFORMED,
+        },
+        Some((ETH_P_IPV6, l3)) => match read::<[u8; 8]>(&ctx, l3) {
+            Some(h) if h[0] >> 4 == 6 && h[6] == IPPROTO_IPV6 => decap(&ctx, l3, IPV6_HLEN),
+            Some(_) => PASS_NOT_VIP,
+            None => PASS_MALFORMED,
+        },
+        Some(_) => PASS_NOT_IP,
+        None => PASS_MALFORMED,
+    };
+    count(&STATS, why, bytes);
+    XDP_PASS
+}
+
+/// EtherType after at most two VLAN tags, and the L3 offset (14, 18 or 22).
+#[inline(always)]
+fn l3_offset(ctx: &XdpContext) -> Option<(u16, usize)> {
+    let mut proto = be16_at(ctx, 12)?;
+    let mut l3 = ETH_HLEN;
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        proto = be16_at(ctx, l3 + 2)?;
+        l3 += VLAN_HLEN;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            proto = be16_at(ctx, l3 + 2)?;
+            l3 += VLAN_HLEN;
+        }
+    }
+    Some((proto, l3))
 }
 
 #[inline(always)]
-fn count(reason: u32, bytes: u64) {
-    if let Some(c) = STATS.get_ptr_mut(reason) {
-        // SAFETY: a per-CPU slot is only touched by this CPU while the program runs.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += bytes;
+fn balance(ctx: &XdpContext) -> Verdict {
+    match l3_offset(ctx) {
+        Some((ETH_P_IP, l3)) => ipv4(ctx, l3),
+        Some((ETH_P_IPV6, l3)) => ipv6(ctx, l3),
+        Some(_) => (XDP_PASS, PASS_NOT_IP),
+        None => MALFORMED,
+    }
+}
+
+#[inline(always)]
+fn addr4(b: &[u8]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = b[0];
+    a[1] = b[1];
+    a[2] = b[2];
+    a[3] = b[3];
+    a
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
+    let Some(h) = read::<[u8; 20]>(ctx, l3) else {
+        return MALFORMED;
+    };
+    if h[0] >> 4 != 4 || h[0] & 0xf < 5 {
+        return MALFORMED;
+    }
+    let ihl = ((h[0] & 0xf) as usize) * 4;
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    if total < ihl || l3 + total > ctx.data_end() - ctx.data() {
+        return MALFORMED;
+    }
+    if u16::from_be_bytes([h[6], h[7]]) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
+        return (XDP_PASS, PASS_FRAGMENT);
+    }
+    let l4 = l3 + ihl;
+    let proto = h[9];
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        let Some(p) = read::<[u8; 4]>(ctx, l4) else {
+            return MALFORMED;
+        };
+        let flow = Flow {
+            src: addr4(&h[12..16]),
+            dst: addr4(&h[16..20]),
+            sport: u16::from_be_bytes([p[0], p[1]]),
+            dport: u16::from_be_bytes([p[2], p[3]]),
+            proto,
+            family: FAMILY_V4,
+        };
+        return to_backend(ctx, l3, &flow, false);
+    }
+    if proto == IPPROTO_ICMP {
+        return icmp4(ctx, l3, l4);
+    }
+    if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
+        // Encapsulated by a peer: deliver locally when the inner packet is for a VIP.
+        return match inner_flow_v4(ctx, l4) {
+            Some(inner) if lookup_vip(&inner).is_some() => (XDP_PASS, decap(ctx, l3, IPV4_HLEN)),
+            Some(_) => (XDP_PASS, PASS_NOT_VIP),
+            None => MALFORMED,
+        };
+    }
+    (XDP_PASS, PASS_NOT_VIP)
+}
+
+/// The TCP/UDP flow of the IPv4 packet at `l3` (no fragments), as sent.
+#[inline(always)]
+fn inner_flow_v4(ctx: &XdpContext, l3: usize) -> Option<Flow> {
+    let h = read::<[u8; 20]>(ctx, l3)?;
+    if h[0] >> 4 != 4 || h[0] & 0xf < 5 || (h[9] != IPPROTO_TCP && h[9] != IPPROTO_UDP) {
+        return None;
+    }
+    let p = read::<[u8; 4]>(ctx, l3 + ((h[0] & 0xf) as usize) * 4)?;
+    Some(Flow {
+        src: addr4(&h[12..16]),
+        dst: addr4(&h[16..20]),
+        sport: u16::from_be_bytes([p[0], p[1]]),
+        dport: u16::from_be_bytes([p[2], p[3]]),
+        proto: h[9],
+        family: FAMILY_V4,
+    })
+}
+
+/// ICMPv4: a fragmentation-needed error about a VIP flow goes to the backend owning the flow
+/// (path MTU discovery through DSR); any other ICMP goes to the kernel.
+#[inline(always)]
+fn icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
+    let Some(t) = read::<[u8; 2]>(ctx, l4) else {
+        return MALFORMED;
+    };
+    if t[0] != ICMP_DEST_UNREACH || t[1] != ICMP_FRAG_NEEDED {
+        return (XDP_PASS, PASS_ICMP);
+    }
+    // The embedded packet is the backend's reply: VIP -> client. Reverse it.
+    match inner_flow_v4(ctx, l4 + ICMP_HLEN) {
+        Some(e) => {
+            let flow = Flow {
+                src: e.dst,
+                dst: e.src,
+                sport: e.dport,
+                dport: e.sport,
+                proto: e.proto,
+                family: FAMILY_V4,
+            };
+            to_backend(ctx, l3, &flow, true)
         }
+        None => (XDP_PASS, PASS_ICMP),
+    }
+}
+
+#[inline(always)]
+fn addr16(h: &[u8; 40], at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        a[i] = h[at + i];
+        i += 1;
+    }
+    a
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
+    let Some(h) = read::<[u8; 40]>(ctx, l3) else {
+        return MALFORMED;
+    };
+    if h[0] >> 4 != 6 {
+        return MALFORMED;
+    }
+    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    if l3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
+        return MALFORMED;
+    }
+    let l4 = l3 + IPV6_HLEN;
+    let next = h[6];
+    if next == IPPROTO_TCP || next == IPPROTO_UDP {
+        let Some(p) = read::<[u8; 4]>(ctx, l4) else {
+            return MALFORMED;
+        };
+        let flow = Flow {
+            src: addr16(&h, 8),
+            dst: addr16(&h, 24),
+            sport: u16::from_be_bytes([p[0], p[1]]),
+            dport: u16::from_be_bytes([p[2], p[3]]),
+            proto: next,
+            family: FAMILY_V6,
+        };
+        return to_backend(ctx, l3, &flow, false);
+    }
+    match next {
+        IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
+        IPPROTO_IPV6 => match inner_flow_v6(ctx, l4) {
+            Some(inner) if lookup_vip(&inner).is_some() => (XDP_PASS, decap(ctx, l3, IPV6_HLEN)),
+            Some(_) => (XDP_PASS, PASS_NOT_VIP),
+            None => MALFORMED,
+        },
+        IPV6_NEXT_FRAGMENT => (XDP_PASS, PASS_FRAGMENT),
+        IPV6_NEXT_HOP_BY_HOP | IPV6_NEXT_ROUTING | IPV6_NEXT_DEST_OPTS | IPV6_NEXT_AH
+        | IPV6_NEXT_ESP | IPV6_NEXT_MOBILITY | IPV6_NEXT_HIP | IPV6_NEXT_SHIM6 => {
+            (XDP_PASS, PASS_IPV6_EXT)
+        }
+        _ => (XDP_PASS, PASS_NOT_VIP),
+    }
+}
+
+#[inline(always)]
+fn inner_flow_v6(ctx: &XdpContext, l3: usize) -> Option<Flow> {
+    let h = read::<[u8; 40]>(ctx, l3)?;
+    if h[0] >> 4 != 6 || (h[6] != IPPROTO_TCP && h[6] != IPPROTO_UDP) {
+        return None;
+    }
+    let p = read::<[u8; 4]>(ctx, l3 + IPV6_HLEN)?;
+    Some(Flow {
+        src: addr16(&h, 8),
+        dst: addr16(&h, 24),
+        sport: u16::from_be_bytes([p[0], p[1]]),
+        dport: u16::from_be_bytes([p[2], p[3]]),
+        proto: h[6],
+        family: FAMILY_V6,
+    })
+}
+
+#[inline(always)]
+fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
+    let Some(t) = u8_at(ctx, l4) else {
+        return MALFORMED;
+    };
+    if t != ICMPV6_PKT_TOOBIG {
+        return (XDP_PASS, PASS_ICMP);
+    }
+    match inner_flow_v6(ctx, l4 + ICMP_HLEN) {
+        Some(e) => {
+            let flow = Flow {
+                src: e.dst,
+                dst: e.src,
+                sport: e.dport,
+                dport: e.sport,
+                proto: e.proto,
+                family: FAMILY_V6,
+            };
+            to_backend(ctx, l3, &flow, true)
+        }
+        None => (XDP_PASS, PASS_ICMP),
+    }
+}
+
+/// The VIP of a flow: exact port first, then the VIP's all-ports entry (port 0).
+#[inline(always)]
+fn lookup_vip(flow: &Flow) -> Option<VipInfo> {
+    let mut key = VipKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+    };
+    // SAFETY: values are plain integers copied out at once.
+    if let Some(v) = unsafe { VIPS.get(&key) } {
+        return Some(*v);
+    }
+    key.port = 0;
+    unsafe { VIPS.get(&key) }.copied()
+}
+
+#[inline(always)]
+fn from_peer(ctx: &XdpContext) -> bool {
+    match read::<[u8; 6]>(ctx, 6) {
+        Some(mac) => {
+            let key = PeerKey { mac, _pad: [0; 2] };
+            // SAFETY: only tests for presence.
+            unsafe { PEERS.get(&key) }.is_some()
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
+    let Some(vip) = lookup_vip(flow) else {
+        return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
+    };
+    if from_peer(ctx) {
+        return (XDP_PASS, PASS_FROM_PEER);
+    }
+    let Some(settings) = SETTINGS.get(0) else {
+        return (XDP_PASS, PASS_NOT_VIP);
+    };
+    let Some(base) = ACTIVE.get(vip.index) else {
+        return (XDP_DROP, DROP_NO_BACKEND);
+    };
+    if vip.table_size == 0 {
+        return (XDP_DROP, DROP_NO_BACKEND);
+    }
+    let src_only = vip.flags & VIP_F_SRC_HASH != 0;
+    let hash = flow_hash(
+        settings.hash_seed,
+        &flow.src,
+        &flow.dst,
+        flow.sport,
+        flow.dport,
+        flow.proto,
+        src_only,
+    );
+    let slot = *base + maglev_slot(hash, vip.table_size);
+    let index = match SLOTS.get(slot) {
+        Some(i) if *i != NO_BACKEND => *i,
+        _ => return (XDP_DROP, DROP_NO_BACKEND),
+    };
+    let Some(backend) = BACKENDS.get(index) else {
+        return (XDP_DROP, DROP_NO_BACKEND);
+    };
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    count(&VIP_STATS, vip.index, bytes);
+    count(&BACKEND_STATS, index, bytes);
+    forward(ctx, l3, backend, hash, flow.family, icmp)
+}
+
+#[inline(always)]
+fn forward(
+    ctx: &XdpContext,
+    l3: usize,
+    backend: &Backend,
+    hash: u32,
+    family: u8,
+    icmp: bool,
+) -> Verdict {
+    let sent = if icmp { TX_ICMP } else { TX_L2 };
+    match backend.mode {
+        FWD_LOCAL => (XDP_PASS, PASS_LOCAL),
+        FWD_L2 => {
+            let Some(our_mac) = read::<[u8; 6]>(ctx, 0) else {
+                return MALFORMED;
+            };
+            if write(ctx, 0, backend.mac).is_none() || write(ctx, 6, our_mac).is_none() {
+                return MALFORMED;
+            }
+            (XDP_TX, sent)
+        }
+        FWD_ENCAP if backend.family == family => {
+            let Some(settings) = SETTINGS.get(0) else {
+                return (XDP_DROP, DROP_ENCAP_FAILED);
+            };
+            let ok = if family == FAMILY_V4 {
+                encap_v4(ctx, l3, backend, hash, settings)
+            } else {
+                encap_v6(ctx, l3, backend, hash, settings)
+            };
+            match ok {
+                Some(()) => (XDP_TX, if icmp { TX_ICMP } else { TX_ENCAP }),
+                None => (XDP_DROP, DROP_ENCAP_FAILED),
+            }
+        }
+        _ => (XDP_DROP, DROP_NO_BACKEND),
     }
 }

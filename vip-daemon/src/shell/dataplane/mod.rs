@@ -1,0 +1,408 @@
+//! Loading, attaching, pinning and adopting the XDP program and its maps (aya).
+//!
+//! Layout under the pin directory (default [`PIN_DIR`]):
+//! `prog_vip_xdp` (program), `link_<iface>` (one XDP link per interface) and one file per map,
+//! named as in `vip_common::maps`. A restarted vipd adopts whatever is pinned there; only
+//! [`detach`] removes it.
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapError, PerCpuArray},
+    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use vip_common::maps::{
+    self as contract, Backend, Counter, Peer, PeerKey, Settings, VipInfo, VipKey,
+};
+
+mod tables;
+pub use tables::{TablePublisher, TableRegion};
+
+/// The XDP object built by build.rs from the `vip-ebpf` crate.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip-xdp"));
+
+pub use vip_common::maps::PIN_DIR;
+
+/// Names of every map in the object, pinned one file each.
+pub const MAP_NAMES: &[&str] = contract::ALL_MAPS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("cannot prepare bpffs pin directory {path}: {source}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program operation failed: {0}")]
+    Program(#[from] ProgramError),
+    #[error("map operation failed: {0}")]
+    Map(#[from] MapError),
+    #[error("interface {iface}: {msg}")]
+    Interface { iface: String, msg: String },
+    #[error("pinning failed: {0}")]
+    Pin(String),
+    #[error("mmap of map {map} failed: {source}")]
+    Mmap {
+        map: &'static str,
+        source: io::Error,
+    },
+    #[error("table of {got} slots does not fit (expected {expected})")]
+    TableSize { expected: u32, got: usize },
+    #[error(
+        "pinned map {name} has {pinned} entries but the config needs {wanted}: \
+         run `vipd detach` on every interface to start afresh"
+    )]
+    PinnedSize {
+        name: &'static str,
+        pinned: u32,
+        wanted: u32,
+    },
+}
+
+/// Map capacities, computed from the config (never the maximum the kernel allows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    pub vips: u32,
+    pub backends: u32,
+    pub slots: u32,
+    pub peers: u32,
+}
+
+impl Default for Sizing {
+    fn default() -> Self {
+        Self {
+            vips: contract::DEFAULT_MAX_VIPS,
+            backends: contract::DEFAULT_MAX_BACKENDS,
+            slots: contract::DEFAULT_MAX_SLOTS,
+            peers: contract::DEFAULT_MAX_PEERS,
+        }
+    }
+}
+
+impl Sizing {
+    fn entries(&self) -> [(&'static str, u32); 7] {
+        [
+            (contract::MAP_VIPS, self.vips.max(1)),
+            (contract::MAP_ACTIVE, self.vips.max(1)),
+            (contract::MAP_VIP_STATS, self.vips.max(1)),
+            (contract::MAP_BACKENDS, self.backends.max(1)),
+            (contract::MAP_BACKEND_STATS, self.backends.max(1)),
+            (contract::MAP_SLOTS, self.slots.max(1)),
+            (contract::MAP_PEERS, self.peers.max(1)),
+        ]
+    }
+
+    /// Bytes of kernel memory the maps take (values and keys, per-CPU maps times the CPUs),
+    /// ignoring per-map constant overhead.
+    pub fn map_bytes(&self, cpus: u32) -> u64 {
+        let (v, b, s, p) = (
+            self.vips as u64,
+            self.backends as u64,
+            self.slots as u64,
+            self.peers as u64,
+        );
+        let counters = (v + b + contract::reason::COUNT as u64) * 16 * cpus as u64;
+        v * (20 + 16 + 4) + b * 32 + s * 4 + p * 16 + 32 + counters
+    }
+}
+
+/// How the program ended up attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// Newly attached in the driver (native) mode.
+    Native,
+    /// Newly attached in generic (skb) mode, after native mode was refused.
+    Generic,
+    /// A pinned link for this interface already existed; it was adopted unchanged.
+    Adopted,
+}
+
+/// The loaded object, with maps pinned (and re-used when already pinned) or private.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Dataplane {
+    /// Loads the object with every map pinned under `pin_dir`; maps already pinned there are
+    /// re-used as they are, so a restart never clears state.
+    pub fn load_pinned(pin_dir: &Path, sizing: &Sizing) -> Result<Self, DataplaneError> {
+        let pin_err = |source| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        };
+        crate::shell::bpffs::ensure_mounted().map_err(pin_err)?;
+        std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
+        for (name, wanted) in sizing.entries() {
+            if let Ok(pinned) = aya::maps::MapData::from_pin(pin_dir.join(name)) {
+                let pinned = pinned.info()?.max_entries();
+                if pinned != wanted {
+                    return Err(DataplaneError::PinnedSize {
+                        name,
+                        pinned,
+                        wanted,
+                    });
+                }
+            }
+        }
+        let mut loader = EbpfLoader::new();
+        for (name, size) in sizing.entries() {
+            loader.map_max_entries(name, size);
+        }
+        let paths: Vec<(&str, PathBuf)> = MAP_NAMES
+            .iter()
+            .map(|name| (*name, pin_dir.join(name)))
+            .collect();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let ebpf = loader.load(XDP_OBJECT)?;
+        Ok(Self {
+            ebpf,
+            pin_dir: Some(pin_dir.to_owned()),
+        })
+    }
+
+    /// Loads the object with private (unpinned) maps: for BPF_PROG_TEST_RUN and benchmarks.
+    pub fn load_private(sizing: &Sizing) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        for (name, size) in sizing.entries() {
+            loader.map_max_entries(name, size);
+        }
+        Ok(Self {
+            ebpf: loader.load(XDP_OBJECT)?,
+            pin_dir: None,
+        })
+    }
+
+    /// The balancer XDP program, loaded into the kernel (verified) on first use.
+    pub fn program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        self.named_program(contract::PROG_XDP)
+    }
+
+    /// An XDP program of the object by name (`PROG_XDP` or `PROG_DECAP`), loaded on first use.
+    pub fn named_program(&mut self, name: &'static str) -> Result<&mut Xdp, DataplaneError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataplaneError::MissingProgram(name))?
+            .try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
+    }
+
+    /// Attaches to `iface` (native mode, falling back to generic with a warning) and pins the
+    /// link, or adopts the link a previous vipd pinned.
+    pub fn attach(&mut self, iface: &str) -> Result<Attached, DataplaneError> {
+        self.attach_program(contract::PROG_XDP, iface)
+    }
+
+    /// Attaches the program `name` of the object to `iface` (see [`Dataplane::attach`]).
+    pub fn attach_program(
+        &mut self,
+        name: &'static str,
+        iface: &str,
+    ) -> Result<Attached, DataplaneError> {
+        let pin_dir = self
+            .pin_dir
+            .clone()
+            .ok_or_else(|| DataplaneError::Pin("private maps cannot be attached".into()))?;
+        let link_path = link_pin_path(&pin_dir, iface);
+        if link_path.exists() {
+            return Ok(Attached::Adopted);
+        }
+        let if_index = if_index(iface)?;
+        let prog = self.named_program(name)?;
+        let (link_id, mode) = match prog.attach_to_if_index(if_index, XdpMode::Driver) {
+            Ok(id) => (id, Attached::Native),
+            Err(native_err) => {
+                tracing::warn!(%iface, error = %native_err, "native XDP refused; falling back to generic (skb) mode, which is slower");
+                (
+                    prog.attach_to_if_index(if_index, XdpMode::Skb)?,
+                    Attached::Generic,
+                )
+            }
+        };
+        let link = prog.take_link(link_id)?;
+        let fd_link = FdLink::try_from(link).map_err(|e| {
+            DataplaneError::Pin(format!(
+                "kernel gave a netlink XDP attachment, not a bpf_link: {e}"
+            ))
+        })?;
+        fd_link
+            .pin(&link_path)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", link_path.display())))?;
+        let prog_path = pin_dir.join(name);
+        if !prog_path.exists() {
+            prog.pin(&prog_path)
+                .map_err(|e| DataplaneError::Pin(format!("{}: {e}", prog_path.display())))?;
+        }
+        Ok(mode)
+    }
+
+    /// Per-reason counters summed over CPUs, indexed by `reason::*`.
+    pub fn stats(&self) -> Result<Vec<Counter>, DataplaneError> {
+        self.counters(contract::MAP_STATS)
+    }
+
+    /// Every slot of a per-CPU counter map (`MAP_STATS`, `MAP_VIP_STATS`,
+    /// `MAP_BACKEND_STATS`), summed over CPUs.
+    pub fn counters(&self, name: &'static str) -> Result<Vec<Counter>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        sum_per_cpu(map)
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))
+    }
+
+    pub fn set_settings(&mut self, settings: &Settings) -> Result<(), DataplaneError> {
+        let mut map: Array<_, Settings> = Array::try_from(self.map_mut(contract::MAP_SETTINGS)?)?;
+        Ok(map.set(0, settings, 0)?)
+    }
+
+    pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, VipKey, VipInfo> =
+            HashMap::try_from(self.map_mut(contract::MAP_VIPS)?)?;
+        Ok(map.insert(key, info, 0)?)
+    }
+
+    pub fn remove_vip(&mut self, key: &VipKey) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, VipKey, VipInfo> =
+            HashMap::try_from(self.map_mut(contract::MAP_VIPS)?)?;
+        Ok(map.remove(key)?)
+    }
+
+    /// Every VIP currently in the map.
+    pub fn vips(&self) -> Result<Vec<(VipKey, VipInfo)>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(contract::MAP_VIPS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_VIPS))?;
+        let map: HashMap<_, VipKey, VipInfo> = HashMap::try_from(map)?;
+        Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    pub fn set_backend(&mut self, index: u32, backend: &Backend) -> Result<(), DataplaneError> {
+        let mut map: Array<_, Backend> = Array::try_from(self.map_mut(contract::MAP_BACKENDS)?)?;
+        Ok(map.set(index, backend, 0)?)
+    }
+
+    pub fn backend(&self, index: u32) -> Result<Backend, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(contract::MAP_BACKENDS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_BACKENDS))?;
+        let map: Array<_, Backend> = Array::try_from(map)?;
+        Ok(map.get(&index, 0)?)
+    }
+
+    pub fn set_peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, PeerKey, Peer> =
+            HashMap::try_from(self.map_mut(contract::MAP_PEERS)?)?;
+        let key = PeerKey { mac, _pad: [0; 2] };
+        Ok(map.insert(key, Peer { node_id, _pad: 0 }, 0)?)
+    }
+
+    pub fn remove_peer(&mut self, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, PeerKey, Peer> =
+            HashMap::try_from(self.map_mut(contract::MAP_PEERS)?)?;
+        Ok(map.remove(&PeerKey { mac, _pad: [0; 2] })?)
+    }
+
+    /// Takes the table maps out of the object and maps them for whole-table publishing.
+    /// Call once; later calls fail with `MissingMap`.
+    pub fn table_publisher(&mut self) -> Result<TablePublisher, DataplaneError> {
+        let slots = self
+            .ebpf
+            .take_map(contract::MAP_SLOTS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_SLOTS))?;
+        let active = self
+            .ebpf
+            .take_map(contract::MAP_ACTIVE)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_ACTIVE))?;
+        TablePublisher::new(slots, active)
+    }
+}
+
+/// A per-CPU counter map read straight from its pin (no object load): for operator commands.
+pub fn pinned_counters(pin_dir: &Path, name: &'static str) -> Result<Vec<Counter>, DataplaneError> {
+    let data = aya::maps::MapData::from_pin(pin_dir.join(name))?;
+    sum_per_cpu(&aya::maps::Map::PerCpuArray(data))
+}
+
+fn sum_per_cpu(map: &aya::maps::Map) -> Result<Vec<Counter>, DataplaneError> {
+    let stats: PerCpuArray<_, Counter> = PerCpuArray::try_from(map)?;
+    stats
+        .iter()
+        .map(|per_cpu| {
+            Ok(per_cpu?.iter().fold(Counter::default(), |acc, c| Counter {
+                packets: acc.packets + c.packets,
+                bytes: acc.bytes + c.bytes,
+            }))
+        })
+        .collect()
+}
+
+fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
+    pin_dir.join(format!("link_{iface}"))
+}
+
+/// Interface index by name (in the calling thread's network namespace).
+pub fn if_index(iface: &str) -> Result<u32, DataplaneError> {
+    let c = std::ffi::CString::new(iface).map_err(|_| DataplaneError::Interface {
+        iface: iface.into(),
+        msg: "name contains NUL".into(),
+    })?;
+    // SAFETY: c is a valid C string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(DataplaneError::Interface {
+            iface: iface.into(),
+            msg: format!("no such interface: {}", io::Error::last_os_error()),
+        });
+    }
+    Ok(idx)
+}
+
+/// Removes the pinned link of `iface` (which detaches the program from it). When no link is
+/// left, removes the program and map pins too: this is the explicit "remove everything".
+/// Returns whether a link was pinned for `iface`.
+pub fn detach(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let link_path = link_pin_path(pin_dir, iface);
+    let had_link = link_path.exists();
+    if had_link {
+        let link = PinnedLink::from_pin(&link_path)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", link_path.display())))?;
+        link.unpin().map_err(|source| DataplaneError::PinDir {
+            path: link_path.clone(),
+            source,
+        })?;
+    }
+    let links_left = std::fs::read_dir(pin_dir)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
+        })
+        .unwrap_or(false);
+    if !links_left && pin_dir.exists() {
+        std::fs::remove_dir_all(pin_dir).map_err(|source| DataplaneError::PinDir {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+    }
+    Ok(had_link)
+}

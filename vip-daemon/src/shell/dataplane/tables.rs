@@ -1,0 +1,182 @@
+//! Publishing whole Maglev tables atomically. `SLOTS` and `ACTIVE` are `BPF_F_MMAPABLE`
+//! arrays mapped into vipd: a publish copies the new table into the VIP's inactive
+//! generation and then flips the VIP's 32-bit `ACTIVE` word with one release store. The XDP
+//! program reads that word once per packet, so a packet sees the old table or the new one,
+//! never a mix. No per-element syscalls.
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    ptr::NonNull,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Map, MapData};
+
+use super::DataplaneError;
+
+/// A generation just retired may still be read by packets in flight; XDP runs to completion
+/// in well under this, so a retired generation is not rewritten sooner.
+const RETIRE_GRACE: Duration = Duration::from_millis(1);
+
+/// An mmap of a u32 array map.
+struct MappedArray {
+    _map: MapData,
+    ptr: NonNull<u32>,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all access goes through &mut self or atomics.
+unsafe impl Send for MappedArray {}
+
+impl MappedArray {
+    fn new(map: Map, name: &'static str) -> Result<Self, DataplaneError> {
+        let Map::Array(data) = map else {
+            return Err(DataplaneError::MissingMap(name));
+        };
+        let len = data.info()?.max_entries() as usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = (len * 4).div_ceil(page) * page;
+        // SAFETY: a shared read/write mapping of a BPF_F_MMAPABLE array of `len` u32s.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(DataplaneError::Mmap {
+                map: name,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(Self {
+            _map: data,
+            ptr: NonNull::new(ptr.cast()).expect("mmap returned null"),
+            len,
+            bytes,
+        })
+    }
+
+    fn slice_mut(&mut self) -> &mut [u32] {
+        // SAFETY: the mapping holds `len` u32s and lives as long as self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    fn word(&self, index: usize) -> &AtomicU32 {
+        assert!(index < self.len);
+        // SAFETY: in bounds, 4-byte aligned (page-aligned base), shared with the kernel.
+        unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(index)) }
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what new() mapped.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// Where a VIP's two table generations live in `SLOTS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableRegion {
+    /// The VIP's index (its word in `ACTIVE`).
+    pub vip_index: u32,
+    /// Offset of generation 0; generation 1 follows at `base + size`.
+    pub base: u32,
+    /// Table size M.
+    pub size: u32,
+}
+
+impl TableRegion {
+    /// Slots needed for both generations.
+    pub const fn slots(&self) -> u32 {
+        2 * self.size
+    }
+}
+
+/// Writes tables through the mmaps of `SLOTS` and `ACTIVE`.
+pub struct TablePublisher {
+    slots: MappedArray,
+    active: MappedArray,
+    retired_at: std::collections::HashMap<u32, Instant>,
+}
+
+impl TablePublisher {
+    pub(super) fn new(slots: Map, active: Map) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            slots: MappedArray::new(slots, vip_common::maps::MAP_SLOTS)?,
+            active: MappedArray::new(active, vip_common::maps::MAP_ACTIVE)?,
+            retired_at: Default::default(),
+        })
+    }
+
+    /// Which generation (0 or 1) of `region` is live, or None if the VIP's word points
+    /// elsewhere (never published under this layout).
+    pub fn live_generation(&self, region: &TableRegion) -> Option<u32> {
+        let at = self
+            .active
+            .word(region.vip_index as usize)
+            .load(Ordering::Acquire);
+        if at == region.base {
+            Some(0)
+        } else if at == region.base + region.size {
+            Some(1)
+        } else {
+            None
+        }
+    }
+
+    /// The live table of `region`, if any.
+    pub fn live_table(&mut self, region: &TableRegion) -> Option<Vec<u32>> {
+        let gen = self.live_generation(region)?;
+        let start = (region.base + gen * region.size) as usize;
+        Some(self.slots.slice_mut()[start..start + region.size as usize].to_vec())
+    }
+
+    /// Publishes `table` for `region`: fill the inactive generation, then flip. Returns the
+    /// generation now live and how long the copy and flip took (excluding any grace wait).
+    pub fn publish(
+        &mut self,
+        region: &TableRegion,
+        table: &[u32],
+    ) -> Result<(u32, Duration), DataplaneError> {
+        if table.len() != region.size as usize {
+            return Err(DataplaneError::TableSize {
+                expected: region.size,
+                got: table.len(),
+            });
+        }
+        let end = (region.base + region.slots()) as usize;
+        if end > self.slots.len || region.vip_index as usize >= self.active.len {
+            return Err(DataplaneError::TableSize {
+                expected: self.slots.len as u32,
+                got: end,
+            });
+        }
+        let next = match self.live_generation(region) {
+            Some(0) => 1,
+            _ => 0,
+        };
+        if let Some(at) = self.retired_at.get(&region.vip_index) {
+            let since = at.elapsed();
+            if since < RETIRE_GRACE {
+                std::thread::sleep(RETIRE_GRACE - since);
+            }
+        }
+        let started = Instant::now();
+        let start = (region.base + next * region.size) as usize;
+        self.slots.slice_mut()[start..start + table.len()].copy_from_slice(table);
+        self.active
+            .word(region.vip_index as usize)
+            .store(start as u32, Ordering::Release);
+        let took = started.elapsed();
+        self.retired_at.insert(region.vip_index, Instant::now());
+        Ok((next, took))
+    }
+}

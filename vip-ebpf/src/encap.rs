@@ -1,0 +1,110 @@
+//! Encapsulated DSR: grow the frame by one outer IPv4/IPv6 header, or strip it on the receiving
+//! side. The L2 header (MACs, up to two VLAN tags, EtherType) moves with the frame start.
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use vip_common::{
+    encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
+    maps::{reason::*, Backend, Settings},
+    wire::{IPV4_HLEN, IPV6_HLEN},
+};
+
+use crate::pkt::{read, write};
+
+#[inline(always)]
+fn adjust_head(ctx: &XdpContext, delta: i32) -> Option<()> {
+    // SAFETY: ctx.ctx is the xdp_md of this invocation.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } == 0 {
+        Some(())
+    } else {
+        None
+    }
+}
+
+/// Bytes 12..22 of the frame: EtherType, or VLAN tags then EtherType, then L3 bytes that the
+/// caller overwrites afterwards. Always 10 bytes so the verifier sees one fixed-size copy.
+type L2Tail = [u8; 10];
+
+#[inline(always)]
+fn push_outer(ctx: &XdpContext, outer_len: usize, mac: [u8; 6]) -> Option<()> {
+    let our_mac = read::<[u8; 6]>(ctx, 0)?;
+    let tail = read::<L2Tail>(ctx, 12)?;
+    adjust_head(ctx, -(outer_len as i32))?;
+    write(ctx, 0, mac)?;
+    write(ctx, 6, our_mac)?;
+    // Copies the tags and EtherType; the bytes past `l3` are overwritten by the outer header.
+    write(ctx, 12, tail)
+}
+
+/// IPv4-in-IPv4 to `backend.addr`, next hop `backend.mac`, outer source varying per flow.
+#[inline(always)]
+pub fn encap_v4(
+    ctx: &XdpContext,
+    l3: usize,
+    backend: &Backend,
+    hash: u32,
+    settings: &Settings,
+) -> Option<()> {
+    let inner = read::<[u8; 4]>(ctx, l3)?;
+    let inner_len = u16::from_be_bytes([inner[2], inner[3]]);
+    let dst = [
+        backend.addr[0],
+        backend.addr[1],
+        backend.addr[2],
+        backend.addr[3],
+    ];
+    let src = outer_source_v4(settings.encap_src_v4, hash);
+    push_outer(ctx, IPV4_HLEN, backend.mac)?;
+    write(ctx, l3, ipv4_outer(inner_len, inner[1], src, dst))
+}
+
+/// IPv6-in-IPv6, likewise.
+#[inline(always)]
+pub fn encap_v6(
+    ctx: &XdpContext,
+    l3: usize,
+    backend: &Backend,
+    hash: u32,
+    settings: &Settings,
+) -> Option<()> {
+    let inner = read::<[u8; 6]>(ctx, l3)?;
+    let inner_len = u16::from_be_bytes([inner[4], inner[5]]) + IPV6_HLEN as u16;
+    let src = outer_source_v6(settings.encap_src_v6, hash);
+    push_outer(ctx, IPV6_HLEN, backend.mac)?;
+    write(
+        ctx,
+        l3,
+        ipv6_outer(
+            inner_len,
+            [inner[0], inner[1], inner[2], inner[3]],
+            src,
+            backend.addr,
+        ),
+    )
+}
+
+/// Strips the `outer_len`-byte outer header at `l3` (14, 18 or 22); returns the reason.
+#[inline(always)]
+pub fn decap(ctx: &XdpContext, l3: usize, outer_len: usize) -> u32 {
+    let Some(macs) = read::<[u8; 12]>(ctx, 0) else {
+        return PASS_MALFORMED;
+    };
+    let Some(tail) = read::<L2Tail>(ctx, 12) else {
+        return PASS_MALFORMED;
+    };
+    // Rebuild the L2 header right in front of the inner header, then drop the front.
+    let at = outer_len;
+    let ok = write(ctx, at, macs).is_some()
+        && match l3 {
+            14 => write(ctx, at + 12, [tail[0], tail[1]]).is_some(),
+            18 => write(
+                ctx,
+                at + 12,
+                [tail[0], tail[1], tail[2], tail[3], tail[4], tail[5]],
+            )
+            .is_some(),
+            _ => write(ctx, at + 12, tail).is_some(),
+        };
+    if !ok || adjust_head(ctx, outer_len as i32).is_none() {
+        return PASS_MALFORMED;
+    }
+    PASS_DECAP
+}
