@@ -1,5 +1,8 @@
 //! Fixtures for the root-only tests: privilege gate, network namespaces, veth pairs and
 //! running code inside a namespace. Every guard cleans up on drop, also when a test panics.
+pub mod fixture;
+pub mod packet;
+
 use std::{
     path::PathBuf,
     process::Command,

@@ -40,7 +40,7 @@ pub const fn outer_source_v6(base: [u8; 16], hash: u32) -> [u8; 16] {
 /// Identification 0, DF clear, so that outputs are byte-exact and reproducible.
 #[inline(always)]
 pub const fn ipv4_outer(inner_len: u16, tos: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; IPV4_HLEN] {
-    let total = inner_len + IPV4_HLEN as u16;
+    let total = inner_len.wrapping_add(IPV4_HLEN as u16);
     let mut h = [
         0x45,
         tos,

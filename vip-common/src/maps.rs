@@ -19,11 +19,14 @@ pub const PROG_DECAP: &str = "vip_decap";
 pub const MAP_VIPS: &str = "VIPS";
 /// Backend index -> [`Backend`] (array).
 pub const MAP_BACKENDS: &str = "BACKENDS";
-/// Maglev slots of every table generation of every VIP, backend index per slot (u32 array,
-/// `BPF_F_MMAPABLE`: vipd writes whole tables through mmap).
+/// Maglev slots of every table generation of every VIP: a backend index per slot, two slots
+/// per element (`[u32; 2]`: the kernel rounds array elements up to 8 bytes, so pairs keep the
+/// mmap dense). `BPF_F_MMAPABLE`: vipd writes whole tables through mmap, as one flat `u32`
+/// array; slot `s` is element `s / 2`, half `s % 2`.
 pub const MAP_SLOTS: &str = "SLOTS";
-/// VIP index -> offset in [`MAP_SLOTS`] of the live table (u32 array, `BPF_F_MMAPABLE`).
-/// Publishing a table is one aligned 32-bit store into this map.
+/// VIP index -> offset in [`MAP_SLOTS`] (in slots) of the live table (u32 values,
+/// `BPF_F_MMAPABLE`, one 8-byte element per VIP). Publishing a table is one aligned 32-bit
+/// store into this map.
 pub const MAP_ACTIVE: &str = "ACTIVE";
 /// Single-entry array of [`Settings`].
 pub const MAP_SETTINGS: &str = "SETTINGS";
@@ -53,7 +56,12 @@ pub const ALL_MAPS: &[&str] = &[
 /// Default capacities compiled into the object (vipd overrides them from the config).
 pub const DEFAULT_MAX_VIPS: u32 = 64;
 pub const DEFAULT_MAX_BACKENDS: u32 = 256;
-pub const DEFAULT_MAX_SLOTS: u32 = 2 * 65537;
+/// Elements of [`MAP_SLOTS`] (two slots each): both generations of one M=65537 table.
+pub const DEFAULT_MAX_SLOT_PAIRS: u32 = 65537;
+/// Slots per element of [`MAP_SLOTS`].
+pub const SLOTS_PER_ELEMENT: u32 = 2;
+/// Bytes the kernel uses per element of an array map whose values are 4 or 8 bytes.
+pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const DEFAULT_MAX_PEERS: u32 = 16;
 
 /// `BPF_F_MMAPABLE` map flag.

@@ -47,3 +47,9 @@ pub const IPV6_NEXT_DEST_OPTS: u8 = 60;
 pub const IPV6_NEXT_MOBILITY: u8 = 135;
 pub const IPV6_NEXT_HIP: u8 = 139;
 pub const IPV6_NEXT_SHIM6: u8 = 140;
+
+/// XDP actions (`enum xdp_action`), as the program returns them.
+pub const XDP_ABORTED: u32 = 0;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;

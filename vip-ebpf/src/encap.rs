@@ -66,7 +66,7 @@ pub fn encap_v6(
     settings: &Settings,
 ) -> Option<()> {
     let inner = read::<[u8; 6]>(ctx, l3)?;
-    let inner_len = u16::from_be_bytes([inner[4], inner[5]]) + IPV6_HLEN as u16;
+    let inner_len = u16::from_be_bytes([inner[4], inner[5]]).wrapping_add(IPV6_HLEN as u16);
     let src = outer_source_v6(settings.encap_src_v6, hash);
     push_outer(ctx, IPV6_HLEN, backend.mac)?;
     write(

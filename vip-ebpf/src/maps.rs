@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use vip_common::maps::{
     reason, Backend, Counter, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOTS, DEFAULT_MAX_VIPS,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -16,7 +16,7 @@ pub static VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = HashM
 #[btf_map]
 pub static BACKENDS: Array<Backend, { DEFAULT_MAX_BACKENDS as usize }> = Array::new();
 #[btf_map]
-pub static SLOTS: Array<u32, { DEFAULT_MAX_SLOTS as usize }, MMAPABLE> = Array::new();
+pub static SLOTS: Array<[u32; 2], { DEFAULT_MAX_SLOT_PAIRS as usize }, MMAPABLE> = Array::new();
 #[btf_map]
 pub static ACTIVE: Array<u32, { DEFAULT_MAX_VIPS as usize }, MMAPABLE> = Array::new();
 #[btf_map]

@@ -10,7 +10,7 @@ use vip_common::{
     flow::{flow_hash, maglev_slot},
     maps::{
         reason::*, Backend, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        VIP_F_SRC_HASH,
+        SLOTS_PER_ELEMENT, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -348,10 +348,13 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
         src_only,
     );
     let slot = *base + maglev_slot(hash, vip.table_size);
-    let index = match SLOTS.get(slot) {
-        Some(i) if *i != NO_BACKEND => *i,
-        _ => return (XDP_DROP, DROP_NO_BACKEND),
+    let index = match SLOTS.get(slot / SLOTS_PER_ELEMENT) {
+        Some(pair) => pair[(slot % SLOTS_PER_ELEMENT) as usize & 1],
+        None => return (XDP_DROP, DROP_NO_BACKEND),
     };
+    if index == NO_BACKEND {
+        return (XDP_DROP, DROP_NO_BACKEND);
+    }
     let Some(backend) = BACKENDS.get(index) else {
         return (XDP_DROP, DROP_NO_BACKEND);
     };

@@ -70,6 +70,7 @@ pub enum DataplaneError {
 pub struct Sizing {
     pub vips: u32,
     pub backends: u32,
+    /// Maglev slots, all generations of all VIPs (rounded up to whole elements).
     pub slots: u32,
     pub peers: u32,
 }
@@ -79,7 +80,7 @@ impl Default for Sizing {
         Self {
             vips: contract::DEFAULT_MAX_VIPS,
             backends: contract::DEFAULT_MAX_BACKENDS,
-            slots: contract::DEFAULT_MAX_SLOTS,
+            slots: contract::DEFAULT_MAX_SLOT_PAIRS * contract::SLOTS_PER_ELEMENT,
             peers: contract::DEFAULT_MAX_PEERS,
         }
     }
@@ -93,9 +94,19 @@ impl Sizing {
             (contract::MAP_VIP_STATS, self.vips.max(1)),
             (contract::MAP_BACKENDS, self.backends.max(1)),
             (contract::MAP_BACKEND_STATS, self.backends.max(1)),
-            (contract::MAP_SLOTS, self.slots.max(1)),
+            (contract::MAP_SLOTS, self.slot_elements()),
             (contract::MAP_PEERS, self.peers.max(1)),
         ]
+    }
+
+    /// Elements of the SLOTS map (two slots each).
+    pub fn slot_elements(&self) -> u32 {
+        self.slots.div_ceil(contract::SLOTS_PER_ELEMENT).max(1)
+    }
+
+    /// Slots the SLOTS map really holds (`slots` rounded up to whole elements).
+    pub fn slot_capacity(&self) -> u32 {
+        self.slot_elements() * contract::SLOTS_PER_ELEMENT
     }
 
     /// Bytes of kernel memory the maps take (values and keys, per-CPU maps times the CPUs),
@@ -108,7 +119,10 @@ impl Sizing {
             self.peers as u64,
         );
         let counters = (v + b + contract::reason::COUNT as u64) * 16 * cpus as u64;
-        v * (20 + 16 + 4) + b * 32 + s * 4 + p * 16 + 32 + counters
+        let _ = s;
+        let slots = self.slot_elements() as u64 * contract::ARRAY_ELEMENT_BYTES as u64;
+        // ACTIVE uses one 8-byte element per VIP.
+        v * (20 + 16 + 8) + b * 32 + slots + p * 16 + 32 + counters
     }
 }
 

@@ -14,14 +14,20 @@ use aya::maps::{Map, MapData};
 
 use super::DataplaneError;
 
+/// Words per `ACTIVE` element (a u32 value in an 8-byte element).
+const ACTIVE_STRIDE: usize = vip_common::maps::ARRAY_ELEMENT_BYTES / 4;
+
 /// A generation just retired may still be read by packets in flight; XDP runs to completion
 /// in well under this, so a retired generation is not rewritten sooner.
 const RETIRE_GRACE: Duration = Duration::from_millis(1);
 
-/// An mmap of a u32 array map.
+/// An mmap of a `BPF_F_MMAPABLE` array map viewed as flat `u32` words. The kernel stores each
+/// element in 8 bytes, so a `u32`-valued array has one word of padding per element and a
+/// `[u32; 2]`-valued one is dense.
 struct MappedArray {
     _map: MapData,
     ptr: NonNull<u32>,
+    /// Words in the mapping (2 per element).
     len: usize,
     bytes: usize,
 }
@@ -34,7 +40,8 @@ impl MappedArray {
         let Map::Array(data) = map else {
             return Err(DataplaneError::MissingMap(name));
         };
-        let len = data.info()?.max_entries() as usize;
+        let elements = data.info()?.max_entries() as usize;
+        let len = elements * vip_common::maps::ARRAY_ELEMENT_BYTES / 4;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let bytes = (len * 4).div_ceil(page) * page;
@@ -68,6 +75,7 @@ impl MappedArray {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 
+    /// The word at `index` (a word index, not an element index).
     fn word(&self, index: usize) -> &AtomicU32 {
         assert!(index < self.len);
         // SAFETY: in bounds, 4-byte aligned (page-aligned base), shared with the kernel.
@@ -116,6 +124,11 @@ impl TablePublisher {
         })
     }
 
+    /// The `ACTIVE` value of a VIP: the first word of its 8-byte element.
+    fn active_word(&self, vip_index: u32) -> &AtomicU32 {
+        self.active.word(vip_index as usize * ACTIVE_STRIDE)
+    }
+
     /// Which generation (0 or 1) of `region` is live, or None if the VIP's word points
     /// elsewhere (never published under this layout).
     pub fn live_generation(&self, region: &TableRegion) -> Option<u32> {
@@ -153,7 +166,7 @@ impl TablePublisher {
             });
         }
         let end = (region.base + region.slots()) as usize;
-        if end > self.slots.len || region.vip_index as usize >= self.active.len {
+        if end > self.slots.len || region.vip_index as usize >= self.active.len / ACTIVE_STRIDE {
             return Err(DataplaneError::TableSize {
                 expected: self.slots.len as u32,
                 got: end,
@@ -172,8 +185,7 @@ impl TablePublisher {
         let started = Instant::now();
         let start = (region.base + next * region.size) as usize;
         self.slots.slice_mut()[start..start + table.len()].copy_from_slice(table);
-        self.active
-            .word(region.vip_index as usize)
+        self.active_word(region.vip_index)
             .store(start as u32, Ordering::Release);
         let took = started.elapsed();
         self.retired_at.insert(region.vip_index, Instant::now());

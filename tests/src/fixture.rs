@@ -1,0 +1,105 @@
+//! A balancer loaded with private maps, mirrored into the host model: every change is applied
+//! to both, and every frame can be run through BPF_PROG_TEST_RUN and compared with the model.
+use aya::programs::{TestRun as _, TestRunOptions};
+use vip_common::maps::{Backend, Settings, VipInfo, VipKey};
+use vip_daemon::{
+    core::model::{self, ModelState, Outcome},
+    shell::dataplane::{Dataplane, Sizing, TablePublisher, TableRegion},
+};
+
+/// Kernel result of one BPF_PROG_TEST_RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub action: u32,
+    pub output: Vec<u8>,
+}
+
+pub struct Balancer {
+    pub dp: Dataplane,
+    pub tables: TablePublisher,
+    pub model: ModelState,
+    pub sizing: Sizing,
+}
+
+impl Balancer {
+    pub fn new(sizing: Sizing, settings: Settings) -> Self {
+        let mut dp = Dataplane::load_private(&sizing).expect("load object");
+        dp.program().expect("program verifies");
+        dp.set_settings(&settings).expect("settings");
+        let tables = dp.table_publisher().expect("mmap tables");
+        let model = ModelState {
+            settings,
+            backends: vec![Backend::default(); sizing.backends as usize],
+            active: vec![0; sizing.vips as usize],
+            slots: vec![0; sizing.slot_capacity() as usize],
+            ..Default::default()
+        };
+        Self {
+            dp,
+            tables,
+            model,
+            sizing,
+        }
+    }
+
+    pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
+        self.dp.set_vip(&key, &info).expect("set vip");
+        self.model.vips.insert(key, info);
+    }
+
+    pub fn set_backend(&mut self, index: u32, backend: Backend) {
+        self.dp.set_backend(index, &backend).expect("set backend");
+        self.model.backends[index as usize] = backend;
+    }
+
+    pub fn set_peer(&mut self, mac: [u8; 6]) {
+        self.dp.set_peer(mac, 1).expect("set peer");
+        self.model.peers.insert(mac);
+    }
+
+    /// Publishes a whole table in the kernel and in the model.
+    pub fn publish(&mut self, region: &TableRegion, table: &[u32]) {
+        let (gen, _) = self.tables.publish(region, table).expect("publish");
+        let base = region.base + gen * region.size;
+        self.model.slots[base as usize..(base + region.size) as usize].copy_from_slice(table);
+        self.model.active[region.vip_index as usize] = base;
+    }
+
+    /// The balancer program on one frame, in the kernel.
+    pub fn run(&mut self, frame: &[u8]) -> Run {
+        run_program(&mut self.dp, vip_common::maps::PROG_XDP, frame)
+    }
+
+    /// Runs `frame` in the kernel and in the model and asserts they agree; returns both (the
+    /// model's outcome carries the reason and the chosen backend).
+    pub fn check(&mut self, frame: &[u8]) -> (Run, Outcome) {
+        let kernel = self.run(frame);
+        let expected = model::process(&self.model, frame);
+        assert_eq!(
+            (kernel.action, &kernel.output),
+            (expected.action, &expected.output),
+            "kernel and model disagree on frame {frame:02x?} (model reason {})",
+            vip_common::maps::reason::NAMES[expected.reason as usize]
+        );
+        (kernel, expected)
+    }
+}
+
+/// One BPF_PROG_TEST_RUN of program `name` over `frame`.
+pub fn run_program(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> Run {
+    let mut out = vec![0u8; frame.len() + 256];
+    let res = dp
+        .named_program(name)
+        .expect("program")
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(res.data_size_out as usize);
+    Run {
+        action: res.return_value,
+        output: out,
+    }
+}

@@ -1,0 +1,4 @@
+//! Pure cores: plain functions of (state, input, now) returning actions; no IO, no clock.
+
+pub mod maglev;
+pub mod model;

@@ -1,0 +1,453 @@
+//! A pure host-side model of the XDP balancer: the same decisions, made over a byte slice and
+//! plain collections instead of the packet context and BPF maps. Tests compare the kernel's
+//! verdicts and output bytes against it packet by packet, and `vipd trace` answers "which
+//! backend gets this flow" with it. The flow hash, Maglev slot and outer headers come from
+//! `vip_common`, the one definition both sides share; parsing is written again on purpose, so
+//! that the comparison checks the program rather than itself.
+use std::collections::{HashMap, HashSet};
+
+use vip_common::{
+    encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
+    flow::{flow_hash, maglev_slot},
+    maps::{
+        reason::*, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+        VIP_F_SRC_HASH,
+    },
+    wire::*,
+};
+
+/// The contents of the maps, as the program would see them.
+#[derive(Clone, Debug, Default)]
+pub struct ModelState {
+    pub settings: Settings,
+    pub vips: HashMap<VipKey, VipInfo>,
+    /// Indexed like `BACKENDS`; missing entries are zeroed (mode 0).
+    pub backends: Vec<Backend>,
+    /// Indexed like `ACTIVE`: offset of the live table in `slots`.
+    pub active: Vec<u32>,
+    pub slots: Vec<u32>,
+    pub peers: HashSet<[u8; 6]>,
+}
+
+/// What the program does with one frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// `XDP_*` action.
+    pub action: u32,
+    /// `reason::*` counter incremented.
+    pub reason: u32,
+    /// The frame as it leaves the program.
+    pub output: Vec<u8>,
+    /// VIP index and backend index when a backend was chosen.
+    pub chosen: Option<(u32, u32)>,
+}
+
+/// A flow in the client -> VIP direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Where a flow goes: the VIP, the slot and the backend index in the live table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub vip: VipInfo,
+    pub hash: u32,
+    pub slot: u32,
+    /// `None`: the VIP's table has no backend for this slot (dropped).
+    pub backend: Option<u32>,
+}
+
+impl ModelState {
+    /// The VIP of a flow: exact port first, then the all-ports entry.
+    pub fn lookup_vip(&self, f: &Flow) -> Option<VipInfo> {
+        let mut key = VipKey {
+            addr: f.dst,
+            port: f.dport,
+            proto: f.proto,
+            family: f.family,
+        };
+        if let Some(v) = self.vips.get(&key) {
+            return Some(*v);
+        }
+        key.port = 0;
+        self.vips.get(&key).copied()
+    }
+
+    /// The backend the live tables pick for `flow` (`vipd trace`).
+    pub fn choose(&self, flow: &Flow) -> Option<Choice> {
+        let vip = self.lookup_vip(flow)?;
+        let base = *self.active.get(vip.index as usize)?;
+        if vip.table_size == 0 {
+            return Some(Choice {
+                vip,
+                hash: 0,
+                slot: 0,
+                backend: None,
+            });
+        }
+        let src_only = vip.flags & VIP_F_SRC_HASH != 0;
+        let hash = flow_hash(
+            self.settings.hash_seed,
+            &flow.src,
+            &flow.dst,
+            flow.sport,
+            flow.dport,
+            flow.proto,
+            src_only,
+        );
+        let slot = base.wrapping_add(maglev_slot(hash, vip.table_size));
+        let backend = match self.slots.get(slot as usize) {
+            Some(&i) if i != NO_BACKEND && (i as usize) < self.backends.len() => Some(i),
+            _ => None,
+        };
+        Some(Choice {
+            vip,
+            hash,
+            slot,
+            backend,
+        })
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn bytes<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+fn addr4(b: &[u8]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&b[..4]);
+    a
+}
+
+fn addr16(b: &[u8]) -> [u8; 16] {
+    b[..16].try_into().expect("16 bytes")
+}
+
+/// EtherType after at most two VLAN tags, and the L3 offset.
+fn l3_offset(f: &[u8]) -> Option<(u16, usize)> {
+    let mut proto = be16(f, 12)?;
+    let mut l3 = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        proto = be16(f, l3 + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    Some((proto, l3))
+}
+
+fn verdict(frame: &[u8], action: u32, reason: u32) -> Outcome {
+    Outcome {
+        action,
+        reason,
+        output: frame.to_vec(),
+        chosen: None,
+    }
+}
+
+/// The balancer program (`vip_xdp`) applied to one frame.
+pub fn process(state: &ModelState, frame: &[u8]) -> Outcome {
+    let pass = |reason| verdict(frame, XDP_PASS, reason);
+    match l3_offset(frame) {
+        Some((ETH_P_IP, l3)) => ipv4(state, frame, l3),
+        Some((ETH_P_IPV6, l3)) => ipv6(state, frame, l3),
+        Some(_) => pass(PASS_NOT_IP),
+        None => pass(PASS_MALFORMED),
+    }
+}
+
+fn ipv4(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
+    let pass = |reason| verdict(f, XDP_PASS, reason);
+    let Some(h) = bytes::<20>(f, l3) else {
+        return pass(PASS_MALFORMED);
+    };
+    if h[0] >> 4 != 4 || h[0] & 0xf < 5 {
+        return pass(PASS_MALFORMED);
+    }
+    let ihl = ((h[0] & 0xf) as usize) * 4;
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    if total < ihl || l3 + total > f.len() {
+        return pass(PASS_MALFORMED);
+    }
+    if u16::from_be_bytes([h[6], h[7]]) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
+        return pass(PASS_FRAGMENT);
+    }
+    let l4 = l3 + ihl;
+    let proto = h[9];
+    if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
+        let Some(p) = bytes::<4>(f, l4) else {
+            return pass(PASS_MALFORMED);
+        };
+        let flow = Flow {
+            src: addr4(&h[12..16]),
+            dst: addr4(&h[16..20]),
+            sport: u16::from_be_bytes([p[0], p[1]]),
+            dport: u16::from_be_bytes([p[2], p[3]]),
+            proto,
+            family: FAMILY_V4,
+        };
+        return to_backend(state, f, l3, &flow, false);
+    }
+    if proto == IPPROTO_ICMP {
+        let Some(t) = bytes::<2>(f, l4) else {
+            return pass(PASS_MALFORMED);
+        };
+        if t[0] != ICMP_DEST_UNREACH || t[1] != ICMP_FRAG_NEEDED {
+            return pass(PASS_ICMP);
+        }
+        return match inner_flow_v4(f, l4 + ICMP_HLEN) {
+            Some(e) => to_backend(state, f, l3, &reversed(&e), true),
+            None => pass(PASS_ICMP),
+        };
+    }
+    if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
+        return match inner_flow_v4(f, l4) {
+            Some(inner) if state.lookup_vip(&inner).is_some() => decap(f, l3, IPV4_HLEN),
+            Some(_) => pass(PASS_NOT_VIP),
+            None => pass(PASS_MALFORMED),
+        };
+    }
+    pass(PASS_NOT_VIP)
+}
+
+fn reversed(e: &Flow) -> Flow {
+    Flow {
+        src: e.dst,
+        dst: e.src,
+        sport: e.dport,
+        dport: e.sport,
+        ..*e
+    }
+}
+
+fn inner_flow_v4(f: &[u8], l3: usize) -> Option<Flow> {
+    let h = bytes::<20>(f, l3)?;
+    if h[0] >> 4 != 4 || h[0] & 0xf < 5 || (h[9] != IPPROTO_TCP && h[9] != IPPROTO_UDP) {
+        return None;
+    }
+    let p = bytes::<4>(f, l3 + ((h[0] & 0xf) as usize) * 4)?;
+    Some(Flow {
+        src: addr4(&h[12..16]),
+        dst: addr4(&h[16..20]),
+        sport: u16::from_be_bytes([p[0], p[1]]),
+        dport: u16::from_be_bytes([p[2], p[3]]),
+        proto: h[9],
+        family: FAMILY_V4,
+    })
+}
+
+fn inner_flow_v6(f: &[u8], l3: usize) -> Option<Flow> {
+    let h = bytes::<40>(f, l3)?;
+    if h[0] >> 4 != 6 || (h[6] != IPPROTO_TCP && h[6] != IPPROTO_UDP) {
+        return None;
+    }
+    let p = bytes::<4>(f, l3 + IPV6_HLEN)?;
+    Some(Flow {
+        src: addr16(&h[8..24]),
+        dst: addr16(&h[24..40]),
+        sport: u16::from_be_bytes([p[0], p[1]]),
+        dport: u16::from_be_bytes([p[2], p[3]]),
+        proto: h[6],
+        family: FAMILY_V6,
+    })
+}
+
+fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
+    let pass = |reason| verdict(f, XDP_PASS, reason);
+    let Some(h) = bytes::<40>(f, l3) else {
+        return pass(PASS_MALFORMED);
+    };
+    if h[0] >> 4 != 6 {
+        return pass(PASS_MALFORMED);
+    }
+    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    if l3 + IPV6_HLEN + payload > f.len() {
+        return pass(PASS_MALFORMED);
+    }
+    let l4 = l3 + IPV6_HLEN;
+    match h[6] {
+        IPPROTO_TCP | IPPROTO_UDP => match bytes::<4>(f, l4) {
+            Some(p) => {
+                let flow = Flow {
+                    src: addr16(&h[8..24]),
+                    dst: addr16(&h[24..40]),
+                    sport: u16::from_be_bytes([p[0], p[1]]),
+                    dport: u16::from_be_bytes([p[2], p[3]]),
+                    proto: h[6],
+                    family: FAMILY_V6,
+                };
+                to_backend(state, f, l3, &flow, false)
+            }
+            None => pass(PASS_MALFORMED),
+        },
+        IPPROTO_ICMPV6 => match f.get(l4) {
+            None => pass(PASS_MALFORMED),
+            Some(&t) if t != ICMPV6_PKT_TOOBIG => pass(PASS_ICMP),
+            Some(_) => match inner_flow_v6(f, l4 + ICMP_HLEN) {
+                Some(e) => to_backend(state, f, l3, &reversed(&e), true),
+                None => pass(PASS_ICMP),
+            },
+        },
+        IPPROTO_IPV6 => match inner_flow_v6(f, l4) {
+            Some(inner) if state.lookup_vip(&inner).is_some() => decap(f, l3, IPV6_HLEN),
+            Some(_) => pass(PASS_NOT_VIP),
+            None => pass(PASS_MALFORMED),
+        },
+        IPV6_NEXT_FRAGMENT => pass(PASS_FRAGMENT),
+        IPV6_NEXT_HOP_BY_HOP | IPV6_NEXT_ROUTING | IPV6_NEXT_DEST_OPTS | IPV6_NEXT_AH
+        | IPV6_NEXT_ESP | IPV6_NEXT_MOBILITY | IPV6_NEXT_HIP | IPV6_NEXT_SHIM6 => {
+            pass(PASS_IPV6_EXT)
+        }
+        _ => pass(PASS_NOT_VIP),
+    }
+}
+
+fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) -> Outcome {
+    let pass = |reason| verdict(f, XDP_PASS, reason);
+    let drop = |reason| verdict(f, XDP_DROP, reason);
+    let Some(choice) = state.choose(flow) else {
+        return match state.lookup_vip(flow) {
+            // A VIP whose index has no ACTIVE word.
+            Some(_) if !state.peers.contains(&f[6..12]) => drop(DROP_NO_BACKEND),
+            Some(_) => pass(PASS_FROM_PEER),
+            None => pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP }),
+        };
+    };
+    if state.peers.contains(&f[6..12]) {
+        return pass(PASS_FROM_PEER);
+    }
+    let Some(index) = choice.backend else {
+        return drop(DROP_NO_BACKEND);
+    };
+    let backend = &state.backends[index as usize];
+    let mut out = forward(state, f, l3, backend, choice.hash, flow.family, icmp);
+    // The program counts the VIP and backend before forwarding, whatever follows.
+    out.chosen = Some((choice.vip.index, index));
+    out
+}
+
+fn forward(
+    state: &ModelState,
+    f: &[u8],
+    l3: usize,
+    b: &Backend,
+    hash: u32,
+    family: u8,
+    icmp: bool,
+) -> Outcome {
+    let sent = if icmp { TX_ICMP } else { TX_L2 };
+    match b.mode {
+        FWD_LOCAL => verdict(f, XDP_PASS, PASS_LOCAL),
+        FWD_L2 => {
+            let mut out = f.to_vec();
+            let ours: [u8; 6] = f[0..6].try_into().expect("6 bytes");
+            out[0..6].copy_from_slice(&b.mac);
+            out[6..12].copy_from_slice(&ours);
+            Outcome {
+                action: XDP_TX,
+                reason: sent,
+                output: out,
+                chosen: None,
+            }
+        }
+        FWD_ENCAP if b.family == family => {
+            let (outer_len, outer): (usize, Vec<u8>) = if family == FAMILY_V4 {
+                let inner_len = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
+                let src = outer_source_v4(state.settings.encap_src_v4, hash);
+                let dst = [b.addr[0], b.addr[1], b.addr[2], b.addr[3]];
+                (
+                    IPV4_HLEN,
+                    ipv4_outer(inner_len, f[l3 + 1], src, dst).to_vec(),
+                )
+            } else {
+                let inner_len =
+                    u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]).wrapping_add(IPV6_HLEN as u16);
+                let first = [f[l3], f[l3 + 1], f[l3 + 2], f[l3 + 3]];
+                let src = outer_source_v6(state.settings.encap_src_v6, hash);
+                (
+                    IPV6_HLEN,
+                    ipv6_outer(inner_len, first, src, b.addr).to_vec(),
+                )
+            };
+            // Same writes, in the same order, as the program after bpf_xdp_adjust_head.
+            let mut out = vec![0u8; outer_len];
+            out.extend_from_slice(f);
+            let tail: [u8; 10] = f[12..22].try_into().expect("10 bytes");
+            out[0..6].copy_from_slice(&b.mac);
+            out[6..12].copy_from_slice(&f[0..6]);
+            out[12..22].copy_from_slice(&tail);
+            out[l3..l3 + outer_len].copy_from_slice(&outer);
+            Outcome {
+                action: XDP_TX,
+                reason: if icmp { TX_ICMP } else { TX_ENCAP },
+                output: out,
+                chosen: None,
+            }
+        }
+        _ => verdict(f, XDP_DROP, DROP_NO_BACKEND),
+    }
+}
+
+/// Strips the outer header at `l3`, keeping the L2 header in front of the inner packet.
+/// A frame too short for the rewrite is passed as malformed (with the writes that fit done,
+/// exactly like the program).
+fn decap(f: &[u8], l3: usize, outer_len: usize) -> Outcome {
+    let mut out = f.to_vec();
+    let (Some(macs), Some(tail)) = (bytes::<12>(f, 0), bytes::<10>(f, 12)) else {
+        return verdict(f, XDP_PASS, PASS_MALFORMED);
+    };
+    if outer_len + 12 > f.len() {
+        return verdict(f, XDP_PASS, PASS_MALFORMED);
+    }
+    out[outer_len..outer_len + 12].copy_from_slice(&macs);
+    let keep = match l3 {
+        14 => 2,
+        18 => 6,
+        _ => 10,
+    };
+    if outer_len + 12 + keep > f.len() {
+        return Outcome {
+            action: XDP_PASS,
+            reason: PASS_MALFORMED,
+            output: out,
+            chosen: None,
+        };
+    }
+    out[outer_len + 12..outer_len + 12 + keep].copy_from_slice(&tail[..keep]);
+    Outcome {
+        action: XDP_PASS,
+        reason: PASS_DECAP,
+        output: out[outer_len..].to_vec(),
+        chosen: None,
+    }
+}
+
+/// The backend-side program (`vip_decap`) applied to one frame.
+pub fn process_decap(frame: &[u8]) -> Outcome {
+    let pass = |reason| verdict(frame, XDP_PASS, reason);
+    match l3_offset(frame) {
+        Some((ETH_P_IP, l3)) => match bytes::<10>(frame, l3) {
+            Some(h) if h[0] == 0x45 && h[9] == IPPROTO_IPIP => decap(frame, l3, IPV4_HLEN),
+            Some(_) => pass(PASS_NOT_VIP),
+            None => pass(PASS_MALFORMED),
+        },
+        Some((ETH_P_IPV6, l3)) => match bytes::<8>(frame, l3) {
+            Some(h) if h[0] >> 4 == 6 && h[6] == IPPROTO_IPV6 => decap(frame, l3, IPV6_HLEN),
+            Some(_) => pass(PASS_NOT_VIP),
+            None => pass(PASS_MALFORMED),
+        },
+        Some(_) => pass(PASS_NOT_IP),
+        None => pass(PASS_MALFORMED),
+    }
+}
