@@ -14,6 +14,9 @@ pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
 pub const PROG_XDP: &str = "vip_xdp";
 /// Name of the backend-side decapsulation program for encapsulated DSR.
 pub const PROG_DECAP: &str = "vip_decap";
+/// Benchmark baselines (never attached): swap MACs + XDP_TX, and XDP_PASS.
+pub const PROG_BARE_TX: &str = "bare_tx";
+pub const PROG_BARE_PASS: &str = "bare_pass";
 
 /// `VipKey` -> [`VipInfo`] (hash map).
 pub const MAP_VIPS: &str = "VIPS";

@@ -4,6 +4,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod bare;
+#[cfg(target_arch = "bpf")]
 mod encap;
 #[cfg(target_arch = "bpf")]
 mod maps;

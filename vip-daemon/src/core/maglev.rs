@@ -6,8 +6,11 @@
 //!
 //! Each backend walks its own permutation of the slots, `offset + j * skip (mod m)`, and
 //! claims the first free slot it reaches. Weights follow Katran's MaglevV2: every round a
-//! backend earns `weight / max_weight` credit and claims one slot per whole unit, so with
-//! equal weights this is exactly the paper's round robin (slot counts differ by at most 1).
+//! backend earns `weight / max_weight` credit (kept as exact integers) and claims one slot per
+//! whole unit, so with equal weights this is exactly the paper's round robin (slot counts
+//! differ by at most 1) and otherwise each share is within a slot or so of its weight.
+
+use std::cmp::Reverse;
 
 /// One backend as the table builder sees it. `id` is the stable backend identity (the
 /// index the data plane uses); `weight` 0 means not in the table.
@@ -39,18 +42,17 @@ pub enum MaglevError {
     ReservedId(u32),
 }
 
-/// Builds a table of `m` slots (m prime; also accept m == 1 → every slot the best backend) for `seed`.
-/// Deterministic for the same (seed, set of backends) whatever the input order: sort by id first.
-/// Empty set or all weights 0 → every slot NO_BACKEND. Duplicate ids: return Err.
+/// Builds a table of `m` slots for `seed`: `m` prime, or 1 for a single slot holding the
+/// best backend (highest weight, then lowest id). The same (seed, set of backends) gives the
+/// same table whatever the input order. No backend with a non-zero weight → every slot is
+/// [`NO_BACKEND`]. Duplicate ids and the id [`NO_BACKEND`] are errors.
 pub fn build(seed: u32, backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, MaglevError> {
     if m == 0 {
         return Err(MaglevError::ZeroSize);
     }
     if m > MAX_TABLE_SIZE {
-        return Err(MaglevError::TooLarge {
-            m,
-            max: MAX_TABLE_SIZE,
-        });
+        let max = MAX_TABLE_SIZE;
+        return Err(MaglevError::TooLarge { m, max });
     }
     if m != 1 && !is_prime(m) {
         return Err(MaglevError::NotPrime(m));
@@ -73,9 +75,7 @@ pub fn build(seed: u32, backends: &[MaglevBackend], m: u32) -> Result<Vec<u32>, 
     }
     if m == 1 {
         // One slot cannot be shared: the heaviest backend wins, the lowest id breaks ties.
-        let best = live
-            .iter()
-            .max_by_key(|b| (b.weight, std::cmp::Reverse(b.id)));
+        let best = live.iter().max_by_key(|b| (b.weight, Reverse(b.id)));
         table[0] = best.map_or(NO_BACKEND, |b| b.id);
         return Ok(table);
     }
@@ -146,7 +146,7 @@ fn step(pos: u32, skip: u32, m: u32) -> u32 {
     }
 }
 
-/// splitmix64's finalizer: a fixed, platform-independent 64-bit mix (no `RandomState`).
+/// One splitmix64 step: a fixed, platform-independent 64-bit mix (unlike `RandomState`).
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -157,13 +157,15 @@ fn splitmix64(x: u64) -> u64 {
 /// Two independent hashes of (seed, id) for offset and skip (the paper's h1 and h2).
 fn backend_hashes(seed: u32, id: u32) -> (u64, u64) {
     let key = splitmix64(((seed as u64) << 32) | id as u64);
+    // Two arbitrary distinct salts derive the two hashes from one mixed key.
     (
         splitmix64(key ^ 0x6F66_6673_6574_0001),
         splitmix64(key ^ 0x736B_6970_0000_0002),
     )
 }
 
-/// Slots whose value differs: (slot index, new value). Panics/debug_asserts if lengths differ.
+/// Slots whose value differs: (slot index, new value), in slot order, so that a published
+/// table can be patched in place. Panics if the lengths differ.
 pub fn diff(old: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
     assert_eq!(old.len(), new.len(), "Maglev tables of different sizes");
     old.iter()
@@ -174,7 +176,7 @@ pub fn diff(old: &[u32], new: &[u32]) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// Trial division by 6k ± 1; m <= 2^32 needs at most ~22k steps, and this runs rarely.
+/// Trial division by 6k ± 1: at most ~11k iterations for a u32, and it runs once per build.
 pub fn is_prime(m: u32) -> bool {
     if m < 4 {
         return m >= 2;
@@ -215,11 +217,11 @@ mod tests {
     }
 
     /// xorshift64: a deterministic stand-in for a rand crate.
-    fn xorshift(state: &mut u64) -> u64 {
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        *state
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
     }
 
     fn fnv1a(table: &[u32]) -> u64 {
@@ -245,7 +247,11 @@ mod tests {
     fn equal_weights_balance_within_one_slot() {
         for m in [251, 4099, M] {
             for n in [2, 3, 7, 10, 100, 1000] {
-                let c = counts(&build(3, &equal(n), m).unwrap(), n - 1);
+                let t = build(3, &equal(n), m).unwrap();
+                // Only weight ratios matter: scaled equal weights are the classic table.
+                let scaled: Vec<_> = (0..n).map(|id| b(id, 40_000)).collect();
+                assert_eq!(build(3, &scaled, m).unwrap(), t);
+                let c = counts(&t, n - 1);
                 let (lo, hi) = (c.iter().min().unwrap(), c.iter().max().unwrap());
                 assert!(hi - lo <= 1, "m={m} n={n} min={lo} max={hi}");
             }
@@ -256,11 +262,7 @@ mod tests {
     fn weights_honoured_within_one_percent() {
         for weights in [&[1u32, 2, 3, 4][..], &[100, 50, 25], &[1, 1000], &[5, 0, 5]] {
             for m in [251, M] {
-                let bs: Vec<_> = weights
-                    .iter()
-                    .zip(0..)
-                    .map(|(&w, i)| b(i * 10, w))
-                    .collect();
+                let bs: Vec<_> = (0..).zip(weights).map(|(i, &w)| b(i * 10, w)).collect();
                 let c = counts(&build(11, &bs, m).unwrap(), 10 * weights.len() as u32);
                 let sum: u32 = weights.iter().sum();
                 for (w, got) in weights.iter().zip(c.into_iter().step_by(10)) {
@@ -280,14 +282,9 @@ mod tests {
             for gone in [0, n / 2, n - 1] {
                 let rest: Vec<_> = all.iter().copied().filter(|b| b.id != gone).collect();
                 let changes = diff(&old, &build(5, &rest, M).unwrap());
-                let collateral = changes
-                    .iter()
-                    .filter(|&&(s, _)| old[s as usize] != gone)
-                    .count();
-                assert!(
-                    collateral <= M as usize / 100,
-                    "n={n} gone={gone} {collateral}"
-                );
+                // Slots that moved between surviving backends (measured worst: ~0.65% of M).
+                let collateral = changes.iter().filter(|c| old[c.0 as usize] != gone);
+                assert!(collateral.count() <= M as usize / 100, "n={n} gone={gone}");
                 assert!(
                     changes.len() <= (M / n + M / 100) as usize,
                     "n={n} gone={gone}"
@@ -329,21 +326,14 @@ mod tests {
         assert_eq!(err(&[b(1, 1)], 0), MaglevError::ZeroSize);
         assert_eq!(err(&[b(1, 1)], 250), MaglevError::NotPrime(250));
         assert_eq!(err(&[b(1, 1), b(1, 2)], 251), MaglevError::DuplicateId(1));
-        assert_eq!(
-            err(&[b(NO_BACKEND, 1)], 251),
-            MaglevError::ReservedId(NO_BACKEND)
-        );
-        let huge = 16_777_259; // smallest prime above 1 << 24
-        let max = MAX_TABLE_SIZE;
-        assert_eq!(
-            err(&[b(1, 1)], huge),
-            MaglevError::TooLarge { m: huge, max }
-        );
+        let reserved = MaglevError::ReservedId(NO_BACKEND);
+        assert_eq!(err(&[b(NO_BACKEND, 1)], 251), reserved);
+        let (m, max) = (16_777_259, MAX_TABLE_SIZE); // m: the smallest prime above 1 << 24
+        assert_eq!(err(&[b(1, 1)], m), MaglevError::TooLarge { m, max });
         let primes: Vec<u32> = (0..30).filter(|&m| is_prime(m)).collect();
         assert_eq!(primes, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
-        assert!(
-            is_prime(65537) && is_prime(4_294_967_291) && !is_prime(65535) && !is_prime(u32::MAX)
-        );
+        assert!(is_prime(65537) && is_prime(4_294_967_291));
+        assert!(!is_prime(65535) && !is_prime(u32::MAX));
     }
 
     #[test]
