@@ -22,8 +22,14 @@ pub struct Balancer {
 }
 
 impl Balancer {
+    /// A balancer on private maps (for BPF_PROG_TEST_RUN).
     pub fn new(sizing: Sizing, settings: Settings) -> Self {
-        let mut dp = Dataplane::load_private(&sizing).expect("load object");
+        let dp = Dataplane::load_private(&sizing).expect("load object");
+        Self::with_dataplane(dp, sizing, settings)
+    }
+
+    /// A balancer around an already loaded (e.g. pinned and attached) data plane.
+    pub fn with_dataplane(mut dp: Dataplane, sizing: Sizing, settings: Settings) -> Self {
         dp.program().expect("program verifies");
         dp.set_settings(&settings).expect("settings");
         let tables = dp.table_publisher().expect("mmap tables");

@@ -2,6 +2,7 @@
 //! running code inside a namespace. Every guard cleans up on drop, also when a test panics.
 pub mod fixture;
 pub mod packet;
+pub mod servers;
 
 use std::{
     path::PathBuf,
@@ -62,6 +63,15 @@ impl NetNs {
         sh(&["ip", "netns", "add", &name]);
         let ns = Self { name };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
+        // Tentative (DAD) IPv6 addresses, link-local ones included, stall the first seconds
+        // of IPv6 traffic; test hosts have unique addresses by construction.
+        for key in ["all", "default"] {
+            ns.exec(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{key}.accept_dad=0"),
+            ]);
+        }
         ns
     }
 
@@ -75,17 +85,7 @@ impl NetNs {
 
     /// Runs `f` on a thread that has entered this namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            use std::os::fd::AsRawFd as _;
-            // SAFETY: a valid namespace fd; only this thread changes namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("thread in netns panicked")
+        self.spawn(f).join().expect("thread in netns panicked")
     }
 }
 
@@ -151,4 +151,162 @@ pub fn vipd_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+impl NetNs {
+    /// Runs `f` on a background thread that has entered this namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            f()
+        })
+    }
+}
+
+fn enter_netns(path: &str) {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: a valid namespace fd; only the calling thread changes namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+/// One host on the test LAN: its namespace, interface, MAC and addresses.
+pub struct Host {
+    pub ns: NetNs,
+    pub iface: String,
+    /// The switch-side end of its veth.
+    pub port: String,
+    pub mac: [u8; 6],
+    pub ip4: [u8; 4],
+    pub ip6: [u8; 16],
+}
+
+/// A LAN: a "switch" namespace holding a Linux bridge, and hosts each in their own namespace
+/// with a veth to the bridge. Addresses 10.77.0.0/24 and fd77::/64; MACs 02:77:00:00:00:<n>.
+pub struct Lan {
+    pub switch: NetNs,
+    pub hosts: Vec<Host>,
+}
+
+impl Lan {
+    pub fn new() -> Self {
+        let switch = NetNs::new("vsw");
+        // No multicast snooping: neighbour solicitations reach every port from the start.
+        switch.exec(&[
+            "ip",
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        switch.exec(&["ip", "link", "set", "br0", "up"]);
+        Self {
+            switch,
+            hosts: Vec::new(),
+        }
+    }
+
+    /// Adds host number `n` (1..=250); returns its index in `hosts`.
+    pub fn add_host(&mut self, n: u8) -> usize {
+        let ns = NetNs::new("vh");
+        let iface = unique("eh");
+        let port = unique("ep");
+        let mac = [2, 0x77, 0, 0, 0, n];
+        let mac_s = fmt_mac(&mac);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &iface,
+            "address",
+            &mac_s,
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.switch.name,
+        ]);
+        self.switch
+            .exec(&["ip", "link", "set", &port, "master", "br0", "up"]);
+        let ip4 = [10, 77, 0, n];
+        let mut ip6 = [0u8; 16];
+        ip6[0] = 0xfd;
+        ip6[1] = 0x77;
+        ip6[15] = n;
+        ns.exec(&["ip", "link", "set", &iface, "up"]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.77.0.{n}/24"),
+            "dev",
+            &iface,
+        ]);
+        ns.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("fd77::{n:x}/64"),
+            "dev",
+            &iface,
+            "nodad",
+        ]);
+        // Checksum offload does not survive XDP_TX on veth: compute checksums in software.
+        ns.exec(&["ethtool", "-K", &iface, "tx", "off"]);
+        self.hosts.push(Host {
+            ns,
+            iface,
+            port,
+            mac,
+            ip4,
+            ip6,
+        });
+        self.hosts.len() - 1
+    }
+}
+
+impl Default for Lan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Puts a VIP on `lo` of a backend, as DSR needs: accepted locally, never announced.
+pub fn vip_on_loopback(host: &Host, vip4: &str, vip6: &str) {
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+    ] {
+        host.ns.exec(&["sysctl", "-qw", &format!("{k}={v}")]);
+    }
+    host.ns
+        .exec(&["ip", "addr", "add", &format!("{vip4}/32"), "dev", "lo"]);
+    host.ns.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{vip6}/128"),
+        "dev",
+        "lo",
+        "nodad",
+    ]);
 }

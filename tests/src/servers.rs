@@ -1,0 +1,115 @@
+//! Tiny real services for end-to-end tests: an HTTP server and a UDP responder that answer
+//! with their backend's name, and the matching clients. Servers stop when `stop` is set.
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::NetNs;
+
+/// Serves `HTTP/1.0 200` with body `name` on `[::]:port` (IPv4 too) until `stop`.
+pub fn http_server(ns: &NetNs, port: u16, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let is_ready = ready.clone();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind http");
+        listener.set_nonblocking(true).expect("nonblocking");
+        is_ready.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 512];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                        name.len()
+                    );
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// Answers every datagram on `addr` with `name`. Bound to the VIP itself so that replies
+/// leave with the VIP as source (direct server return).
+pub fn udp_responder(
+    ns: &NetNs,
+    addr: SocketAddr,
+    name: String,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let is_ready = ready.clone();
+    let handle = ns.spawn(move || {
+        let sock = UdpSocket::bind(addr).expect("bind udp");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        is_ready.store(true, Ordering::Release);
+        let mut buf = [0u8; 1500];
+        while !stop.load(Ordering::Acquire) {
+            if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                let _ = sock.send_to(name.as_bytes(), from);
+            }
+        }
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// One HTTP/1.0 GET on a new connection: (client source port, response body).
+pub fn http_get(to: SocketAddr) -> std::io::Result<(u16, String)> {
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let port = conn.local_addr()?.port();
+    conn.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp)?;
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Ok((port, body))
+}
+
+/// One datagram from a fresh socket and its answer: (client source port, answer).
+pub fn udp_ask(to: SocketAddr, payload: &[u8]) -> std::io::Result<(u16, String)> {
+    let bind: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().expect("addr")
+    } else {
+        "[::]:0".parse().expect("addr")
+    };
+    let sock = UdpSocket::bind(bind)?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))?;
+    sock.connect(to)?;
+    let port = sock.local_addr()?.port();
+    let mut buf = [0u8; 1500];
+    for _ in 0..3 {
+        sock.send(payload)?;
+        if let Ok(n) = sock.recv(&mut buf) {
+            return Ok((port, String::from_utf8_lossy(&buf[..n]).into_owned()));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no UDP answer",
+    ))
+}

@@ -1,0 +1,303 @@
+//! Real traffic through the balancer: a client, one balancer node and three backends on a
+//! bridged LAN, each in its own network namespace. Real TCP (HTTP) and UDP flows, IPv4 and IPv6,
+//! go to the VIP; each must be answered by the backend the host model predicts, directly (the
+//! balancer sees only the client's half). Once with L2 DSR, once encapsulated (IPIP/IP6IP6)
+//! with the decap program on the backends.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{atomic::AtomicBool, atomic::Ordering, Arc},
+};
+
+use vip_common::{
+    maps::{self, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2},
+    wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
+};
+use vip_daemon::{
+    core::{maglev, model},
+    shell::dataplane::{Dataplane, Sizing, TableRegion},
+};
+use vip_tests::{fixture::Balancer, fmt_mac, privileged, servers, vip_on_loopback, Lan, PinDir};
+
+const VIP4: [u8; 4] = [10, 77, 0, 100];
+const VIP6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+const M: u32 = 251;
+const SEED: u32 = 0xfab0_0001;
+
+fn a4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+fn run_e2e(mode: u8, test: &str) {
+    if !privileged(test) {
+        return;
+    }
+    let mut lan = Lan::new();
+    let client = lan.add_host(1);
+    let lb = lan.add_host(2);
+    let backends: Vec<usize> = (11..=13).map(|n| lan.add_host(n)).collect();
+    let (lb_pins, port_pins) = (PinDir::new(), PinDir::new());
+    let backend_pins: Vec<PinDir> = backends.iter().map(|_| PinDir::new()).collect();
+
+    // XDP_TX on a veth is only delivered when its peer runs an XDP program too.
+    {
+        let (path, port) = (port_pins.path.clone(), lan.hosts[lb].port.clone());
+        lan.switch.run(move || {
+            let mut dp = Dataplane::load_pinned(&path, &Sizing::default()).expect("load");
+            dp.attach_program(maps::PROG_BARE_PASS, &port)
+                .expect("attach peer");
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut servers = Vec::new();
+    for (i, &b) in backends.iter().enumerate() {
+        let host = &lan.hosts[b];
+        vip_on_loopback(host, "10.77.0.100", "fd77::100");
+        let name = format!("backend-{i}");
+        servers.push(servers::http_server(
+            &host.ns,
+            80,
+            name.clone(),
+            stop.clone(),
+        ));
+        for vip in [
+            IpAddr::V4(Ipv4Addr::from(VIP4)),
+            IpAddr::V6(Ipv6Addr::from(VIP6)),
+        ] {
+            servers.push(servers::udp_responder(
+                &host.ns,
+                SocketAddr::new(vip, 5353),
+                name.clone(),
+                stop.clone(),
+            ));
+        }
+        if mode == FWD_ENCAP {
+            let (path, iface) = (backend_pins[i].path.clone(), host.iface.clone());
+            host.ns.run(move || {
+                let mut dp = Dataplane::load_pinned(&path, &Sizing::default()).expect("load");
+                dp.attach_program(maps::PROG_DECAP, &iface)
+                    .expect("attach decap");
+            });
+        }
+    }
+    // The client reaches the VIP through the balancer (as after the owner's gratuitous ARP).
+    let lb_mac = fmt_mac(&lan.hosts[lb].mac);
+    let c = &lan.hosts[client];
+    c.ns.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.77.0.100",
+        "lladdr",
+        &lb_mac,
+        "dev",
+        &c.iface,
+        "nud",
+        "permanent",
+    ]);
+    c.ns.exec(&[
+        "ip",
+        "-6",
+        "neigh",
+        "replace",
+        "fd77::100",
+        "lladdr",
+        &lb_mac,
+        "dev",
+        &c.iface,
+        "nud",
+        "permanent",
+    ]);
+
+    // The balancer: attach, then program VIPs, backends and Maglev tables.
+    let regions: Vec<TableRegion> = (0..4)
+        .map(|i| TableRegion {
+            vip_index: i,
+            base: i * 2 * M,
+            size: M,
+        })
+        .collect();
+    let sizing = Sizing {
+        vips: 4,
+        backends: 8,
+        slots: 8 * M,
+        peers: 4,
+    };
+    let dp = {
+        let (path, iface) = (lb_pins.path.clone(), lan.hosts[lb].iface.clone());
+        lan.hosts[lb].ns.run(move || {
+            let mut dp = Dataplane::load_pinned(&path, &sizing).expect("load");
+            dp.attach(&iface).expect("attach");
+            dp
+        })
+    };
+    let settings = Settings {
+        hash_seed: SEED,
+        encap_src_v4: [10, 77, 255, 0],
+        _pad: [0; 8],
+        encap_src_v6: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0],
+    };
+    let mut bal = Balancer::with_dataplane(dp, sizing, settings);
+    for (i, &b) in backends.iter().enumerate() {
+        let h = &lan.hosts[b];
+        bal.set_backend(
+            i as u32,
+            Backend {
+                addr: a4(h.ip4),
+                mac: h.mac,
+                family: FAMILY_V4,
+                mode,
+                _pad: [0; 8],
+            },
+        );
+        bal.set_backend(
+            3 + i as u32,
+            Backend {
+                addr: h.ip6,
+                mac: h.mac,
+                family: FAMILY_V6,
+                mode,
+                _pad: [0; 8],
+            },
+        );
+    }
+    let keys = [
+        VipKey {
+            addr: a4(VIP4),
+            port: 80,
+            proto: IPPROTO_TCP,
+            family: FAMILY_V4,
+        },
+        VipKey {
+            addr: a4(VIP4),
+            port: 5353,
+            proto: IPPROTO_UDP,
+            family: FAMILY_V4,
+        },
+        VipKey {
+            addr: VIP6,
+            port: 80,
+            proto: IPPROTO_TCP,
+            family: FAMILY_V6,
+        },
+        VipKey {
+            addr: VIP6,
+            port: 5353,
+            proto: IPPROTO_UDP,
+            family: FAMILY_V6,
+        },
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        bal.set_vip(
+            *key,
+            VipInfo {
+                index: i as u32,
+                table_size: M,
+                flags: 0,
+                _pad: 0,
+            },
+        );
+        let first = if key.family == FAMILY_V4 { 0 } else { 3 };
+        let members: Vec<maglev::MaglevBackend> = (first..first + 3)
+            .map(|id| maglev::MaglevBackend { id, weight: 1 })
+            .collect();
+        bal.publish(
+            &regions[i],
+            &maglev::build(SEED, &members, M).expect("maglev"),
+        );
+    }
+
+    // Real flows from the client, each a new connection (new source port).
+    let flows = 30;
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    let vip4: IpAddr = Ipv4Addr::from(VIP4).into();
+    let vip6: IpAddr = Ipv6Addr::from(VIP6).into();
+    let mut client_sent = 0u64;
+    for (vip, src, family) in [(vip4, a4(c.ip4), FAMILY_V4), (vip6, c.ip6, FAMILY_V6)] {
+        for proto in [IPPROTO_TCP, IPPROTO_UDP] {
+            let to = SocketAddr::new(vip, if proto == IPPROTO_TCP { 80 } else { 5353 });
+            let answers: Vec<(u16, String)> = c.ns.run(move || {
+                (0..flows)
+                    .map(|i| {
+                        if proto == IPPROTO_TCP {
+                            servers::http_get(to)
+                        } else {
+                            servers::udp_ask(to, format!("ping {i}").as_bytes())
+                        }
+                        .unwrap_or_else(|e| panic!("{to} flow {i}: {e}"))
+                    })
+                    .collect()
+            });
+            client_sent += flows as u64;
+            for (sport, body) in answers {
+                let flow = model::Flow {
+                    src,
+                    dst: if family == FAMILY_V4 { a4(VIP4) } else { VIP6 },
+                    sport,
+                    dport: to.port(),
+                    proto,
+                    family,
+                };
+                let predicted = bal
+                    .model
+                    .choose(&flow)
+                    .and_then(|c| c.backend)
+                    .expect("model choice");
+                assert_eq!(
+                    body,
+                    format!("backend-{}", predicted % 3),
+                    "{to} from port {sport}"
+                );
+                *seen.entry(body).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 3, "every backend served some flows: {seen:?}");
+
+    // The balancer forwarded the client's packets; the answers went straight to the client.
+    let stats = bal.dp.stats().expect("stats");
+    let forwarded = stats[if mode == FWD_L2 {
+        maps::reason::TX_L2
+    } else {
+        maps::reason::TX_ENCAP
+    } as usize]
+        .packets;
+    assert!(
+        forwarded >= client_sent,
+        "forwarded {forwarded} < {client_sent} flows"
+    );
+    let backend_traffic: u64 = bal
+        .dp
+        .counters(maps::MAP_BACKEND_STATS)
+        .expect("backend stats")
+        .iter()
+        .map(|c| c.packets)
+        .sum();
+    assert_eq!(
+        backend_traffic, forwarded,
+        "every forwarded packet is counted for its backend"
+    );
+    if mode == FWD_ENCAP {
+        for (i, pins) in backend_pins.iter().enumerate() {
+            let decap = vip_daemon::shell::dataplane::pinned_counters(&pins.path, maps::MAP_STATS)
+                .expect("stats")[maps::reason::PASS_DECAP as usize];
+            assert!(decap.packets > 0, "backend {i} decapsulated nothing");
+        }
+    }
+    stop.store(true, Ordering::Release);
+    for s in servers {
+        s.join().expect("server");
+    }
+}
+
+#[test]
+fn e2e_l2_dsr_tcp_udp_v4_v6() {
+    run_e2e(FWD_L2, "e2e_l2_dsr_tcp_udp_v4_v6");
+}
+
+#[test]
+fn e2e_ipip_dsr_with_decap_program() {
+    run_e2e(FWD_ENCAP, "e2e_ipip_dsr_with_decap_program");
+}
