@@ -112,7 +112,8 @@ fn balancer() -> (Balancer, Vips) {
     let settings = Settings {
         hash_seed: SEED,
         encap_src_v4: ENCAP_SRC4,
-        _pad: [0; 8],
+        layout_id: 0,
+        _pad: 0,
         encap_src_v6: ENCAP_SRC6,
     };
     let mut b = Balancer::new(sizing, settings);
@@ -830,6 +831,33 @@ fn property_kernel_equals_model() {
         forwarded > packets / 10,
         "the generator must exercise forwarding"
     );
+}
+
+#[test]
+fn publish_alternates_generations_for_every_vip() {
+    if !privileged("publish_alternates_generations_for_every_vip") {
+        return;
+    }
+    let (mut b, vips) = balancer();
+    for region in &vips.regions {
+        let before = b.tables.live_generation(region).expect("published once");
+        let table: Vec<u32> = (0..region.size).map(|s| s % 3).collect();
+        b.publish(region, &table);
+        let after = b.tables.live_generation(region).expect("live");
+        assert_ne!(
+            before, after,
+            "vip {}: publish must write the other generation",
+            region.vip_index
+        );
+        assert_eq!(
+            b.tables.live_table(region).as_deref(),
+            Some(table.as_slice())
+        );
+    }
+    // Every row still agrees with the model after the flips.
+    for r in rows(&b) {
+        b.check(&r.frame);
+    }
 }
 
 #[test]

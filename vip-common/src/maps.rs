@@ -183,7 +183,11 @@ pub struct Settings {
     pub hash_seed: u32,
     /// Base of per-flow outer IPv4 sources for encapsulation (last two bytes from the hash).
     pub encap_src_v4: [u8; 4],
-    pub _pad: [u8; 8],
+    /// Fingerprint of the map layout vipd wrote (VIP and backend indices, table regions); a
+    /// restarted vipd adopts the pinned maps only when its own layout has the same one. Not
+    /// read by the XDP program.
+    pub layout_id: u32,
+    pub _pad: u32,
     /// Base of per-flow outer IPv6 sources (last four bytes from the hash).
     pub encap_src_v6: [u8; 16],
 }

@@ -1,4 +1,5 @@
 //! `cargo xtask`: set up the toolchain, build, load, test and benchmark vip-fabric.
+mod bench;
 mod setup;
 
 use std::process::Command;
@@ -33,6 +34,15 @@ enum Cmd {
     },
     /// The local lab (network namespaces, three controllers). Not there yet.
     Lab,
+    /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
+    /// and table publish time; needs root).
+    Bench {
+        /// Which benchmark (a `vip-bench` subcommand).
+        which: String,
+        /// Extra arguments for it (e.g. `--rounds 9`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             run(Command::new(vipd).args(["attach", "--iface", &iface]))
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Bench { which, args } => bench::bench(&which, &args),
         Cmd::Lab => bail!(
             "`cargo xtask lab` is not there yet: it arrives with the lab issue. \
              `cargo xtask load --iface IF` attaches the data plane to one interface."

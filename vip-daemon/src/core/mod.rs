@@ -1,4 +1,5 @@
 //! Pure cores: plain functions of (state, input, now) returning actions; no IO, no clock.
 
+pub mod layout;
 pub mod maglev;
 pub mod model;

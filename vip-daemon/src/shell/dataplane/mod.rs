@@ -19,7 +19,8 @@ use vip_common::maps::{
 };
 
 mod tables;
-pub use tables::{TablePublisher, TableRegion};
+pub use crate::core::layout::{Sizing, TableRegion};
+pub use tables::TablePublisher;
 
 /// The XDP object built by build.rs from the `vip-ebpf` crate.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip-xdp"));
@@ -63,67 +64,6 @@ pub enum DataplaneError {
         pinned: u32,
         wanted: u32,
     },
-}
-
-/// Map capacities, computed from the config (never the maximum the kernel allows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sizing {
-    pub vips: u32,
-    pub backends: u32,
-    /// Maglev slots, all generations of all VIPs (rounded up to whole elements).
-    pub slots: u32,
-    pub peers: u32,
-}
-
-impl Default for Sizing {
-    fn default() -> Self {
-        Self {
-            vips: contract::DEFAULT_MAX_VIPS,
-            backends: contract::DEFAULT_MAX_BACKENDS,
-            slots: contract::DEFAULT_MAX_SLOT_PAIRS * contract::SLOTS_PER_ELEMENT,
-            peers: contract::DEFAULT_MAX_PEERS,
-        }
-    }
-}
-
-impl Sizing {
-    fn entries(&self) -> [(&'static str, u32); 7] {
-        [
-            (contract::MAP_VIPS, self.vips.max(1)),
-            (contract::MAP_ACTIVE, self.vips.max(1)),
-            (contract::MAP_VIP_STATS, self.vips.max(1)),
-            (contract::MAP_BACKENDS, self.backends.max(1)),
-            (contract::MAP_BACKEND_STATS, self.backends.max(1)),
-            (contract::MAP_SLOTS, self.slot_elements()),
-            (contract::MAP_PEERS, self.peers.max(1)),
-        ]
-    }
-
-    /// Elements of the SLOTS map (two slots each).
-    pub fn slot_elements(&self) -> u32 {
-        self.slots.div_ceil(contract::SLOTS_PER_ELEMENT).max(1)
-    }
-
-    /// Slots the SLOTS map really holds (`slots` rounded up to whole elements).
-    pub fn slot_capacity(&self) -> u32 {
-        self.slot_elements() * contract::SLOTS_PER_ELEMENT
-    }
-
-    /// Bytes of kernel memory the maps take (values and keys, per-CPU maps times the CPUs),
-    /// ignoring per-map constant overhead.
-    pub fn map_bytes(&self, cpus: u32) -> u64 {
-        let (v, b, s, p) = (
-            self.vips as u64,
-            self.backends as u64,
-            self.slots as u64,
-            self.peers as u64,
-        );
-        let counters = (v + b + contract::reason::COUNT as u64) * 16 * cpus as u64;
-        let _ = s;
-        let slots = self.slot_elements() as u64 * contract::ARRAY_ELEMENT_BYTES as u64;
-        // ACTIVE uses one 8-byte element per VIP.
-        v * (20 + 16 + 8) + b * 32 + slots + p * 16 + 32 + counters
-    }
 }
 
 /// How the program ended up attached to an interface.

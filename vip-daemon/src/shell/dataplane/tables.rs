@@ -12,7 +12,7 @@ use std::{
 
 use aya::maps::{Map, MapData};
 
-use super::DataplaneError;
+use super::{DataplaneError, TableRegion};
 
 /// Words per `ACTIVE` element (a u32 value in an 8-byte element).
 const ACTIVE_STRIDE: usize = vip_common::maps::ARRAY_ELEMENT_BYTES / 4;
@@ -90,24 +90,6 @@ impl Drop for MappedArray {
     }
 }
 
-/// Where a VIP's two table generations live in `SLOTS`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TableRegion {
-    /// The VIP's index (its word in `ACTIVE`).
-    pub vip_index: u32,
-    /// Offset of generation 0; generation 1 follows at `base + size`.
-    pub base: u32,
-    /// Table size M.
-    pub size: u32,
-}
-
-impl TableRegion {
-    /// Slots needed for both generations.
-    pub const fn slots(&self) -> u32 {
-        2 * self.size
-    }
-}
-
 /// Writes tables through the mmaps of `SLOTS` and `ACTIVE`.
 pub struct TablePublisher {
     slots: MappedArray,
@@ -132,10 +114,7 @@ impl TablePublisher {
     /// Which generation (0 or 1) of `region` is live, or None if the VIP's word points
     /// elsewhere (never published under this layout).
     pub fn live_generation(&self, region: &TableRegion) -> Option<u32> {
-        let at = self
-            .active
-            .word(region.vip_index as usize)
-            .load(Ordering::Acquire);
+        let at = self.active_word(region.vip_index).load(Ordering::Acquire);
         if at == region.base {
             Some(0)
         } else if at == region.base + region.size {
