@@ -1,4 +1,9 @@
 //! IO adapters. Only these modules touch aya, netlink, sockets or the clock.
 
 pub mod bpffs;
+pub mod control;
 pub mod dataplane;
+pub mod metrics;
+pub mod neighbours;
+pub mod probes;
+pub mod status;

@@ -1,0 +1,226 @@
+//! What `vipd status` and `vipd trace` show: plain serialisable snapshots built by the event
+//! loop, and their text rendering (like `pcs status`: one screen, most important first).
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub node: String,
+    pub pid: u32,
+    pub uptime_s: f64,
+    pub config: String,
+    /// Outcome of the last reload, when there was one.
+    pub last_reload: Option<String>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub rss_bytes: u64,
+    pub map_bytes: u64,
+    pub publishes: u64,
+    pub verdict_to_live_p99_us: Option<f64>,
+    pub vips: Vec<VipStatus>,
+    /// Data-plane reason counters: (reason, packets, bytes).
+    pub reasons: Vec<(String, u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// "native", "generic" or "adopted" (attached by an earlier vipd, kept as it was).
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub protocol: String,
+    pub selection: String,
+    pub hash: String,
+    pub table_size: u32,
+    /// Live generation of the table (0/1) and how many times it was published.
+    pub generation: Option<u32>,
+    pub publishes: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub forward: String,
+    /// "up" or "down" (health verdict).
+    pub health: String,
+    /// "enabled", "drained" or "disabled".
+    pub admin: String,
+    pub weight: u32,
+    /// Slots of the live table pointing at this backend.
+    pub slots: u32,
+    /// MAC used for forwarding, or why there is none.
+    pub neighbour: String,
+    pub last_probe: Option<ProbeStatus>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStatus {
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub detail: String,
+    pub age_s: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TraceReport {
+    pub vip: Option<String>,
+    pub slot: Option<u32>,
+    pub generation: Option<u32>,
+    /// Backend the host model picks from the table vipd published.
+    pub model_backend: Option<String>,
+    /// Backend the live map slot holds right now.
+    pub live_backend: Option<String>,
+    pub agree: bool,
+    pub explanation: String,
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
+impl Status {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "node {} (vipd pid {}, up {:.0}s, config {})",
+            self.node, self.pid, self.uptime_s, self.config
+        );
+        let ifs: Vec<String> = self
+            .interfaces
+            .iter()
+            .map(|i| format!("{} ({})", i.name, i.mode))
+            .collect();
+        let _ = writeln!(
+            s,
+            "data plane: {}; memory: vipd {} resident, maps {}",
+            if ifs.is_empty() {
+                "not attached".to_owned()
+            } else {
+                format!("XDP on {}", ifs.join(", "))
+            },
+            human_bytes(self.rss_bytes),
+            human_bytes(self.map_bytes)
+        );
+        let p99 = self
+            .verdict_to_live_p99_us
+            .map_or("-".to_owned(), |v| format!("{v:.1} us"));
+        let _ = writeln!(
+            s,
+            "tables: {} publishes, verdict to live p99 {p99}",
+            self.publishes
+        );
+        if let Some(r) = &self.last_reload {
+            let _ = writeln!(s, "last reload: {r}");
+        }
+        for v in &self.vips {
+            let up = v.backends.iter().filter(|b| b.slots > 0).count();
+            let port = if v.port == 0 {
+                "*".to_owned()
+            } else {
+                v.port.to_string()
+            };
+            let _ = writeln!(
+                s,
+                "\nVIP {} {}:{}/{} {} hash={} M={} gen={} ({} of {} backends live) {} pkts {}",
+                v.name,
+                v.address,
+                port,
+                v.protocol,
+                v.selection,
+                v.hash,
+                v.table_size,
+                v.generation.map_or("-".into(), |g| g.to_string()),
+                up,
+                v.backends.len(),
+                v.packets,
+                human_bytes(v.bytes)
+            );
+            for b in &v.backends {
+                let probe = b
+                    .last_probe
+                    .as_ref()
+                    .map_or("no probe yet".to_owned(), |p| {
+                        format!(
+                            "{} {:.1}ms {:.1}s ago{}",
+                            if p.ok { "ok" } else { "FAIL" },
+                            p.latency_ms,
+                            p.age_s,
+                            if p.detail.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", p.detail)
+                            }
+                        )
+                    });
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} {} | {} | {} pkts {}",
+                    b.name,
+                    b.address,
+                    b.port,
+                    b.forward,
+                    b.health,
+                    b.admin,
+                    b.weight,
+                    b.slots,
+                    b.neighbour,
+                    probe,
+                    b.packets,
+                    human_bytes(b.bytes)
+                );
+            }
+        }
+        let busy: Vec<String> = self
+            .reasons
+            .iter()
+            .filter(|(_, p, _)| *p > 0)
+            .map(|(r, p, _)| format!("{r}={p}"))
+            .collect();
+        let _ = writeln!(s, "\ndata plane counters: {}", busy.join(" "));
+        s
+    }
+}
+
+impl TraceReport {
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let name = |b: &Option<String>| b.clone().unwrap_or_else(|| "(none)".into());
+        let _ = writeln!(
+            s,
+            "vip {} slot {} generation {}",
+            name(&self.vip),
+            self.slot.map_or("-".into(), |v| v.to_string()),
+            self.generation.map_or("-".into(), |v| v.to_string())
+        );
+        let _ = writeln!(s, "backend: {}", name(&self.model_backend));
+        let _ = writeln!(
+            s,
+            "{}: {}",
+            if self.agree {
+                "model and live maps agree"
+            } else {
+                "MODEL AND LIVE MAPS DIFFER"
+            },
+            self.explanation
+        );
+        s
+    }
+}
