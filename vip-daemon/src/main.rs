@@ -1,15 +1,27 @@
 //! `vipd`: the vip-fabric daemon and its operator commands.
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use vip_common::maps::{reason, MAP_STATS};
-use vip_daemon::shell::dataplane::{self, Attached, Dataplane, Sizing};
+use vip_daemon::{
+    app,
+    config::{self, DEFAULT_PATH},
+    shell::{
+        control::{self, AdminAction, Request, Response},
+        dataplane::{self, Attached, Dataplane, Sizing},
+    },
+};
+
+const DEFAULT_CONTROL: &str = "/run/vip-fabric/vipd.sock";
 
 #[derive(Parser)]
 #[command(name = "vipd", version, about = "eBPF/XDP VIP and health fabric")]
 struct Cli {
-    /// bpffs directory holding the pinned program, links and maps.
+    /// Control socket of the running vipd (status, trace, backend, reload).
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
+    /// bpffs directory of the pinned program, links and maps (attach, detach, stats).
     #[arg(long, global = true, default_value = dataplane::PIN_DIR)]
     pin_dir: PathBuf,
     #[command(subcommand)]
@@ -18,7 +30,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load the XDP program, attach it to IFACE and pin program, link and maps.
+    /// Run the daemon.
+    Run {
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Check a config file without touching the system.
+    Validate { file: PathBuf },
+    /// Node, data plane, VIPs and backends of the running vipd.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which backend a flow goes to, and why: `vipd trace 198.51.100.7:40000 192.0.2.100:5000 tcp`.
+    Trace {
+        src: SocketAddr,
+        vip: SocketAddr,
+        #[arg(default_value = "tcp")]
+        proto: String,
+    },
+    /// Runtime admin of one backend of one VIP.
+    Backend {
+        #[command(subcommand)]
+        action: BackendCmd,
+    },
+    /// Re-read the config file (like SIGHUP); a bad file changes nothing.
+    Reload,
+    /// Development: load the XDP program, attach it to IFACE and pin everything.
     Attach {
         #[arg(long)]
         iface: String,
@@ -28,23 +66,126 @@ enum Command {
         #[arg(long)]
         iface: String,
     },
-    /// Print the data plane's reason counters.
+    /// Data-plane reason counters, read from the pinned maps.
     Stats,
 }
 
-fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+#[derive(Subcommand)]
+enum BackendCmd {
+    /// Weight 0: no new flows (the stateless data plane moves existing ones too).
+    Drain { vip: String, backend: String },
+    /// Out of the table and not probed.
+    Disable { vip: String, backend: String },
+    /// Back to its configured weight.
+    Enable { vip: String, backend: String },
+    /// Set a runtime weight (0..=65535).
+    Weight {
+        vip: String,
+        backend: String,
+        weight: u32,
+    },
+}
+
+fn init_logging() {
+    // Under systemd (JOURNAL_STREAM set) journald adds timestamps; no colours in logs.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(!journald && std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if journald {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn ask(cli: &Cli, req: Request) -> anyhow::Result<Response> {
+    match control::call(&cli.control, &req)? {
+        Response::Error { message } => anyhow::bail!("{message}"),
+        r => Ok(r),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    init_logging();
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
+        Command::Run { config } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(app::run(app::Options {
+                config_path: config.clone(),
+            }))?;
+        }
+        Command::Validate { file } => match config::load(file) {
+            Ok(c) => println!(
+                "{}: valid ({} VIPs, {} backends)",
+                file.display(),
+                c.vips.len(),
+                c.vips.iter().map(|v| v.backends.len()).sum::<usize>()
+            ),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Status { json } => {
+            if let Response::Status(s) = ask(&cli, Request::Status)? {
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    print!("{}", s.render());
+                }
+            }
+        }
+        Command::Trace { src, vip, proto } => {
+            let req = Request::Trace {
+                src: *src,
+                vip: *vip,
+                proto: proto.clone(),
+            };
+            if let Response::Trace(t) = ask(&cli, req)? {
+                print!("{}", t.render());
+                if !t.agree {
+                    std::process::exit(2);
+                }
+            }
+        }
+        Command::Backend { action } => {
+            let (action, vip, backend, weight) = match action {
+                BackendCmd::Drain { vip, backend } => (AdminAction::Drain, vip, backend, None),
+                BackendCmd::Disable { vip, backend } => (AdminAction::Disable, vip, backend, None),
+                BackendCmd::Enable { vip, backend } => (AdminAction::Enable, vip, backend, None),
+                BackendCmd::Weight {
+                    vip,
+                    backend,
+                    weight,
+                } => (AdminAction::Weight, vip, backend, Some(*weight)),
+            };
+            let req = Request::Backend {
+                action,
+                vip: vip.clone(),
+                backend: backend.clone(),
+                weight,
+            };
+            if let Response::Ok { message } = ask(&cli, req)? {
+                println!("{message}");
+            }
+        }
+        Command::Reload => {
+            if let Response::Ok { message } = ask(&cli, Request::Reload)? {
+                println!("{message}");
+            }
+        }
         Command::Attach { iface } => {
             let mut dp = Dataplane::load_pinned(&cli.pin_dir, &Sizing::default())?;
             let how = dp
-                .attach(&iface)
+                .attach(iface)
                 .with_context(|| format!("attach to {iface}"))?;
             let what = match how {
                 Attached::Native => "attached (native mode)",
@@ -54,7 +195,7 @@ fn main() -> anyhow::Result<()> {
             println!("{iface}: {what}; pinned under {}", cli.pin_dir.display());
         }
         Command::Detach { iface } => {
-            if dataplane::detach(&cli.pin_dir, &iface)? {
+            if dataplane::detach(&cli.pin_dir, iface)? {
                 println!("{iface}: detached");
             } else {
                 println!("{iface}: nothing was attached");

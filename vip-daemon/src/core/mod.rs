@@ -4,3 +4,4 @@ pub mod health;
 pub mod layout;
 pub mod maglev;
 pub mod model;
+pub mod plan;

@@ -228,6 +228,16 @@ impl Dataplane {
         Ok(map.set(0, settings, 0)?)
     }
 
+    /// The SETTINGS entry (all zero when never written).
+    pub fn settings(&self) -> Result<Settings, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(contract::MAP_SETTINGS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_SETTINGS))?;
+        let map: Array<_, Settings> = Array::try_from(map)?;
+        Ok(map.get(&0, 0)?)
+    }
+
     pub fn set_vip(&mut self, key: &VipKey, info: &VipInfo) -> Result<(), DataplaneError> {
         let mut map: HashMap<_, VipKey, VipInfo> =
             HashMap::try_from(self.map_mut(contract::MAP_VIPS)?)?;
@@ -359,4 +369,12 @@ pub fn detach(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
         })?;
     }
     Ok(had_link)
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

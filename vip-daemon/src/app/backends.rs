@@ -1,0 +1,170 @@
+//! Runtime state of each backend and what the loop does with a probe result.
+use std::time::Instant;
+
+use crate::{
+    config::{BackendConf, CheckKind, Forward},
+    core::{
+        health::{Health, HealthState},
+        plan::BackendPlan,
+    },
+    shell::{
+        neighbours::NextHop,
+        probes::{ProbeEvent, ProbeKind, ProbeResult, ProbeSpec},
+    },
+};
+
+use super::Daemon;
+
+/// Operator's say over a backend (control socket), on top of its health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admin {
+    Enabled,
+    /// Out of the table for new flows, still probed. The data plane is stateless, so flows
+    /// hashed to a drained backend move at once (no connection table to finish them).
+    Drained,
+    /// Out of the table and not probed.
+    Disabled,
+}
+
+impl Admin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Admin::Enabled => "enabled",
+            Admin::Drained => "drained",
+            Admin::Disabled => "disabled",
+        }
+    }
+}
+
+pub struct BackendRt {
+    pub health: HealthState,
+    pub admin: Admin,
+    /// Runtime weight (the config's, or set through the control socket).
+    pub weight: u32,
+    pub local: bool,
+    pub next_hop: Option<NextHop>,
+    pub last_probe: Option<(ProbeResult, Instant)>,
+    pub prober: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for BackendRt {
+    fn drop(&mut self) {
+        if let Some(p) = self.prober.take() {
+            p.abort();
+        }
+    }
+}
+
+impl BackendRt {
+    /// Weight in the table, or None when the backend must not get traffic: down, drained,
+    /// disabled, weight 0, or (not local) no resolved next hop / an L2 backend off-link.
+    pub fn effective_weight(&self, conf: &BackendConf) -> Option<u32> {
+        let reachable = self.local
+            || self
+                .next_hop
+                .is_some_and(|h| h.mac.is_some() && (h.on_link || conf.forward == Forward::Encap));
+        (self.health.health() == Health::Up
+            && self.admin == Admin::Enabled
+            && self.weight > 0
+            && reachable)
+            .then_some(self.weight)
+    }
+
+    /// Why a backend without a usable next hop is not used (status line).
+    pub fn neighbour_text(&self, conf: &BackendConf) -> String {
+        if self.local {
+            return "local".into();
+        }
+        match self.next_hop {
+            None => "next hop not resolved yet".into(),
+            Some(h) if h.mac.is_none() => format!("UNRESOLVED neighbour {}", h.via),
+            Some(h) if !h.on_link && conf.forward == Forward::L2 => {
+                format!("NOT ON-LINK (via {}): use forward = \"encap\"", h.via)
+            }
+            Some(h) => crate::shell::dataplane::fmt_mac(&h.mac.unwrap_or_default()),
+        }
+    }
+}
+
+/// The probe a backend's check asks for.
+pub fn probe_spec(b: &BackendPlan) -> ProbeSpec {
+    let c = &b.conf.check;
+    ProbeSpec {
+        kind: match &c.kind {
+            CheckKind::Tcp => ProbeKind::Tcp,
+            CheckKind::Http {
+                path,
+                expect,
+                host,
+                tls,
+                tls_verify,
+            } => ProbeKind::Http {
+                path: path.clone(),
+                expect: *expect,
+                host: host.clone(),
+                tls: *tls,
+                tls_verify: *tls_verify,
+            },
+            CheckKind::Exec { command } => ProbeKind::Exec {
+                command: command.clone(),
+            },
+        },
+        target: std::net::SocketAddr::new(b.conf.address, b.conf.port),
+        timeout: c.timeout,
+    }
+}
+
+impl Daemon {
+    /// (Re)starts the prober of backend `b` (none while disabled).
+    pub(super) fn start_prober(&mut self, vip: usize, pos: usize) {
+        let plan = &self.plan.vips[vip].backends[pos];
+        let index = plan.index as usize;
+        if let Some(old) = self.backends[index].prober.take() {
+            old.abort();
+        }
+        if self.backends[index].admin == Admin::Disabled {
+            return;
+        }
+        let c = &plan.conf.check;
+        let seed = u64::from(plan.maglev_id) ^ (self.started.elapsed().as_nanos() as u64);
+        self.backends[index].prober = Some(crate::shell::probes::spawn_prober(
+            plan.index,
+            probe_spec(plan),
+            c.interval,
+            c.jitter,
+            seed,
+            self.probe_tx.clone(),
+        ));
+    }
+
+    pub(super) fn on_probe(&mut self, ev: ProbeEvent<u32>) {
+        let index = ev.key as usize;
+        let Some(&vip) = self.vip_of.get(index) else {
+            return; // a prober of a backend that a reload removed
+        };
+        let labels = self.backend_labels(index);
+        self.metrics
+            .probe_latency
+            .get_or_create(&labels)
+            .observe(ev.result.latency.as_secs_f64());
+        if !ev.result.ok {
+            self.metrics.probe_failures.get_or_create(&labels).inc();
+        }
+        let rt = &mut self.backends[index];
+        let verdict = if rt.admin == Admin::Disabled {
+            None
+        } else {
+            rt.health.on_result(ev.at, ev.result.ok)
+        };
+        rt.last_probe = Some((ev.result, ev.at));
+        if let Some(v) = verdict {
+            tracing::info!(
+                vip = %self.plan.vips[vip].name,
+                backend = %labels.backend,
+                health = ?v.health,
+                "health verdict"
+            );
+            self.republish(vip, Some(v.at));
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The daemon: one event loop owning the data plane, the health state and the tables. Probe
+//! results, control requests, metric scrapes, neighbour refreshes and signals arrive as inputs;
+//! pure cores decide; the loop applies their decisions to the maps. Clustering plugs in as
+//! one more input source.
+mod backends;
+mod report;
+mod startup;
+mod tables;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    config::Config,
+    core::{model::ModelState, plan::Plan},
+    shell::{
+        control::{self, AdminAction, Call, Request, Response},
+        dataplane::{Dataplane, TablePublisher},
+        metrics::Metrics,
+        probes::ProbeEvent,
+    },
+};
+pub use backends::{Admin, BackendRt};
+
+/// Command-line options of `vipd run`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config_path: PathBuf,
+}
+
+/// A precomputed set of tables for one VIP: the table without each live backend, so that a
+/// down verdict only has to copy an existing table (design note "verdict to live").
+pub struct Precomputed {
+    /// Effective weights the set was computed from (None: not in the table).
+    pub basis: Vec<Option<u32>>,
+    /// Backend index -> table without that backend.
+    pub without: HashMap<u32, Vec<u32>>,
+}
+
+pub struct VipRt {
+    pub live: Vec<u32>,
+    pub generation: Option<u32>,
+    pub publishes: u64,
+    pub precomputed: Option<Precomputed>,
+}
+
+/// Everything the loop owns.
+pub struct Daemon {
+    pub opts: Options,
+    pub config: Config,
+    pub plan: Plan,
+    pub layout_id: u32,
+    pub dp: Dataplane,
+    pub tables: TablePublisher,
+    pub interfaces: Vec<(String, String)>,
+    pub backends: Vec<BackendRt>,
+    /// Backend index -> VIP index.
+    pub vip_of: Vec<usize>,
+    pub vips: Vec<VipRt>,
+    pub model: ModelState,
+    pub metrics: Metrics,
+    pub verdict_latencies: Vec<Duration>,
+    pub started: Instant,
+    pub last_reload: Option<String>,
+    pub probe_tx: mpsc::Sender<ProbeEvent<u32>>,
+    pub precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
+    pub netlink: rtnetlink::Handle,
+}
+
+/// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
+/// a restarted vipd adopts it without dropping a packet.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let config = crate::config::load(&opts.config_path)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("config {}", opts.config_path.display()))?;
+    let (probe_tx, mut probe_rx) = mpsc::channel(1024);
+    let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
+    let mut d = startup::start(opts, config, probe_tx, precomputed_tx).await?;
+
+    let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
+    let socket = d.config.control_socket.clone();
+    tokio::spawn(async move {
+        if let Err(e) = control::serve(socket.clone(), call_tx).await {
+            tracing::error!(socket = %socket.display(), error = %e, "control socket failed");
+        }
+    });
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
+    if let Some(listen) = d.config.metrics_listen {
+        tokio::spawn(async move {
+            if let Err(e) = crate::shell::metrics::serve(listen, scrape_tx).await {
+                tracing::error!(%listen, error = %e, "metrics endpoint failed");
+            }
+        });
+    }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut watchdog_tick =
+        tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(node = %d.config.node.name, vips = d.plan.vips.len(), "vipd ready");
+
+    loop {
+        tokio::select! {
+            Some(ev) = probe_rx.recv() => d.on_probe(ev),
+            Some((vip, pre)) = precomputed_rx.recv() => d.on_precomputed(vip, pre),
+            Some((req, reply)) = call_rx.recv() => {
+                let resp = d.on_request(req).await;
+                let _ = reply.send(resp);
+            }
+            Some(reply) = scrape_rx.recv() => { let _ = reply.send(d.scrape()); }
+            _ = neigh_tick.tick() => d.refresh_neighbours().await,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ = hup.recv() => {
+                let msg = d.reload();
+                tracing::info!("SIGHUP: {msg:?}");
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("vipd stopping; the data plane stays attached and keeps forwarding");
+    Ok(())
+}
+
+impl Daemon {
+    async fn on_request(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Response::Status(Box::new(self.status())),
+            Request::Trace { src, vip, proto } => match self.trace(src, vip, &proto) {
+                Ok(t) => Response::Trace(t),
+                Err(message) => Response::Error { message },
+            },
+            Request::Backend {
+                action,
+                vip,
+                backend,
+                weight,
+            } => match self.admin(action, &vip, &backend, weight) {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+            Request::Reload => match self.reload() {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+        }
+    }
+
+    /// Runtime admin: drain, disable, enable, weight. Visible in status at once.
+    fn admin(
+        &mut self,
+        action: AdminAction,
+        vip: &str,
+        backend: &str,
+        weight: Option<u32>,
+    ) -> Result<String, String> {
+        let now = Instant::now();
+        let v = self
+            .plan
+            .vips
+            .iter()
+            .position(|v| v.name == vip)
+            .ok_or_else(|| format!("no VIP named {vip:?}"))?;
+        let b = self.plan.vips[v]
+            .backends
+            .iter()
+            .find(|b| b.conf.name == backend)
+            .map(|b| b.index as usize)
+            .ok_or_else(|| format!("VIP {vip} has no backend named {backend:?}"))?;
+        let rt = &mut self.backends[b];
+        match action {
+            AdminAction::Drain => rt.admin = Admin::Drained,
+            AdminAction::Disable => rt.admin = Admin::Disabled,
+            AdminAction::Enable => rt.admin = Admin::Enabled,
+            AdminAction::Weight => {
+                let w = weight.ok_or("`weight` needs a value")?;
+                if w > 65_535 {
+                    return Err(format!("weight {w} out of range 0..=65535"));
+                }
+                rt.weight = w;
+            }
+        }
+        let summary = format!(
+            "{vip}/{backend}: {} weight {}",
+            rt.admin.as_str(),
+            rt.weight
+        );
+        self.republish(v, Some(now));
+        tracing::info!("admin: {summary}");
+        Ok(summary)
+    }
+
+    /// SIGHUP / `vipd reload`: a bad file leaves everything as it was and says why.
+    pub fn reload(&mut self) -> Result<String, String> {
+        let outcome = crate::config::load(&self.opts.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.apply_reload(config));
+        let stamp = format!("{:.0}s after start", self.started.elapsed().as_secs_f64());
+        match &outcome {
+            Ok(m) => self.last_reload = Some(format!("ok ({stamp}): {m}")),
+            Err(e) => {
+                self.metrics.reload_failures.inc();
+                tracing::error!("reload refused, still running the previous config:\n{e}");
+                self.last_reload = Some(format!(
+                    "REFUSED ({stamp}), still running the previous config: {e}"
+                ));
+            }
+        }
+        outcome
+    }
+
+    fn scrape(&mut self) -> String {
+        self.refresh_metrics();
+        self.metrics.encode()
+    }
+}
+
+/// Resident memory of this process (VmRSS), in bytes.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn ip_string(a: &IpAddr) -> String {
+    a.to_string()
+}

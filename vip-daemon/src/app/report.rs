@@ -1,0 +1,271 @@
+//! Status, trace and metrics: what the operator sees, built from the loop's state and the
+//! live maps.
+use std::net::SocketAddr;
+
+use vip_common::{
+    maps::{self, reason, NO_BACKEND},
+    wire::{IPPROTO_TCP, IPPROTO_UDP},
+};
+
+use crate::{
+    config::{Forward, HashMode, Protocol, Selection},
+    core::{
+        health::Health,
+        model,
+        plan::{addr16, vip_key},
+    },
+    shell::{
+        metrics::{counter_to, BackendLabels, ReasonLabels, VipLabels},
+        status::{BackendStatus, InterfaceStatus, ProbeStatus, Status, TraceReport, VipStatus},
+    },
+};
+
+use super::{ip_string, resident_bytes, Daemon};
+
+impl Daemon {
+    pub(super) fn backend_labels(&self, index: usize) -> BackendLabels {
+        let (vip, pos) = self.locate_backend(index);
+        BackendLabels {
+            vip: self.plan.vips[vip].name.clone(),
+            backend: self.plan.vips[vip].backends[pos].conf.name.clone(),
+        }
+    }
+
+    fn verdict_p99_us(&self) -> Option<f64> {
+        if self.verdict_latencies.is_empty() {
+            return None;
+        }
+        let mut v = self.verdict_latencies.clone();
+        v.sort();
+        let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+        Some(v[i].as_secs_f64() * 1e6)
+    }
+
+    fn map_bytes(&self) -> u64 {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        self.plan.sizing.map_bytes(cpus)
+    }
+
+    pub(super) fn status(&self) -> Status {
+        let vip_stats = self.dp.counters(maps::MAP_VIP_STATS).unwrap_or_default();
+        let be_stats = self
+            .dp
+            .counters(maps::MAP_BACKEND_STATS)
+            .unwrap_or_default();
+        let reasons = self.dp.stats().unwrap_or_default();
+        let vips = self
+            .plan
+            .vips
+            .iter()
+            .zip(&self.config.vips)
+            .enumerate()
+            .map(|(i, (v, conf))| {
+                let live = &self.vips[i].live;
+                let backends = v
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let rt = &self.backends[b.index as usize];
+                        let c = be_stats.get(b.index as usize).copied().unwrap_or_default();
+                        BackendStatus {
+                            name: b.conf.name.clone(),
+                            address: ip_string(&b.conf.address),
+                            port: b.conf.port,
+                            forward: if rt.local {
+                                "local"
+                            } else if b.conf.forward == Forward::Encap {
+                                "encap"
+                            } else {
+                                "l2"
+                            }
+                            .into(),
+                            health: if rt.health.health() == Health::Up {
+                                "up"
+                            } else {
+                                "down"
+                            }
+                            .into(),
+                            admin: rt.admin.as_str().into(),
+                            weight: rt.weight,
+                            slots: live.iter().filter(|&&s| s == b.index).count() as u32,
+                            neighbour: rt.neighbour_text(&b.conf),
+                            last_probe: rt.last_probe.as_ref().map(|(r, at)| ProbeStatus {
+                                ok: r.ok,
+                                latency_ms: r.latency.as_secs_f64() * 1e3,
+                                detail: r.detail.clone(),
+                                age_s: at.elapsed().as_secs_f64(),
+                            }),
+                            packets: c.packets,
+                            bytes: c.bytes,
+                        }
+                    })
+                    .collect();
+                let c = vip_stats.get(i).copied().unwrap_or_default();
+                VipStatus {
+                    name: v.name.clone(),
+                    address: ip_string(&conf.address),
+                    port: conf.port,
+                    protocol: match conf.protocol {
+                        Protocol::Tcp => "tcp",
+                        Protocol::Udp => "udp",
+                    }
+                    .into(),
+                    selection: match conf.selection {
+                        Selection::Maglev => "maglev",
+                        Selection::PrimaryBackup => "primary-backup",
+                    }
+                    .into(),
+                    hash: match conf.hash {
+                        HashMode::Flow => "flow",
+                        HashMode::Source => "source",
+                    }
+                    .into(),
+                    table_size: v.info.table_size,
+                    generation: self.vips[i].generation,
+                    publishes: self.vips[i].publishes,
+                    packets: c.packets,
+                    bytes: c.bytes,
+                    backends,
+                }
+            })
+            .collect();
+        Status {
+            node: self.config.node.name.clone(),
+            pid: std::process::id(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            config: self.opts.config_path.display().to_string(),
+            last_reload: self.last_reload.clone(),
+            interfaces: self
+                .interfaces
+                .iter()
+                .map(|(name, mode)| InterfaceStatus {
+                    name: name.clone(),
+                    mode: mode.clone(),
+                })
+                .collect(),
+            rss_bytes: resident_bytes(),
+            map_bytes: self.map_bytes(),
+            publishes: self.vips.iter().map(|v| v.publishes).sum(),
+            verdict_to_live_p99_us: self.verdict_p99_us(),
+            vips,
+            reasons: reason::NAMES
+                .iter()
+                .zip(reasons.iter())
+                .map(|(n, c)| (n.to_string(), c.packets, c.bytes))
+                .collect(),
+        }
+    }
+
+    /// Which backend a flow goes to, by the model over the published table, checked against
+    /// the live map slot.
+    pub(super) fn trace(
+        &mut self,
+        src: SocketAddr,
+        vip: SocketAddr,
+        proto: &str,
+    ) -> Result<TraceReport, String> {
+        let proto = match proto {
+            "tcp" => IPPROTO_TCP,
+            "udp" => IPPROTO_UDP,
+            other => return Err(format!("protocol {other:?}: use tcp or udp")),
+        };
+        if src.is_ipv4() != vip.is_ipv4() {
+            return Err("source and VIP must be the same address family".into());
+        }
+        let (src_a, family) = addr16(&src.ip());
+        let (dst_a, _) = addr16(&vip.ip());
+        let flow = model::Flow {
+            src: src_a,
+            dst: dst_a,
+            sport: src.port(),
+            dport: vip.port(),
+            proto,
+            family,
+        };
+        let Some(choice) = self.model.choose(&flow) else {
+            return Ok(TraceReport {
+                agree: true,
+                explanation: "not a VIP: the data plane passes it to the local stack".into(),
+                ..Default::default()
+            });
+        };
+        let index = choice.vip.index as usize;
+        let v = &self.plan.vips[index];
+        debug_assert_eq!(vip_key(&self.config.vips[index]).family, family);
+        let name_of = |b: u32| {
+            v.backends
+                .iter()
+                .find(|x| x.index == b)
+                .map(|x| format!("{} ({}:{})", x.conf.name, x.conf.address, x.conf.port))
+                .unwrap_or_else(|| format!("index {b}"))
+        };
+        let live_slot = self.tables.live_table(&v.region).and_then(|t| {
+            t.get((choice.slot - self.model.active[index]) as usize)
+                .copied()
+        });
+        let model_backend = choice.backend.map(name_of);
+        let live_backend = live_slot.filter(|&b| b != NO_BACKEND).map(name_of);
+        let agree = model_backend == live_backend;
+        let why = match (&model_backend, agree) {
+            (None, true) => "the VIP has no live backend: packets are dropped".to_owned(),
+            (Some(_), true) => format!(
+                "hash {:#010x} of the {} picks slot {} of the live table",
+                choice.hash,
+                if v.info.flags & maps::VIP_F_SRC_HASH != 0 { "source address" } else { "5-tuple" },
+                choice.slot - self.model.active[index]
+            ),
+            (_, false) => "the live map differs from the table vipd published: another writer, or a publish in flight".into(),
+        };
+        Ok(TraceReport {
+            vip: Some(v.name.clone()),
+            slot: Some(choice.slot - self.model.active[index]),
+            generation: self.vips[index].generation,
+            model_backend,
+            live_backend,
+            agree,
+            explanation: why,
+        })
+    }
+
+    pub(super) fn refresh_metrics(&mut self) {
+        let vip_stats = self.dp.counters(maps::MAP_VIP_STATS).unwrap_or_default();
+        let be_stats = self
+            .dp
+            .counters(maps::MAP_BACKEND_STATS)
+            .unwrap_or_default();
+        for (i, v) in self.plan.vips.iter().enumerate() {
+            let l = VipLabels {
+                vip: v.name.clone(),
+            };
+            let c = vip_stats.get(i).copied().unwrap_or_default();
+            counter_to(&self.metrics.vip_packets.get_or_create(&l), c.packets);
+            counter_to(&self.metrics.vip_bytes.get_or_create(&l), c.bytes);
+            for b in &v.backends {
+                let l = self.backend_labels(b.index as usize);
+                let rt = &self.backends[b.index as usize];
+                let c = be_stats.get(b.index as usize).copied().unwrap_or_default();
+                counter_to(&self.metrics.backend_packets.get_or_create(&l), c.packets);
+                counter_to(&self.metrics.backend_bytes.get_or_create(&l), c.bytes);
+                self.metrics
+                    .backend_up
+                    .get_or_create(&l)
+                    .set(i64::from(rt.health.health() == Health::Up));
+                self.metrics
+                    .backend_live
+                    .get_or_create(&l)
+                    .set(i64::from(self.vips[i].live.contains(&b.index)));
+            }
+        }
+        for (name, c) in reason::NAMES
+            .iter()
+            .zip(self.dp.stats().unwrap_or_default())
+        {
+            let l = ReasonLabels {
+                reason: name.to_string(),
+            };
+            counter_to(&self.metrics.reasons_packets.get_or_create(&l), c.packets);
+        }
+        self.metrics.resident_bytes.set(resident_bytes() as i64);
+        self.metrics.map_bytes.set(self.map_bytes() as i64);
+    }
+}

@@ -1,0 +1,165 @@
+//! Keeping each VIP's live table equal to what its backends' states call for.
+use std::time::Instant;
+
+use vip_common::maps::{Backend, FWD_ENCAP, FWD_L2, FWD_LOCAL};
+
+use crate::{
+    config::{Forward, Selection},
+    core::plan::{self, addr16},
+};
+
+use super::{Daemon, Precomputed};
+
+/// Precomputing "one backend fewer" tables costs one Maglev build per backend; above this
+/// many backends a VIP rebuilds on demand instead.
+const PRECOMPUTE_MAX_BACKENDS: usize = 64;
+
+impl Daemon {
+    /// Effective weights of a VIP's backends, in plan order.
+    pub(super) fn weights(&self, vip: usize) -> Vec<Option<u32>> {
+        self.plan.vips[vip]
+            .backends
+            .iter()
+            .map(|b| self.backends[b.index as usize].effective_weight(&b.conf))
+            .collect()
+    }
+
+    /// Publishes the VIP's table for the current states if it changed. `cause` is when the
+    /// verdict or admin change happened: the time to live is measured from it.
+    pub(super) fn republish(&mut self, vip: usize, cause: Option<Instant>) {
+        let weights = self.weights(vip);
+        let v = &self.plan.vips[vip];
+        // A single backend lost since the precomputed set: its table already exists.
+        let precomputed = self.vips[vip].precomputed.as_ref().and_then(|pre| {
+            let lost: Vec<usize> = (0..weights.len())
+                .filter(|&i| weights[i] != pre.basis[i])
+                .collect();
+            match lost.as_slice() {
+                [i] if weights[*i].is_none() => pre.without.get(&v.backends[*i].index).cloned(),
+                _ => None,
+            }
+        });
+        let table = precomputed.unwrap_or_else(|| {
+            plan::build_table(self.plan.seed, v, |b| {
+                weights[v
+                    .backends
+                    .iter()
+                    .position(|x| x.index == b.index)
+                    .unwrap_or(0)]
+            })
+        });
+        if table == self.vips[vip].live && self.vips[vip].generation.is_some() {
+            return;
+        }
+        self.publish(vip, table);
+        if let Some(at) = cause {
+            let took = at.elapsed();
+            self.metrics.verdict_to_live.observe(took.as_secs_f64());
+            if self.verdict_latencies.len() >= 4096 {
+                self.verdict_latencies.remove(0);
+            }
+            self.verdict_latencies.push(took);
+        }
+        self.precompute(vip, weights);
+    }
+
+    fn publish(&mut self, vip: usize, table: Vec<u32>) {
+        let region = self.plan.vips[vip].region;
+        match self.tables.publish(&region, &table) {
+            Ok((gen, _)) => {
+                let base = region.base + gen * region.size;
+                self.model.slots[base as usize..(base + region.size) as usize]
+                    .copy_from_slice(&table);
+                self.model.active[region.vip_index as usize] = base;
+                let rt = &mut self.vips[vip];
+                rt.live = table;
+                rt.generation = Some(gen);
+                rt.publishes += 1;
+                let labels = crate::shell::metrics::VipLabels {
+                    vip: self.plan.vips[vip].name.clone(),
+                };
+                self.metrics.publishes.get_or_create(&labels).inc();
+            }
+            Err(e) => {
+                tracing::error!(vip = %self.plan.vips[vip].name, error = %e, "publish failed")
+            }
+        }
+    }
+
+    /// Computes, off the loop, the table without each live backend of a Maglev VIP.
+    fn precompute(&mut self, vip: usize, basis: Vec<Option<u32>>) {
+        self.vips[vip].precomputed = None;
+        let v = self.plan.vips[vip].clone();
+        if v.selection != Selection::Maglev || v.backends.len() > PRECOMPUTE_MAX_BACKENDS {
+            return;
+        }
+        let (seed, tx) = (self.plan.seed, self.precomputed_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut without = std::collections::HashMap::new();
+            for (i, b) in v.backends.iter().enumerate() {
+                if basis[i].is_none() {
+                    continue;
+                }
+                let table = plan::build_table(seed, &v, |x| {
+                    let j = v.backends.iter().position(|y| y.index == x.index)?;
+                    if j == i {
+                        None
+                    } else {
+                        basis[j]
+                    }
+                });
+                without.insert(b.index, table);
+            }
+            let _ = tx.blocking_send((vip, Precomputed { basis, without }));
+        });
+    }
+
+    pub(super) fn on_precomputed(&mut self, vip: usize, pre: Precomputed) {
+        // Only useful if nothing changed while it was being computed.
+        if vip < self.vips.len() && pre.basis == self.weights(vip) {
+            self.vips[vip].precomputed = Some(pre);
+        }
+    }
+
+    /// The BACKENDS entry of backend `index` for its current next hop.
+    pub(super) fn backend_entry(&self, index: usize) -> Backend {
+        let (vip, pos) = self.locate_backend(index);
+        let conf = &self.plan.vips[vip].backends[pos].conf;
+        let rt = &self.backends[index];
+        let (addr, family) = addr16(&conf.address);
+        let mode = if rt.local {
+            FWD_LOCAL
+        } else if conf.forward == Forward::Encap {
+            FWD_ENCAP
+        } else {
+            FWD_L2
+        };
+        Backend {
+            addr,
+            mac: rt.next_hop.and_then(|h| h.mac).unwrap_or_default(),
+            family,
+            mode,
+            _pad: [0; 8],
+        }
+    }
+
+    /// (VIP index, position in its backend list) of a backend index.
+    pub(super) fn locate_backend(&self, index: usize) -> (usize, usize) {
+        let vip = self.vip_of[index];
+        let pos = self.plan.vips[vip]
+            .backends
+            .iter()
+            .position(|b| b.index as usize == index)
+            .expect("vip_of is built from the plan");
+        (vip, pos)
+    }
+
+    /// Writes a backend's entry to the map and the model.
+    pub(super) fn write_backend(&mut self, index: usize) {
+        let entry = self.backend_entry(index);
+        if let Err(e) = self.dp.set_backend(index as u32, &entry) {
+            tracing::error!(backend = index, error = %e, "writing BACKENDS failed");
+        }
+        self.model.backends[index] = entry;
+    }
+}

@@ -1,0 +1,353 @@
+//! Health checks: duration strings, the three layers a check is built from
+//! (`[defaults.check]` < the VIP's `check` < the backend's `check`) and their validation.
+//!
+//! Timing keys (interval, timeout, rise, fall, jitter) fall through the layers one by one.
+//! Kind keys (kind, path, expect, host, tls_verify, command) do too, except that a table that
+//! sets `kind` starts afresh: a backend `check = { kind = "tcp" }` under an http VIP check is
+//! a plain TCP check, while `check = { path = "/healthz" }` keeps the VIP's kind and host.
+
+use std::time::Duration;
+
+use super::diag::Ctx;
+use super::locate::FieldPath;
+use super::raw::{RawCheck, RawTiming};
+use super::types::{defaults, Check, CheckKind};
+
+/// Parses `"250ms"`, `"2s"` or `"1m"`: a non-negative integer and a unit (ms, s, m).
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let hint = "expected an integer followed by ms, s or m, e.g. \"250ms\", \"2s\", \"1m\"";
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = s.split_at(digits);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: {hint}"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        _ => return Err(format!("invalid duration {s:?}: {hint}")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+/// Formats a duration the way it would be written in the file.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms != 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// Timing keys of one layer; each duration remembers where it was set (None: built in).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timing {
+    interval: Option<(Duration, Option<FieldPath>)>,
+    timeout: Option<(Duration, Option<FieldPath>)>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    jitter: Option<f64>,
+}
+
+impl Timing {
+    /// The built-in defaults.
+    pub fn builtin() -> Self {
+        Self {
+            interval: Some((defaults::INTERVAL, None)),
+            timeout: Some((defaults::TIMEOUT, None)),
+            rise: Some(defaults::RISE),
+            fall: Some(defaults::FALL),
+            jitter: Some(defaults::JITTER),
+        }
+    }
+
+    /// Parses and range-checks the timing keys of the table at `at`; invalid keys are
+    /// reported and left unset.
+    pub fn parse(cx: &mut Ctx, raw: &RawTiming, at: &FieldPath) -> Self {
+        let mut duration = |key: &str, v: &Option<String>| {
+            let path = at.key(key);
+            match parse_duration(v.as_deref()?) {
+                Ok(d) if d.is_zero() => {
+                    cx.error(&path, format!("{key} must be greater than 0, e.g. \"1s\""))
+                }
+                Ok(d) => return Some((d, Some(path))),
+                Err(e) => cx.error(&path, e),
+            }
+            None
+        };
+        let interval = duration("interval", &raw.interval);
+        let timeout = duration("timeout", &raw.timeout);
+        let count = "an integer >= 1 (consecutive probe results needed to change state)";
+        let rise = cx.int(raw.rise, &at.key("rise"), 1..=i64::from(u32::MAX), count);
+        let fall = cx.int(raw.fall, &at.key("fall"), 1..=i64::from(u32::MAX), count);
+        let jitter = raw.jitter.filter(|j| {
+            let ok = (0.0..=0.5).contains(j);
+            if !ok {
+                let msg = format!(
+                    "{j} is out of range: expected a fraction of the interval in 0.0..=0.5"
+                );
+                cx.error(&at.key("jitter"), msg);
+            }
+            ok
+        });
+        let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        Self {
+            interval,
+            timeout,
+            rise: to_u32(rise),
+            fall: to_u32(fall),
+            jitter,
+        }
+    }
+
+    /// `self` layered over `base`: keys set here win.
+    pub fn over(&self, base: &Timing) -> Timing {
+        Timing {
+            interval: self.interval.clone().or_else(|| base.interval.clone()),
+            timeout: self.timeout.clone().or_else(|| base.timeout.clone()),
+            rise: self.rise.or(base.rise),
+            fall: self.fall.or(base.fall),
+            jitter: self.jitter.or(base.jitter),
+        }
+    }
+
+    /// Checks timeout <= interval on a fully layered timing (reported at the more specific
+    /// of the two keys; the caller de-duplicates repeats).
+    pub fn check_timeout(&self, cx: &mut Ctx) {
+        let (Some((interval, ipath)), Some((timeout, tpath))) = (&self.interval, &self.timeout)
+        else {
+            return;
+        };
+        if timeout <= interval {
+            return;
+        }
+        let depth = |p: &Option<FieldPath>| p.as_ref().map_or(0, FieldPath::len);
+        let origin = |p: &Option<FieldPath>| match p {
+            Some(p) => format!("set at {p}"),
+            None => "built-in default".to_owned(),
+        };
+        let (at, other, other_origin) = if depth(tpath) >= depth(ipath) {
+            (tpath, "interval", origin(ipath))
+        } else {
+            (ipath, "timeout", origin(tpath))
+        };
+        let msg = format!(
+            "timeout {} is longer than interval {} ({other}: {other_origin}); the timeout must be \
+             at most the interval, e.g. timeout = \"1s\" with interval = \"2s\"",
+            fmt_duration(*timeout),
+            fmt_duration(*interval),
+        );
+        if let Some(at) = at {
+            cx.error(at, msg);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Tcp,
+    Http,
+    Https,
+    Exec,
+}
+
+impl Kind {
+    const CHOICES: [(&'static str, Kind); 4] = [
+        ("tcp", Kind::Tcp),
+        ("http", Kind::Http),
+        ("https", Kind::Https),
+        ("exec", Kind::Exec),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::CHOICES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("tcp", |(n, _)| n)
+    }
+}
+
+/// The kind keys of one (layered) check.
+#[derive(Debug, Clone)]
+pub(crate) struct KindSpec {
+    kind: Kind,
+    path: Option<String>,
+    expect: Option<u16>,
+    host: Option<String>,
+    tls_verify: Option<bool>,
+    command: Option<Vec<String>>,
+}
+
+impl Default for KindSpec {
+    fn default() -> Self {
+        Self {
+            kind: Kind::Tcp,
+            path: None,
+            expect: None,
+            host: None,
+            tls_verify: None,
+            command: None,
+        }
+    }
+}
+
+impl KindSpec {
+    /// Validates the kind keys of the check table at `at`, layered over `inherited` (the
+    /// VIP's check for a backend, the default TCP check for a VIP).
+    pub fn parse(cx: &mut Ctx, raw: &RawCheck, at: &FieldPath, inherited: &KindSpec) -> Self {
+        let kind = match &raw.kind {
+            None => inherited.kind,
+            Some(_) => match cx.choice(&raw.kind, &at.key("kind"), &Kind::CHOICES) {
+                Some(k) => k,
+                // Unknown kind: already reported; checking the other keys against it is noise.
+                None => return inherited.clone(),
+            },
+        };
+        let base = if raw.kind.is_some() {
+            KindSpec {
+                kind,
+                ..KindSpec::default()
+            }
+        } else {
+            inherited.clone()
+        };
+        let http = matches!(kind, Kind::Http | Kind::Https);
+        let mut applies = |key: &str, present: bool, ok: bool, valid: &str| {
+            if present && !ok {
+                let msg = format!(
+                    "`{key}` only applies to kind {valid}, but this check is kind \"{}\"; \
+                     remove `{key}` or set kind = \"{}\"",
+                    kind.name(),
+                    valid.split('/').next().unwrap_or(valid)
+                );
+                cx.error(&at.key(key), msg);
+            }
+            present && ok
+        };
+        let path_ok = applies("path", raw.path.is_some(), http, "http/https");
+        let expect_ok = applies("expect", raw.expect.is_some(), http, "http/https");
+        let host_ok = applies("host", raw.host.is_some(), http, "http/https");
+        let tls_ok = applies(
+            "tls_verify",
+            raw.tls_verify.is_some(),
+            kind == Kind::Https,
+            "https",
+        );
+        let command_ok = applies("command", raw.command.is_some(), kind == Kind::Exec, "exec");
+
+        let mut spec = base;
+        if path_ok {
+            let path = raw.path.clone().unwrap_or_default();
+            if !path.starts_with('/') {
+                cx.error(
+                    &at.key("path"),
+                    format!("path {path:?} must start with \"/\", e.g. \"/healthz\""),
+                );
+            }
+            spec.path = Some(path);
+        }
+        if expect_ok {
+            let status = cx.int(
+                raw.expect,
+                &at.key("expect"),
+                100..=599,
+                "an HTTP status code 100..=599",
+            );
+            spec.expect = status.and_then(|s| u16::try_from(s).ok()).or(spec.expect);
+        }
+        if host_ok {
+            let host = raw.host.clone().unwrap_or_default();
+            if host.is_empty() || host.chars().any(char::is_whitespace) {
+                let msg = format!(
+                    "host {host:?} is not valid: expected a Host header value without spaces, \
+                     e.g. \"keystone\""
+                );
+                cx.error(&at.key("host"), msg);
+            }
+            spec.host = Some(host);
+        }
+        if tls_ok {
+            spec.tls_verify = raw.tls_verify;
+        }
+        if command_ok {
+            let command = raw.command.clone().unwrap_or_default();
+            if command.is_empty() || command.iter().any(String::is_empty) {
+                let msg = "command must be a non-empty array of non-empty strings (argv), \
+                           e.g. [\"/usr/bin/clustercheck\"]";
+                cx.error(&at.key("command"), msg);
+            }
+            spec.command = Some(command);
+        }
+        if kind == Kind::Exec && raw.kind.is_some() && raw.command.is_none() {
+            let msg = "missing required key `command`: kind \"exec\" needs the argv to run, \
+                       e.g. command = [\"/usr/bin/clustercheck\"]";
+            cx.error(&at.key("command"), msg);
+        }
+        spec
+    }
+
+    pub fn resolve(&self, timing: &Timing) -> Check {
+        let kind = match self.kind {
+            Kind::Tcp => CheckKind::Tcp,
+            Kind::Http | Kind::Https => CheckKind::Http {
+                path: self
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| defaults::HTTP_PATH.to_owned()),
+                expect: self.expect.unwrap_or(defaults::HTTP_EXPECT),
+                host: self.host.clone(),
+                tls: self.kind == Kind::Https,
+                tls_verify: self.kind == Kind::Https && self.tls_verify.unwrap_or(false),
+            },
+            Kind::Exec => CheckKind::Exec {
+                command: self.command.clone().unwrap_or_default(),
+            },
+        };
+        let full = timing.over(&Timing::builtin());
+        Check {
+            kind,
+            interval: full.interval.map_or(defaults::INTERVAL, |(d, _)| d),
+            timeout: full.timeout.map_or(defaults::TIMEOUT, |(d, _)| d),
+            rise: full.rise.unwrap_or(defaults::RISE),
+            fall: full.fall.unwrap_or(defaults::FALL),
+            jitter: full.jitter.unwrap_or(defaults::JITTER),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in [
+            "",
+            "2",
+            "s",
+            "1.5s",
+            "-1s",
+            "2 s",
+            "2sec",
+            "1h",
+            " 2s",
+            "2S",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn duration_format_round_trips() {
+        for s in ["250ms", "2s", "1m", "90s", "0s", "1500ms"] {
+            assert_eq!(fmt_duration(parse_duration(s).unwrap()), s);
+        }
+    }
+}

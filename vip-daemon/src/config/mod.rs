@@ -1,0 +1,44 @@
+//! `vipd.toml`: the daemon's configuration file. [`load`] reads, parses and validates it into
+//! a [`Config`] with every default applied; any problem comes back as
+//! [`ConfigError::Invalid`] with one [`Diagnostic`] per problem (`file:line: field: message`).
+//!
+//! The file has a `[node]` section (differs per controller), `[cluster]` (must be identical
+//! on every controller), `[metrics]`, `[control]`, `[defaults.check]` and one `[[vip]]` table
+//! per service, each with its `[[vip.backend]]` tables. `examples/minimal.toml` and
+//! `examples/openstack-controllers.toml` document every key.
+//!
+//! Layout: `raw` (serde shapes, all keys optional), `validate` + `vip` + `check` (the rules),
+//! `locate` (field path ↔ line), `diag` (diagnostics), `types` (the resolved output).
+
+mod check;
+mod diag;
+mod locate;
+mod raw;
+mod types;
+mod validate;
+mod vip;
+
+use std::path::Path;
+
+pub use diag::{ConfigError, Diagnostic};
+pub use types::*;
+
+/// Reads, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&source, &path.display().to_string())
+}
+
+/// Parses and validates `source`; diagnostics name `file_name`. Syntax and type errors
+/// stop at the first; every semantic problem is reported.
+pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
+    let locator = locate::Locator::new(source);
+    let raw: raw::RawConfig = toml::from_str(source)
+        .map_err(|e| ConfigError::Invalid(vec![diag::from_toml_error(&locator, file_name, &e)]))?;
+    let mut cx = diag::Ctx::new(&locator, file_name);
+    let config = validate::validate(&raw, &mut cx);
+    cx.finish().map(|()| config)
+}

@@ -1,0 +1,125 @@
+//! The file as serde sees it: every key optional and loosely typed (strings, i64), so that
+//! missing keys, ranges, enum spellings and addresses are checked by the validator, which
+//! reports all of them with their locations instead of stopping at the first. Unknown keys
+//! are rejected here (serde names the key and lists the valid ones).
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub node: RawNode,
+    #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub control: RawControl,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub vip: Vec<RawVip>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNode {
+    pub name: Option<String>,
+    pub interfaces: Option<Vec<String>>,
+    pub addresses: Option<Vec<String>>,
+    pub pin_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub hash_seed: Option<i64>,
+    pub encap_source_v4: Option<String>,
+    pub encap_source_v6: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawControl {
+    pub socket: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub check: Option<RawTiming>,
+}
+
+/// `[defaults.check]`: only the timing keys (the kind belongs to each VIP).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTiming {
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub jitter: Option<f64>,
+}
+
+/// A `check = { ... }` table on a VIP or a backend.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    pub kind: Option<String>,
+    pub path: Option<String>,
+    pub expect: Option<i64>,
+    pub host: Option<String>,
+    pub tls_verify: Option<bool>,
+    pub command: Option<Vec<String>>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub jitter: Option<f64>,
+}
+
+impl RawCheck {
+    pub fn timing(&self) -> RawTiming {
+        RawTiming {
+            interval: self.interval.clone(),
+            timeout: self.timeout.clone(),
+            rise: self.rise,
+            fall: self.fall,
+            jitter: self.jitter,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVip {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub protocol: Option<String>,
+    pub hash: Option<String>,
+    pub selection: Option<String>,
+    pub table_size: Option<i64>,
+    pub check: Option<RawCheck>,
+    #[serde(default)]
+    pub backend: Vec<RawBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub name: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub weight: Option<i64>,
+    pub priority: Option<i64>,
+    pub forward: Option<String>,
+    pub check: Option<RawCheck>,
+}

@@ -1,0 +1,167 @@
+//! The resolved configuration: every default applied, every string parsed. Nothing here can be
+//! invalid in a way the validator knows about; consumers may rely on the invariants documented
+//! per field.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where `vipd` looks for its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/vip-fabric/vipd.toml";
+
+/// Built-in defaults (the values a file gets for every key it leaves out).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
+    pub const HASH_SEED: u32 = 0x7f4a_7c15;
+    pub const ENCAP_SOURCE_V4: &str = "10.255.0.0";
+    pub const ENCAP_SOURCE_V6: &str = "fd00:ffff::";
+    pub const METRICS_LISTEN: &str = "127.0.0.1:9478";
+    pub const CONTROL_SOCKET: &str = "/run/vip-fabric/vipd.sock";
+    pub const TABLE_SIZE: u32 = 65537;
+    /// Largest accepted Maglev table size (a prime).
+    pub const MAX_TABLE_SIZE: u32 = 1_048_573;
+    /// Table sizes worth suggesting (primes, roughly 100x a backend count of 2..600).
+    pub const SUGGESTED_TABLE_SIZES: [u32; 4] = [251, 4099, 16381, 65537];
+    pub const INTERVAL: Duration = Duration::from_secs(2);
+    pub const TIMEOUT: Duration = Duration::from_secs(1);
+    pub const RISE: u32 = 2;
+    pub const FALL: u32 = 3;
+    pub const JITTER: f64 = 0.1;
+    pub const HTTP_PATH: &str = "/";
+    pub const HTTP_EXPECT: u16 = 200;
+    pub const WEIGHT: u32 = 1;
+    /// Fallback node name when the kernel hostname cannot be read.
+    pub const NODE_NAME: &str = "localhost";
+}
+
+/// A whole validated `vipd.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node: Node,
+    pub cluster: Cluster,
+    /// `None` when `[metrics] listen` is `""` or `"off"`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Absolute path of the control socket.
+    pub control_socket: PathBuf,
+    /// In file order; names unique; (address, port, protocol) keys never overlap.
+    pub vips: Vec<Vip>,
+}
+
+/// This node (the only section that differs between controllers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// Interfaces to attach XDP to: valid Linux interface names, unique.
+    pub interfaces: Vec<String>,
+    /// This node's own addresses; a backend with one of them is forwarded locally.
+    pub addresses: Vec<IpAddr>,
+    /// Absolute bpffs directory for pinned programs and maps.
+    pub pin_dir: PathBuf,
+}
+
+/// Settings that must be identical on every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub hash_seed: u32,
+    pub encap_source_v4: Ipv4Addr,
+    pub encap_source_v6: Ipv6Addr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vip {
+    /// `[a-z0-9_-]{1,32}`, unique.
+    pub name: String,
+    pub address: IpAddr,
+    /// 0 = all ports.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub hash: HashMode,
+    pub selection: Selection,
+    /// A prime in 2..=1048573 for [`Selection::Maglev`]; always 1 for
+    /// [`Selection::PrimaryBackup`] (the data plane uses a one-slot table).
+    pub table_size: u32,
+    /// At least one, in file order; names unique; same address family as the VIP.
+    pub backends: Vec<BackendConf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// What the flow hash covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashMode {
+    /// The 5-tuple: every connection is placed independently.
+    Flow,
+    /// The source address only: all of a client's connections go to one backend.
+    Source,
+}
+
+/// How backends share a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// Weighted Maglev consistent hashing over the healthy backends.
+    Maglev,
+    /// The healthy backend with the lowest `priority` takes all traffic.
+    PrimaryBackup,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConf {
+    /// `[a-z0-9_-]{1,32}`, unique within its VIP.
+    pub name: String,
+    pub address: IpAddr,
+    /// Health-check port (1..=65535): the backend's own port, else the VIP's.
+    pub port: u16,
+    /// 0..=65535; 0 = drained.
+    pub weight: u32,
+    /// Lower is preferred; unique within a primary-backup VIP.
+    pub priority: u8,
+    /// [`Forward::Local`] whenever `address` is one of `node.addresses`.
+    pub forward: Forward,
+    pub check: Check,
+}
+
+/// How the data plane hands a packet to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forward {
+    /// Rewrite the destination MAC (backend on the same L2 segment).
+    L2,
+    /// Encapsulate (backend reachable only through routing).
+    Encap,
+    /// This node: pass the packet up the local stack.
+    Local,
+}
+
+/// A resolved health check: timeout <= interval, rise/fall >= 1, jitter in 0.0..=0.5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Fraction of `interval` by which each probe may be randomly shifted.
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// TCP connect.
+    Tcp,
+    /// HTTP(S) GET of `path`, healthy iff the status is `expect`. `tls` is true for kind
+    /// "https"; `tls_verify` is always false for plain http.
+    Http {
+        path: String,
+        expect: u16,
+        host: Option<String>,
+        tls: bool,
+        tls_verify: bool,
+    },
+    /// Run `command` (argv, non-empty); healthy iff it exits 0.
+    Exec { command: Vec<String> },
+}

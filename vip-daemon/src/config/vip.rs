@@ -1,0 +1,355 @@
+//! The semantic rules for `[[vip]]` and `[[vip.backend]]` tables, and across VIPs.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::check::{KindSpec, Timing};
+use super::diag::Ctx;
+use super::locate::FieldPath;
+use super::raw::{RawBackend, RawVip};
+use super::types::*;
+use super::validate::{check_name, parse_or, ADDRESS_HINT};
+
+/// Every `[[vip]]` in file order, then the cross-VIP rules.
+pub(crate) fn vips(raws: &[RawVip], node: &Node, timing: &Timing, cx: &mut Ctx) -> Vec<Vip> {
+    let at = |i: usize| FieldPath::root().key("vip").index(i);
+    let vips: Vec<Vip> = raws
+        .iter()
+        .enumerate()
+        .map(|(i, v)| vip(v, &at(i), node, timing, cx))
+        .collect();
+    cross_vip(raws, &vips, cx);
+    vips
+}
+
+fn vip(raw: &RawVip, at: &FieldPath, node: &Node, default_timing: &Timing, cx: &mut Ctx) -> Vip {
+    let name = cx
+        .required(&raw.name, &at.key("name"), "\"keystone\"")
+        .cloned();
+    let name = name
+        .inspect(|n| _ = check_name(cx, &at.key("name"), n))
+        .unwrap_or_default();
+    let address = cx
+        .required(&raw.address, &at.key("address"), "\"192.0.2.100\"")
+        .cloned();
+    let address =
+        address.and_then(|a| parse_or::<IpAddr>(cx, &at.key("address"), &a, ADDRESS_HINT));
+    let not_unicast =
+        |a: &IpAddr| a.is_unspecified() || a.is_multicast() || *a == IpAddr::from([255; 4]);
+    if let Some(a) = address.filter(not_unicast) {
+        let msg = format!("{a} cannot be a VIP: expected a unicast address like \"192.0.2.100\"");
+        cx.error(&at.key("address"), msg);
+    }
+    let port = cx.int(
+        raw.port,
+        &at.key("port"),
+        0..=65535,
+        "a port 0..=65535 (0 = all ports)",
+    );
+    let port = port.unwrap_or(0) as u16;
+    let protocols = [("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+    let protocol = cx.choice(&raw.protocol, &at.key("protocol"), &protocols);
+    let hashes = [("flow", HashMode::Flow), ("source", HashMode::Source)];
+    let hash = cx.choice(&raw.hash, &at.key("hash"), &hashes);
+    let selections = [
+        ("maglev", Selection::Maglev),
+        ("primary-backup", Selection::PrimaryBackup),
+    ];
+    let selection = cx.choice(&raw.selection, &at.key("selection"), &selections);
+    let selection = selection.unwrap_or(Selection::Maglev);
+    let table_size = table_size(cx, raw.table_size, &at.key("table_size"));
+    let table_size = if selection == Selection::PrimaryBackup {
+        1
+    } else {
+        table_size
+    };
+
+    let check_at = at.key("check");
+    let (spec, timing) = match &raw.check {
+        Some(c) => (
+            KindSpec::parse(cx, c, &check_at, &KindSpec::default()),
+            Timing::parse(cx, &c.timing(), &check_at).over(default_timing),
+        ),
+        None => (KindSpec::default(), default_timing.clone()),
+    };
+
+    if raw.backend.is_empty() {
+        let msg = format!(
+            "vip {name:?} has no backends: add at least one [[vip.backend]] table after its \
+             [[vip]] table"
+        );
+        cx.error(&at.key("backend"), msg);
+    }
+    let parent = Parent {
+        name: &name,
+        address,
+        port,
+        spec: &spec,
+        timing: &timing,
+    };
+    let mut backends: Vec<BackendConf> = Vec::new();
+    for (j, b) in raw.backend.iter().enumerate() {
+        let b_at = at.key("backend").index(j);
+        if let Some(conf) = backend(b, &b_at, &parent, node, cx) {
+            sibling_conflicts(cx, &b_at, &conf, &backends, &raw.backend, selection);
+            backends.push(conf);
+        }
+    }
+    Vip {
+        name,
+        address: address.unwrap_or(IpAddr::from([0; 4])),
+        port,
+        protocol: protocol.unwrap_or(Protocol::Tcp),
+        hash: hash.unwrap_or(HashMode::Flow),
+        selection,
+        table_size,
+        backends,
+    }
+}
+
+fn table_size(cx: &mut Ctx, v: Option<i64>, at: &FieldPath) -> u32 {
+    let max = defaults::MAX_TABLE_SIZE;
+    let suggest = defaults::SUGGESTED_TABLE_SIZES
+        .map(|p| p.to_string())
+        .join(", ");
+    let valid = format!("a prime in 2..={max}, e.g. one of {suggest}");
+    let Some(n) = cx.int(v, at, 2..=i64::from(max), &valid) else {
+        return defaults::TABLE_SIZE;
+    };
+    let n = n as u32;
+    if is_prime(n) {
+        return n;
+    }
+    let below = (2..n).rev().find(|&p| is_prime(p));
+    let above = (n + 1..=max).find(|&p| is_prime(p));
+    let nearest: Vec<String> = below
+        .into_iter()
+        .chain(above)
+        .map(|p| p.to_string())
+        .collect();
+    let msg = format!(
+        "{n} is not prime: the Maglev table size must be a prime; nearest primes: {} \
+         (common choices: {suggest})",
+        nearest.join(" and ")
+    );
+    cx.error(at, msg);
+    defaults::TABLE_SIZE
+}
+
+pub(crate) fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| d.saturating_mul(*d) <= n)
+            .all(|d| !n.is_multiple_of(d))
+}
+
+/// What a backend inherits from its VIP.
+struct Parent<'a> {
+    name: &'a str,
+    address: Option<IpAddr>,
+    port: u16,
+    spec: &'a KindSpec,
+    timing: &'a Timing,
+}
+
+fn backend(
+    raw: &RawBackend,
+    at: &FieldPath,
+    vip: &Parent,
+    node: &Node,
+    cx: &mut Ctx,
+) -> Option<BackendConf> {
+    let name = cx.required(&raw.name, &at.key("name"), "\"ctl1\"").cloned();
+    let name = name.filter(|n| check_name(cx, &at.key("name"), n));
+    let address = cx
+        .required(&raw.address, &at.key("address"), "\"192.0.2.11\"")
+        .cloned();
+    let address =
+        address.and_then(|a| parse_or::<IpAddr>(cx, &at.key("address"), &a, ADDRESS_HINT));
+    if let (Some(a), Some(v)) = (address, vip.address) {
+        let family = |x: IpAddr| if x.is_ipv4() { "IPv4" } else { "IPv6" };
+        if a.is_ipv4() != v.is_ipv4() {
+            let msg = format!(
+                "backend address {a} is {} but the VIP address {v} is {}: a backend must be \
+                 the same address family as its VIP",
+                family(a),
+                family(v)
+            );
+            cx.error(&at.key("address"), msg);
+        } else if a == v {
+            let msg = format!("{a} is the VIP address itself: expected the backend's own address");
+            cx.error(&at.key("address"), msg);
+        }
+    }
+    let port = match raw.port {
+        Some(p) => cx.int(
+            Some(p),
+            &at.key("port"),
+            1..=65535,
+            "a health-check port 1..=65535",
+        ),
+        None if vip.port == 0 => {
+            let msg = format!(
+                "missing required key `port`: vip {:?} has port 0 (all ports), so each of its \
+                 backends needs the port to health-check, e.g. port = 3306",
+                vip.name
+            );
+            cx.error(&at.key("port"), msg);
+            None
+        }
+        None => Some(i64::from(vip.port)),
+    };
+    let weight = cx.int(
+        raw.weight,
+        &at.key("weight"),
+        0..=65535,
+        "a weight 0..=65535 (0 = drained)",
+    );
+    let priority_hint = "a priority 0..=255 (lower = preferred)";
+    let priority = cx.int(raw.priority, &at.key("priority"), 0..=255, priority_hint);
+    let forwards = [
+        ("l2", Forward::L2),
+        ("encap", Forward::Encap),
+        ("local", Forward::Local),
+    ];
+    let forward = cx.choice(&raw.forward, &at.key("forward"), &forwards);
+
+    let check_at = at.key("check");
+    let (spec, timing) = match &raw.check {
+        Some(c) => (
+            KindSpec::parse(cx, c, &check_at, vip.spec),
+            Timing::parse(cx, &c.timing(), &check_at).over(vip.timing),
+        ),
+        None => (vip.spec.clone(), vip.timing.clone()),
+    };
+    timing.check_timeout(cx);
+    let check = spec.resolve(&timing);
+    let (name, address, port, forward) = (name?, address?, port?, forward?);
+    // A backend on this node is always reached through the local stack, whatever the file
+    // says: the same file serves every node, only [node] differs.
+    let forward = if node.addresses.contains(&address) {
+        Forward::Local
+    } else {
+        forward
+    };
+    Some(BackendConf {
+        name,
+        address,
+        port: port as u16,
+        weight: weight.map_or(defaults::WEIGHT, |w| w as u32),
+        priority: priority.unwrap_or(0) as u8,
+        forward,
+        check,
+    })
+}
+
+/// Duplicate names, duplicate address:port and (primary-backup) duplicate priorities among
+/// the backends of one VIP, reported at the later backend.
+fn sibling_conflicts(
+    cx: &mut Ctx,
+    at: &FieldPath,
+    conf: &BackendConf,
+    earlier: &[BackendConf],
+    raws: &[RawBackend],
+    selection: Selection,
+) {
+    let index_of = |name: &str| raws.iter().position(|r| r.name.as_deref() == Some(name));
+    if earlier.iter().any(|b| b.name == conf.name) {
+        let msg = format!(
+            "duplicate backend name {:?} (already backend[{}]); names must be unique within a VIP",
+            conf.name,
+            index_of(&conf.name).unwrap_or(0)
+        );
+        cx.error(&at.key("name"), msg);
+    } else if let Some(first) = earlier
+        .iter()
+        .find(|b| (b.address, b.port) == (conf.address, conf.port))
+    {
+        let msg = format!(
+            "same address and port ({}) as backend {:?}: list each backend once (raise its \
+             weight to give it a bigger share)",
+            SocketAddr::new(conf.address, conf.port),
+            first.name
+        );
+        cx.error(&at.key("address"), msg);
+    }
+    if selection == Selection::PrimaryBackup {
+        if let Some(first) = earlier.iter().find(|b| b.priority == conf.priority) {
+            let msg = format!(
+                "priority {} is already used by backend {:?}: in a primary-backup VIP every \
+                 backend needs a distinct priority (lower = preferred), e.g. 0, 1, 2",
+                conf.priority, first.name
+            );
+            cx.error(&at.key("priority"), msg);
+        }
+    }
+}
+
+/// Unique VIP names and non-overlapping (address, port, protocol) keys, reported at the
+/// later VIP.
+fn cross_vip(raws: &[RawVip], vips: &[Vip], cx: &mut Ctx) {
+    let at = |i: usize| FieldPath::root().key("vip").index(i);
+    for (j, v) in vips.iter().enumerate() {
+        let earlier = &vips[..j];
+        if raws[j].name.is_some() {
+            if let Some(i) = earlier.iter().position(|e| e.name == v.name) {
+                let msg = format!(
+                    "duplicate vip name {:?} (already vip[{i}]); VIP names must be unique",
+                    v.name
+                );
+                cx.error(&at(j).key("name"), msg);
+            }
+        }
+        if v.address.is_unspecified() {
+            continue; // missing or invalid: already reported
+        }
+        let overlaps = |e: &Vip| {
+            e.address == v.address
+                && e.protocol == v.protocol
+                && (e.port == v.port || e.port == 0 || v.port == 0)
+        };
+        let Some((i, e)) = earlier.iter().enumerate().find(|(_, e)| overlaps(e)) else {
+            continue;
+        };
+        let proto = if v.protocol == Protocol::Tcp {
+            "tcp"
+        } else {
+            "udp"
+        };
+        let msg = if e.port == v.port {
+            format!(
+                "vip {:?} has the same address, port and protocol ({} {proto}) as vip[{i}] {:?}: \
+                 each (address, port, protocol) belongs to one VIP only",
+                v.name,
+                SocketAddr::new(v.address, v.port),
+                e.name
+            )
+        } else {
+            format!(
+                "vip {:?} (port {}) overlaps vip[{i}] {:?} (port {}) on {} {proto}: port 0 means \
+                 all ports, so a port-0 VIP cannot share its address and protocol with another \
+                 VIP; use another address or give both specific ports",
+                v.name, v.port, e.name, e.port, v.address
+            )
+        };
+        cx.error(&at(j).key("port"), msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primes() {
+        let small: Vec<u32> = (0..30).filter(|&n| is_prime(n)).collect();
+        assert_eq!(small, [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
+        let known = defaults::SUGGESTED_TABLE_SIZES
+            .into_iter()
+            .chain([defaults::MAX_TABLE_SIZE, 65521]);
+        for p in known {
+            assert!(is_prime(p), "{p}");
+        }
+        assert!(!is_prime(65536) && !is_prime(1_048_575) && !is_prime(u32::MAX));
+        assert!(is_prime(4_294_967_291));
+    }
+}
