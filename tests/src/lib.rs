@@ -3,6 +3,7 @@
 pub mod fixture;
 pub mod packet;
 pub mod servers;
+pub mod vipd;
 
 use std::{
     path::PathBuf,

@@ -1,0 +1,126 @@
+//! A real `vipd` process inside a network namespace, with its own config, pin directory and
+//! control socket; killed (SIGKILL) on drop so a failing test leaves nothing running.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{unique, vipd_bin, NetNs, PinDir};
+
+pub struct Vipd {
+    pub ns_name: String,
+    pub config: PathBuf,
+    pub control: PathBuf,
+    pub pins: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Vipd {
+    /// Writes `config` (with `@PIN_DIR@` and `@CONTROL@` replaced) and starts vipd in `ns`.
+    pub fn start(ns: &NetNs, pins: &PinDir, config: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("vipd-test-"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let control = dir.join("vipd.sock");
+        let text = config
+            .replace("@PIN_DIR@", pins.path.to_str().expect("utf-8"))
+            .replace("@CONTROL@", control.to_str().expect("utf-8"));
+        let path = dir.join("vipd.toml");
+        std::fs::write(&path, text).expect("write config");
+        let mut v = Self {
+            ns_name: ns.name.clone(),
+            config: path,
+            control,
+            pins: pins.path.clone(),
+            log: dir.join("vipd.log"),
+            child: None,
+        };
+        v.spawn();
+        v
+    }
+
+    /// (Re)starts the process and waits until its control socket answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns_name))
+            .arg("--")
+            .arg(vipd_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vipd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.cli(&["status", "--json"]).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("vipd exited early ({status}):\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("vipd did not come up:\n{}", self.logs());
+    }
+
+    /// Runs `vipd --control <sock> ARGS`; Ok(stdout) or Err(stderr).
+    pub fn cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(vipd_bin())
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .output()
+            .expect("run vipd cli");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let text = self.cli(&["status", "--json"]).expect("status");
+        serde_json::from_str(&text).expect("status json")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Vipd {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- vipd log ---\n{}", self.logs());
+        }
+    }
+}

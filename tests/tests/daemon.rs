@@ -1,0 +1,424 @@
+//! vipd as an operator runs it: a real daemon in the balancer's namespace, real HTTP and UDP
+//! backends, a real client. Health failover and return, drain through the control socket,
+//! `kill -9` of vipd during a UDP stream (nothing lost), SIGHUP with a broken file (nothing
+//! changes), status, trace and metrics.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use vip_common::maps;
+use vip_daemon::shell::dataplane::{Dataplane, Sizing};
+use vip_tests::{fmt_mac, privileged, servers, vip_on_loopback, vipd::Vipd, Lan, PinDir};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
+const INTERVAL_MS: u64 = 100;
+
+struct Env {
+    lan: Lan,
+    client: usize,
+    backends: Vec<usize>,
+    http_stops: Vec<Arc<AtomicBool>>,
+    _threads: Vec<JoinHandle<()>>,
+    _pins: (PinDir, PinDir),
+    vipd: Vipd,
+}
+
+fn config(lb_iface: &str) -> String {
+    let mut c = format!(
+        r#"
+[node]
+name = "lb"
+interfaces = ["{lb_iface}"]
+pin_dir = "@PIN_DIR@"
+
+[cluster]
+hash_seed = 4242
+
+[metrics]
+listen = "127.0.0.1:9478"
+
+[control]
+socket = "@CONTROL@"
+
+[defaults.check]
+interval = "{INTERVAL_MS}ms"
+timeout = "{INTERVAL_MS}ms"
+rise = 2
+fall = 2
+jitter = 0.0
+"#
+    );
+    for (vip, port, proto, check) in [
+        ("web", 80, "tcp", r#"{ kind = "http", path = "/" }"#),
+        ("dns", 5353, "udp", r#"{ kind = "tcp" }"#),
+    ] {
+        c.push_str(&format!(
+            "\n[[vip]]\nname = \"{vip}\"\naddress = \"{VIP}\"\nport = {port}\nprotocol = \"{proto}\"\ntable_size = 251\ncheck = {check}\n"
+        ));
+        for i in 0..3 {
+            c.push_str(&format!(
+                "[[vip.backend]]\nname = \"b{i}\"\naddress = \"10.77.0.{}\"\nport = 80\n",
+                11 + i
+            ));
+        }
+    }
+    c
+}
+
+fn env() -> Env {
+    let mut lan = Lan::new();
+    let client = lan.add_host(1);
+    let lb = lan.add_host(2);
+    let backends: Vec<usize> = (11..=13).map(|n| lan.add_host(n)).collect();
+    let (pins, port_pins) = (PinDir::new(), PinDir::new());
+    {
+        let (path, port) = (port_pins.path.clone(), lan.hosts[lb].port.clone());
+        lan.switch.run(move || {
+            let mut dp = Dataplane::load_pinned(&path, &Sizing::default()).expect("load");
+            dp.attach_program(maps::PROG_BARE_PASS, &port)
+                .expect("attach peer");
+        });
+    }
+    let mut threads = Vec::new();
+    let mut http_stops = Vec::new();
+    for (i, &b) in backends.iter().enumerate() {
+        let host = &lan.hosts[b];
+        vip_on_loopback(host, &VIP.to_string(), "fd77::100");
+        let stop = Arc::new(AtomicBool::new(false));
+        threads.push(servers::http_server(
+            &host.ns,
+            80,
+            format!("b{i}"),
+            stop.clone(),
+        ));
+        http_stops.push(stop);
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        threads.push(servers::udp_responder(
+            &host.ns,
+            SocketAddr::new(IpAddr::V4(VIP), 5353),
+            format!("b{i}"),
+            udp_stop,
+        ));
+    }
+    let c = &lan.hosts[client];
+    let lb_mac = fmt_mac(&lan.hosts[lb].mac);
+    c.ns.exec(&[
+        "ip",
+        "neigh",
+        "replace",
+        &VIP.to_string(),
+        "lladdr",
+        &lb_mac,
+        "dev",
+        &c.iface,
+        "nud",
+        "permanent",
+    ]);
+    let vipd = Vipd::start(&lan.hosts[lb].ns, &pins, &config(&lan.hosts[lb].iface));
+    let env = Env {
+        lan,
+        client,
+        backends,
+        http_stops,
+        _threads: threads,
+        _pins: (pins, port_pins),
+        vipd,
+    };
+    wait_for(&env, "all backends up", Duration::from_secs(5), |s| {
+        live_backends(s, "web") == 3 && live_backends(s, "dns") == 3
+    });
+    env
+}
+
+fn live_backends(status: &serde_json::Value, vip: &str) -> usize {
+    status["vips"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == vip))
+        .map_or(0, |v| {
+            v["backends"].as_array().map_or(0, |b| {
+                b.iter().filter(|b| b["slots"].as_u64() > Some(0)).count()
+            })
+        })
+}
+
+fn backend_field(
+    status: &serde_json::Value,
+    vip: &str,
+    backend: &str,
+    field: &str,
+) -> serde_json::Value {
+    status["vips"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["name"] == vip))
+        .and_then(|v| {
+            v["backends"]
+                .as_array()?
+                .iter()
+                .find(|b| b["name"] == backend)
+                .cloned()
+        })
+        .map_or(serde_json::Value::Null, |b| b[field].clone())
+}
+
+fn wait_for(env: &Env, what: &str, limit: Duration, ok: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = env.vipd.status_json();
+        if ok(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; status:\n{}",
+            env.vipd.cli(&["status"]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` HTTP requests from the client, each a new connection: (sent at, Ok(backend) | Err).
+fn requests(env: &Env, n: usize, gap: Duration) -> Vec<(Instant, Result<String, String>)> {
+    let to = SocketAddr::new(IpAddr::V4(VIP), 80);
+    env.lan.hosts[env.client].ns.run(move || {
+        (0..n)
+            .map(|_| {
+                let at = Instant::now();
+                let r = servers::http_get(to)
+                    .map(|(_, b)| b)
+                    .map_err(|e| e.to_string());
+                std::thread::sleep(gap);
+                (at, r)
+            })
+            .collect()
+    })
+}
+
+fn served_by(rs: &[(Instant, Result<String, String>)]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for (_, r) in rs {
+        *m.entry(r.clone().unwrap_or_else(|e| format!("error: {e}")))
+            .or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn health_failover_return_drain_status_trace_metrics() {
+    if !privileged("health_failover_return_drain_status_trace_metrics") {
+        return;
+    }
+    let env = env();
+    let all = served_by(&requests(&env, 30, Duration::ZERO));
+    assert_eq!(all.len(), 3, "three backends serve: {all:?}");
+
+    // trace agrees with what really happens.
+    let status = env.vipd.cli(&["status"]).expect("status");
+    eprintln!("{status}");
+    assert!(
+        status.contains("VIP web") && status.contains("XDP on"),
+        "{status}"
+    );
+    let trace = env
+        .vipd
+        .cli(&["trace", "10.77.0.1:40000", "10.77.0.100:80", "tcp"])
+        .expect("trace");
+    assert!(
+        trace.contains("model and live maps agree") && trace.contains("backend: b"),
+        "{trace}"
+    );
+    eprintln!("{trace}");
+
+    // Kill b1's service: within fall x interval (+ timeout + one publish) no new flow goes there.
+    let t0 = Instant::now();
+    env.http_stops[1].store(true, Ordering::Release);
+    let window = Duration::from_millis(INTERVAL_MS * 2 + INTERVAL_MS + 300);
+    let during = requests(&env, 60, Duration::from_millis(10));
+    let late_failures: Vec<_> = during
+        .iter()
+        .filter(|(at, r)| r.is_err() && at.duration_since(t0) > window)
+        .collect();
+    assert!(
+        late_failures.is_empty(),
+        "failures after the detection window: {late_failures:?}"
+    );
+    let after = served_by(&requests(&env, 30, Duration::ZERO));
+    assert!(
+        !after.contains_key("b1") && after.len() == 2,
+        "b1 still served: {after:?}"
+    );
+    let s = env.vipd.status_json();
+    assert_eq!(backend_field(&s, "web", "b1", "health"), "down");
+    assert!(
+        s["verdict_to_live_p99_us"].as_f64().is_some(),
+        "verdict-to-live measured"
+    );
+
+    // Bring it back: it returns after rise x interval.
+    let b1 = env.backends[1];
+    let stop = Arc::new(AtomicBool::new(false));
+    let _again = servers::http_server(&env.lan.hosts[b1].ns, 80, "b1".into(), stop.clone());
+    let t1 = Instant::now();
+    wait_for(&env, "b1 back", Duration::from_secs(3), |s| {
+        backend_field(s, "web", "b1", "slots").as_u64() > Some(0)
+    });
+    assert!(
+        t1.elapsed() >= Duration::from_millis(INTERVAL_MS),
+        "rise needs two probes"
+    );
+    assert_eq!(served_by(&requests(&env, 30, Duration::ZERO)).len(), 3);
+
+    // Drain through the control socket: gone from the table at once, shown in status.
+    let out = env
+        .vipd
+        .cli(&["backend", "drain", "web", "b2"])
+        .expect("drain");
+    assert!(out.contains("drained"), "{out}");
+    let drained = served_by(&requests(&env, 30, Duration::ZERO));
+    assert!(
+        !drained.contains_key("b2"),
+        "drained b2 still served: {drained:?}"
+    );
+    assert_eq!(
+        backend_field(&env.vipd.status_json(), "web", "b2", "admin"),
+        "drained"
+    );
+    env.vipd
+        .cli(&["backend", "enable", "web", "b2"])
+        .expect("enable");
+    env.vipd
+        .cli(&["backend", "weight", "web", "b0", "3"])
+        .expect("weight");
+    assert_eq!(
+        backend_field(&env.vipd.status_json(), "web", "b0", "weight"),
+        3
+    );
+    assert!(env.vipd.cli(&["backend", "drain", "web", "nope"]).is_err());
+
+    // Metrics endpoint.
+    let lb = &env.lan.hosts[1];
+    let metrics = lb.ns.exec(&["curl", "-s", "http://127.0.0.1:9478/metrics"]);
+    for needle in [
+        "vipd_backend_up{",
+        "vipd_verdict_to_live_seconds_bucket",
+        "vipd_backend_packets_total{",
+        "vipd_map_memory_bytes",
+        "vipd_resident_memory_bytes",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+    stop.store(true, Ordering::Release);
+}
+
+#[test]
+fn kill9_during_udp_stream_loses_nothing_and_restart_adopts() {
+    if !privileged("kill9_during_udp_stream_loses_nothing_and_restart_adopts") {
+        return;
+    }
+    let mut env = env();
+    let gen_before = env.vipd.status_json()["vips"][1]["generation"].clone();
+    let to = SocketAddr::new(IpAddr::V4(VIP), 5353);
+    let stream = env.lan.hosts[env.client].ns.spawn(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        sock.connect(to).expect("connect");
+        let (mut lost, mut buf) = (0u32, [0u8; 64]);
+        for seq in 0..1500u32 {
+            sock.send(&seq.to_be_bytes()).expect("send");
+            if sock.recv(&mut buf).is_err() {
+                lost += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        lost
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    env.vipd.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    env.vipd.spawn();
+    let lost = stream.join().expect("stream");
+    assert_eq!(lost, 0, "datagrams lost across kill -9 and restart");
+    let s = env.vipd.status_json();
+    assert_eq!(
+        s["interfaces"][0]["mode"], "adopted",
+        "restart adopts the pinned link"
+    );
+    assert_eq!(
+        live_backends(&s, "dns"),
+        3,
+        "restart kept every live backend"
+    );
+    assert_eq!(
+        s["vips"][1]["generation"], gen_before,
+        "an identical table is not republished"
+    );
+}
+
+#[test]
+fn sighup_with_broken_config_keeps_running_state() {
+    if !privileged("sighup_with_broken_config_keeps_running_state") {
+        return;
+    }
+    let env = env();
+    let before = env.vipd.status_json();
+    let good = std::fs::read_to_string(&env.vipd.config).expect("read");
+    std::fs::write(
+        &env.vipd.config,
+        good.replace("table_size = 251", "table_size = 250"),
+    )
+    .expect("write");
+    env.vipd.signal(libc::SIGHUP);
+    wait_for(&env, "reload refused", Duration::from_secs(3), |s| {
+        s["last_reload"]
+            .as_str()
+            .is_some_and(|r| r.contains("REFUSED"))
+    });
+    let s = env.vipd.status_json();
+    let reason = s["last_reload"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        reason.contains("vipd.toml:") && reason.contains("table_size") && reason.contains("251"),
+        "{reason}"
+    );
+    assert_eq!(
+        s["vips"],
+        before["vips"]
+            .clone()
+            .as_array()
+            .map(|_| s["vips"].clone())
+            .unwrap()
+    );
+    assert_eq!(live_backends(&s, "web"), 3);
+    for v in 0..2 {
+        assert_eq!(
+            s["vips"][v]["generation"], before["vips"][v]["generation"],
+            "tables untouched"
+        );
+    }
+    assert_eq!(
+        served_by(&requests(&env, 30, Duration::ZERO)).len(),
+        3,
+        "traffic still balanced"
+    );
+    let err = env
+        .vipd
+        .cli(&["reload"])
+        .expect_err("reload of a broken file fails");
+    assert!(err.contains("table_size"), "{err}");
+    // Fixed file: reload works.
+    std::fs::write(&env.vipd.config, &good).expect("write");
+    assert!(env
+        .vipd
+        .cli(&["reload"])
+        .expect("reload")
+        .contains("reloaded"));
+}
