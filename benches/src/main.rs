@@ -1,4 +1,5 @@
 //! `vip-bench`: the benchmarks behind `cargo xtask bench WHICH`, one module per subcommand.
+mod maglev;
 mod xdp;
 
 use clap::{Parser, Subcommand};
@@ -15,10 +16,13 @@ enum Cmd {
     /// ns/packet of the XDP balancer through BPF_PROG_TEST_RUN against bare baseline
     /// programs, and the full-table publish time (needs root).
     Xdp(xdp::Args),
+    /// Maglev build/diff times, disruption of a removal, and verdict-to-live publish time.
+    Maglev(maglev::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Xdp(args) => xdp::run(&args),
+        Cmd::Maglev(args) => maglev::run(&args),
     }
 }

@@ -13,22 +13,42 @@ const OPENSTACK: &str = concat!(
     "/../examples/openstack-controllers.toml"
 );
 
-/// Joins lines so that `lines[n]` is line n + 1 of the source.
-fn src(lines: &[&str]) -> String {
+/// A valid one-VIP file, 8 lines; tests edit it or append from line 9 on.
+const VIP: &str = r#"[[vip]]
+name = "api"
+address = "192.0.2.100"
+port = 5000
+
+[[vip.backend]]
+name = "ctl1"
+address = "192.0.2.11"
+"#;
+
+/// `src` with line `n` (1-based) replaced by `new`.
+fn edit(src: &str, n: usize, new: &str) -> String {
+    let mut lines: Vec<&str> = src.lines().collect();
+    lines[n - 1] = new;
     lines.join("\n") + "\n"
 }
 
-fn errors(lines: &[&str]) -> Vec<Diagnostic> {
-    match config::parse(&src(lines), "t.toml") {
+/// `src` with `new` inserted so that it becomes line `n`.
+fn insert(src: &str, n: usize, new: &str) -> String {
+    let mut lines: Vec<&str> = src.lines().collect();
+    lines.insert(n - 1, new);
+    lines.join("\n") + "\n"
+}
+
+fn errors(src: &str) -> Vec<Diagnostic> {
+    match config::parse(src, "t.toml") {
         Ok(c) => panic!("accepted: {c:#?}"),
         Err(ConfigError::Invalid(d)) => d,
         Err(e) => panic!("{e}"),
     }
 }
 
-/// The only diagnostic of `lines`, checked for line, field and message fragments.
-fn one_error(lines: &[&str], line: usize, field: &str, fragments: &[&str]) -> Diagnostic {
-    let d = errors(lines);
+/// The only diagnostic for `src`, checked for line, field and message fragments.
+fn one_error(src: &str, line: usize, field: &str, fragments: &[&str]) -> Diagnostic {
+    let d = errors(src);
     assert_eq!(d.len(), 1, "{d:#?}");
     check(&d[0], line, field, fragments);
     d[0].clone()
@@ -41,63 +61,63 @@ fn check(d: &Diagnostic, line: usize, field: &str, fragments: &[&str]) {
     }
 }
 
-/// A valid single-VIP file; tests append to it (it is 8 lines long).
-const VIP: [&str; 8] = [
-    "[[vip]]",
-    "name = \"api\"",
-    "address = \"192.0.2.100\"",
-    "port = 5000",
-    "",
-    "[[vip.backend]]",
-    "name = \"ctl1\"",
-    "address = \"192.0.2.11\"",
-];
-
-fn with(extra: &[&'static str]) -> Vec<&'static str> {
-    VIP.iter().copied().chain(extra.iter().copied()).collect()
+fn located(d: &[Diagnostic]) -> Vec<(usize, &str)> {
+    d.iter().map(|d| (d.line, d.field.as_str())).collect()
 }
 
-const TCP_2S: Check = Check {
-    kind: CheckKind::Tcp,
-    interval: Duration::from_secs(2),
-    timeout: Duration::from_secs(1),
-    rise: 2,
-    fall: 3,
-    jitter: 0.1,
-};
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn http(path: &str, expect: u16) -> CheckKind {
+    CheckKind::Http {
+        path: path.into(),
+        expect,
+        host: None,
+        tls: false,
+        tls_verify: false,
+    }
+}
 
 #[test]
 fn minimal_example_gets_every_default() {
     let c = config::load(Path::new(MINIMAL)).unwrap();
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned());
-    assert_eq!(
-        c.node.name,
-        host.ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or("localhost".into())
-    );
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = Some(host.trim().to_owned()).filter(|h| !h.is_empty());
+    assert_eq!(c.node.name, host.unwrap_or("localhost".into()));
     assert!(c.node.interfaces.is_empty() && c.node.addresses.is_empty());
     assert_eq!(c.node.pin_dir, PathBuf::from("/sys/fs/bpf/vip-fabric"));
+    let v4 = "10.255.0.0".parse().unwrap();
+    let v6 = "fd00:ffff::".parse().unwrap();
     let cluster = Cluster {
         hash_seed: 0x7f4a_7c15,
-        encap_source_v4: "10.255.0.0".parse().unwrap(),
-        encap_source_v6: "fd00:ffff::".parse().unwrap(),
+        encap_source_v4: v4,
+        encap_source_v6: v6,
     };
     assert_eq!(c.cluster, cluster);
     assert_eq!(c.metrics_listen, Some("127.0.0.1:9478".parse().unwrap()));
     assert_eq!(c.control_socket, PathBuf::from("/run/vip-fabric/vipd.sock"));
-    let backend = |name: &str, ip: &str| BackendConf {
+    let two = Duration::from_secs(2);
+    let tcp = Check {
+        kind: CheckKind::Tcp,
+        interval: two,
+        timeout: two / 2,
+        rise: 2,
+        fall: 3,
+        jitter: 0.1,
+    };
+    let backend = |name: &str, addr: &str| BackendConf {
         name: name.into(),
-        address: ip.parse().unwrap(),
+        address: ip(addr),
         port: 80,
         weight: 1,
         priority: 0,
         forward: Forward::L2,
-        check: TCP_2S,
+        check: tcp.clone(),
     };
     let web = Vip {
         name: "web".into(),
-        address: "192.0.2.100".parse().unwrap(),
+        address: ip("192.0.2.100"),
         port: 80,
         protocol: Protocol::Tcp,
         hash: HashMode::Flow,
@@ -112,525 +132,262 @@ fn minimal_example_gets_every_default() {
 #[test]
 fn openstack_example_has_the_controller_services() {
     let c = config::load(Path::new(OPENSTACK)).unwrap();
-    assert_eq!(c.node.name, "ctl1");
-    assert_eq!(c.node.interfaces, ["eth0"]);
-    assert_eq!(c.node.addresses, ["192.0.2.11".parse::<IpAddr>().unwrap()]);
-    let vip: IpAddr = "192.0.2.100".parse().unwrap();
-    let http = |path: &str, expect| CheckKind::Http {
-        path: path.into(),
-        expect,
-        host: None,
-        tls: false,
-        tls_verify: false,
+    assert_eq!((c.node.name.as_str(), c.node.interfaces.len()), ("ctl1", 1));
+    assert_eq!(c.node.addresses, [ip("192.0.2.11")]);
+    let (flow, source) = (HashMode::Flow, HashMode::Source);
+    let (maglev, pb) = (Selection::Maglev, Selection::PrimaryBackup);
+    let galera_check = CheckKind::Exec {
+        command: vec!["/usr/bin/clustercheck".into()],
     };
-    let login = "/dashboard/auth/login/";
+    let login = http("/dashboard/auth/login/", 200);
     let expected = [
-        (
-            "keystone",
-            5000,
-            HashMode::Flow,
-            Selection::Maglev,
-            65537,
-            http("/v3", 200),
-        ),
-        (
-            "nova-api",
-            8774,
-            HashMode::Flow,
-            Selection::Maglev,
-            65537,
-            http("/", 200),
-        ),
-        (
-            "glance",
-            9292,
-            HashMode::Flow,
-            Selection::Maglev,
-            65537,
-            http("/", 300),
-        ),
-        (
-            "neutron",
-            9696,
-            HashMode::Flow,
-            Selection::Maglev,
-            65537,
-            http("/", 200),
-        ),
-        (
-            "cinder",
-            8776,
-            HashMode::Flow,
-            Selection::Maglev,
-            65537,
-            http("/", 300),
-        ),
-        (
-            "horizon",
-            80,
-            HashMode::Source,
-            Selection::Maglev,
-            4099,
-            http(login, 200),
-        ),
-        (
-            "galera",
-            3306,
-            HashMode::Flow,
-            Selection::PrimaryBackup,
-            1,
-            CheckKind::Exec {
-                command: vec!["/usr/bin/clustercheck".into()],
-            },
-        ),
+        ("keystone", 5000, flow, maglev, 65537, http("/v3", 200)),
+        ("nova-api", 8774, flow, maglev, 65537, http("/", 200)),
+        ("glance", 9292, flow, maglev, 65537, http("/", 300)),
+        ("neutron", 9696, flow, maglev, 65537, http("/", 200)),
+        ("cinder", 8776, flow, maglev, 65537, http("/", 300)),
+        ("horizon", 80, source, maglev, 4099, login),
+        ("galera", 3306, flow, pb, 1, galera_check),
     ];
     assert_eq!(c.vips.len(), expected.len(), "no rabbitmq VIP");
+    let vip_ip = ip("192.0.2.100");
     for (v, (name, port, hash, selection, table_size, kind)) in c.vips.iter().zip(expected) {
-        assert_eq!(
-            (v.name.as_str(), v.address, v.port, v.protocol),
-            (name, vip, port, Protocol::Tcp)
+        let got = (
+            v.name.as_str(),
+            v.address,
+            v.port,
+            v.protocol,
+            v.hash,
+            v.selection,
         );
-        assert_eq!(
-            (v.hash, v.selection, v.table_size),
-            (hash, selection, table_size),
-            "{name}"
-        );
-        let names: Vec<_> = v
-            .backends
-            .iter()
-            .map(|b| (b.name.as_str(), b.address.to_string(), b.port))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("ctl1", "192.0.2.11".into(), port),
-                ("ctl2", "192.0.2.12".into(), port),
-                ("ctl3", "192.0.2.13".into(), port)
-            ]
-        );
-        let forwards: Vec<_> = v.backends.iter().map(|b| b.forward).collect();
-        assert_eq!(
-            forwards,
-            [Forward::Local, Forward::L2, Forward::L2],
-            "ctl1 is this node"
-        );
-        assert!(v
-            .backends
-            .iter()
-            .all(|b| b.check.kind == kind && b.check.interval == Duration::from_secs(2)));
+        assert_eq!(got, (name, vip_ip, port, Protocol::Tcp, hash, selection));
+        assert_eq!(v.table_size, table_size, "{name}");
+        let ctls = [
+            ("ctl1", 11, Forward::Local),
+            ("ctl2", 12, Forward::L2),
+            ("ctl3", 13, Forward::L2),
+        ];
+        assert_eq!(v.backends.len(), 3);
+        for (b, (ctl, host, forward)) in v.backends.iter().zip(ctls) {
+            let address = ip(&format!("192.0.2.{host}"));
+            assert_eq!(
+                (b.name.as_str(), b.address, b.port, b.forward),
+                (ctl, address, port, forward)
+            );
+            assert_eq!(
+                (&b.check.kind, b.check.interval),
+                (&kind, Duration::from_secs(2))
+            );
+        }
     }
-    let galera = &c.vips[6];
+    let galera = &c.vips[6].backends;
+    let priorities: Vec<u8> = galera.iter().map(|b| b.priority).collect();
+    assert_eq!(priorities, [0, 1, 2]);
+    let check = &galera[2].check;
     assert_eq!(
-        galera
-            .backends
-            .iter()
-            .map(|b| b.priority)
-            .collect::<Vec<_>>(),
-        [0, 1, 2]
-    );
-    assert_eq!(
-        (
-            galera.backends[0].check.timeout,
-            galera.backends[0].check.rise
-        ),
+        (check.timeout, check.rise),
         (Duration::from_millis(1500), 5)
     );
 }
 
 #[test]
 fn checks_layer_defaults_vip_and_backend() {
-    let lines = with(&[
-        "check = { path = \"/healthz\", rise = 4 }",
-        "[[vip.backend]]",
-        "name = \"ctl2\"",
-        "address = \"192.0.2.12\"",
-        "port = 5001",
-        "forward = \"encap\"",
-        "check = { kind = \"tcp\" }",
-        "[defaults.check]",
-        "interval = \"500ms\"",
-        "timeout = \"250ms\"",
-        "[node]",
-        "addresses = [\"192.0.2.12\"]",
-        "[metrics]",
-        "listen = \"off\"",
-    ]);
-    let mut lines = lines;
-    lines.insert(
-        4,
-        "check = { kind = \"https\", host = \"api\", tls_verify = true, fall = 5 }",
-    );
-    let c = config::parse(&src(&lines), "t.toml").unwrap();
+    let src = VIP.to_owned()
+        + r#"check = { path = "/healthz", rise = 4 }
+[[vip.backend]]
+name = "ctl2"
+address = "192.0.2.12"
+port = 5001
+forward = "encap"
+check = { kind = "tcp" }
+[defaults.check]
+interval = "500ms"
+timeout = "250ms"
+[node]
+addresses = ["192.0.2.12"]
+[metrics]
+listen = "off"
+"#;
+    let vip_check = r#"check = { kind = "https", host = "api", tls_verify = true, fall = 5 }"#;
+    let c = config::parse(&insert(&src, 5, vip_check), "t.toml").unwrap();
     assert_eq!(c.metrics_listen, None);
     let [b1, b2] = &c.vips[0].backends[..] else {
-        panic!()
+        panic!("two backends")
     };
+    let ms = Duration::from_millis;
+    let (path, host) = ("/healthz".into(), Some("api".into()));
     let https = CheckKind::Http {
-        path: "/healthz".into(),
+        path,
         expect: 200,
-        host: Some("api".into()),
+        host,
         tls: true,
         tls_verify: true,
     };
-    let ms = Duration::from_millis;
+    let timing = |kind, rise| Check {
+        kind,
+        interval: ms(500),
+        timeout: ms(250),
+        rise,
+        fall: 5,
+        jitter: 0.1,
+    };
     assert_eq!(
         b1.check,
-        Check {
-            kind: https,
-            interval: ms(500),
-            timeout: ms(250),
-            rise: 4,
-            fall: 5,
-            jitter: 0.1
-        }
+        timing(https, 4),
+        "kind keys inherited, rise overridden"
     );
     assert_eq!(
         b2.check,
-        Check {
-            kind: CheckKind::Tcp,
-            interval: ms(500),
-            timeout: ms(250),
-            rise: 2,
-            fall: 5,
-            jitter: 0.1
+        timing(CheckKind::Tcp, 2),
+        "a backend kind starts afresh"
+    );
+    assert_eq!((b1.port, b1.forward), (5000, Forward::L2));
+    assert_eq!(
+        (b2.port, b2.forward),
+        (5001, Forward::Local),
+        "node address wins over encap"
+    );
+}
+
+/// `#[test] fn NAME`: SRC has exactly one diagnostic, at LINE and FIELD, whose message
+/// contains every fragment.
+macro_rules! error_test {
+    ($name:ident: $src:expr => $line:literal $field:literal $($fragment:literal)*) => {
+        #[test]
+        fn $name() {
+            one_error(&$src, $line, $field, &[$($fragment),*]);
         }
-    );
-    assert_eq!(
-        (b1.port, b1.forward, b2.port, b2.forward),
-        (5000, Forward::L2, 5001, Forward::Local)
-    );
+    };
 }
 
-#[test]
-fn syntax_error() {
-    one_error(
-        &with(&["weight = 1", "port = "]),
-        10,
-        "syntax",
-        &["TOML syntax error"],
-    );
+/// VIP twice (second copy from line 10 on) with the second copy's line `n` replaced.
+fn two_vips(n: usize, new: &str) -> String {
+    edit(&format!("{VIP}\n{VIP}"), n, new)
 }
 
-#[test]
-fn unknown_key_top_level() {
-    let d = one_error(
-        &["[metrics]", "listen = \"off\"", "bogus = 1"],
-        3,
-        "metrics.bogus",
-        &["unknown key `bogus`", "`listen`"],
-    );
-    assert_eq!(
-        d.to_string(),
-        format!("t.toml:3: metrics.bogus: {}", d.message)
-    );
-    one_error(
-        &with(&["[nodes]", "name = \"x\""]),
-        9,
-        "nodes",
-        &["unknown key `nodes`", "`node`", "`vip`"],
-    );
+error_test! { syntax_error: VIP.to_owned() + "weight = 1\nport = \n"
+=> 10 "syntax" "TOML syntax error" }
+error_test! { duplicate_key_is_a_syntax_error: edit(VIP, 8, r#"name = "ctl2""#)
+=> 8 "syntax" "duplicate key at `name`" }
+error_test! { unknown_key_top_level: VIP.to_owned() + "[nodes]\nname = \"x\"\n"
+=> 9 "nodes" "unknown key `nodes`" "valid keys here: `node`, `cluster`" "`vip`" }
+error_test! { unknown_key_in_section: "[metrics]\nlisten = \"off\"\nbogus = 1\n"
+=> 3 "metrics.bogus" "unknown key `bogus`; the only valid key here is `listen`" }
+error_test! { unknown_key_in_backend:
+    VIP.to_owned() + "[[vip.backend]]\nname = \"c2\"\naddress = \"192.0.2.12\"\nweigth = 2\n"
+=> 12 "vip[0].backend[1].weigth" "unknown key `weigth`" "`weight`" "`priority`" }
+error_test! { unknown_key_in_defaults_check: VIP.to_owned() + "[defaults.check]\nkind = \"tcp\"\n"
+=> 10 "defaults.check.kind" "unknown key `kind`" "`interval`" }
+error_test! { wrong_type: edit(VIP, 4, r#"port = "5000""#)
+=> 4 "vip[0].port" "wrong type" "string \"5000\"" "expected an integer port 0..=65535" }
+error_test! { bad_address: edit(VIP, 8, r#"address = "192.0.2.300""#)
+=> 8 "vip[0].backend[0].address" "\"192.0.2.300\" is not valid" "IPv4 address like" "IPv6" }
+error_test! { family_mismatch: edit(VIP, 8, r#"address = "2001:db8::11""#)
+=> 8 "vip[0].backend[0].address" "is IPv6 but the VIP address 192.0.2.100 is IPv4"
+   "same address family" }
+error_test! { non_prime_table_size: insert(VIP, 5, "table_size = 65536")
+=> 5 "vip[0].table_size" "65536 is not prime" "nearest primes: 65521 and 65537" "4099" }
+error_test! { table_size_out_of_range: insert(VIP, 5, "table_size = 2000000")
+=> 5 "vip[0].table_size" "out of range" "a prime in 2..=1048573" }
+error_test! { duplicate_vip_name: two_vips(13, "port = 5001")
+=> 11 "vip[1].name" "duplicate vip name \"api\"" "(already vip[0])" }
+error_test! { conflicting_vip_keys: two_vips(11, r#"name = "api2""#)
+=> 13 "vip[1].port" "same address, port and protocol" "(192.0.2.100:5000 tcp)" "\"api\"" }
+error_test! { port_zero_conflict:
+    edit(&two_vips(11, r#"name = "all""#), 13, "port = 0") + "port = 22\n"
+=> 13 "vip[1].port" "vip \"all\" (port 0) overlaps vip[0] \"api\"" "port 0 means all ports" }
+error_test! { missing_backend_port_for_all_ports_vip: edit(VIP, 4, "port = 0")
+=> 6 "vip[0].backend[0].port" "missing required key `port`" "port 0 (all ports)" "e.g. port = " }
+error_test! { timeout_longer_than_interval:
+    insert(VIP, 5, r#"check = { interval = "1s", timeout = "1500ms" }"#)
+=> 5 "vip[0].check.timeout" "timeout 1500ms is longer than interval 1s" "at most the interval" }
+error_test! { default_timeout_longer_than_builtin_interval:
+    VIP.to_owned() + "[defaults.check]\ntimeout = \"3s\"\n"
+=> 10 "defaults.check.timeout" "timeout 3s is longer than interval 2s"
+   "(interval: built-in default)" }
+error_test! { bad_duration_string: VIP.to_owned() + "check = { interval = \"2 seconds\" }\n"
+=> 9 "vip[0].backend[0].check.interval" "invalid duration \"2 seconds\"" "ms, s or m" "\"250ms\"" }
+error_test! { rise_zero: VIP.to_owned() + "[defaults.check]\nrise = 0\n"
+=> 10 "defaults.check.rise" "0 is out of range" "an integer >= 1" }
+error_test! { jitter_out_of_range: VIP.to_owned() + "check = { kind = \"tcp\", jitter = 0.6 }\n"
+=> 9 "vip[0].backend[0].check.jitter" "0.6 is out of range" "0.0..=0.5" }
+error_test! { path_on_tcp_check: insert(VIP, 5, r#"check = { kind = "tcp", path = "/" }"#)
+=> 5 "vip[0].check.path" "`path` only applies to kind http/https" "this check is kind \"tcp\"" }
+error_test! { command_on_http_check:
+    insert(VIP, 5, r#"check = { kind = "http", command = ["/bin/true"] }"#)
+=> 5 "vip[0].check.command" "`command` only applies to kind exec" }
+error_test! { exec_without_command: VIP.to_owned() + "check = {\n  kind = \"exec\",\n}\n"
+=> 9 "vip[0].backend[0].check.command" "missing required key `command`"
+   "[\"/usr/bin/clustercheck\"]" }
+/// The first 4 lines of VIP: a VIP without backends.
+fn vip_header() -> String {
+    VIP.lines().take(4).collect::<Vec<_>>().join("\n") + "\n"
 }
 
-#[test]
-fn unknown_key_in_backend() {
-    let lines = with(&[
-        "[[vip.backend]]",
-        "name = \"ctl2\"",
-        "address = \"192.0.2.12\"",
-        "weigth = 2",
-    ]);
-    one_error(
-        &lines,
-        12,
-        "vip[0].backend[1].weigth",
-        &["unknown key `weigth`", "`weight`", "`priority`"],
-    );
-}
-
-#[test]
-fn wrong_type() {
-    let mut lines = VIP.to_vec();
-    lines[3] = "port = \"5000\"";
-    one_error(
-        &lines,
-        4,
-        "vip[0].port",
-        &["wrong type", "string \"5000\"", "an integer port 0..=65535"],
-    );
-}
-
-#[test]
-fn bad_address() {
-    let mut lines = VIP.to_vec();
-    lines[7] = "address = \"192.0.2.300\"";
-    one_error(
-        &lines,
-        8,
-        "vip[0].backend[0].address",
-        &["\"192.0.2.300\" is not valid", "IPv4", "IPv6"],
-    );
-}
-
-#[test]
-fn family_mismatch() {
-    let mut lines = VIP.to_vec();
-    lines[7] = "address = \"2001:db8::11\"";
-    one_error(
-        &lines,
-        8,
-        "vip[0].backend[0].address",
-        &[
-            "is IPv6 but the VIP address 192.0.2.100 is IPv4",
-            "same address family",
-        ],
-    );
-}
-
-#[test]
-fn non_prime_table_size() {
-    let mut lines = VIP.to_vec();
-    lines.insert(4, "table_size = 65536");
-    one_error(
-        &lines,
-        5,
-        "vip[0].table_size",
-        &["65536 is not prime", "65521 and 65537", "4099"],
-    );
-    lines[4] = "table_size = 2000000";
-    one_error(
-        &lines,
-        5,
-        "vip[0].table_size",
-        &["out of range", "2..=1048573"],
-    );
-}
-
-#[test]
-fn duplicate_vip_name() {
-    let mut lines = with(&[""]);
-    lines.extend(VIP);
-    lines[12] = "port = 5001";
-    one_error(
-        &lines,
-        11,
-        "vip[1].name",
-        &["duplicate vip name \"api\"", "vip[0]"],
-    );
-}
-
-#[test]
-fn conflicting_vip_keys() {
-    let mut lines = with(&[""]);
-    lines.extend(VIP);
-    lines[10] = "name = \"api2\"";
-    let d = one_error(
-        &lines,
-        13,
-        "vip[1].port",
-        &[
-            "same address, port and protocol",
-            "192.0.2.100:5000 tcp",
-            "\"api\"",
-        ],
-    );
-    assert_eq!(d.file, "t.toml");
-    lines.insert(13, "protocol = \"udp\"");
-    assert!(
-        config::parse(&src(&lines), "t.toml").is_ok(),
-        "udp and tcp on one port do not clash"
-    );
-}
-
-#[test]
-fn port_zero_conflict() {
-    let mut lines = with(&[""]);
-    lines.extend(VIP);
-    lines[10] = "name = \"all\"";
-    lines[12] = "port = 0";
-    lines.push("port = 22");
-    one_error(
-        &lines,
-        13,
-        "vip[1].port",
-        &["overlaps vip[0] \"api\"", "port 0 means all ports"],
-    );
-}
-
-#[test]
-fn missing_backend_port_for_all_ports_vip() {
-    let mut lines = VIP.to_vec();
-    lines[3] = "port = 0";
-    one_error(
-        &lines,
-        6,
-        "vip[0].backend[0].port",
-        &[
-            "missing required key `port`",
-            "port 0 (all ports)",
-            "port = ",
-        ],
-    );
-}
-
-#[test]
-fn timeout_longer_than_interval() {
-    let mut lines = VIP.to_vec();
-    lines.insert(4, "check = { interval = \"1s\", timeout = \"1500ms\" }");
-    one_error(
-        &lines,
-        5,
-        "vip[0].check.timeout",
-        &[
-            "timeout 1500ms is longer than interval 1s",
-            "at most the interval",
-        ],
-    );
-    let lines = with(&["[defaults.check]", "timeout = \"3s\""]);
-    one_error(
-        &lines,
-        10,
-        "defaults.check.timeout",
-        &["timeout 3s is longer than interval 2s", "built-in default"],
-    );
-}
-
-#[test]
-fn bad_duration_string() {
-    let lines = with(&["check = { interval = \"2 seconds\" }"]);
-    one_error(
-        &lines,
-        9,
-        "vip[0].backend[0].check.interval",
-        &["invalid duration \"2 seconds\"", "ms, s or m", "\"250ms\""],
-    );
-}
-
-#[test]
-fn rise_zero() {
-    one_error(
-        &with(&["[defaults.check]", "rise = 0"]),
-        10,
-        "defaults.check.rise",
-        &["0 is out of range", ">= 1"],
-    );
-}
-
-#[test]
-fn jitter_out_of_range() {
-    let lines = with(&["check = { kind = \"tcp\", jitter = 0.6 }"]);
-    one_error(
-        &lines,
-        9,
-        "vip[0].backend[0].check.jitter",
-        &["0.6 is out of range", "0.0..=0.5"],
-    );
-}
-
-#[test]
-fn path_on_tcp_check() {
-    let mut lines = VIP.to_vec();
-    lines.insert(4, "check = { kind = \"tcp\", path = \"/\" }");
-    one_error(
-        &lines,
-        5,
-        "vip[0].check.path",
-        &["`path` only applies to kind http/https", "kind \"tcp\""],
-    );
-    lines[4] = "check = { kind = \"http\", command = [\"/bin/true\"] }";
-    one_error(
-        &lines,
-        5,
-        "vip[0].check.command",
-        &["`command` only applies to kind exec"],
-    );
-}
-
-#[test]
-fn exec_without_command() {
-    let lines = with(&["check = {", "  kind = \"exec\",", "}"]);
-    one_error(
-        &lines,
-        9,
-        "vip[0].backend[0].check.command",
-        &["missing required key `command`", "/usr/bin/clustercheck"],
-    );
-}
+error_test! { empty_backend_list: vip_header()
+=> 1 "vip[0].backend" "vip \"api\" has no backends" "[[vip.backend]]" }
+error_test! { explicitly_empty_backend_array: vip_header() + "backend = []\n"
+=> 5 "vip[0].backend" "no backends" }
 
 #[test]
 fn duplicate_priority_in_primary_backup() {
-    let mut lines = with(&[
-        "priority = 1",
-        "[[vip.backend]]",
-        "name = \"ctl2\"",
-        "address = \"192.0.2.12\"",
-        "priority = 1",
-    ]);
-    lines.insert(4, "selection = \"primary-backup\"");
-    one_error(
-        &lines,
-        14,
-        "vip[0].backend[1].priority",
-        &["priority 1 is already used by backend \"ctl1\""],
-    );
-    lines[4] = "selection = \"maglev\"";
+    let src = insert(VIP, 5, r#"selection = "primary-backup""#)
+        + "priority = 1\n[[vip.backend]]\nname = \"c2\"\naddress = \"192.0.2.12\"\npriority = 1\n";
+    let fragments = [
+        "priority 1 is already used by backend \"ctl1\"",
+        "distinct priority",
+    ];
+    one_error(&src, 14, "vip[0].backend[1].priority", &fragments);
+    let maglev = edit(&src, 5, r#"selection = "maglev""#);
     assert!(
-        config::parse(&src(&lines), "t.toml").is_ok(),
+        config::parse(&maglev, "t.toml").is_ok(),
         "maglev ignores priorities"
     );
 }
 
 #[test]
-fn empty_backend_list() {
-    one_error(
-        &VIP[..5],
-        1,
-        "vip[0].backend",
-        &["no backends", "[[vip.backend]]"],
-    );
-    let lines = [
-        "[[vip]]",
-        "name = \"a\"",
-        "address = \"192.0.2.1\"",
-        "backend = []",
-    ];
-    one_error(&lines, 4, "vip[0].backend", &["no backends"]);
+fn same_port_on_udp_does_not_conflict() {
+    let udp = insert(&two_vips(11, r#"name = "api2""#), 14, r#"protocol = "udp""#);
+    assert!(config::parse(&udp, "t.toml").is_ok());
 }
 
 #[test]
 fn missing_required_keys_point_at_their_table() {
-    let d = errors(&["[[vip]]", "port = 1", "[[vip.backend]]", "weight = 2"]);
-    let got: Vec<_> = d.iter().map(|d| (d.line, d.field.as_str())).collect();
+    let d = errors("[[vip]]\nport = 1\n[[vip.backend]]\nweight = 2\n");
     let want = [
         (1, "vip[0].name"),
         (1, "vip[0].address"),
         (3, "vip[0].backend[0].name"),
         (3, "vip[0].backend[0].address"),
     ];
-    assert_eq!(got, want, "{d:#?}");
-    assert!(d[0].message.contains("missing required key `name`"));
+    assert_eq!(located(&d), want, "{d:#?}");
+    assert!(
+        d[0].message
+            .contains("missing required key `name`, e.g. name = "),
+        "{}",
+        d[0]
+    );
 }
 
 #[test]
 fn all_errors_in_one_file_are_reported() {
-    let lines = [
-        "[node]",
-        "interfaces = [\"eth0\", \"eth0\", \"this-name-is-too-long\"]",
-        "[cluster]",
-        "hash_seed = -1",
-        "[metrics]",
-        "listen = \"localhost\"",
-        "[[vip]]",
-        "name = \"Bad Name\"",
-        "address = \"192.0.2.100\"",
-        "protocol = \"sctp\"",
-        "[[vip.backend]]",
-        "name = \"b\"",
-        "address = \"192.0.2.11\"",
-        "port = 0",
-        "weight = 70000",
-    ];
-    let d = errors(&lines);
-    let got: Vec<_> = d.iter().map(|d| (d.line, d.field.as_str())).collect();
+    let src = r#"[node]
+interfaces = ["eth0", "eth0", "this-name-is-too-long"]
+[cluster]
+hash_seed = -1
+[metrics]
+listen = "localhost"
+[[vip]]
+name = "Bad Name"
+address = "192.0.2.100"
+protocol = "sctp"
+[[vip.backend]]
+name = "b"
+address = "192.0.2.11"
+port = 0
+weight = 70000
+"#;
+    let d = errors(src);
     let want = [
         (2, "node.interfaces[1]"),
         (2, "node.interfaces[2]"),
@@ -641,27 +398,23 @@ fn all_errors_in_one_file_are_reported() {
         (14, "vip[0].backend[0].port"),
         (15, "vip[0].backend[0].weight"),
     ];
-    assert_eq!(got, want, "{d:#?}");
+    assert_eq!(located(&d), want, "{d:#?}");
     check(
         &d[5],
         10,
         "vip[0].protocol",
         &["unknown value \"sctp\"", "\"tcp\", \"udp\""],
     );
-    let err = config::parse(&src(&lines), "f.toml").unwrap_err();
-    let text = err.to_string();
+    let text = config::parse(src, "f.toml").unwrap_err().to_string();
     assert_eq!(text.lines().count(), want.len());
-    assert!(
-        text.starts_with("f.toml:2: node.interfaces[1]: duplicate interface \"eth0\""),
-        "{text}"
-    );
+    let first = "f.toml:2: node.interfaces[1]: duplicate interface \"eth0\"";
+    assert!(text.starts_with(first), "{text}");
 }
 
 #[test]
 fn io_error_names_the_path() {
-    let err = config::load(Path::new("/nonexistent/vipd.toml")).unwrap_err();
-    assert!(
-        matches!(&err, ConfigError::Io { path, .. } if path == Path::new("/nonexistent/vipd.toml"))
-    );
+    let path = Path::new("/nonexistent/vipd.toml");
+    let err = config::load(path).unwrap_err();
+    assert!(matches!(&err, ConfigError::Io { path: p, .. } if p == path));
     assert!(err.to_string().contains("/nonexistent/vipd.toml"), "{err}");
 }

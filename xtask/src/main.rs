@@ -91,6 +91,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     run(cargo()?.args(["fmt", "--all", "--", "--check"]))?;
     run(cargo()?.args([
         "clippy",
+        "--release",
         "--workspace",
         "--all-targets",
         "--",

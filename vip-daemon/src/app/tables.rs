@@ -30,12 +30,14 @@ impl Daemon {
         let weights = self.weights(vip);
         let v = &self.plan.vips[vip];
         // A single backend lost since the precomputed set: its table already exists.
-        let precomputed = self.vips[vip].precomputed.as_ref().and_then(|pre| {
+        // Taken, not cloned: copying 256 KiB through a fresh allocation would cost more than
+        // the publish itself. Any change invalidates the set anyway.
+        let precomputed = self.vips[vip].precomputed.take().and_then(|mut pre| {
             let lost: Vec<usize> = (0..weights.len())
                 .filter(|&i| weights[i] != pre.basis[i])
                 .collect();
             match lost.as_slice() {
-                [i] if weights[*i].is_none() => pre.without.get(&v.backends[*i].index).cloned(),
+                [i] if weights[*i].is_none() => pre.without.remove(&v.backends[*i].index),
                 _ => None,
             }
         });

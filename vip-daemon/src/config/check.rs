@@ -41,11 +41,19 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// Timing keys of one layer; each duration remembers where it was set (None: built in).
+/// A duration key of some layer: where it was set (None: built in) and its value (None:
+/// invalid, already reported; it still hides the layers below, as the file intended).
+#[derive(Debug, Clone)]
+struct Setting {
+    value: Option<Duration>,
+    at: Option<FieldPath>,
+}
+
+/// Timing keys of one layer (None: not set in this layer).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Timing {
-    interval: Option<(Duration, Option<FieldPath>)>,
-    timeout: Option<(Duration, Option<FieldPath>)>,
+    interval: Option<Setting>,
+    timeout: Option<Setting>,
     rise: Option<u32>,
     fall: Option<u32>,
     jitter: Option<f64>,
@@ -54,28 +62,41 @@ pub(crate) struct Timing {
 impl Timing {
     /// The built-in defaults.
     pub fn builtin() -> Self {
+        let setting = |d| {
+            Some(Setting {
+                value: Some(d),
+                at: None,
+            })
+        };
         Self {
-            interval: Some((defaults::INTERVAL, None)),
-            timeout: Some((defaults::TIMEOUT, None)),
+            interval: setting(defaults::INTERVAL),
+            timeout: setting(defaults::TIMEOUT),
             rise: Some(defaults::RISE),
             fall: Some(defaults::FALL),
             jitter: Some(defaults::JITTER),
         }
     }
 
-    /// Parses and range-checks the timing keys of the table at `at`; invalid keys are
-    /// reported and left unset.
+    /// Parses and range-checks the timing keys of the table at `at`; invalid values are
+    /// reported.
     pub fn parse(cx: &mut Ctx, raw: &RawTiming, at: &FieldPath) -> Self {
         let mut duration = |key: &str, v: &Option<String>| {
             let path = at.key(key);
-            match parse_duration(v.as_deref()?) {
+            let value = match parse_duration(v.as_deref()?) {
                 Ok(d) if d.is_zero() => {
-                    cx.error(&path, format!("{key} must be greater than 0, e.g. \"1s\""))
+                    cx.error(&path, format!("{key} must be greater than 0, e.g. \"1s\""));
+                    None
                 }
-                Ok(d) => return Some((d, Some(path))),
-                Err(e) => cx.error(&path, e),
-            }
-            None
+                Ok(d) => Some(d),
+                Err(e) => {
+                    cx.error(&path, e);
+                    None
+                }
+            };
+            Some(Setting {
+                value,
+                at: Some(path),
+            })
         };
         let interval = duration("interval", &raw.interval);
         let timeout = duration("timeout", &raw.timeout);
@@ -93,11 +114,12 @@ impl Timing {
             ok
         });
         let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        let (rise, fall) = (to_u32(rise), to_u32(fall));
         Self {
             interval,
             timeout,
-            rise: to_u32(rise),
-            fall: to_u32(fall),
+            rise,
+            fall,
             jitter,
         }
     }
@@ -113,40 +135,44 @@ impl Timing {
         }
     }
 
-    /// Checks timeout <= interval on a fully layered timing (reported at the more specific
-    /// of the two keys; the caller de-duplicates repeats).
+    /// Checks timeout <= interval once layered over the built-in defaults, reporting at the
+    /// more specific of the two keys (the caller de-duplicates repeats).
     pub fn check_timeout(&self, cx: &mut Ctx) {
-        let (Some((interval, ipath)), Some((timeout, tpath))) = (&self.interval, &self.timeout)
-        else {
+        let full = self.over(&Timing::builtin());
+        let (Some(interval), Some(timeout)) = (full.interval, full.timeout) else {
             return;
         };
-        if timeout <= interval {
+        let (Some(i), Some(t)) = (interval.value, timeout.value) else {
+            return; // an invalid value: already reported
+        };
+        if t <= i {
             return;
         }
-        let depth = |p: &Option<FieldPath>| p.as_ref().map_or(0, FieldPath::len);
-        let origin = |p: &Option<FieldPath>| match p {
+        let depth = |s: &Setting| s.at.as_ref().map_or(0, FieldPath::len);
+        let origin = |s: &Setting| match &s.at {
             Some(p) => format!("set at {p}"),
             None => "built-in default".to_owned(),
         };
-        let (at, other, other_origin) = if depth(tpath) >= depth(ipath) {
-            (tpath, "interval", origin(ipath))
+        let (at, other, other_origin) = if depth(&timeout) >= depth(&interval) {
+            (timeout.at, "interval", origin(&interval))
         } else {
-            (ipath, "timeout", origin(tpath))
+            (interval.at, "timeout", origin(&timeout))
         };
         let msg = format!(
             "timeout {} is longer than interval {} ({other}: {other_origin}); the timeout must be \
              at most the interval, e.g. timeout = \"1s\" with interval = \"2s\"",
-            fmt_duration(*timeout),
-            fmt_duration(*interval),
+            fmt_duration(t),
+            fmt_duration(i),
         );
         if let Some(at) = at {
-            cx.error(at, msg);
+            cx.error(&at, msg);
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Kind {
+    #[default]
     Tcp,
     Http,
     Https,
@@ -169,8 +195,8 @@ impl Kind {
     }
 }
 
-/// The kind keys of one (layered) check.
-#[derive(Debug, Clone)]
+/// The kind keys of one (layered) check; the default is a plain TCP check.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct KindSpec {
     kind: Kind,
     path: Option<String>,
@@ -178,19 +204,6 @@ pub(crate) struct KindSpec {
     host: Option<String>,
     tls_verify: Option<bool>,
     command: Option<Vec<String>>,
-}
-
-impl Default for KindSpec {
-    fn default() -> Self {
-        Self {
-            kind: Kind::Tcp,
-            path: None,
-            expect: None,
-            host: None,
-            tls_verify: None,
-            command: None,
-        }
-    }
 }
 
 impl KindSpec {
@@ -308,8 +321,14 @@ impl KindSpec {
         let full = timing.over(&Timing::builtin());
         Check {
             kind,
-            interval: full.interval.map_or(defaults::INTERVAL, |(d, _)| d),
-            timeout: full.timeout.map_or(defaults::TIMEOUT, |(d, _)| d),
+            interval: full
+                .interval
+                .and_then(|s| s.value)
+                .unwrap_or(defaults::INTERVAL),
+            timeout: full
+                .timeout
+                .and_then(|s| s.value)
+                .unwrap_or(defaults::TIMEOUT),
             rise: full.rise.unwrap_or(defaults::RISE),
             fall: full.fall.unwrap_or(defaults::FALL),
             jitter: full.jitter.unwrap_or(defaults::JITTER),

@@ -171,11 +171,18 @@ pub(crate) fn from_toml_error(loc: &Locator<'_>, file: &str, e: &toml::de::Error
     let file = file.to_owned();
     let message = e.message().trim().to_owned();
     if !loc.parsed() {
+        // Quote the offending text when it is short (e.g. which key is a duplicate).
+        let text = e.span().and_then(|s| loc.source().get(s)).unwrap_or("");
+        let quoted = match text {
+            t if t.trim().is_empty() || t.len() > 40 || t.contains('\n') => String::new(),
+            t => format!(" at `{t}`"),
+        };
+        let message = format!("TOML syntax error: {message}{quoted}");
         return Diagnostic {
             file,
             line,
             field: "syntax".to_owned(),
-            message: format!("TOML syntax error: {message}"),
+            message,
         };
     }
     let path = loc.path_at(offset);

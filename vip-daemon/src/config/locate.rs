@@ -166,6 +166,10 @@ impl<'a> Locator<'a> {
         }
     }
 
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
     /// Whether the source is syntactically valid TOML.
     pub fn parsed(&self) -> bool {
         self.doc.is_some()

@@ -51,7 +51,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
         Some(t) => Timing::parse(cx, t, &root.key("defaults").key("check")),
         None => Timing::default(),
     };
-    default_timing.over(&Timing::builtin()).check_timeout(cx);
+    default_timing.check_timeout(cx);
 
     let vips = vip::vips(&raw.vip, &node, &default_timing, cx);
     let control_socket = PathBuf::from(socket);
