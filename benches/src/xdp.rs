@@ -309,7 +309,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         hash_seed: SEED,
         encap_src_v4: [10, 255, 0, 0],
         layout_id: 0,
-        _pad: 0,
+        flags: 0,
         encap_src_v6: [0xfd, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
     };
     let mut b = Balancer::new(sizing, settings);

@@ -51,6 +51,16 @@ impl Balancer {
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
         self.dp.set_vip(&key, &info).expect("set vip");
         self.model.vips.insert(key, info);
+        if key.port == 0 {
+            self.add_settings_flags(vip_common::maps::SETTINGS_F_ALL_PORTS);
+        }
+    }
+
+    fn add_settings_flags(&mut self, flags: u32) {
+        self.model.settings.flags |= flags;
+        self.dp
+            .set_settings(&self.model.settings)
+            .expect("settings");
     }
 
     pub fn set_backend(&mut self, index: u32, backend: Backend) {
@@ -61,6 +71,7 @@ impl Balancer {
     pub fn set_peer(&mut self, mac: [u8; 6]) {
         self.dp.set_peer(mac, 1).expect("set peer");
         self.model.peers.insert(mac);
+        self.add_settings_flags(vip_common::maps::SETTINGS_F_PEERS);
     }
 
     /// Publishes a whole table in the kernel and in the model.

@@ -3,7 +3,7 @@
 //! counters after the run, a 100,000-packet property test, and table publishing under load.
 use vip_common::{
     encap::outer_source_v4,
-    flow::flow_hash,
+    flow::{addr_words, flow_hash},
     maps::{
         self, reason::*, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL,
         NO_BACKEND, VIP_F_SRC_HASH,
@@ -113,7 +113,7 @@ fn balancer() -> (Balancer, Vips) {
         hash_seed: SEED,
         encap_src_v4: ENCAP_SRC4,
         layout_id: 0,
-        _pad: 0,
+        flags: 0,
         encap_src_v6: ENCAP_SRC6,
     };
     let mut b = Balancer::new(sizing, settings);
@@ -538,7 +538,15 @@ fn rows(b: &Balancer) -> Vec<Row> {
 
     // Encapsulated DSR, byte-exact: outer source varies with the flow hash.
     let enc = tcp4(VIP_ENCAP4, 80);
-    let hash = flow_hash(SEED, &a4(CLIENT4), &a4(VIP_ENCAP4), enc.sport, 80, 6, false);
+    let hash = flow_hash(
+        SEED,
+        &addr_words(&a4(CLIENT4)),
+        &addr_words(&a4(VIP_ENCAP4)),
+        enc.sport,
+        80,
+        6,
+        false,
+    );
     let outer = Frame {
         dst_mac: mac_of(8),
         src_mac: OUR_MAC,
@@ -563,7 +571,15 @@ fn rows(b: &Balancer) -> Vec<Row> {
         Out::Bytes(expected),
     ));
     let enc6 = Flow::tcp6(CLIENT6, 40_002, VIP_ENCAP6, 80);
-    let hash6 = flow_hash(SEED, &CLIENT6, &VIP_ENCAP6, 40_002, 80, 6, false);
+    let hash6 = flow_hash(
+        SEED,
+        &addr_words(&CLIENT6),
+        &addr_words(&VIP_ENCAP6),
+        40_002,
+        80,
+        6,
+        false,
+    );
     let outer6 = Frame {
         dst_mac: mac_of(9),
         ..outer.clone()
@@ -877,7 +893,15 @@ fn publish_under_load_never_mixes_tables() {
     let flows: Vec<(Vec<u8>, u32)> = (0..64u16)
         .map(|i| {
             let flow = Flow::tcp4(CLIENT4, 1000 + i, VIP_WEB, 80);
-            let hash = flow_hash(SEED, &a4(CLIENT4), &a4(VIP_WEB), 1000 + i, 80, 6, false);
+            let hash = flow_hash(
+                SEED,
+                &addr_words(&a4(CLIENT4)),
+                &addr_words(&a4(VIP_WEB)),
+                1000 + i,
+                80,
+                6,
+                false,
+            );
             (packet::l4_frame(&Frame::default(), &flow), hash % M)
         })
         .collect();

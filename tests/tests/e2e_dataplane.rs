@@ -137,7 +137,7 @@ fn run_e2e(mode: u8, test: &str) {
         hash_seed: SEED,
         encap_src_v4: [10, 77, 255, 0],
         layout_id: 0,
-        _pad: 0,
+        flags: 0,
         encap_src_v6: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0],
     };
     let mut bal = Balancer::with_dataplane(dp, sizing, settings);

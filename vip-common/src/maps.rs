@@ -176,6 +176,11 @@ pub struct Backend {
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
 
+/// `Settings::flags`: `PEERS` has entries (otherwise the per-packet peer lookup is skipped).
+pub const SETTINGS_F_PEERS: u32 = 1;
+/// `Settings::flags`: some VIP covers every port (otherwise a miss on the exact port is final).
+pub const SETTINGS_F_ALL_PORTS: u32 = 2;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Settings {
@@ -187,7 +192,8 @@ pub struct Settings {
     /// restarted vipd adopts the pinned maps only when its own layout has the same one. Not
     /// read by the XDP program.
     pub layout_id: u32,
-    pub _pad: u32,
+    /// `SETTINGS_F_*` bits: which optional lookups the program must do.
+    pub flags: u32,
     /// Base of per-flow outer IPv6 sources (last four bytes from the hash).
     pub encap_src_v6: [u8; 16],
 }

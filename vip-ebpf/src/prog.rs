@@ -7,10 +7,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vip_common::{
-    flow::{flow_hash, maglev_slot},
+    flow::{flow_hash, maglev_slot, words_addr},
     maps::{
         reason::*, Backend, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SLOTS_PER_ELEMENT, VIP_F_SRC_HASH,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -20,7 +20,7 @@ use crate::{
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
     },
-    pkt::{be16_at, read, u8_at, write},
+    pkt::{be16_at, read, u8_at, write, View},
 };
 
 /// (XDP action, reason counter).
@@ -28,10 +28,10 @@ pub type Verdict = (u32, u32);
 
 const MALFORMED: Verdict = (XDP_PASS, PASS_MALFORMED);
 
-/// A parsed flow in the client -> VIP direction. Addresses are 16 bytes (IPv4 first 4).
+/// A parsed flow in the client -> VIP direction. Addresses as `flow::addr_words`.
 pub struct Flow {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -94,43 +94,41 @@ fn balance(ctx: &XdpContext) -> Verdict {
     }
 }
 
+/// Source and destination ports of the TCP/UDP header at `l4` (host order).
 #[inline(always)]
-fn addr4(b: &[u8]) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    a[0] = b[0];
-    a[1] = b[1];
-    a[2] = b[2];
-    a[3] = b[3];
-    a
+fn ports(ctx: &XdpContext, l4: usize) -> Option<(u16, u16)> {
+    let p = View::at::<4>(ctx, l4)?;
+    Some((p.be16(0), p.be16(2)))
 }
 
 #[inline(always)]
 fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
-    let Some(h) = read::<[u8; 20]>(ctx, l3) else {
+    let Some(h) = View::at::<20>(ctx, l3) else {
         return MALFORMED;
     };
-    if h[0] >> 4 != 4 || h[0] & 0xf < 5 {
+    let vihl = h.u8(0);
+    if vihl >> 4 != 4 || vihl & 0xf < 5 {
         return MALFORMED;
     }
-    let ihl = ((h[0] & 0xf) as usize) * 4;
-    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    let ihl = ((vihl & 0xf) as usize) * 4;
+    let total = h.be16(2) as usize;
     if total < ihl || l3 + total > ctx.data_end() - ctx.data() {
         return MALFORMED;
     }
-    if u16::from_be_bytes([h[6], h[7]]) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
+    if h.be16(6) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
         return (XDP_PASS, PASS_FRAGMENT);
     }
     let l4 = l3 + ihl;
-    let proto = h[9];
+    let proto = h.u8(9);
     if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
-        let Some(p) = read::<[u8; 4]>(ctx, l4) else {
+        let Some((sport, dport)) = ports(ctx, l4) else {
             return MALFORMED;
         };
         let flow = Flow {
-            src: addr4(&h[12..16]),
-            dst: addr4(&h[16..20]),
-            sport: u16::from_be_bytes([p[0], p[1]]),
-            dport: u16::from_be_bytes([p[2], p[3]]),
+            src: h.addr(12, true),
+            dst: h.addr(16, true),
+            sport,
+            dport,
             proto,
             family: FAMILY_V4,
         };
@@ -142,7 +140,9 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         // Encapsulated by a peer: deliver locally when the inner packet is for a VIP.
         return match inner_flow_v4(ctx, l4) {
-            Some(inner) if lookup_vip(&inner).is_some() => (XDP_PASS, decap(ctx, l3, IPV4_HLEN)),
+            Some(inner) if lookup_vip(&inner, settings_flags()).is_some() => {
+                (XDP_PASS, decap(ctx, l3, IPV4_HLEN))
+            }
             Some(_) => (XDP_PASS, PASS_NOT_VIP),
             None => MALFORMED,
         };
@@ -153,17 +153,18 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
 /// The TCP/UDP flow of the IPv4 packet at `l3` (no fragments), as sent.
 #[inline(always)]
 fn inner_flow_v4(ctx: &XdpContext, l3: usize) -> Option<Flow> {
-    let h = read::<[u8; 20]>(ctx, l3)?;
-    if h[0] >> 4 != 4 || h[0] & 0xf < 5 || (h[9] != IPPROTO_TCP && h[9] != IPPROTO_UDP) {
+    let h = View::at::<20>(ctx, l3)?;
+    let (vihl, proto) = (h.u8(0), h.u8(9));
+    if vihl >> 4 != 4 || vihl & 0xf < 5 || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
         return None;
     }
-    let p = read::<[u8; 4]>(ctx, l3 + ((h[0] & 0xf) as usize) * 4)?;
+    let (sport, dport) = ports(ctx, l3 + ((vihl & 0xf) as usize) * 4)?;
     Some(Flow {
-        src: addr4(&h[12..16]),
-        dst: addr4(&h[16..20]),
-        sport: u16::from_be_bytes([p[0], p[1]]),
-        dport: u16::from_be_bytes([p[2], p[3]]),
-        proto: h[9],
+        src: h.addr(12, true),
+        dst: h.addr(16, true),
+        sport,
+        dport,
+        proto,
         family: FAMILY_V4,
     })
 }
@@ -196,39 +197,28 @@ fn icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
 }
 
 #[inline(always)]
-fn addr16(h: &[u8; 40], at: usize) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        a[i] = h[at + i];
-        i += 1;
-    }
-    a
-}
-
-#[inline(always)]
 fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
-    let Some(h) = read::<[u8; 40]>(ctx, l3) else {
+    let Some(h) = View::at::<40>(ctx, l3) else {
         return MALFORMED;
     };
-    if h[0] >> 4 != 6 {
+    if h.u8(0) >> 4 != 6 {
         return MALFORMED;
     }
-    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    let payload = h.be16(4) as usize;
     if l3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
         return MALFORMED;
     }
     let l4 = l3 + IPV6_HLEN;
-    let next = h[6];
+    let next = h.u8(6);
     if next == IPPROTO_TCP || next == IPPROTO_UDP {
-        let Some(p) = read::<[u8; 4]>(ctx, l4) else {
+        let Some((sport, dport)) = ports(ctx, l4) else {
             return MALFORMED;
         };
         let flow = Flow {
-            src: addr16(&h, 8),
-            dst: addr16(&h, 24),
-            sport: u16::from_be_bytes([p[0], p[1]]),
-            dport: u16::from_be_bytes([p[2], p[3]]),
+            src: h.addr(8, false),
+            dst: h.addr(24, false),
+            sport,
+            dport,
             proto: next,
             family: FAMILY_V6,
         };
@@ -237,7 +227,9 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
     match next {
         IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
         IPPROTO_IPV6 => match inner_flow_v6(ctx, l4) {
-            Some(inner) if lookup_vip(&inner).is_some() => (XDP_PASS, decap(ctx, l3, IPV6_HLEN)),
+            Some(inner) if lookup_vip(&inner, settings_flags()).is_some() => {
+                (XDP_PASS, decap(ctx, l3, IPV6_HLEN))
+            }
             Some(_) => (XDP_PASS, PASS_NOT_VIP),
             None => MALFORMED,
         },
@@ -252,17 +244,18 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
 
 #[inline(always)]
 fn inner_flow_v6(ctx: &XdpContext, l3: usize) -> Option<Flow> {
-    let h = read::<[u8; 40]>(ctx, l3)?;
-    if h[0] >> 4 != 6 || (h[6] != IPPROTO_TCP && h[6] != IPPROTO_UDP) {
+    let h = View::at::<40>(ctx, l3)?;
+    let next = h.u8(6);
+    if h.u8(0) >> 4 != 6 || (next != IPPROTO_TCP && next != IPPROTO_UDP) {
         return None;
     }
-    let p = read::<[u8; 4]>(ctx, l3 + IPV6_HLEN)?;
+    let (sport, dport) = ports(ctx, l3 + IPV6_HLEN)?;
     Some(Flow {
-        src: addr16(&h, 8),
-        dst: addr16(&h, 24),
-        sport: u16::from_be_bytes([p[0], p[1]]),
-        dport: u16::from_be_bytes([p[2], p[3]]),
-        proto: h[6],
+        src: h.addr(8, false),
+        dst: h.addr(24, false),
+        sport,
+        dport,
+        proto: next,
         family: FAMILY_V6,
     })
 }
@@ -291,11 +284,16 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
 }
 
-/// The VIP of a flow: exact port first, then the VIP's all-ports entry (port 0).
 #[inline(always)]
-fn lookup_vip(flow: &Flow) -> Option<VipInfo> {
+fn settings_flags() -> u32 {
+    SETTINGS.get(0).map_or(0, |s| s.flags)
+}
+
+/// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
+#[inline(always)]
+fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
     let mut key = VipKey {
-        addr: flow.dst,
+        addr: words_addr(&flow.dst),
         port: flow.dport,
         proto: flow.proto,
         family: flow.family,
@@ -303,6 +301,9 @@ fn lookup_vip(flow: &Flow) -> Option<VipInfo> {
     // SAFETY: values are plain integers copied out at once.
     if let Some(v) = unsafe { VIPS.get(&key) } {
         return Some(*v);
+    }
+    if flags & SETTINGS_F_ALL_PORTS == 0 {
+        return None;
     }
     key.port = 0;
     unsafe { VIPS.get(&key) }.copied()
@@ -322,15 +323,15 @@ fn from_peer(ctx: &XdpContext) -> bool {
 
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
-    let Some(vip) = lookup_vip(flow) else {
-        return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
-    };
-    if from_peer(ctx) {
-        return (XDP_PASS, PASS_FROM_PEER);
-    }
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
+    let Some(vip) = lookup_vip(flow, settings.flags) else {
+        return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
+    };
+    if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
+        return (XDP_PASS, PASS_FROM_PEER);
+    }
     let Some(base) = ACTIVE.get(vip.index) else {
         return (XDP_DROP, DROP_NO_BACKEND);
     };

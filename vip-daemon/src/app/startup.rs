@@ -27,7 +27,11 @@ fn settings(config: &Config, layout_id: u32) -> Settings {
         hash_seed: config.cluster.hash_seed,
         encap_src_v4: config.cluster.encap_source_v4.octets(),
         layout_id,
-        _pad: 0,
+        flags: if config.vips.iter().any(|v| v.port == 0) {
+            vip_common::maps::SETTINGS_F_ALL_PORTS
+        } else {
+            0
+        },
         encap_src_v6: config.cluster.encap_source_v6.octets(),
     }
 }

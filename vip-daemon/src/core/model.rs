@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 
 use vip_common::{
     encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
-    flow::{flow_hash, maglev_slot},
+    flow::{addr_words, flow_hash, maglev_slot},
     maps::{
         reason::*, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        VIP_F_SRC_HASH,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -75,6 +75,9 @@ impl ModelState {
         if let Some(v) = self.vips.get(&key) {
             return Some(*v);
         }
+        if self.settings.flags & SETTINGS_F_ALL_PORTS == 0 {
+            return None;
+        }
         key.port = 0;
         self.vips.get(&key).copied()
     }
@@ -94,8 +97,8 @@ impl ModelState {
         let src_only = vip.flags & VIP_F_SRC_HASH != 0;
         let hash = flow_hash(
             self.settings.hash_seed,
-            &flow.src,
-            &flow.dst,
+            &addr_words(&flow.src),
+            &addr_words(&flow.dst),
             flow.sport,
             flow.dport,
             flow.proto,
@@ -316,15 +319,16 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
 fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let drop = |reason| verdict(f, XDP_DROP, reason);
+    let from_peer = state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]);
     let Some(choice) = state.choose(flow) else {
         return match state.lookup_vip(flow) {
             // A VIP whose index has no ACTIVE word.
-            Some(_) if !state.peers.contains(&f[6..12]) => drop(DROP_NO_BACKEND),
+            Some(_) if !from_peer => drop(DROP_NO_BACKEND),
             Some(_) => pass(PASS_FROM_PEER),
             None => pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP }),
         };
     };
-    if state.peers.contains(&f[6..12]) {
+    if from_peer {
         return pass(PASS_FROM_PEER);
     }
     let Some(index) = choice.backend else {
