@@ -1,7 +1,7 @@
 //! A balancer loaded with private maps, mirrored into the host model: every change is applied
 //! to both, and every frame can be run through BPF_PROG_TEST_RUN and compared with the model.
 use aya::programs::{TestRun as _, TestRunOptions};
-use vip_common::maps::{Backend, Settings, VipInfo, VipKey};
+use vip_common::maps::{Backend, Lease, LeaseKey, Settings, VipInfo, VipKey};
 use vip_daemon::{
     core::model::{self, ModelState, Outcome},
     shell::dataplane::{Dataplane, Sizing, TablePublisher, TableRegion},
@@ -38,6 +38,7 @@ impl Balancer {
             backends: vec![Backend::default(); sizing.backends as usize],
             active: vec![0; sizing.vips as usize],
             slots: vec![0; sizing.slot_capacity() as usize],
+            now_ns: monotonic_ns(),
             ..Default::default()
         };
         Self {
@@ -66,6 +67,11 @@ impl Balancer {
     pub fn set_backend(&mut self, index: u32, backend: Backend) {
         self.dp.set_backend(index, &backend).expect("set backend");
         self.model.backends[index as usize] = backend;
+    }
+
+    pub fn set_lease(&mut self, key: LeaseKey, lease: Lease) {
+        self.dp.set_lease(&key, &lease).expect("set lease");
+        self.model.leases.insert(key, lease);
     }
 
     pub fn set_peer(&mut self, mac: [u8; 6]) {
@@ -119,4 +125,15 @@ pub fn run_program(dp: &mut Dataplane, name: &'static str, frame: &[u8]) -> Run 
         action: res.return_value,
         output: out,
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -5,8 +5,8 @@ use vip_common::{
     encap::outer_source_v4,
     flow::{addr_words, flow_hash},
     maps::{
-        self, reason::*, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL,
-        NO_BACKEND, VIP_F_SRC_HASH,
+        self, reason::*, Backend, Lease, LeaseKey, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2,
+        FWD_LOCAL, NO_BACKEND, VIP_F_LEASED, VIP_F_SRC_HASH,
     },
     wire::{FAMILY_V4, FAMILY_V6, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
 };
@@ -195,7 +195,7 @@ fn balancer() -> (Balancer, Vips) {
     b.set_vip(key4(VIP_WEB, 80, 6), vip(0, M, 0));
     b.set_vip(key6(VIP_DNS6, 53, 17), vip(1, M, 0));
     b.set_vip(key4(VIP_AFFINITY, 443, 6), vip(2, M, VIP_F_SRC_HASH));
-    b.set_vip(key4(VIP_PB, 3306, 6), vip(3, 1, 0));
+    b.set_vip(key4(VIP_PB, 3306, 6), vip(3, 1, VIP_F_LEASED));
     b.set_vip(key4(VIP_LOCAL_ALL_PORTS, 0, 17), vip(4, M, 0));
     b.set_vip(key4(VIP_ENCAP4, 80, 6), vip(5, M, 0));
     b.set_vip(key6(VIP_ENCAP6, 80, 6), vip(6, M, 0));
@@ -215,7 +215,41 @@ fn balancer() -> (Balancer, Vips) {
         b.publish(r, t);
     }
     b.set_peer(PEER_MAC);
+    // Cluster-managed addresses: this node holds the primary/backup VIP's lease; the
+    // affinity VIP's and the IPv6 encap VIP's leases have expired (held by another node).
+    b.set_lease(
+        lease_key(a4(VIP_PB), FAMILY_V4),
+        Lease {
+            expiry_ns: u64::MAX,
+            epoch: 1,
+            _pad: 0,
+        },
+    );
+    b.set_lease(
+        lease_key(a4(VIP_AFFINITY), FAMILY_V4),
+        Lease {
+            expiry_ns: 1,
+            epoch: 1,
+            _pad: 0,
+        },
+    );
+    b.set_lease(
+        lease_key(VIP_ENCAP6, FAMILY_V6),
+        Lease {
+            expiry_ns: 0,
+            epoch: 0,
+            _pad: 0,
+        },
+    );
     (b, Vips { regions })
+}
+
+fn lease_key(addr: [u8; 16], family: u8) -> LeaseKey {
+    LeaseKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    }
 }
 
 /// What a row expects as output.
@@ -728,6 +762,23 @@ fn fixture_table() {
     expected_reasons[model.reason as usize] += 1;
     count_vip(&model, &pb);
     assert_eq!(&run.output[0..6], &mac_of(6), "backup takes over");
+
+    // Our lease on the primary/backup VIP expires: we stop forwarding it at once.
+    b.set_lease(
+        lease_key(a4(VIP_PB), FAMILY_V4),
+        Lease {
+            expiry_ns: 1,
+            epoch: 1,
+            _pad: 0,
+        },
+    );
+    let (run, model) = b.check(&pb);
+    expected_reasons[model.reason as usize] += 1;
+    assert_eq!(
+        (run.action, model.reason),
+        (XDP_DROP, DROP_NO_LEASE),
+        "no lease, no forwarding"
+    );
 
     // The backend side decapsulates what we encapsulate, back to the client's frame.
     let enc = packet::l4_frame(&Frame::default(), &tcp4(VIP_ENCAP4, 80));

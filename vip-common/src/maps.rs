@@ -36,6 +36,9 @@ pub const MAP_SETTINGS: &str = "SETTINGS";
 /// Source MAC of a cluster node -> [`Peer`] (hash map): frames they forward are delivered
 /// locally, never balanced again (loop freedom).
 pub const MAP_PEERS: &str = "PEERS";
+/// VIP address -> [`Lease`] (hash map), listing the VIP addresses whose ownership the cluster
+/// decides; see [`Lease`] for what an expired lease does.
+pub const MAP_LEASES: &str = "LEASES";
 /// Per-CPU [`Counter`] per `reason::*`.
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU [`Counter`] per VIP index.
@@ -51,6 +54,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_ACTIVE,
     MAP_SETTINGS,
     MAP_PEERS,
+    MAP_LEASES,
     MAP_STATS,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
@@ -66,6 +70,7 @@ pub const SLOTS_PER_ELEMENT: u32 = 2;
 /// Bytes the kernel uses per element of an array map whose values are 4 or 8 bytes.
 pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const DEFAULT_MAX_PEERS: u32 = 16;
+pub const DEFAULT_MAX_LEASES: u32 = 64;
 
 /// `BPF_F_MMAPABLE` map flag.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -103,8 +108,11 @@ pub mod reason {
     pub const DROP_NO_BACKEND: u32 = 12;
     /// Growing the packet for encapsulation failed: dropped.
     pub const DROP_ENCAP_FAILED: u32 = 13;
+    /// An ARP request or neighbour solicitation for a cluster VIP this node holds no valid
+    /// lease for, or a packet for a leased VIP without a lease: dropped.
+    pub const DROP_NO_LEASE: u32 = 14;
     /// Number of reasons (size of the stats map).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 15;
 
     /// Human names, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -122,6 +130,7 @@ pub mod reason {
         "tx_icmp",
         "drop_no_backend",
         "drop_encap_failed",
+        "drop_no_lease",
     ];
 }
 
@@ -140,6 +149,9 @@ const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
 /// `VipInfo::flags`: hash the source address only (session affinity).
 pub const VIP_F_SRC_HASH: u32 = 1;
+/// `VipInfo::flags`: forward only while this node holds a valid lease for the VIP's address
+/// (primary/backup VIPs in a cluster: a demoted or stalled node must not keep forwarding).
+pub const VIP_F_LEASED: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -216,6 +228,39 @@ pub struct Peer {
 }
 const _: () = assert!(core::mem::size_of::<Peer>() == 8);
 
+/// Key of [`MAP_LEASES`]: a VIP address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct LeaseKey {
+    /// IPv4 in the first 4 bytes (rest zero) or IPv6.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<LeaseKey>() == 20);
+
+/// This node's data-plane lease on a VIP address. vipd lists every cluster VIP; the owner
+/// renews `expiry_ns` (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`) while it is in
+/// quorum. A listed address whose lease has expired (0: never held) is not answered for (ARP
+/// and NS dropped) and, for `VIP_F_LEASED` VIPs, not forwarded: a stalled vipd or a cut-off
+/// node stops attracting VIP traffic within one lease with no userspace action.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Lease {
+    pub expiry_ns: u64,
+    pub epoch: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Lease>() == 16);
+
+impl Lease {
+    /// Whether the lease is valid at `now_ns`.
+    #[inline(always)]
+    pub const fn valid(&self, now_ns: u64) -> bool {
+        self.expiry_ns > now_ns
+    }
+}
+
 /// A packet and byte counter (per CPU when stored in a per-CPU map).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -236,4 +281,6 @@ mod user {
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::Peer {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::LeaseKey {}
+    unsafe impl aya::Pod for super::Lease {}
 }

@@ -53,3 +53,11 @@ pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+
+/// ARP: Ethernet hardware type, request opcode, and the target protocol address offset.
+pub const ARP_HRD_ETHER: u16 = 1;
+pub const ARP_OP_REQUEST: u16 = 1;
+pub const ARP_TPA_OFFSET: usize = 24;
+pub const ARP_HLEN: usize = 28;
+/// ICMPv6 neighbour solicitation; its target address follows the 8-byte ICMP header.
+pub const ICMPV6_NEIGH_SOLICIT: u8 = 135;

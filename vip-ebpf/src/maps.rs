@@ -5,8 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::maps::{
-    reason, Backend, Counter, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    reason, Backend, Counter, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
+    BPF_F_MMAPABLE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -23,6 +24,8 @@ pub static ACTIVE: Array<u32, { DEFAULT_MAX_VIPS as usize }, MMAPABLE> = Array::
 pub static SETTINGS: Array<Settings, 1> = Array::new();
 #[btf_map]
 pub static PEERS: HashMap<PeerKey, Peer, { DEFAULT_MAX_PEERS as usize }> = HashMap::new();
+#[btf_map]
+pub static LEASES: HashMap<LeaseKey, Lease, { DEFAULT_MAX_LEASES as usize }> = HashMap::new();
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { reason::COUNT as usize }> = PerCpuArray::new();
 #[btf_map]

@@ -3,14 +3,16 @@
 //! malformed is ever forwarded.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_ktime_get_ns,
     macros::xdp,
     programs::XdpContext,
 };
 use vip_common::{
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
-        reason::*, Backend, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_SRC_HASH,
+        reason::*, Backend, LeaseKey, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL,
+        NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_LEASED,
+        VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -18,7 +20,8 @@ use vip_common::{
 use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, LEASES, PEERS, SETTINGS, SLOTS, STATS, VIPS,
+        VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
 };
@@ -89,8 +92,38 @@ fn balance(ctx: &XdpContext) -> Verdict {
     match l3_offset(ctx) {
         Some((ETH_P_IP, l3)) => ipv4(ctx, l3),
         Some((ETH_P_IPV6, l3)) => ipv6(ctx, l3),
+        Some((ETH_P_ARP, l3)) => arp(ctx, l3),
         Some(_) => (XDP_PASS, PASS_NOT_IP),
         None => MALFORMED,
+    }
+}
+
+/// This node's lease on a VIP address: None when the address is not cluster-managed,
+/// Some(valid) otherwise.
+#[inline(always)]
+fn lease(addr: [u8; 16], family: u8) -> Option<bool> {
+    let key = LeaseKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: the value is copied out at once; bpf_ktime_get_ns has no preconditions.
+    unsafe { LEASES.get(&key) }.map(|l| l.valid(unsafe { bpf_ktime_get_ns() }))
+}
+
+/// ARP requests for a cluster VIP are answered only by the node holding its lease.
+#[inline(always)]
+fn arp(ctx: &XdpContext, l3: usize) -> Verdict {
+    let Some(a) = View::at::<ARP_HLEN>(ctx, l3) else {
+        return MALFORMED;
+    };
+    if a.be16(0) != ARP_HRD_ETHER || a.be16(2) != ETH_P_IP || a.be16(6) != ARP_OP_REQUEST {
+        return (XDP_PASS, PASS_NOT_IP);
+    }
+    let target = words_addr(&a.addr(ARP_TPA_OFFSET, true));
+    match lease(target, FAMILY_V4) {
+        Some(false) => (XDP_DROP, DROP_NO_LEASE),
+        _ => (XDP_PASS, PASS_NOT_IP),
     }
 }
 
@@ -265,6 +298,16 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     let Some(t) = u8_at(ctx, l4) else {
         return MALFORMED;
     };
+    if t == ICMPV6_NEIGH_SOLICIT {
+        // Neighbour solicitations for a cluster VIP: only the lease holder answers.
+        return match View::at::<24>(ctx, l4) {
+            Some(ns) => match lease(words_addr(&ns.addr(ICMP_HLEN, false)), FAMILY_V6) {
+                Some(false) => (XDP_DROP, DROP_NO_LEASE),
+                _ => (XDP_PASS, PASS_ICMP),
+            },
+            None => MALFORMED,
+        };
+    }
     if t != ICMPV6_PKT_TOOBIG {
         return (XDP_PASS, PASS_ICMP);
     }
@@ -331,6 +374,9 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
     };
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         return (XDP_PASS, PASS_FROM_PEER);
+    }
+    if vip.flags & VIP_F_LEASED != 0 && lease(words_addr(&flow.dst), flow.family) != Some(true) {
+        return (XDP_DROP, DROP_NO_LEASE);
     }
     let Some(base) = ACTIVE.get(vip.index) else {
         return (XDP_DROP, DROP_NO_BACKEND);

@@ -24,7 +24,7 @@ impl Default for Sizing {
 }
 
 impl Sizing {
-    pub fn entries(&self) -> [(&'static str, u32); 7] {
+    pub fn entries(&self) -> [(&'static str, u32); 8] {
         [
             (maps::MAP_VIPS, self.vips.max(1)),
             (maps::MAP_ACTIVE, self.vips.max(1)),
@@ -33,6 +33,8 @@ impl Sizing {
             (maps::MAP_BACKEND_STATS, self.backends.max(1)),
             (maps::MAP_SLOTS, self.slot_elements()),
             (maps::MAP_PEERS, self.peers.max(1)),
+            // At most one lease per VIP address.
+            (maps::MAP_LEASES, self.vips.max(1)),
         ]
     }
 
@@ -53,7 +55,7 @@ impl Sizing {
         let counters = (v + b + maps::reason::COUNT as u64) * 16 * cpus as u64;
         let slots = self.slot_elements() as u64 * maps::ARRAY_ELEMENT_BYTES as u64;
         // ACTIVE uses one 8-byte element per VIP.
-        v * (20 + 16 + 8) + b * 32 + slots + p * 16 + 32 + counters
+        v * (20 + 16 + 8 + 20 + 16) + b * 32 + slots + p * 16 + 32 + counters
     }
 }
 

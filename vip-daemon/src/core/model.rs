@@ -10,8 +10,9 @@ use vip_common::{
     encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
     flow::{addr_words, flow_hash, maglev_slot},
     maps::{
-        reason::*, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_SRC_HASH,
+        reason::*, Backend, Lease, LeaseKey, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2,
+        FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_LEASED,
+        VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -27,6 +28,9 @@ pub struct ModelState {
     pub active: Vec<u32>,
     pub slots: Vec<u32>,
     pub peers: HashSet<[u8; 6]>,
+    pub leases: HashMap<LeaseKey, Lease>,
+    /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
+    pub now_ns: u64,
 }
 
 /// What the program does with one frame.
@@ -64,6 +68,16 @@ pub struct Choice {
 }
 
 impl ModelState {
+    /// This node's lease on a VIP address: None when not cluster-managed.
+    pub fn lease(&self, addr: [u8; 16], family: u8) -> Option<bool> {
+        let key = LeaseKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
+        self.leases.get(&key).map(|l| l.valid(self.now_ns))
+    }
+
     /// The VIP of a flow: exact port first, then the all-ports entry.
     pub fn lookup_vip(&self, f: &Flow) -> Option<VipInfo> {
         let mut key = VipKey {
@@ -165,6 +179,21 @@ pub fn process(state: &ModelState, frame: &[u8]) -> Outcome {
     match l3_offset(frame) {
         Some((ETH_P_IP, l3)) => ipv4(state, frame, l3),
         Some((ETH_P_IPV6, l3)) => ipv6(state, frame, l3),
+        Some((ETH_P_ARP, l3)) => match bytes::<ARP_HLEN>(frame, l3) {
+            None => pass(PASS_MALFORMED),
+            Some(a)
+                if u16::from_be_bytes([a[0], a[1]]) == ARP_HRD_ETHER
+                    && u16::from_be_bytes([a[2], a[3]]) == ETH_P_IP
+                    && u16::from_be_bytes([a[6], a[7]]) == ARP_OP_REQUEST =>
+            {
+                let target = addr4(&a[ARP_TPA_OFFSET..ARP_TPA_OFFSET + 4]);
+                match state.lease(target, FAMILY_V4) {
+                    Some(false) => verdict(frame, XDP_DROP, DROP_NO_LEASE),
+                    _ => pass(PASS_NOT_IP),
+                }
+            }
+            Some(_) => pass(PASS_NOT_IP),
+        },
         Some(_) => pass(PASS_NOT_IP),
         None => pass(PASS_MALFORMED),
     }
@@ -296,6 +325,13 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
         },
         IPPROTO_ICMPV6 => match f.get(l4) {
             None => pass(PASS_MALFORMED),
+            Some(&ICMPV6_NEIGH_SOLICIT) => match bytes::<24>(f, l4) {
+                None => pass(PASS_MALFORMED),
+                Some(ns) => match state.lease(addr16(&ns[ICMP_HLEN..]), FAMILY_V6) {
+                    Some(false) => verdict(f, XDP_DROP, DROP_NO_LEASE),
+                    _ => pass(PASS_ICMP),
+                },
+            },
             Some(&t) if t != ICMPV6_PKT_TOOBIG => pass(PASS_ICMP),
             Some(_) => match inner_flow_v6(f, l4 + ICMP_HLEN) {
                 Some(e) => to_backend(state, f, l3, &reversed(&e), true),
@@ -319,18 +355,20 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
 fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let drop = |reason| verdict(f, XDP_DROP, reason);
-    let from_peer = state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]);
-    let Some(choice) = state.choose(flow) else {
-        return match state.lookup_vip(flow) {
-            // A VIP whose index has no ACTIVE word.
-            Some(_) if !from_peer => drop(DROP_NO_BACKEND),
-            Some(_) => pass(PASS_FROM_PEER),
-            None => pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP }),
-        };
+    // Same order as the program: VIP, peer, lease, then the table.
+    let Some(vip) = state.lookup_vip(flow) else {
+        return pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
-    if from_peer {
+    if state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]) {
         return pass(PASS_FROM_PEER);
     }
+    if vip.flags & VIP_F_LEASED != 0 && state.lease(flow.dst, flow.family) != Some(true) {
+        return drop(DROP_NO_LEASE);
+    }
+    let Some(choice) = state.choose(flow) else {
+        // A VIP whose index has no ACTIVE word.
+        return drop(DROP_NO_BACKEND);
+    };
     let Some(index) = choice.backend else {
         return drop(DROP_NO_BACKEND);
     };

@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use vip_common::maps::{
-    self as contract, Backend, Counter, Peer, PeerKey, Settings, VipInfo, VipKey,
+    self as contract, Backend, Counter, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
 };
 
 mod tables;
@@ -272,6 +272,19 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap(contract::MAP_BACKENDS))?;
         let map: Array<_, Backend> = Array::try_from(map)?;
         Ok(map.get(&index, 0)?)
+    }
+
+    /// Lists a cluster VIP address with this node's lease on it (expiry 0: not held).
+    pub fn set_lease(&mut self, key: &LeaseKey, lease: &Lease) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, LeaseKey, Lease> =
+            HashMap::try_from(self.map_mut(contract::MAP_LEASES)?)?;
+        Ok(map.insert(key, lease, 0)?)
+    }
+
+    pub fn remove_lease(&mut self, key: &LeaseKey) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, LeaseKey, Lease> =
+            HashMap::try_from(self.map_mut(contract::MAP_LEASES)?)?;
+        Ok(map.remove(key)?)
     }
 
     pub fn set_peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
