@@ -113,3 +113,78 @@ pub fn udp_ask(to: SocketAddr, payload: &[u8]) -> std::io::Result<(u16, String)>
         "no UDP answer",
     ))
 }
+
+/// A line server on `[::]:port`: answers every line with `name`, keeping the connection open
+/// (long-lived flows that must survive a VIP move).
+pub fn line_server(ns: &NetNs, port: u16, name: String, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let is_ready = ready.clone();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind line server");
+        listener.set_nonblocking(true).expect("nonblocking");
+        is_ready.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    let (name, stop) = (name.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+                        let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+                        let mut conn = conn;
+                        let mut line = String::new();
+                        while !stop.load(Ordering::Acquire) {
+                            match std::io::BufRead::read_line(&mut reader, &mut line) {
+                                Ok(0) => return,
+                                Ok(_) => {
+                                    line.clear();
+                                    if writeln!(conn, "{name}").is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// A long-lived client connection to a line server.
+pub struct LineClient {
+    conn: TcpStream,
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl LineClient {
+    pub fn connect(to: SocketAddr) -> std::io::Result<Self> {
+        let conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let reader = std::io::BufReader::new(conn.try_clone()?);
+        Ok(Self { conn, reader })
+    }
+
+    /// One request/answer on the open connection: the serving backend's name.
+    pub fn ask(&mut self) -> std::io::Result<String> {
+        writeln!(self.conn, "who")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.reader, &mut line)?;
+        if line.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ));
+        }
+        Ok(line.trim().to_owned())
+    }
+}

@@ -56,6 +56,10 @@ enum Command {
     },
     /// Re-read the config file (like SIGHUP); a bad file changes nothing.
     Reload,
+    /// Cluster mode: release every VIP gracefully and leave (before a planned stop).
+    Leave,
+    /// Print a new random cluster key (hex) for the key file.
+    Keygen,
     /// Development: load the XDP program, attach it to IFACE and pin everything.
     Attach {
         #[arg(long)]
@@ -176,6 +180,17 @@ fn main() -> anyhow::Result<()> {
             if let Response::Ok { message } = ask(&cli, req)? {
                 println!("{message}");
             }
+        }
+        Command::Leave => {
+            if let Response::Ok { message } = ask(&cli, Request::Leave)? {
+                println!("{message}");
+            }
+        }
+        Command::Keygen => {
+            println!(
+                "{}",
+                vip_daemon::shell::keyfile::generate_key(&mut rand::thread_rng())
+            );
         }
         Command::Reload => {
             if let Response::Ok { message } = ask(&cli, Request::Reload)? {

@@ -93,6 +93,7 @@ fn minimal_example_gets_every_default() {
         hash_seed: 0x7f4a_7c15,
         encap_source_v4: v4,
         encap_source_v6: v6,
+        membership: None,
     };
     assert_eq!(c.cluster, cluster);
     assert_eq!(c.metrics_listen, Some("127.0.0.1:9478".parse().unwrap()));
@@ -124,6 +125,8 @@ fn minimal_example_gets_every_default() {
         selection: Selection::Maglev,
         table_size: 65537,
         backends: vec![backend("web1", "192.0.2.11"), backend("web2", "192.0.2.12")],
+        preferences: vec![],
+        fencing: true,
     };
     assert_eq!(c.vips, [web]);
     assert_eq!(DEFAULT_PATH, "/etc/vip-fabric/vipd.toml");
@@ -417,4 +420,56 @@ fn io_error_names_the_path() {
     let err = config::load(path).unwrap_err();
     assert!(matches!(&err, ConfigError::Io { path: p, .. } if p == path));
     assert!(err.to_string().contains("/nonexistent/vipd.toml"), "{err}");
+}
+
+#[test]
+fn cluster_mode_keys() {
+    let text = r#"
+[node]
+name = "ctl1"
+[cluster]
+listen = "192.0.2.11:7946"
+peers = ["192.0.2.12:7946", "192.0.2.13:7946"]
+key_file = "/etc/vip-fabric/cluster.key"
+voters = ["ctl1", "ctl2", "ctl3"]
+witness = "ctl3"
+lease = "800ms"
+fence_command = ["/usr/local/sbin/fence-node"]
+[[vip]]
+name = "db"
+address = "192.0.2.100"
+port = 3306
+selection = "primary-backup"
+preferences = ["ctl2"]
+[[vip.backend]]
+name = "a"
+address = "192.0.2.11"
+"#;
+    let c = vip_daemon::config::parse(text, "c.toml").expect("valid");
+    let m = c.cluster.membership.expect("cluster mode");
+    assert_eq!(m.listen, "192.0.2.11:7946".parse().unwrap());
+    assert_eq!(m.voters, ["ctl1", "ctl2", "ctl3"]);
+    assert_eq!(m.witness.as_deref(), Some("ctl3"));
+    assert_eq!(m.lease, Duration::from_millis(800));
+    assert_eq!(c.vips[0].preferences, ["ctl2"]);
+    // A preference that is not a voter, a witness that is not a voter, this node missing.
+    let bad = text
+        .replace("preferences = [\"ctl2\"]", "preferences = [\"ctl9\"]")
+        .replace("witness = \"ctl3\"", "witness = \"ctl7\"")
+        .replace("name = \"ctl1\"", "name = \"ctl5\"");
+    let err = vip_daemon::config::parse(&bad, "c.toml")
+        .expect_err("invalid")
+        .to_string();
+    for needle in [
+        "c.toml:8: cluster.voters",
+        "c.toml:9: cluster.witness",
+        "preferences: \"ctl9\"",
+    ] {
+        assert!(err.contains(needle), "{needle} not in:\n{err}");
+    }
+    // Cluster keys without `listen` are refused.
+    let err = vip_daemon::config::parse("[cluster]\nvoters = [\"a\"]\n", "d.toml")
+        .expect_err("invalid")
+        .to_string();
+    assert!(err.contains("only applies in cluster mode"), "{err}");
 }

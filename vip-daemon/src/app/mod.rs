@@ -3,6 +3,7 @@
 //! pure cores decide; the loop applies their decisions to the maps. Clustering plugs in as
 //! one more input source.
 mod backends;
+mod cluster;
 mod report;
 mod startup;
 mod tables;
@@ -72,6 +73,8 @@ pub struct Daemon {
     pub probe_tx: mpsc::Sender<ProbeEvent<u32>>,
     pub precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
     pub netlink: rtnetlink::Handle,
+    /// Cluster mode state, when `[cluster] listen` is set.
+    pub cluster: Option<cluster::ClusterRt>,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -83,6 +86,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (probe_tx, mut probe_rx) = mpsc::channel(1024);
     let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
     let mut d = startup::start(opts, config, probe_tx, precomputed_tx).await?;
+    let (fence_tx, mut fence_rx) = mpsc::channel::<(String, bool)>(16);
+    let mut gossip_rx = match d.config.cluster.membership.clone() {
+        Some(m) => Some(d.start_cluster(m, fence_tx).await?),
+        None => None,
+    };
+    let mut ownership_tick = tokio::time::interval(Duration::from_millis(50));
 
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
     let socket = d.config.control_socket.clone();
@@ -118,6 +127,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = reply.send(resp);
             }
             Some(reply) = scrape_rx.recv() => { let _ = reply.send(d.scrape()); }
+            Some(ev) = async { gossip_rx.as_mut()?.recv().await }, if gossip_rx.is_some() => d.on_gossip(ev).await,
+            Some((node, ok)) = fence_rx.recv() => d.on_fence_result(node, ok).await,
+            _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
             _ = neigh_tick.tick() => d.refresh_neighbours().await,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -149,6 +161,10 @@ impl Daemon {
                 backend,
                 weight,
             } => match self.admin(action, &vip, &backend, weight) {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+            Request::Leave => match self.leave().await {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },

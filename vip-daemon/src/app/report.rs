@@ -153,6 +153,46 @@ impl Daemon {
                 .zip(reasons.iter())
                 .map(|(n, c)| (n.to_string(), c.packets, c.bytes))
                 .collect(),
+            cluster: self.cluster.as_ref().map(|c| {
+                let mut names: Vec<String> = c.membership.voters.clone();
+                names.retain(|n| *n != self.config.node.name);
+                crate::shell::status::ClusterStatus {
+                    in_quorum: c.ownership.in_quorum(),
+                    members: std::iter::once((
+                        self.config.node.name.clone(),
+                        "self".to_owned(),
+                        None,
+                    ))
+                    .chain(names.into_iter().map(|n| {
+                        let st = if c.alive.contains(&n) {
+                            "alive"
+                        } else {
+                            "dead"
+                        };
+                        let heard = c.last_heard.get(&n).map(|t| t.elapsed().as_secs_f64());
+                        (n, st.to_owned(), heard)
+                    }))
+                    .collect(),
+                    owners: c
+                        .ownership
+                        .view()
+                        .into_iter()
+                        .map(|v| crate::shell::status::OwnerStatus {
+                            vip: v.vip,
+                            owner: v.owner,
+                            epoch: v.epoch,
+                            lease_left_ms: v.lease_left.map(|d| d.as_secs_f64() * 1e3),
+                            state: v.state,
+                        })
+                        .collect(),
+                    rejected: c
+                        .rejected
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                    alerts: c.status_lines.clone(),
+                }
+            }),
         }
     }
 

@@ -175,6 +175,7 @@ pub async fn start(
         probe_tx,
         precomputed_tx,
         netlink,
+        cluster: None,
     };
     d.write_maps()?;
     for (i, v) in d.plan.vips.iter().enumerate() {
@@ -266,6 +267,7 @@ impl Daemon {
     /// Re-reads next hops; a changed MAC is written at once, and a backend that became
     /// (un)reachable changes its VIP's table.
     pub(super) async fn refresh_neighbours(&mut self) {
+        self.refresh_peers().await;
         let addrs = non_local_addresses(&self.plan, &self.backends);
         if addrs.is_empty() {
             return;
@@ -294,6 +296,46 @@ impl Daemon {
         }
         for vip in changed {
             self.republish(vip, Some(now));
+        }
+    }
+}
+
+impl Daemon {
+    /// Cluster peers' MACs into PEERS: frames they forwarded are delivered locally, never
+    /// balanced again (loop freedom while two nodes briefly hold different tables).
+    async fn refresh_peers(&mut self) {
+        let Some(m) = self.config.cluster.membership.as_ref() else {
+            return;
+        };
+        let me = m.listen.ip();
+        let ips: Vec<IpAddr> = m
+            .peers
+            .iter()
+            .map(|p| p.ip())
+            .filter(|ip| *ip != me)
+            .collect();
+        let Ok(table) = neighbours::neighbour_table(&self.netlink).await else {
+            return;
+        };
+        let mut any = false;
+        for (i, ip) in ips.iter().enumerate() {
+            if let Some(mac) = table.get(ip) {
+                any = true;
+                if !self.model.peers.contains(mac) {
+                    match self.dp.set_peer(*mac, i as u32 + 1) {
+                        Ok(()) => {
+                            self.model.peers.insert(*mac);
+                        }
+                        Err(e) => tracing::warn!(peer = %ip, error = %e, "PEERS write failed"),
+                    }
+                }
+            }
+        }
+        if any && self.model.settings.flags & vip_common::maps::SETTINGS_F_PEERS == 0 {
+            self.model.settings.flags |= vip_common::maps::SETTINGS_F_PEERS;
+            if let Err(e) = self.dp.set_settings(&self.model.settings) {
+                tracing::error!(error = %e, "SETTINGS write failed");
+            }
         }
     }
 }

@@ -13,6 +13,7 @@
 mod check;
 mod diag;
 mod locate;
+mod membership;
 mod raw;
 mod types;
 mod validate;

@@ -37,6 +37,16 @@ pub(crate) struct RawCluster {
     pub hash_seed: Option<i64>,
     pub encap_source_v4: Option<String>,
     pub encap_source_v6: Option<String>,
+    pub listen: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub key_file: Option<String>,
+    pub voters: Option<Vec<String>>,
+    pub witness: Option<String>,
+    pub lease: Option<String>,
+    pub fence_command: Option<Vec<String>>,
+    pub fence_timeout: Option<String>,
+    pub probe_period: Option<String>,
+    pub suspect_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +118,8 @@ pub(crate) struct RawVip {
     pub selection: Option<String>,
     pub table_size: Option<i64>,
     pub check: Option<RawCheck>,
+    pub preferences: Option<Vec<String>>,
+    pub fencing: Option<bool>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
 }

@@ -67,6 +67,29 @@ pub struct Cluster {
     pub hash_seed: u32,
     pub encap_source_v4: Ipv4Addr,
     pub encap_source_v6: Ipv6Addr,
+    /// Cluster mode (SWIM membership, VIP ownership by quorum) when `listen` is set.
+    pub membership: Option<Membership>,
+}
+
+/// `[cluster]` keys of cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Gossip bind address (this node's, reachable by the peers).
+    pub listen: std::net::SocketAddr,
+    /// Static seed list.
+    pub peers: Vec<std::net::SocketAddr>,
+    /// Shared key file (one or two hex keys, mode 0600).
+    pub key_file: PathBuf,
+    /// Node names that vote; quorum is a strict majority of them. Includes this node.
+    pub voters: Vec<String>,
+    /// A voter that owns nothing (2-node sites).
+    pub witness: Option<String>,
+    pub lease: Duration,
+    /// Operator command run before taking over from a dead node (IPMI, PDU, cloud API).
+    pub fence_command: Option<Vec<String>>,
+    pub fence_timeout: Duration,
+    pub probe_period: Duration,
+    pub suspect_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +107,11 @@ pub struct Vip {
     pub table_size: u32,
     /// At least one, in file order; names unique; same address family as the VIP.
     pub backends: Vec<BackendConf>,
+    /// Cluster mode: preferred owners, in order.
+    pub preferences: Vec<String>,
+    /// Cluster mode: fence a dead owner before taking over (default: when a fence command is
+    /// configured); without fencing, a takeover waits until the old owner's lease has expired.
+    pub fencing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

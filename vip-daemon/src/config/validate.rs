@@ -20,7 +20,7 @@ pub(crate) const ADDRESS_HINT: &str =
 pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
     let root = FieldPath::root();
     let node = node(&raw.node, cx);
-    let cluster = cluster(&raw.cluster, cx);
+    let cluster = cluster(&raw.cluster, &node.name, cx);
 
     let listen = raw.metrics.listen.as_deref();
     let metrics_listen = match listen.unwrap_or(defaults::METRICS_LISTEN) {
@@ -54,6 +54,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
     default_timing.check_timeout(cx);
 
     let vips = vip::vips(&raw.vip, &node, &default_timing, cx);
+    super::membership::check_vips(cluster.membership.as_ref(), &vips, cx);
     let control_socket = PathBuf::from(socket);
     Config {
         node,
@@ -123,7 +124,7 @@ fn node(raw: &RawNode, cx: &mut Ctx) -> Node {
     }
 }
 
-fn cluster(raw: &RawCluster, cx: &mut Ctx) -> Cluster {
+fn cluster(raw: &RawCluster, node_name: &str, cx: &mut Ctx) -> Cluster {
     let at = FieldPath::root().key("cluster");
     let seed_range = 0..=i64::from(u32::MAX);
     let seed = cx.int(
@@ -148,6 +149,7 @@ fn cluster(raw: &RawCluster, cx: &mut Ctx) -> Cluster {
         hash_seed: seed.map_or(defaults::HASH_SEED, |s| s as u32),
         encap_source_v4: v4.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
         encap_source_v6: v6.unwrap_or(std::net::Ipv6Addr::UNSPECIFIED),
+        membership: super::membership::membership(raw, &at, node_name, cx),
     }
 }
 

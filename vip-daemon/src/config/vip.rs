@@ -103,6 +103,8 @@ fn vip(raw: &RawVip, at: &FieldPath, node: &Node, default_timing: &Timing, cx: &
         selection,
         table_size,
         backends,
+        preferences: raw.preferences.clone().unwrap_or_default(),
+        fencing: raw.fencing.unwrap_or(true),
     }
 }
 

@@ -4,4 +4,6 @@ pub mod health;
 pub mod layout;
 pub mod maglev;
 pub mod model;
+pub mod ownership;
 pub mod plan;
+pub mod seal;

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use vip_common::{
-    maps::{VipInfo, VipKey, NO_BACKEND, VIP_F_SRC_HASH},
+    maps::{VipInfo, VipKey, NO_BACKEND, VIP_F_LEASED, VIP_F_SRC_HASH},
     wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -115,6 +115,13 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
                 table_size: vip.table_size,
                 flags: if vip.hash == HashMode::Source {
                     VIP_F_SRC_HASH
+                } else {
+                    0
+                } | if vip.selection == Selection::PrimaryBackup
+                    && config.cluster.membership.is_some()
+                {
+                    // A demoted or stalled node must stop forwarding the single writer's VIP.
+                    VIP_F_LEASED
                 } else {
                     0
                 },

@@ -42,6 +42,8 @@ pub enum Request {
         weight: Option<u32>,
     },
     Reload,
+    /// Release every VIP gracefully and leave the cluster (before a planned stop).
+    Leave,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

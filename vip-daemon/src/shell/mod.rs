@@ -3,7 +3,10 @@
 pub mod bpffs;
 pub mod control;
 pub mod dataplane;
+pub mod gossip;
+pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;
 pub mod probes;
 pub mod status;
+pub mod vipaddr;

@@ -20,6 +20,29 @@ pub struct Status {
     pub vips: Vec<VipStatus>,
     /// Data-plane reason counters: (reason, packets, bytes).
     pub reasons: Vec<(String, u64, u64)>,
+    /// Cluster mode only.
+    pub cluster: Option<ClusterStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub in_quorum: bool,
+    /// (node, "alive" | "dead", seconds since last heard).
+    pub members: Vec<(String, String, Option<f64>)>,
+    pub owners: Vec<OwnerStatus>,
+    /// Gossip datagrams rejected, by reason (forged, replayed, ...).
+    pub rejected: Vec<(String, u64)>,
+    /// Loud lines from the ownership core (fencing failures, lost quorum).
+    pub alerts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnerStatus {
+    pub vip: String,
+    pub owner: Option<String>,
+    pub epoch: u64,
+    pub lease_left_ms: Option<f64>,
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -186,6 +209,46 @@ impl Status {
                     b.packets,
                     human_bytes(b.bytes)
                 );
+            }
+        }
+        if let Some(c) = &self.cluster {
+            let members: Vec<String> = c
+                .members
+                .iter()
+                .map(|(n, st, heard)| match heard {
+                    Some(h) => format!("{n} {st} ({h:.1}s ago)"),
+                    None => format!("{n} {st}"),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "\ncluster: {}; members: {}",
+                if c.in_quorum {
+                    "IN QUORUM"
+                } else {
+                    "NO QUORUM (owns nothing)"
+                },
+                members.join(", ")
+            );
+            for o in &c.owners {
+                let lease = o
+                    .lease_left_ms
+                    .map_or(String::new(), |l| format!(", lease {l:.0} ms left"));
+                let _ = writeln!(
+                    s,
+                    "  VIP {} owner {} epoch {}{lease}: {}",
+                    o.vip,
+                    o.owner.as_deref().unwrap_or("(none)"),
+                    o.epoch,
+                    o.state
+                );
+            }
+            for a in &c.alerts {
+                let _ = writeln!(s, "  !! {a}");
+            }
+            if !c.rejected.is_empty() {
+                let r: Vec<String> = c.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let _ = writeln!(s, "  gossip rejected: {}", r.join(" "));
             }
         }
         let busy: Vec<String> = self

@@ -1,0 +1,395 @@
+//! Cluster mode in the loop: gossip events feed the ownership core; its actions become
+//! address claims and releases, gratuitous ARP, data-plane leases, fencing hook runs and
+//! broadcasts. The unit of ownership is a VIP address (several services share one).
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+use vip_common::maps::{Lease, LeaseKey};
+
+use crate::{
+    config::{Config, Membership},
+    core::{
+        ownership::{Action, Claim, Gossip, Input, Ownership, OwnershipConfig, VipPolicy},
+        plan::addr16,
+    },
+    shell::{
+        gossip::{GossipCmd, GossipEvent, Item, ItemBody},
+        vipaddr,
+    },
+};
+
+use super::Daemon;
+
+/// Gratuitous ARP / NA sent on a claim, spaced this far apart; then refreshed periodically.
+const ANNOUNCE_BURST: u32 = 3;
+const ANNOUNCE_REFRESH: Duration = Duration::from_secs(10);
+
+pub struct ClusterRt {
+    pub membership: Membership,
+    pub ownership: Ownership,
+    pub gossip: mpsc::Sender<GossipCmd>,
+    pub fence_tx: mpsc::Sender<(String, bool)>,
+    /// Address string -> address.
+    pub addresses: BTreeMap<String, IpAddr>,
+    pub alive: BTreeSet<String>,
+    pub last_heard: HashMap<String, Instant>,
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub status_lines: Vec<String>,
+    pub last_announce: HashMap<String, Instant>,
+    pub item_version: u64,
+}
+
+/// Ownership policies: one per VIP address, merging the preferences and fencing of the
+/// services that share it.
+pub fn policies(config: &Config) -> (Vec<VipPolicy>, BTreeMap<String, IpAddr>) {
+    let mut out: Vec<VipPolicy> = Vec::new();
+    let mut addrs = BTreeMap::new();
+    let fence = config
+        .cluster
+        .membership
+        .as_ref()
+        .is_some_and(|m| m.fence_command.is_some());
+    for v in &config.vips {
+        let name = v.address.to_string();
+        addrs.insert(name.clone(), v.address);
+        match out.iter_mut().find(|p| p.name == name) {
+            Some(p) => {
+                for pref in &v.preferences {
+                    if !p.preferences.contains(pref) {
+                        p.preferences.push(pref.clone());
+                    }
+                }
+                p.fencing |= fence && v.fencing;
+            }
+            None => out.push(VipPolicy {
+                name,
+                preferences: v.preferences.clone(),
+                allowed: None,
+                fencing: fence && v.fencing,
+            }),
+        }
+    }
+    (out, addrs)
+}
+
+pub fn ownership_config(config: &Config, m: &Membership) -> OwnershipConfig {
+    OwnershipConfig {
+        me: config.node.name.clone(),
+        voters: m.voters.clone(),
+        witness: m.witness.clone(),
+        lease: m.lease,
+        margin: m.probe_period * 2,
+        vips: policies(config).0,
+    }
+}
+
+fn monotonic_ns(at: Instant) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let now = Instant::now();
+    if at >= now {
+        now_ns + (at - now).as_nanos() as u64
+    } else {
+        now_ns.saturating_sub((now - at).as_nanos() as u64)
+    }
+}
+
+impl Daemon {
+    fn lease_key(addr: &IpAddr) -> LeaseKey {
+        let (a, family) = addr16(addr);
+        LeaseKey {
+            addr: a,
+            family,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Lists every cluster VIP address in LEASES with no lease held yet.
+    pub(super) fn init_leases(&mut self) {
+        let Some(c) = &self.cluster else { return };
+        let addrs: Vec<IpAddr> = c.addresses.values().copied().collect();
+        for a in addrs {
+            let key = Self::lease_key(&a);
+            if let Err(e) = self.dp.set_lease(&key, &Lease::default()) {
+                tracing::error!(vip = %a, error = %e, "LEASES write failed");
+            }
+        }
+    }
+
+    pub(super) async fn on_gossip(&mut self, ev: GossipEvent) {
+        let now = Instant::now();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let inputs = match ev {
+            GossipEvent::Up(n) => {
+                c.alive.insert(n);
+                vec![Input::Alive(c.alive.iter().cloned().collect())]
+            }
+            GossipEvent::Down(n) => {
+                c.alive.remove(&n);
+                vec![
+                    Input::Dead(n.clone()),
+                    Input::Alive(c.alive.iter().cloned().collect()),
+                ]
+            }
+            GossipEvent::Heard(n) => {
+                c.last_heard.insert(n.clone(), now);
+                vec![Input::Heard(n)]
+            }
+            GossipEvent::Rejected(why) => {
+                *c.rejected.entry(why).or_default() += 1;
+                vec![]
+            }
+            GossipEvent::Item(item) => match item.body {
+                ItemBody::Claim { vip, owner, epoch } => {
+                    vec![Input::Claim(Claim { vip, owner, epoch })]
+                }
+                ItemBody::Released { vip, owner, epoch } => {
+                    vec![Input::Released(Claim { vip, owner, epoch })]
+                }
+                ItemBody::Health { .. } => vec![],
+            },
+        };
+        for input in inputs {
+            let actions = self
+                .cluster
+                .as_mut()
+                .map(|c| c.ownership.handle(input, now))
+                .unwrap_or_default();
+            self.apply_ownership(actions).await;
+        }
+    }
+
+    pub(super) async fn ownership_tick(&mut self) {
+        let now = Instant::now();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let actions = c.ownership.tick(now);
+        self.apply_ownership(actions).await;
+        // Periodic gratuitous ARP refresh for what we own (fixes stale caches upstream).
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let due: Vec<String> = c
+            .ownership
+            .owned()
+            .into_iter()
+            .filter(|v| {
+                c.last_announce
+                    .get(v)
+                    .is_none_or(|t| t.elapsed() >= ANNOUNCE_REFRESH)
+            })
+            .collect();
+        for v in due {
+            self.announce(&v, 1);
+        }
+    }
+
+    pub(super) async fn on_fence_result(&mut self, node: String, ok: bool) {
+        let now = Instant::now();
+        let actions = self
+            .cluster
+            .as_mut()
+            .map(|c| c.ownership.handle(Input::FenceResult { node, ok }, now))
+            .unwrap_or_default();
+        self.apply_ownership(actions).await;
+    }
+
+    fn announce(&mut self, vip: &str, times: u32) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(&addr) = c.addresses.get(vip) else {
+            return;
+        };
+        c.last_announce.insert(vip.to_owned(), Instant::now());
+        for iface in self.config.node.interfaces.clone() {
+            for _ in 0..times {
+                if let Err(e) = vipaddr::announce(&iface, addr) {
+                    tracing::warn!(error = %e, "gratuitous announcement failed");
+                }
+            }
+        }
+    }
+
+    async fn apply_ownership(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            let Some(c) = self.cluster.as_mut() else {
+                return;
+            };
+            match action {
+                Action::Claim { vip, epoch } => {
+                    tracing::info!(%vip, epoch, "claiming VIP");
+                    if let Some(&addr) = c.addresses.get(&vip) {
+                        for iface in self.config.node.interfaces.clone() {
+                            if let Err(e) = vipaddr::add(&self.netlink, &iface, addr).await {
+                                tracing::error!(%vip, %iface, error = %e, "adding the VIP address failed");
+                            }
+                        }
+                        self.announce(&vip, ANNOUNCE_BURST);
+                    }
+                }
+                Action::Release { vip, epoch } => {
+                    tracing::info!(%vip, epoch, "releasing VIP");
+                    if let Some(&addr) = c.addresses.get(&vip) {
+                        let key = Self::lease_key(&addr);
+                        let _ = self.dp.set_lease(&key, &Lease::default());
+                        for iface in self.config.node.interfaces.clone() {
+                            if let Err(e) = vipaddr::remove(&self.netlink, &iface, addr).await {
+                                tracing::error!(%vip, %iface, error = %e, "removing the VIP address failed");
+                            }
+                        }
+                    }
+                }
+                Action::RenewLease { vip, epoch, until } => {
+                    if let Some(&addr) = c.addresses.get(&vip) {
+                        let lease = Lease {
+                            expiry_ns: monotonic_ns(until),
+                            epoch: epoch as u32,
+                            _pad: 0,
+                        };
+                        if let Err(e) = self.dp.set_lease(&Self::lease_key(&addr), &lease) {
+                            tracing::error!(%vip, error = %e, "lease write failed");
+                        }
+                    }
+                }
+                Action::Broadcast(g) => {
+                    c.item_version += 1;
+                    let (body, version) = match g {
+                        Gossip::Claim(cl) => (
+                            ItemBody::Claim {
+                                vip: cl.vip,
+                                owner: cl.owner,
+                                epoch: cl.epoch,
+                            },
+                            Item::ownership_version(cl.epoch, false),
+                        ),
+                        Gossip::Released(cl) => (
+                            ItemBody::Released {
+                                vip: cl.vip,
+                                owner: cl.owner,
+                                epoch: cl.epoch,
+                            },
+                            Item::ownership_version(cl.epoch, true),
+                        ),
+                        Gossip::Move { .. } => continue,
+                    };
+                    let item = Item {
+                        origin: self.config.node.name.clone(),
+                        version,
+                        body,
+                    };
+                    let _ = c.gossip.send(GossipCmd::Broadcast(item)).await;
+                }
+                Action::Fence { node, reason } => {
+                    let Some(cmd) = c.membership.fence_command.clone() else {
+                        let _ = c.fence_tx.send((node, false)).await;
+                        continue;
+                    };
+                    tracing::warn!(%node, %reason, "fencing");
+                    let (tx, timeout) = (c.fence_tx.clone(), c.membership.fence_timeout);
+                    tokio::spawn(async move {
+                        let run = tokio::process::Command::new(&cmd[0])
+                            .args(&cmd[1..])
+                            .env("VIPD_FENCE_NODE", &node)
+                            .env("VIPD_FENCE_REASON", &reason)
+                            .kill_on_drop(true)
+                            .status();
+                        let ok = matches!(tokio::time::timeout(timeout, run).await, Ok(Ok(s)) if s.success());
+                        if !ok {
+                            tracing::error!(%node, "FENCING FAILED: no takeover until it succeeds");
+                        }
+                        let _ = tx.send((node, ok)).await;
+                    });
+                }
+                Action::Status(line) => {
+                    tracing::warn!("{line}");
+                    c.status_lines.push(line);
+                    if c.status_lines.len() > 20 {
+                        c.status_lines.remove(0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Daemon {
+    /// Joins the cluster: key, gossip, ownership, leases, VIPs on `lo`.
+    pub(super) async fn start_cluster(
+        &mut self,
+        m: Membership,
+        fence_tx: mpsc::Sender<(String, bool)>,
+    ) -> anyhow::Result<mpsc::Receiver<GossipEvent>> {
+        let keys = crate::shell::keyfile::load_keys(&m.key_file)?;
+        let (gossip, events) = crate::shell::gossip::spawn(crate::shell::gossip::GossipConfig {
+            me: self.config.node.name.clone(),
+            listen: m.listen,
+            peers: m.peers.clone(),
+            keys,
+            probe_period: m.probe_period,
+            probe_rtt: m.probe_period / 2,
+            suspect_to_down: m.suspect_timeout,
+        })
+        .await?;
+        let oc = ownership_config(&self.config, &m);
+        oc.validate()?;
+        let (_, addresses) = policies(&self.config);
+        // Every node accepts DSR-forwarded VIP traffic on `lo`, and answers ARP only for
+        // addresses on the asking interface (the owner adds the VIP to its NIC).
+        for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+            let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/all/{k}"), v);
+        }
+        for addr in addresses.values() {
+            if let Err(e) = vipaddr::add(&self.netlink, "lo", *addr).await {
+                tracing::warn!(vip = %addr, error = %e, "adding the VIP to lo failed");
+            }
+        }
+        self.cluster = Some(ClusterRt {
+            ownership: Ownership::new(oc, Instant::now()),
+            membership: m,
+            gossip,
+            fence_tx,
+            addresses,
+            alive: BTreeSet::new(),
+            last_heard: HashMap::new(),
+            rejected: BTreeMap::new(),
+            status_lines: Vec::new(),
+            last_announce: HashMap::new(),
+            item_version: 0,
+        });
+        self.init_leases();
+        Ok(events)
+    }
+
+    /// `vipd leave`: release every VIP (others take over at once, no fencing) and leave.
+    pub(super) async fn leave(&mut self) -> Result<String, String> {
+        let now = Instant::now();
+        let Some(c) = self.cluster.as_mut() else {
+            return Err("not in cluster mode".into());
+        };
+        let owned = c.ownership.owned();
+        let actions = c.ownership.handle(Input::Leave, now);
+        self.apply_ownership(actions).await;
+        if let Some(c) = &self.cluster {
+            // Give the releases a moment to spread before leaving the membership.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = c.gossip.send(GossipCmd::Leave).await;
+        }
+        Ok(format!(
+            "released {} VIP address(es): {owned:?}; left the cluster",
+            owned.len()
+        ))
+    }
+}

@@ -1,0 +1,182 @@
+//! Read-only decisions: what this node should do about each VIP, where a VIP belongs, and
+//! how long a lease this node may grant itself.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::placement::{eligible, placement};
+use super::state::{Record, Step};
+use super::Ownership;
+
+impl Ownership {
+    pub(super) fn step(&self, i: usize, now: Instant) -> Step {
+        if self.leaving || self.quorum_since.is_none() {
+            return Step::Idle;
+        }
+        let (me, st, pol) = (&self.cfg.me, &self.vips[i], &self.cfg.vips[i]);
+        let mine = self.target(i).as_ref() == Some(me);
+        match (st.held.is_some(), mine) {
+            (true, true) => return Step::Hold,
+            (true, false) => return Step::Release,
+            (false, false) => return Step::Idle,
+            (false, true) => {}
+        }
+        if let Some(end) = self
+            .quorum_since
+            .map(|t| t + self.cfg.lease)
+            .filter(|e| now < *e)
+        {
+            return Step::Settling(end);
+        }
+        let Some(r) = st.record.as_ref().filter(|r| r.owner != *me) else {
+            return Step::Claim {
+                from: None,
+                why: "unowned",
+            };
+        };
+        let (from, o) = (Some(r.owner.clone()), &r.owner);
+        if r.released {
+            Step::Claim {
+                from,
+                why: "released",
+            }
+        } else if self.alive.contains(o) {
+            Step::WaitOwner(o.clone())
+        } else if self.left.contains(o) {
+            Step::Claim {
+                from,
+                why: "it left",
+            }
+        } else if pol.fencing && self.fenced.contains(o) {
+            Step::Claim {
+                from,
+                why: "fenced",
+            }
+        } else if pol.fencing {
+            Step::Fence(o.clone())
+        } else {
+            let seen = [
+                Some(self.started),
+                self.heard.get(o).copied(),
+                self.listed.get(o).copied(),
+            ];
+            let expired = seen.into_iter().flatten().max().expect("started")
+                + self.cfg.lease
+                + self.cfg.margin;
+            match now >= expired {
+                true => Step::Claim {
+                    from,
+                    why: "its lease expired",
+                },
+                false => Step::WaitLease(o.clone(), expired),
+            }
+        }
+    }
+
+    /// Sticky placement: a move's target, else the alive eligible owner, else [`placement`].
+    pub(super) fn target(&self, i: usize) -> Option<String> {
+        let st = &self.vips[i];
+        if let Some(to) = st.pin.as_ref().filter(|to| self.usable(i, to)) {
+            return Some(to.clone());
+        }
+        let sticky = |r: &&Record| !r.released && self.usable(i, &r.owner);
+        if let Some(r) = st.record.as_ref().filter(sticky) {
+            return Some(r.owner.clone());
+        }
+        let alive: Vec<String> = self.alive.iter().cloned().collect();
+        placement(
+            &self.cfg.vips[i],
+            &alive,
+            &self.cfg.voters,
+            self.cfg.witness.as_deref(),
+        )
+    }
+
+    pub(super) fn usable(&self, i: usize, node: &str) -> bool {
+        let (pol, voters, witness) = (
+            &self.cfg.vips[i],
+            &self.cfg.voters,
+            self.cfg.witness.as_deref(),
+        );
+        self.alive.contains(node) && eligible(pol, node, voters, witness)
+    }
+
+    /// Dead nodes this node must fence before a takeover, with the VIPs waiting on each.
+    pub(super) fn fence_wanted(&self, now: Instant) -> BTreeMap<String, Vec<String>> {
+        let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for i in 0..self.vips.len() {
+            if let Step::Fence(node) = self.step(i, now) {
+                wanted
+                    .entry(node)
+                    .or_default()
+                    .push(self.cfg.vips[i].name.clone());
+            }
+        }
+        wanted
+    }
+
+    /// The lease we may grant ourselves: `lease` from now, but never more than `lease` past the
+    /// moment we last heard from enough voters to make a quorum with us (see module docs).
+    pub(super) fn lease_until(&self, now: Instant) -> Option<Instant> {
+        let own = now + self.cfg.lease;
+        let until = match self.votes_needed() {
+            0 => own,
+            _ => own.min(self.heard_until()?),
+        };
+        (until > now).then_some(until)
+    }
+
+    /// `lease` after we last heard from enough voters to make a quorum with us; `None` when
+    /// we never did, or need nobody (a one-voter cluster).
+    pub(super) fn heard_until(&self) -> Option<Instant> {
+        let need = self.votes_needed().checked_sub(1)?;
+        let (voters, me) = (&self.cfg.voters, &self.cfg.me);
+        let heard = voters
+            .iter()
+            .filter(|v| *v != me)
+            .filter_map(|v| self.heard.get(v));
+        let mut heard: Vec<Instant> = heard.copied().collect();
+        heard.sort_unstable_by(|a, b| b.cmp(a));
+        heard.get(need).map(|t| *t + self.cfg.lease)
+    }
+
+    /// Other voters that must vouch for us to make a quorum.
+    pub(super) fn votes_needed(&self) -> usize {
+        let (voters, me) = (&self.cfg.voters, &self.cfg.me);
+        (voters.len() / 2 + 1).saturating_sub(usize::from(voters.contains(me)))
+    }
+
+    pub(super) fn renew_every(&self) -> Duration {
+        (self.cfg.lease / 3).max(Duration::from_millis(1))
+    }
+
+    pub(super) fn describe(&self, i: usize, now: Instant) -> String {
+        let left = |t: Instant| t.saturating_duration_since(now);
+        match self.step(i, now) {
+            Step::Idle if self.leaving => "left the cluster".into(),
+            Step::Idle if !self.in_quorum() => "no quorum: claiming nothing".into(),
+            Step::Idle if self.quorum_since.is_none() => {
+                "no quorum heard within the lease: claiming nothing".into()
+            }
+            Step::Idle => match self.target(i) {
+                Some(t) => format!("placed on {t}"),
+                None => "no eligible node alive".into(),
+            },
+            Step::Hold => "held here".into(),
+            Step::Release => "handing over".into(),
+            Step::Settling(t) => format!("settling, {:?} before claiming", left(t)),
+            Step::Claim { .. } => "claiming".into(),
+            Step::WaitOwner(o) => format!("moving here: waiting for {o} to release"),
+            Step::WaitLease(o, t) => format!("waiting {:?} for {o}'s lease to expire", left(t)),
+            Step::Fence(o) => match self.fences.get(&o) {
+                Some(f) if f.in_flight => format!("fencing {o}: in flight"),
+                Some(f) => format!(
+                    "fencing {o} FAILED {}x, retry in {:?}",
+                    f.failures,
+                    left(f.retry_at)
+                ),
+                None => format!("fencing {o}: pending"),
+            },
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The per-node state machine: its state, its public API, and how each input changes it.
+//! What to do next is decided in `decide.rs` and done in `reconcile.rs`; the protocol and
+//! its reasons are in the module docs (`mod.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::placement::eligible;
+use super::state::{FenceTry, Record, Step, VipState};
+use super::{Action, Claim, Gossip, Input, OwnershipConfig, VipView};
+use super::{FENCE_BACKOFF_FIRST, FENCE_BACKOFF_MAX};
+
+/// VIP ownership of one node. See the module docs for the protocol.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    pub(super) cfg: OwnershipConfig,
+    pub(super) started: Instant,
+    /// Latest instant passed in; `next_deadline` and `view` are relative to it.
+    pub(super) now: Instant,
+    pub(super) alive: BTreeSet<String>,
+    /// Last packet from each node (`Input::Heard`): the lease cap's evidence.
+    pub(super) heard: BTreeMap<String, Instant>,
+    /// Last `Input::Alive` listing each node: later evidence of life than a packet may be.
+    pub(super) listed: BTreeMap<String, Instant>,
+    pub(super) left: BTreeSet<String>,
+    pub(super) fenced: BTreeSet<String>,
+    pub(super) fences: BTreeMap<String, FenceTry>,
+    pub(super) vips: Vec<VipState>,
+    /// Since when this node is *active*: membership quorum and a quorum heard within the
+    /// lease. Claims wait `lease` (settle) after it; losing it releases everything.
+    pub(super) quorum_since: Option<Instant>,
+    pub(super) next_gossip: Instant,
+    pub(super) leaving: bool,
+}
+
+impl Ownership {
+    /// `config` should have passed [`OwnershipConfig::validate`]; a node that is not a voter
+    /// simply never reaches quorum and so never claims.
+    pub fn new(config: OwnershipConfig, now: Instant) -> Self {
+        Self {
+            alive: BTreeSet::from([config.me.clone()]),
+            vips: vec![VipState::default(); config.vips.len()],
+            cfg: config,
+            started: now,
+            now,
+            heard: BTreeMap::new(),
+            listed: BTreeMap::new(),
+            left: BTreeSet::new(),
+            fenced: BTreeSet::new(),
+            fences: BTreeMap::new(),
+            quorum_since: None,
+            next_gossip: now,
+            leaving: false,
+        }
+    }
+
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        self.now = now;
+        let mut out = Vec::new();
+        // Time alone may have ended our standing: notice it before fresh evidence (a packet
+        // after a silence) hides that we were cut off and must settle again.
+        self.update_quorum(now, &mut out);
+        let me = self.cfg.me.clone();
+        match input {
+            Input::Alive(names) => self.on_alive(names, now),
+            Input::Dead(n) if n != me => {
+                self.alive.remove(&n);
+            }
+            Input::Left(n) if n != me => {
+                self.alive.remove(&n);
+                self.left.insert(n);
+            }
+            Input::Heard(n) if n != me => {
+                let t = self.heard.entry(n).or_insert(now);
+                *t = (*t).max(now);
+            }
+            Input::Dead(_) | Input::Left(_) | Input::Heard(_) => {}
+            Input::Claim(c) => self.merge(c, false, &mut out),
+            Input::Released(c) => self.merge(c, true, &mut out),
+            Input::FenceResult { node, ok } => self.on_fence_result(node, ok, now, &mut out),
+            Input::Leave => {
+                self.leaving = true;
+                let released = self.release_all(&mut out);
+                out.push(Action::Status(format!("LEAVING: released {released}")));
+            }
+            Input::Move { vip, to } => self.on_move(vip, to, &mut out),
+        }
+        self.reconcile(now, &mut out);
+        out
+    }
+
+    /// Renewals, settle end, fencing retries, lease-expiry takeovers, periodic gossip.
+    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+        self.now = now;
+        let mut out = Vec::new();
+        self.reconcile(now, &mut out);
+        out
+    }
+
+    /// When `tick` next has work (strictly after the last instant passed in).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let now = self.now;
+        let renewals = self.vips.iter().filter_map(|s| s.held.as_ref());
+        let mut due: Vec<Instant> = renewals.map(|h| h.next_renew).collect();
+        if !self.leaving {
+            due.push(self.next_gossip);
+        }
+        for i in 0..self.vips.len() {
+            if let Step::Settling(t) | Step::WaitLease(_, t) = self.step(i, now) {
+                due.push(t);
+            }
+        }
+        due.extend(self.heard_until());
+        for node in self.fence_wanted(now).keys() {
+            due.extend(
+                self.fences
+                    .get(node)
+                    .filter(|f| !f.in_flight)
+                    .map(|f| f.retry_at),
+            );
+        }
+        due.into_iter().filter(|t| *t > now).min()
+    }
+
+    pub fn view(&self) -> Vec<VipView> {
+        let now = self.now;
+        let views = self.cfg.vips.iter().zip(&self.vips).enumerate();
+        let view = |(i, (pol, st)): (usize, (&super::VipPolicy, &VipState))| {
+            let record = st.record.as_ref();
+            VipView {
+                vip: pol.name.clone(),
+                owner: record.filter(|r| !r.released).map(|r| r.owner.clone()),
+                epoch: record.map_or(0, |r| r.epoch),
+                lease_left: st
+                    .held
+                    .as_ref()
+                    .map(|h| h.until.saturating_duration_since(now)),
+                state: self.describe(i, now),
+                in_quorum: self.in_quorum(),
+            }
+        };
+        views.map(view).collect()
+    }
+
+    /// More than half of the configured voters are in the alive set, this node included.
+    pub fn in_quorum(&self) -> bool {
+        let alive = self.cfg.voters.iter().filter(|v| self.alive.contains(*v));
+        alive.count() * 2 > self.cfg.voters.len()
+    }
+
+    pub fn owned(&self) -> Vec<String> {
+        let held = self
+            .cfg
+            .vips
+            .iter()
+            .zip(&self.vips)
+            .filter(|(_, s)| s.held.is_some());
+        held.map(|(p, _)| p.name.clone()).collect()
+    }
+
+    fn on_alive(&mut self, names: Vec<String>, now: Instant) {
+        let mut alive: BTreeSet<String> = names.into_iter().collect();
+        alive.insert(self.cfg.me.clone());
+        if alive.iter().any(|n| !self.alive.contains(n)) {
+            // A joiner needs every record before its settle time ends: send them now.
+            self.next_gossip = now;
+        }
+        for n in alive.iter().filter(|n| **n != self.cfg.me) {
+            // Seen alive again: a past leave or fence says nothing about its next death.
+            self.left.remove(n);
+            self.fenced.remove(n);
+            self.fences.remove(n);
+            self.listed.insert(n.clone(), now);
+        }
+        self.alive = alive;
+    }
+
+    fn merge(&mut self, c: Claim, released: bool, out: &mut Vec<Action>) {
+        let Some(i) = self.cfg.vips.iter().position(|v| v.name == c.vip) else {
+            return;
+        };
+        let (me, st) = (&self.cfg.me, &mut self.vips[i]);
+        let new = Record {
+            epoch: c.epoch,
+            owner: c.owner,
+            released,
+        };
+        if st.record.as_ref().is_some_and(|old| old.key() >= new.key()) {
+            return;
+        }
+        if !released && st.pin.as_ref() == Some(&new.owner) {
+            st.pin = None;
+        }
+        // Our own record is the one held, so anything newer beats it.
+        if let Some(h) = st.held.take() {
+            out.push(Action::Release {
+                vip: c.vip.clone(),
+                epoch: h.epoch,
+            });
+            out.push(Action::Status(format!(
+                "vip {}: LOST to {} (epoch {} beats mine, {}): released",
+                c.vip, new.owner, new.epoch, h.epoch
+            )));
+        }
+        if new.owner == *me && !new.released {
+            // A live claim in our name that we do not hold: a previous incarnation's.
+            let claim = new.claim(&c.vip);
+            out.push(Action::Release {
+                vip: c.vip,
+                epoch: new.epoch,
+            });
+            out.push(Action::Broadcast(Gossip::Released(claim)));
+            st.record = Some(Record {
+                released: true,
+                ..new
+            });
+        } else {
+            st.record = Some(new);
+        }
+    }
+
+    fn on_fence_result(&mut self, node: String, ok: bool, now: Instant, out: &mut Vec<Action>) {
+        if self.alive.contains(&node) {
+            return; // back alive: the outcome no longer matters
+        }
+        if ok {
+            self.fences.remove(&node);
+            out.push(Action::Status(format!(
+                "FENCED {node}: its VIPs may be taken over"
+            )));
+            self.fenced.insert(node);
+            return;
+        }
+        let waiting = self.fence_wanted(now).remove(&node).unwrap_or_default();
+        let f = self.fences.entry(node.clone()).or_insert(FenceTry {
+            failures: 0,
+            in_flight: false,
+            retry_at: now,
+        });
+        f.failures = f.failures.saturating_add(1);
+        f.in_flight = false;
+        let backoff = FENCE_BACKOFF_FIRST
+            .saturating_mul(1 << (f.failures - 1).min(16))
+            .min(FENCE_BACKOFF_MAX);
+        f.retry_at = now + backoff;
+        let waiting = match waiting.is_empty() {
+            true => "no vip waits on it".to_string(),
+            false => format!("vip {} stays unowned", waiting.join(", ")),
+        };
+        let n = f.failures;
+        out.push(Action::Status(format!(
+            "FENCING {node} FAILED (attempt {n}), retry in {backoff:?}: {waiting}"
+        )));
+    }
+
+    fn on_move(&mut self, vip: String, to: String, out: &mut Vec<Action>) {
+        let Some(i) = self.cfg.vips.iter().position(|v| v.name == vip) else {
+            out.push(Action::Status(format!("MOVE refused: unknown vip {vip}")));
+            return;
+        };
+        let witness = self.cfg.witness.as_deref();
+        if !eligible(&self.cfg.vips[i], &to, &self.cfg.voters, witness) {
+            out.push(Action::Status(format!(
+                "MOVE {vip} -> {to} refused: not eligible"
+            )));
+            return;
+        }
+        let st = &mut self.vips[i];
+        let owns = |r: &Record| !r.released && r.owner == to;
+        if st.pin.as_ref() == Some(&to) || st.record.as_ref().is_some_and(owns) {
+            return; // already moving there, or done: re-delivered gossip must not loop
+        }
+        st.pin = Some(to.clone());
+        out.push(Action::Status(format!("MOVE {vip} -> {to} requested")));
+        out.push(Action::Broadcast(Gossip::Move { vip, to }));
+    }
+}

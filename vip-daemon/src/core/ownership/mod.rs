@@ -1,0 +1,255 @@
+//! Who owns each VIP: the replacement for keepalived's VRRP election plus Pacemaker's
+//! fencing, as a pure state machine for one node.
+//!
+//! Pure like the other cores: the shell feeds membership facts and gossip with the time they
+//! were observed and executes the returned [`Action`]s (netlink address + gratuitous ARP,
+//! data-plane lease map writes, fencing hooks, broadcasts). No IO, no clock, no randomness,
+//! so tests replay exact multi-node timelines with simulated instants.
+//!
+//! # Protocol
+//! * **Placement** is a pure function of the agreed membership ([`placement`]): first alive
+//!   preferred node, else rendezvous hashing. **Stickiness** overrides it: a VIP whose owner is
+//!   alive and eligible stays put, so a returning preferred node does not steal it back.
+//!   Operators move a VIP with [`Input::Move`].
+//! * **Claims** carry an epoch: a new claim is the highest epoch known + 1. What a node knows
+//!   about a VIP is a record ordered by (epoch, smaller owner name wins a tie, released after
+//!   owned); merging gossip keeps the maximum, so every node converges on the same record
+//!   whatever order gossip arrives in. A holder that learns of a record beating its own
+//!   releases at once.
+//! * **Takeover** from an owner that is not alive needs quorum and one of: the owner left
+//!   gracefully or released, a successful fencing hook against it, or (VIPs without fencing)
+//!   `seen(owner) + lease + margin <= now`. Failed fencing retries with exponential backoff.
+//! * **Leases**: the holder renews its data-plane lease every `lease / 3` while active (see
+//!   below) and releases everything the moment it is not.
+//! * **Known limits**: a successful fence is known only to the node that ran it (another node
+//!   taking over another of the dead node's VIPs fences again; hooks must be idempotent). An
+//!   equal-epoch split brain (two nodes claiming from different views) is resolved by the
+//!   tie-break, but both serve until the loser hears the winner's claim.
+//!
+//! # Decisions beyond the brief (why)
+//! * *Lease cap*: a renewal's `until` is `min(now, t_q) + lease`, where `t_q` is when this
+//!   node last heard from enough voters to make a quorum with itself. Majority nodes take over
+//!   at `last_heard(me) + lease + margin`; if partitioned, this node heard them no later than
+//!   they heard it (modulo one probe interval, which `margin` covers), so its lease ends first
+//!   *however slowly membership declares the partition*. Without the cap, safety would need
+//!   failure detection to be faster than `margin`.
+//! * *Active* = membership quorum AND a quorum heard within the lease. Losing either releases
+//!   everything (status `QUORUM LOST` / `LEASE LOST`); [`Ownership::in_quorum`] reports the
+//!   membership part only.
+//! * *Settle on every entry into active*, not only at start: a node that was cut off may have
+//!   missed claims made meanwhile, so it claims and fences nothing for `lease` after. That is
+//!   what stops a healed minority node (even one whose failure detector never noticed the
+//!   partition) from re-claiming with a stale epoch and winning the tie-break.
+//! * *Anti-entropy*: every node re-broadcasts every record it knows every `lease / 3` and at
+//!   once when a node joins its alive set; a restarted node learns claims within its settle
+//!   time. A node that learns of a live claim in its own name that it does not hold (a
+//!   previous incarnation's) disowns it: `Release` plus a `Released` broadcast.
+//! * *Releases on quorum loss and lease loss are broadcast* like a graceful leave: the shell
+//!   executes `Release` before the broadcast, so receivers may take over without fencing.
+//! * *Moves are gossiped* ([`Gossip::Move`]): `Move` pins the target on every node; the owner
+//!   releases gracefully, the target claims on the `Released`. A pin ends when the target owns
+//!   the VIP or is not alive. Re-delivery is a no-op, so a gossiped move does not loop.
+//! * *Never claim over an alive owner*: even a pinned target waits for the release.
+//! * Fencing and claiming wait for quorum and settle: a minority or freshly started node must
+//!   not power off a peer on stale knowledge.
+
+use std::time::{Duration, Instant};
+
+mod decide;
+mod machine;
+mod placement;
+mod reconcile;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use machine::Ownership;
+pub use placement::{eligible, placement, rendezvous_weight};
+
+/// First retry delay after a failed fencing attempt; doubles per failure up to the maximum.
+pub const FENCE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Cap of the fencing retry delay: a broken fence device is retried at least this often.
+pub const FENCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnershipConfig {
+    /// This node's name, as in `voters`.
+    pub me: String,
+    /// Every configured cluster node, witness included. Quorum is more than half of them.
+    pub voters: Vec<String>,
+    /// A voter that owns nothing (tie-breaker for two data nodes). Must be in `voters`.
+    pub witness: Option<String>,
+    /// Data-plane lease of a held VIP; also the settle time before claiming.
+    pub lease: Duration,
+    /// Extra wait before assuming a silent owner's lease expired: covers one membership probe
+    /// interval, packet delay and clock-rate differences between nodes.
+    pub margin: Duration,
+    pub vips: Vec<VipPolicy>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipPolicy {
+    pub name: String,
+    /// Ordered: the first alive, eligible node is placed; empty means rendezvous hashing.
+    pub preferences: Vec<String>,
+    /// Restricts the eligible nodes; `None` means every non-witness voter.
+    pub allowed: Option<Vec<String>>,
+    /// Take over from a dead owner only after a successful fencing hook against it, instead
+    /// of after its lease certainly expired.
+    pub fencing: bool,
+}
+
+/// "`owner` holds `vip` since it claimed it at `epoch`", as gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub vip: String,
+    pub owner: String,
+    pub epoch: u64,
+}
+
+/// What nodes tell each other. The shell maps each received gossip to the matching
+/// [`Input`] (`Claim`, `Released`, `Move`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gossip {
+    Claim(Claim),
+    /// The owner gave the claim up; the placement's node may claim at once, without fencing.
+    Released(Claim),
+    /// An operator asked to move `vip` to `to`.
+    Move {
+        vip: String,
+        to: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The full alive set from membership; replaces the previous one (self is always alive).
+    Alive(Vec<String>),
+    /// Membership declared the node dead.
+    Dead(String),
+    /// The node left gracefully: it released all its VIPs.
+    Left(String),
+    /// Any valid packet from that node. The shell must feed every one: lease takeover and the
+    /// lease cap are computed from these times.
+    Heard(String),
+    Claim(Claim),
+    Released(Claim),
+    /// Outcome of a [`Action::Fence`]; the shell reports a hook timeout as `ok: false`.
+    FenceResult {
+        node: String,
+        ok: bool,
+    },
+    /// This node is shutting down: release everything; the instance never claims again.
+    Leave,
+    /// Operator move, from the admin command or from [`Gossip::Move`].
+    Move {
+        vip: String,
+        to: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Add the address and send gratuitous ARP. Always followed by the claim's
+    /// [`Action::RenewLease`] and [`Action::Broadcast`], so the shell does neither itself.
+    Claim {
+        vip: String,
+        epoch: u64,
+    },
+    /// Remove the address and the data-plane lease. Idempotent: also emitted to disown a
+    /// claim the shell may not hold (a previous incarnation's).
+    Release {
+        vip: String,
+        epoch: u64,
+    },
+    /// Write the data-plane lease: serve the VIP until `until`, no longer.
+    RenewLease {
+        vip: String,
+        epoch: u64,
+        until: Instant,
+    },
+    Broadcast(Gossip),
+    /// Run the fencing hook against `node`; answer with [`Input::FenceResult`].
+    Fence {
+        node: String,
+        reason: String,
+    },
+    /// A loud operator line.
+    Status(String),
+}
+
+/// One VIP as this node sees it, for `vipd status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipView {
+    pub vip: String,
+    /// `None` when never claimed or released.
+    pub owner: Option<String>,
+    pub epoch: u64,
+    /// Time left on this node's lease, when it holds the VIP.
+    pub lease_left: Option<Duration>,
+    /// What this node is doing about the VIP, fencing state included (e.g. "fencing ctl2
+    /// FAILED 3x, retry in 4s").
+    pub state: String,
+    pub in_quorum: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("no voters configured")]
+    NoVoters,
+    #[error("voter {0} is listed twice")]
+    DuplicateVoter(String),
+    #[error("this node ({0}) is not among the voters")]
+    MeNotVoter(String),
+    #[error("witness {0} is not among the voters")]
+    WitnessNotVoter(String),
+    #[error("the lease must be at least 3ms (it is renewed every lease / 3)")]
+    LeaseTooShort,
+    #[error("vip {0} is configured twice")]
+    DuplicateVip(String),
+    #[error("vip {vip}: {node} is not a voter")]
+    UnknownNode { vip: String, node: String },
+    #[error("vip {vip}: {node} is the witness, which owns nothing")]
+    WitnessListed { vip: String, node: String },
+}
+
+impl OwnershipConfig {
+    /// Checks what [`Ownership`] assumes; the daemon refuses to start otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.voters.is_empty() {
+            return Err(ConfigError::NoVoters);
+        }
+        for (i, v) in self.voters.iter().enumerate() {
+            if self.voters[..i].contains(v) {
+                return Err(ConfigError::DuplicateVoter(v.clone()));
+            }
+        }
+        if !self.voters.contains(&self.me) {
+            return Err(ConfigError::MeNotVoter(self.me.clone()));
+        }
+        if let Some(w) = self.witness.as_ref().filter(|w| !self.voters.contains(w)) {
+            return Err(ConfigError::WitnessNotVoter(w.clone()));
+        }
+        if self.lease < Duration::from_millis(3) {
+            return Err(ConfigError::LeaseTooShort);
+        }
+        for (i, vip) in self.vips.iter().enumerate() {
+            if self.vips[..i].iter().any(|v| v.name == vip.name) {
+                return Err(ConfigError::DuplicateVip(vip.name.clone()));
+            }
+            let listed = vip.preferences.iter().chain(vip.allowed.iter().flatten());
+            for node in listed {
+                let err = |node: &String| (vip.name.clone(), node.clone());
+                if !self.voters.contains(node) {
+                    let (vip, node) = err(node);
+                    return Err(ConfigError::UnknownNode { vip, node });
+                }
+                if self.witness.as_ref() == Some(node) {
+                    let (vip, node) = err(node);
+                    return Err(ConfigError::WitnessListed { vip, node });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! Per-VIP and per-node records the state machine keeps, and its per-VIP decision.
+
+use std::cmp::Reverse;
+use std::time::Instant;
+
+use super::Claim;
+
+/// The best claim known for a VIP. Ordered by [`Record::key`]; merging keeps the maximum, a
+/// join-semilattice, so gossip converges in any order and survives duplicates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Record {
+    pub(super) epoch: u64,
+    pub(super) owner: String,
+    pub(super) released: bool,
+}
+
+impl Record {
+    /// Higher epoch first; at equal epochs the smaller owner name (split-brain tie-break);
+    /// for the same claim, released is newer than owned.
+    pub(super) fn key(&self) -> (u64, Reverse<&str>, bool) {
+        (self.epoch, Reverse(self.owner.as_str()), self.released)
+    }
+
+    pub(super) fn claim(&self, vip: &str) -> Claim {
+        let (vip, owner, epoch) = (vip.to_string(), self.owner.clone(), self.epoch);
+        Claim { vip, owner, epoch }
+    }
+}
+
+/// A VIP this node serves.
+#[derive(Clone, Debug)]
+pub(super) struct Held {
+    pub(super) epoch: u64,
+    pub(super) until: Instant,
+    pub(super) next_renew: Instant,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(super) struct VipState {
+    pub(super) record: Option<Record>,
+    pub(super) held: Option<Held>,
+    /// Target of an operator move still in progress.
+    pub(super) pin: Option<String>,
+}
+
+/// Fencing of one dead node: one attempt in flight at a time, retried with backoff.
+#[derive(Clone, Debug)]
+pub(super) struct FenceTry {
+    pub(super) failures: u32,
+    pub(super) in_flight: bool,
+    pub(super) retry_at: Instant,
+}
+
+/// What this node should do about one VIP right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Not ours to act on (another node's target, no quorum, left).
+    Idle,
+    Hold,
+    /// We hold it but it belongs elsewhere (a move, or not eligible here).
+    Release,
+    Settling(Instant),
+    /// Claim it; `from` names the previous owner for the operator line.
+    Claim {
+        from: Option<String>,
+        why: &'static str,
+    },
+    /// A move targets us but the alive owner has not released yet.
+    WaitOwner(String),
+    Fence(String),
+    WaitLease(String, Instant),
+}

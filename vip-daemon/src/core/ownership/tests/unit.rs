@@ -1,0 +1,352 @@
+//! Single-instance tests: epochs and conflicts, deadlines, the lease cap, placement, config.
+
+use std::time::{Duration, Instant};
+
+use super::super::{
+    placement, rendezvous_weight, Action, Claim, ConfigError, Gossip, Input, Ownership,
+    OwnershipConfig, VipPolicy,
+};
+use super::sim::{pref, vip, LEASE, MARGIN};
+
+fn names(n: &[&str]) -> Vec<String> {
+    n.iter().map(|s| s.to_string()).collect()
+}
+
+fn cfg(me: &str, vips: Vec<VipPolicy>) -> OwnershipConfig {
+    let voters = names(&["ctl1", "ctl2", "ctl3"]);
+    OwnershipConfig {
+        me: me.into(),
+        voters,
+        witness: None,
+        lease: LEASE,
+        margin: MARGIN,
+        vips,
+    }
+}
+
+fn claim(vip: &str, owner: &str, epoch: u64) -> Claim {
+    Claim {
+        vip: vip.into(),
+        owner: owner.into(),
+        epoch,
+    }
+}
+
+/// `me` in a healthy 3-node cluster, past its settle time, holding its preferred VIPs.
+fn settled(me: &str, vips: Vec<VipPolicy>) -> (Ownership, Instant, Vec<Action>) {
+    let t0 = Instant::now();
+    let mut o = Ownership::new(cfg(me, vips), t0);
+    hear(&mut o, t0);
+    o.handle(Input::Alive(names(&["ctl1", "ctl2", "ctl3"])), t0);
+    hear(&mut o, t0 + LEASE / 2);
+    let t = t0 + LEASE;
+    let mut actions = hear(&mut o, t);
+    actions.extend(o.tick(t));
+    (o, t, actions)
+}
+
+/// A packet from every peer.
+fn hear(o: &mut Ownership, t: Instant) -> Vec<Action> {
+    let peers = ["ctl1", "ctl2", "ctl3"].into_iter();
+    peers
+        .flat_map(|p| o.handle(Input::Heard(p.into()), t))
+        .collect()
+}
+
+fn two() -> Vec<VipPolicy> {
+    vec![
+        pref("keystone", &["ctl2"], false),
+        pref("glance", &["ctl2"], false),
+    ]
+}
+
+#[test]
+fn claims_at_settle_end_with_lease_and_broadcast() {
+    let (o, t, actions) = settled("ctl2", two());
+    let until = t + LEASE;
+    assert_eq!(
+        actions[..3],
+        [
+            Action::Claim {
+                vip: "keystone".into(),
+                epoch: 1
+            },
+            Action::RenewLease {
+                vip: "keystone".into(),
+                epoch: 1,
+                until
+            },
+            Action::Broadcast(Gossip::Claim(claim("keystone", "ctl2", 1))),
+        ]
+    );
+    assert_eq!(o.owned(), ["keystone", "glance"]);
+    assert_eq!(o.view()[0].lease_left, Some(LEASE));
+}
+
+#[test]
+fn higher_epoch_releases_at_once() {
+    let (mut o, t, _) = settled("ctl2", two());
+    let out = o.handle(Input::Claim(claim("glance", "ctl3", 4)), t);
+    assert_eq!(
+        out[0],
+        Action::Release {
+            vip: "glance".into(),
+            epoch: 1
+        }
+    );
+    assert_eq!(o.owned(), ["keystone"]);
+    assert_eq!(
+        (o.view()[1].owner.as_deref(), o.view()[1].epoch),
+        (Some("ctl3"), 4)
+    );
+    // Stale claims change nothing.
+    assert!(o
+        .handle(Input::Claim(claim("glance", "ctl1", 3)), t)
+        .is_empty());
+    assert_eq!(o.view()[1].owner.as_deref(), Some("ctl3"));
+}
+
+#[test]
+fn equal_epochs_resolve_to_the_smaller_name() {
+    let (mut o, t, _) = settled("ctl2", two());
+    // ctl3 > ctl2: we keep it.
+    let out = o.handle(Input::Claim(claim("keystone", "ctl3", 1)), t);
+    assert!(!out.iter().any(|a| matches!(a, Action::Release { .. })));
+    assert_eq!(o.view()[0].owner.as_deref(), Some("ctl2"));
+    // ctl1 < ctl2: we yield.
+    let out = o.handle(Input::Claim(claim("keystone", "ctl1", 1)), t);
+    assert_eq!(
+        out[0],
+        Action::Release {
+            vip: "keystone".into(),
+            epoch: 1
+        }
+    );
+    assert_eq!(o.view()[0].owner.as_deref(), Some("ctl1"));
+    // Observers converge whatever order the claims arrive in.
+    let facts = [
+        claim("nova", "ctl3", 2),
+        claim("nova", "ctl1", 2),
+        claim("nova", "ctl2", 1),
+    ];
+    let vips = || vec![vip("nova")];
+    let mut seen = vec![];
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut obs = Ownership::new(cfg("ctl2", vips()), t);
+        for i in order {
+            obs.handle(Input::Claim(facts[i].clone()), t);
+        }
+        seen.push((obs.view()[0].owner.clone(), obs.view()[0].epoch));
+    }
+    assert!(
+        seen.iter().all(|s| *s == (Some("ctl1".into()), 2)),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_previous_incarnations_claim_is_disowned() {
+    let t = Instant::now();
+    let mut o = Ownership::new(cfg("ctl1", vec![vip("nova")]), t);
+    let out = o.handle(Input::Claim(claim("nova", "ctl1", 7)), t);
+    assert_eq!(
+        out[..2],
+        [
+            Action::Release {
+                vip: "nova".into(),
+                epoch: 7
+            },
+            Action::Broadcast(Gossip::Released(claim("nova", "ctl1", 7))),
+        ]
+    );
+    assert_eq!((o.view()[0].owner.clone(), o.view()[0].epoch), (None, 7));
+}
+
+#[test]
+fn renewals_follow_next_deadline_and_never_busy_loop() {
+    let (mut o, mut t, _) = settled("ctl2", two());
+    let mut renewals = 0;
+    let end = t + Duration::from_secs(10);
+    while let Some(next) = o.next_deadline().filter(|n| *n <= end) {
+        assert!(next > t, "deadline not in the future");
+        t = next;
+        let mut out = o.tick(t);
+        for peer in ["ctl1", "ctl3"] {
+            out.extend(o.handle(Input::Heard(peer.into()), t));
+        }
+        let keystone =
+            |a: &&Action| matches!(a, Action::RenewLease { vip, .. } if vip == "keystone");
+        renewals += out.iter().filter(keystone).count();
+    }
+    assert_eq!(renewals, 10, "every lease / 3 for 10s");
+}
+
+#[test]
+fn lease_is_capped_by_what_was_heard_and_lost_without_it() {
+    let (mut o, t, _) = settled("ctl2", two());
+    // Membership still says alive, but nothing is heard: the lease is not extended past
+    // `last heard + lease`, and is given up when that passes.
+    let t1 = t + LEASE / 3;
+    let out = o.tick(t1);
+    let until = t + LEASE;
+    assert!(out.contains(&Action::RenewLease {
+        vip: "keystone".into(),
+        epoch: 1,
+        until
+    }));
+    let out = o.tick(until);
+    assert!(out.contains(&Action::Release {
+        vip: "keystone".into(),
+        epoch: 1
+    }));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Status(s) if s.contains("LEASE LOST"))));
+    assert!(o.owned().is_empty());
+}
+
+#[test]
+fn quorum_loss_releases_everything_and_regain_settles_again() {
+    let (mut o, t, _) = settled("ctl2", two());
+    let out = o.handle(Input::Dead("ctl1".into()), t);
+    assert!(out.is_empty() || !out.iter().any(|a| matches!(a, Action::Release { .. })));
+    let out = o.handle(Input::Dead("ctl3".into()), t);
+    let released = out
+        .iter()
+        .filter(|a| matches!(a, Action::Release { .. }))
+        .count();
+    assert_eq!(released, 2);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Broadcast(Gossip::Released(_)))));
+    assert!(!o.in_quorum() && o.owned().is_empty());
+    let t2 = t + Duration::from_secs(1);
+    o.handle(Input::Heard("ctl1".into()), t2);
+    o.handle(Input::Alive(names(&["ctl1", "ctl2"])), t2);
+    assert!(
+        o.in_quorum() && o.owned().is_empty(),
+        "claims nothing while settling"
+    );
+    assert!(o.view()[0].state.starts_with("settling"));
+    hear(&mut o, t2 + LEASE / 2);
+    hear(&mut o, t2 + LEASE);
+    assert_eq!(o.owned(), ["keystone", "glance"]);
+    assert_eq!(o.view()[0].epoch, 2);
+}
+
+#[test]
+fn leave_releases_and_announces_everything() {
+    let (mut o, t, _) = settled("ctl2", two());
+    let out = o.handle(Input::Leave, t);
+    let announced = out
+        .iter()
+        .filter(|a| matches!(a, Action::Broadcast(Gossip::Released(_))));
+    assert_eq!(announced.count(), 2);
+    assert!(o.owned().is_empty() && o.tick(t + LEASE).is_empty());
+}
+
+#[test]
+fn placement_is_deterministic_and_order_free() {
+    let voters = names(&["ctl1", "ctl2", "ctl3"]);
+    let v = vip("keystone");
+    let a = placement(&v, &names(&["ctl1", "ctl2", "ctl3"]), &voters, None);
+    let b = placement(
+        &v,
+        &names(&["ctl3", "ctl1", "ctl2"]),
+        &names(&["ctl2", "ctl3", "ctl1"]),
+        None,
+    );
+    assert_eq!(a, b);
+    assert!(a.is_some());
+    // The hash is part of the protocol: all versions must agree.
+    assert_eq!(
+        rendezvous_weight("keystone", "ctl1"),
+        rendezvous_weight("keystone", "ctl1")
+    );
+    assert_ne!(
+        rendezvous_weight("keystone", "ctl1"),
+        rendezvous_weight("keystone", "ctl2")
+    );
+    // Spread, and only a dead node's VIPs move.
+    let all = names(&["ctl1", "ctl2", "ctl3"]);
+    let two = names(&["ctl1", "ctl3"]);
+    let mut per = [0; 3];
+    for i in 0..300 {
+        let v = vip(&format!("vip{i}"));
+        let p = placement(&v, &all, &voters, None).expect("alive");
+        per[voters.iter().position(|n| *n == p).expect("voter")] += 1;
+        let q = placement(&v, &two, &voters, None).expect("alive");
+        assert!(p == "ctl2" || p == q, "vip{i} moved from {p} to {q}");
+    }
+    assert!(per.iter().all(|n| *n > 70), "{per:?}");
+}
+
+#[test]
+fn placement_respects_preferences_allowed_and_witness() {
+    let voters = names(&["ctl1", "ctl2", "ctl3", "wit"]);
+    let all = voters.clone();
+    let p = pref("keystone", &["ctl3", "ctl1"], false);
+    assert_eq!(
+        placement(&p, &all, &voters, Some("wit")).as_deref(),
+        Some("ctl3")
+    );
+    assert_eq!(
+        placement(&p, &names(&["ctl1", "ctl2"]), &voters, Some("wit")).as_deref(),
+        Some("ctl1")
+    );
+    assert_eq!(
+        placement(&p, &names(&["ctl2", "wit"]), &voters, Some("wit")).as_deref(),
+        Some("ctl2")
+    );
+    let allowed = VipPolicy {
+        allowed: Some(names(&["ctl2", "ctl3"])),
+        ..pref("x", &["ctl1"], false)
+    };
+    assert_ne!(
+        placement(&allowed, &all, &voters, Some("wit")).as_deref(),
+        Some("ctl1")
+    );
+    assert_eq!(
+        placement(&allowed, &names(&["ctl1", "ctl3"]), &voters, None).as_deref(),
+        Some("ctl3")
+    );
+    assert_eq!(
+        placement(&vip("x"), &names(&["wit"]), &voters, Some("wit")),
+        None
+    );
+    assert_eq!(placement(&vip("x"), &names(&["ctl9"]), &voters, None), None);
+}
+
+#[test]
+fn config_is_validated() {
+    let ok = cfg("ctl1", vec![vip("a")]);
+    assert_eq!(ok.validate(), Ok(()));
+    let bad = OwnershipConfig {
+        me: "ctl9".into(),
+        ..ok.clone()
+    };
+    assert_eq!(bad.validate(), Err(ConfigError::MeNotVoter("ctl9".into())));
+    let bad = OwnershipConfig {
+        witness: Some("w".into()),
+        ..ok.clone()
+    };
+    assert_eq!(
+        bad.validate(),
+        Err(ConfigError::WitnessNotVoter("w".into()))
+    );
+    let bad = OwnershipConfig {
+        vips: vec![vip("a"), vip("a")],
+        ..ok.clone()
+    };
+    assert_eq!(bad.validate(), Err(ConfigError::DuplicateVip("a".into())));
+    let witness = OwnershipConfig {
+        witness: Some("ctl3".into()),
+        vips: vec![pref("a", &["ctl3"], true)],
+        ..ok
+    };
+    let err = ConfigError::WitnessListed {
+        vip: "a".into(),
+        node: "ctl3".into(),
+    };
+    assert_eq!(witness.validate(), Err(err));
+}

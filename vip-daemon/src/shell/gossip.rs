@@ -1,0 +1,370 @@
+//! SWIM membership and cluster broadcasts over UDP: foca (sans-IO) driven by one task, every
+//! datagram sealed with the cluster key (`core::seal`). The daemon's loop sees only
+//! [`GossipEvent`]s and sends [`GossipCmd`]s.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    num::{NonZeroU8, NonZeroUsize},
+    time::{Duration, SystemTime},
+};
+
+use foca::{
+    AccumulatingRuntime, BroadcastHandler, Foca, Invalidates, OwnedNotification, PostcardCodec,
+    Timer,
+};
+use rand::{rngs::StdRng, SeedableRng as _};
+use rand_foca::SeedableRng as _;
+use serde::{Deserialize, Serialize};
+use tokio::{net::UdpSocket, sync::mpsc};
+
+use crate::core::seal::{Opener, Rejected, Sealer};
+
+/// A member: node name, gossip address, and a bump that a restart raises (renewed identity).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeId {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub bump: u64,
+}
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Self {
+            bump: self.bump.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.bump > adversary.bump
+    }
+}
+
+/// What the cluster tells each other besides membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemBody {
+    Claim {
+        vip: String,
+        owner: String,
+        epoch: u64,
+    },
+    Released {
+        vip: String,
+        owner: String,
+        epoch: u64,
+    },
+    Health {
+        vip: String,
+        backend: String,
+        up: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    pub origin: String,
+    /// Newer supersedes older for the same subject (see [`Item::subject`]).
+    pub version: u64,
+    pub body: ItemBody,
+}
+
+impl Item {
+    /// What the item is about: one VIP's ownership, or one node's view of one backend.
+    pub fn subject(&self) -> String {
+        match &self.body {
+            ItemBody::Claim { vip, .. } | ItemBody::Released { vip, .. } => format!("vip/{vip}"),
+            ItemBody::Health { vip, backend, .. } => {
+                format!("health/{}/{vip}/{backend}", self.origin)
+            }
+        }
+    }
+
+    /// Ownership items are ordered by epoch, a release after the claim of the same epoch.
+    pub fn ownership_version(epoch: u64, released: bool) -> u64 {
+        epoch * 2 + u64::from(released)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ItemKey {
+    subject: String,
+    version: u64,
+}
+
+impl Invalidates for ItemKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.subject == other.subject && self.version >= other.version
+    }
+}
+
+/// Keeps the newest version per subject; news goes to `inbox` (shared with the driver, since
+/// foca owns the handler) and on to other members.
+#[derive(Default)]
+struct Items {
+    newest: HashMap<String, u64>,
+    inbox: std::sync::Arc<std::sync::Mutex<Vec<Item>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable broadcast: {0}")]
+pub struct BadItem(String);
+
+impl BroadcastHandler<NodeId> for Items {
+    type Key = ItemKey;
+    type Error = BadItem;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeId>,
+    ) -> Result<Option<ItemKey>, BadItem> {
+        let item: Item = serde_json::from_slice(data).map_err(|e| BadItem(e.to_string()))?;
+        let subject = item.subject();
+        if self
+            .newest
+            .get(&subject)
+            .is_some_and(|v| *v >= item.version)
+        {
+            return Ok(None);
+        }
+        self.newest.insert(subject.clone(), item.version);
+        let key = ItemKey {
+            subject,
+            version: item.version,
+        };
+        self.inbox.lock().expect("inbox").push(item);
+        Ok(Some(key))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GossipConfig {
+    pub me: String,
+    pub listen: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub keys: ([u8; 32], Option<[u8; 32]>),
+    pub probe_period: Duration,
+    pub probe_rtt: Duration,
+    pub suspect_to_down: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GossipEvent {
+    Up(String),
+    Down(String),
+    /// A valid datagram from this node arrived.
+    Heard(String),
+    Item(Item),
+    Rejected(&'static str),
+}
+
+#[derive(Clone, Debug)]
+pub enum GossipCmd {
+    Broadcast(Item),
+    /// Leave the cluster gracefully (after broadcasting releases).
+    Leave,
+    /// Stop at once, silently (as a crashed or cut-off node would).
+    Stop,
+}
+
+enum Input {
+    Datagram(Vec<u8>),
+    Timer(Timer<NodeId>),
+    Cmd(GossipCmd),
+    Announce,
+}
+
+fn rejected_name(r: &Rejected) -> &'static str {
+    match r {
+        Rejected::Truncated => "truncated",
+        Rejected::BadMagic => "bad_magic",
+        Rejected::BadVersion => "bad_version",
+        Rejected::UnknownKey => "unknown_key",
+        Rejected::Forged => "forged",
+        Rejected::Replayed => "replayed",
+        Rejected::Oversized => "oversized",
+    }
+}
+
+/// Foca tuned for three controllers: a dead node is declared down in well under a second
+/// (probe period + direct and one indirect probe + suspicion), with the third node as the
+/// indirect prober.
+fn foca_config(c: &GossipConfig) -> foca::Config {
+    let mut f = foca::Config::new_lan(std::num::NonZeroU32::new(3).expect("3"));
+    f.probe_period = c.probe_period;
+    f.probe_rtt = c.probe_rtt;
+    f.num_indirect_probes = NonZeroUsize::new(1).expect("1");
+    f.suspect_to_down_after = c.suspect_to_down;
+    f.max_transmissions = NonZeroU8::new(6).expect("6");
+    f.max_packet_size = NonZeroUsize::new(1200).expect("1200");
+    f.periodic_announce = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(2),
+        num_members: NonZeroUsize::new(2).expect("2"),
+    });
+    f.periodic_announce_to_down_members = Some(foca::PeriodicParams {
+        frequency: Duration::from_secs(1),
+        num_members: NonZeroUsize::new(2).expect("2"),
+    });
+    f
+}
+
+/// Starts gossip: binds `listen`, announces to the peers, and runs until the returned
+/// command sender is dropped.
+pub async fn spawn(
+    config: GossipConfig,
+) -> std::io::Result<(mpsc::Sender<GossipCmd>, mpsc::Receiver<GossipEvent>)> {
+    let socket = std::sync::Arc::new(UdpSocket::bind(config.listen).await?);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel::<GossipCmd>(256);
+    let (ev_tx, ev_rx) = mpsc::channel::<GossipEvent>(1024);
+    let (in_tx, mut in_rx) = mpsc::channel::<Input>(1024);
+
+    let bump = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let me = NodeId {
+        name: config.me.clone(),
+        addr: config.listen,
+        bump,
+    };
+    let mut rng = StdRng::from_entropy();
+    let mut sealer = Sealer::new(config.keys.0, config.keys.1, rand::Rng::gen(&mut rng));
+    let mut opener = Opener::new(
+        &[Some(config.keys.0), config.keys.1]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+    );
+
+    // Receiver: open, then hand to the driver. Rejections are counted, never fatal.
+    let receiver = {
+        let (socket, in_tx, ev_tx) = (socket.clone(), in_tx.clone(), ev_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                match opener.open(&buf[..n]) {
+                    Ok(plain) => {
+                        if in_tx.send(Input::Datagram(plain)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(r) => {
+                        let _ = ev_tx.try_send(GossipEvent::Rejected(rejected_name(&r)));
+                    }
+                }
+            }
+        })
+    };
+    {
+        let in_tx = in_tx.clone();
+        tokio::spawn(async move {
+            while let Some(cmd) = cmd_rx.recv().await {
+                if in_tx.send(Input::Cmd(cmd)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let _ = in_tx.send(Input::Announce).await;
+
+    let fconfig = foca_config(&config);
+    tokio::spawn(async move {
+        let items = Items::default();
+        let inbox = items.inbox.clone();
+        let foca_rng =
+            rand_foca::rngs::SmallRng::seed_from_u64(rand::Rng::gen(&mut StdRng::from_entropy()));
+        let mut foca =
+            Foca::with_custom_broadcast(me.clone(), fconfig, foca_rng, PostcardCodec, items);
+        let mut runtime = AccumulatingRuntime::new();
+        let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let input = tokio::select! {
+                i = in_rx.recv() => match i { Some(i) => i, None => return },
+                _ = announce_tick.tick() => Input::Announce,
+            };
+            let result = match input {
+                Input::Datagram(plain) => {
+                    // Plaintext: sender name length, name, foca message.
+                    let Some((&len, rest)) = plain.split_first() else {
+                        continue;
+                    };
+                    let len = len as usize;
+                    if rest.len() < len {
+                        continue;
+                    }
+                    let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+                    let _ = ev_tx.send(GossipEvent::Heard(name)).await;
+                    foca.handle_data(&rest[len..], &mut runtime)
+                }
+                Input::Timer(t) => foca.handle_timer(t, &mut runtime),
+                Input::Cmd(GossipCmd::Broadcast(item)) => {
+                    let data = serde_json::to_vec(&item).unwrap_or_default();
+                    foca.add_broadcast(&data)
+                        .map(|_| ())
+                        .and_then(|_| foca.broadcast(&mut runtime))
+                }
+                Input::Cmd(GossipCmd::Leave) => foca.leave_cluster(&mut runtime),
+                Input::Cmd(GossipCmd::Stop) => {
+                    receiver.abort();
+                    return;
+                }
+                Input::Announce => {
+                    // Seeds that are not members yet (start-up, or after a partition heals).
+                    let known: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().addr).collect();
+                    let mut r = Ok(());
+                    for &peer in &config.peers {
+                        if peer != config.listen && !known.contains(&peer) {
+                            let seed = NodeId {
+                                name: String::new(),
+                                addr: peer,
+                                bump: 0,
+                            };
+                            r = r.and(foca.announce(seed, &mut runtime));
+                        }
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "gossip input ignored");
+            }
+            let news: Vec<Item> = inbox.lock().expect("inbox").drain(..).collect();
+            for item in news {
+                let _ = ev_tx.send(GossipEvent::Item(item)).await;
+            }
+            while let Some((dst, data)) = runtime.to_send() {
+                let mut plain = Vec::with_capacity(1 + config.me.len() + data.len());
+                plain.push(config.me.len().min(255) as u8);
+                plain.extend_from_slice(&config.me.as_bytes()[..config.me.len().min(255)]);
+                plain.extend_from_slice(&data);
+                if let Ok(sealed) = sealer.seal(&plain, &mut rng) {
+                    let _ = socket.send_to(&sealed, dst.addr).await;
+                }
+            }
+            while let Some((delay, timer)) = runtime.to_schedule() {
+                let in_tx = in_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = in_tx.send(Input::Timer(timer)).await;
+                });
+            }
+            while let Some(n) = runtime.to_notify() {
+                let ev = match n {
+                    OwnedNotification::MemberUp(id) => GossipEvent::Up(id.name),
+                    OwnedNotification::MemberDown(id) => GossipEvent::Down(id.name),
+                    _ => continue,
+                };
+                let _ = ev_tx.send(ev).await;
+            }
+        }
+    });
+    Ok((cmd_tx, ev_rx))
+}
