@@ -4,4 +4,5 @@
 pub mod app;
 pub mod config;
 pub mod core;
+pub mod import;
 pub mod shell;

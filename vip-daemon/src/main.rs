@@ -60,6 +60,13 @@ enum Command {
     Leave,
     /// Print a new random cluster key (hex) for the key file.
     Keygen,
+    /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
+    /// be carried over is listed on stderr and as comments.
+    ImportHaproxy {
+        file: PathBuf,
+        #[arg(long)]
+        keepalived: Option<PathBuf>,
+    },
     /// Development: load the XDP program, attach it to IFACE and pin everything.
     Attach {
         #[arg(long)]
@@ -184,6 +191,24 @@ fn main() -> anyhow::Result<()> {
         Command::Leave => {
             if let Response::Ok { message } = ask(&cli, Request::Leave)? {
                 println!("{message}");
+            }
+        }
+        Command::ImportHaproxy { file, keepalived } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
+            };
+            let haproxy = read(file)?;
+            let ka = keepalived.as_ref().map(read).transpose()?;
+            let ka_name = keepalived.as_ref().map(|p| p.display().to_string());
+            let out = vip_daemon::import::import(
+                &haproxy,
+                &file.display().to_string(),
+                ka.as_deref().zip(ka_name.as_deref()),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", out.toml);
+            for w in &out.warnings {
+                eprintln!("not carried over: {w}");
             }
         }
         Command::Keygen => {

@@ -198,6 +198,9 @@ impl Daemon {
 
     pub(super) async fn on_fence_result(&mut self, node: String, ok: bool) {
         let now = Instant::now();
+        if !ok {
+            self.metrics.fencing_failures.inc();
+        }
         let actions = self
             .cluster
             .as_mut()

@@ -305,6 +305,26 @@ impl Daemon {
             };
             counter_to(&self.metrics.reasons_packets.get_or_create(&l), c.packets);
         }
+        if let Some(c) = &self.cluster {
+            self.metrics
+                .in_quorum
+                .set(i64::from(c.ownership.in_quorum()));
+            self.metrics.members_alive.set(c.alive.len() as i64 + 1);
+            for v in c.ownership.view() {
+                let l = VipLabels { vip: v.vip.clone() };
+                self.metrics
+                    .vip_owned
+                    .get_or_create(&l)
+                    .set(i64::from(v.lease_left.is_some()));
+                self.metrics.vip_epoch.get_or_create(&l).set(v.epoch as i64);
+            }
+            for (why, n) in &c.rejected {
+                let l = ReasonLabels {
+                    reason: why.to_string(),
+                };
+                counter_to(&self.metrics.gossip_rejected.get_or_create(&l), *n);
+            }
+        }
         self.metrics.resident_bytes.set(resident_bytes() as i64);
         self.metrics.map_bytes.set(self.map_bytes() as i64);
     }

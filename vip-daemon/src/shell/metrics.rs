@@ -46,6 +46,14 @@ pub struct Metrics {
     pub resident_bytes: Gauge,
     pub map_bytes: Gauge,
     pub reload_failures: Counter,
+    /// Cluster mode: 1 while this node is in quorum.
+    pub in_quorum: Gauge,
+    pub members_alive: Gauge,
+    /// 1 when this node holds the VIP address (valid lease).
+    pub vip_owned: Family<VipLabels, Gauge>,
+    pub vip_epoch: Family<VipLabels, Gauge>,
+    pub gossip_rejected: Family<ReasonLabels, Counter>,
+    pub fencing_failures: Counter,
 }
 
 fn probe_histogram() -> Histogram {
@@ -76,6 +84,12 @@ impl Default for Metrics {
             resident_bytes: Gauge::default(),
             map_bytes: Gauge::default(),
             reload_failures: Counter::default(),
+            in_quorum: Gauge::default(),
+            members_alive: Gauge::default(),
+            vip_owned: Family::default(),
+            vip_epoch: Family::default(),
+            gossip_rejected: Family::default(),
+            fencing_failures: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
