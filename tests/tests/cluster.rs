@@ -159,6 +159,38 @@ fn owner_death_moves_the_vip_within_a_second_and_keeps_connections() {
         "owner: {owner}\n{}",
         nodes[0].vipd.cli(&["status"]).unwrap_or_default()
     );
+    // Shared health: every node builds the same tables from the agreed view.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let tables: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                let s = n.vipd.status_json();
+                let slots: Vec<String> = s["vips"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|v| {
+                        v["backends"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|b| format!("{}/{}={}", v["name"], b["name"], b["slots"]))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                slots.join(" ")
+            })
+            .collect();
+        if tables.windows(2).all(|w| w[0] == w[1]) && !tables[0].contains("=0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes disagree on tables: {tables:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let c = &lan.hosts[client];
     // Traffic through the owner reaches all three controllers' services.
     let web = SocketAddr::new(IpAddr::V4(VIP), 80);

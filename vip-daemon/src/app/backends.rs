@@ -45,6 +45,9 @@ pub struct BackendRt {
     pub next_hop: Option<NextHop>,
     pub last_probe: Option<(ProbeResult, Instant)>,
     pub prober: Option<tokio::task::JoinHandle<()>>,
+    /// Cluster mode: the majority verdict of the nodes probing this backend, which the tables
+    /// follow so that every node builds the same ones. None: this node's own verdict rules.
+    pub cluster_health: Option<Health>,
 }
 
 impl Drop for BackendRt {
@@ -63,7 +66,7 @@ impl BackendRt {
             || self
                 .next_hop
                 .is_some_and(|h| h.mac.is_some() && (h.on_link || conf.forward == Forward::Encap));
-        (self.health.health() == Health::Up
+        (self.cluster_health.unwrap_or(self.health.health()) == Health::Up
             && self.admin == Admin::Enabled
             && self.weight > 0
             && reachable)
@@ -164,6 +167,7 @@ impl Daemon {
                 health = ?v.health,
                 "health verdict"
             );
+            self.share_verdict(index, v.health);
             self.republish(vip, Some(v.at));
         }
     }

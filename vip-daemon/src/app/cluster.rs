@@ -41,6 +41,8 @@ pub struct ClusterRt {
     pub status_lines: Vec<String>,
     pub last_announce: HashMap<String, Instant>,
     pub item_version: u64,
+    /// (vip, backend) -> each observer's latest verdict (true = up).
+    pub views: HashMap<(String, String), BTreeMap<String, bool>>,
 }
 
 /// Ownership policies: one per VIP address, merging the preferences and fencing of the
@@ -157,7 +159,14 @@ impl Daemon {
                 ItemBody::Released { vip, owner, epoch } => {
                     vec![Input::Released(Claim { vip, owner, epoch })]
                 }
-                ItemBody::Health { .. } => vec![],
+                ItemBody::Health { vip, backend, up } => {
+                    c.views
+                        .entry((vip.clone(), backend.clone()))
+                        .or_default()
+                        .insert(item.origin, up);
+                    self.recompute_cluster_health(&vip, &backend);
+                    vec![]
+                }
             },
         };
         for input in inputs {
@@ -370,7 +379,11 @@ impl Daemon {
             rejected: BTreeMap::new(),
             status_lines: Vec::new(),
             last_announce: HashMap::new(),
-            item_version: 0,
+            // Versions must grow across restarts of this node: start from the wall clock.
+            item_version: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            views: HashMap::new(),
         });
         self.init_leases();
         Ok(events)
@@ -394,5 +407,86 @@ impl Daemon {
             "released {} VIP address(es): {owned:?}; left the cluster",
             owned.len()
         ))
+    }
+}
+
+impl Daemon {
+    /// Cluster mode: tells the others this node's verdict on a backend.
+    pub(super) fn share_verdict(&mut self, index: usize, health: crate::core::health::Health) {
+        let (vip, pos) = self.locate_backend(index);
+        let (vip_name, backend) = (
+            self.plan.vips[vip].name.clone(),
+            self.plan.vips[vip].backends[pos].conf.name.clone(),
+        );
+        let me = self.config.node.name.clone();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let up = health == crate::core::health::Health::Up;
+        c.views
+            .entry((vip_name.clone(), backend.clone()))
+            .or_default()
+            .insert(me.clone(), up);
+        c.item_version += 1;
+        let item = Item {
+            origin: me,
+            version: c.item_version,
+            body: ItemBody::Health {
+                vip: vip_name.clone(),
+                backend: backend.clone(),
+                up,
+            },
+        };
+        let _ = c.gossip.try_send(GossipCmd::Broadcast(item));
+        self.recompute_cluster_health(&vip_name, &backend);
+    }
+
+    /// The majority verdict of the live observers of one backend; republishes its VIP when
+    /// the cluster's verdict changes. A backend is down for the cluster when a majority of
+    /// its observers say so.
+    fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let me = &self.config.node.name;
+        let Some(views) = c.views.get(&(vip.to_owned(), backend.to_owned())) else {
+            return;
+        };
+        let live: Vec<bool> = views
+            .iter()
+            .filter(|(origin, _)| *origin == me || c.alive.contains(*origin))
+            .map(|(_, up)| *up)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let down = live.iter().filter(|up| !**up).count();
+        let verdict = if down * 2 > live.len() {
+            crate::core::health::Health::Down
+        } else {
+            crate::core::health::Health::Up
+        };
+        let Some(v) = self.plan.vips.iter().position(|v| v.name == vip) else {
+            return;
+        };
+        let Some(b) = self.plan.vips[v]
+            .backends
+            .iter()
+            .find(|b| b.conf.name == backend)
+        else {
+            return;
+        };
+        let index = b.index as usize;
+        if self.backends[index].cluster_health != Some(verdict) {
+            self.backends[index].cluster_health = Some(verdict);
+            self.republish(v, Some(Instant::now()));
+        }
+    }
+
+    /// Whether this node's own probes disagree with the cluster's verdict (bad NIC, local
+    /// firewall): shown in status.
+    pub(super) fn disagrees(&self, index: usize) -> bool {
+        let rt = &self.backends[index];
+        rt.cluster_health.is_some_and(|h| h != rt.health.health())
     }
 }

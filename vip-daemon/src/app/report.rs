@@ -79,10 +79,14 @@ impl Daemon {
                                 "l2"
                             }
                             .into(),
-                            health: if rt.health.health() == Health::Up {
-                                "up"
-                            } else {
-                                "down"
+                            health: match (
+                                rt.cluster_health.unwrap_or(rt.health.health()),
+                                self.disagrees(b.index as usize),
+                            ) {
+                                (Health::Up, false) => "up",
+                                (Health::Down, false) => "down",
+                                (Health::Up, true) => "up (cluster; LOCAL PROBES SAY DOWN)",
+                                (Health::Down, true) => "down (cluster; LOCAL PROBES SAY UP)",
                             }
                             .into(),
                             admin: rt.admin.as_str().into(),

@@ -128,6 +128,7 @@ pub async fn start(
                 next_hop: None,
                 last_probe: None,
                 prober: None,
+                cluster_health: None,
             });
         }
         vips.push(VipRt {

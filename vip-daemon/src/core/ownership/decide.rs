@@ -9,7 +9,64 @@ use super::state::{Record, Step};
 use super::Ownership;
 
 impl Ownership {
+    /// [`Self::decide`], but a claim also waits until every other recent claimant is
+    /// accounted for (see `VipState::claimants`).
     pub(super) fn step(&self, i: usize, now: Instant) -> Step {
+        match self.decide(i, now) {
+            claim @ (Step::Claim { .. } | Step::Adopt) => {
+                self.claimant_blocking(i, now).unwrap_or(claim)
+            }
+            step => step,
+        }
+    }
+
+    /// Whoever may be serving this VIP without our knowing, as the step to wait for it.
+    fn claimant_blocking(&self, i: usize, now: Instant) -> Option<Step> {
+        let (st, pol) = (&self.vips[i], &self.cfg.vips[i]);
+        let owner = st.record.as_ref().filter(|r| !r.released).map(|r| &r.owner);
+        let cleared = |x: &String| {
+            // The owner's takeover rules already applied.
+            Some(x) == owner
+                || *x == self.cfg.me
+                || self.left.contains(x)
+                || self.fenced.contains(x)
+        };
+        let wait = self.cfg.lease + self.cfg.margin;
+        // Claims we heard of and were not told were given up.
+        for (x, (_, seen)) in st.claimants.iter().filter(|(x, _)| !cleared(x)) {
+            if now < *seen + wait {
+                return Some(match pol.fencing && !self.alive.contains(x) {
+                    true => Step::Fence(x.clone()),
+                    false => Step::WaitLease(x.clone(), *seen + wait),
+                });
+            }
+        }
+        // Claims we may never have heard of: a voter that vanished may have claimed from its
+        // stale view just before; its lease cap ends that by its last word + lease.
+        let witness = self.cfg.witness.as_deref();
+        let voters = &self.cfg.voters;
+        let vanished = voters
+            .iter()
+            .filter(|x| !self.alive.contains(*x) && !cleared(x));
+        for x in vanished.filter(|x| eligible(pol, x, voters, witness)) {
+            let at = self.last_seen(x) + wait;
+            if now < at {
+                return Some(Step::WaitLease(x.clone(), at));
+            }
+        }
+        None
+    }
+
+    /// The latest evidence that `node` was alive: a packet, the alive set, or our own start
+    /// (before which we know nothing).
+    fn last_seen(&self, node: &str) -> Instant {
+        let seen = [self.heard.get(node), self.listed.get(node)];
+        seen.into_iter()
+            .flatten()
+            .fold(self.started, |a, b| a.max(*b))
+    }
+
+    fn decide(&self, i: usize, now: Instant) -> Step {
         if self.leaving || self.quorum_since.is_none() {
             return Step::Idle;
         }
@@ -28,12 +85,16 @@ impl Ownership {
         {
             return Step::Settling(end);
         }
-        let Some(r) = st.record.as_ref().filter(|r| r.owner != *me) else {
-            return Step::Claim {
-                from: None,
-                why: "unowned",
-            };
+        let unowned = Step::Claim {
+            from: None,
+            why: "unowned",
         };
+        let Some(r) = st.record.as_ref() else {
+            return unowned;
+        };
+        if r.owner == *me {
+            return if r.released { unowned } else { Step::Adopt };
+        }
         let (from, o) = (Some(r.owner.clone()), &r.owner);
         if r.released {
             Step::Claim {
@@ -55,14 +116,7 @@ impl Ownership {
         } else if pol.fencing {
             Step::Fence(o.clone())
         } else {
-            let seen = [
-                Some(self.started),
-                self.heard.get(o).copied(),
-                self.listed.get(o).copied(),
-            ];
-            let expired = seen.into_iter().flatten().max().expect("started")
-                + self.cfg.lease
-                + self.cfg.margin;
+            let expired = self.last_seen(o) + self.cfg.lease + self.cfg.margin;
             match now >= expired {
                 true => Step::Claim {
                     from,
@@ -73,12 +127,9 @@ impl Ownership {
         }
     }
 
-    /// Sticky placement: a move's target, else the alive eligible owner, else [`placement`].
+    /// Sticky placement: the alive eligible owner, else [`placement`].
     pub(super) fn target(&self, i: usize) -> Option<String> {
         let st = &self.vips[i];
-        if let Some(to) = st.pin.as_ref().filter(|to| self.usable(i, to)) {
-            return Some(to.clone());
-        }
         let sticky = |r: &&Record| !r.released && self.usable(i, &r.owner);
         if let Some(r) = st.record.as_ref().filter(sticky) {
             return Some(r.owner.clone());
@@ -140,6 +191,16 @@ impl Ownership {
         heard.get(need).map(|t| *t + self.cfg.lease)
     }
 
+    /// Whether a quorum spoke to us within `margin`: required for a *new* claim. A node cut
+    /// off from the others keeps its (stale) view until its failure detector catches up, and
+    /// may meanwhile see a VIP as free that the other side just claimed; it cannot pass this
+    /// test by then, as long as `margin` is shorter than failure detection.
+    pub(super) fn fresh(&self, now: Instant) -> bool {
+        let margin = self.cfg.margin;
+        self.votes_needed() == 0
+            || (self.heard_until()).is_some_and(|u| u + margin >= now + self.cfg.lease)
+    }
+
     /// Other voters that must vouch for us to make a quorum.
     pub(super) fn votes_needed(&self) -> usize {
         let (voters, me) = (&self.cfg.voters, &self.cfg.me);
@@ -165,8 +226,15 @@ impl Ownership {
             Step::Hold => "held here".into(),
             Step::Release => "handing over".into(),
             Step::Settling(t) => format!("settling, {:?} before claiming", left(t)),
+            Step::Claim { .. } | Step::Adopt if !self.fresh(now) => {
+                "claimable: waiting to hear from a quorum within the margin".into()
+            }
+            Step::Adopt => "moved here: adopting".into(),
             Step::Claim { .. } => "claiming".into(),
-            Step::WaitOwner(o) => format!("moving here: waiting for {o} to release"),
+            Step::WaitOwner(o) => format!("waiting for {o} to release it (not eligible there)"),
+            Step::WaitLease(o, t) if self.alive.contains(&o) => {
+                format!("waiting {:?} for {o} to give up its older claim", left(t))
+            }
             Step::WaitLease(o, t) => format!("waiting {:?} for {o}'s lease to expire", left(t)),
             Step::Fence(o) => match self.fences.get(&o) {
                 Some(f) if f.in_flight => format!("fencing {o}: in flight"),

@@ -68,6 +68,9 @@ impl Ownership {
             }
             Input::Left(n) if n != me => {
                 self.alive.remove(&n);
+                self.vips
+                    .iter_mut()
+                    .for_each(|v| _ = v.claimants.remove(&n));
                 self.left.insert(n);
             }
             Input::Heard(n) if n != me => {
@@ -75,8 +78,8 @@ impl Ownership {
                 *t = (*t).max(now);
             }
             Input::Dead(_) | Input::Left(_) | Input::Heard(_) => {}
-            Input::Claim(c) => self.merge(c, false, &mut out),
-            Input::Released(c) => self.merge(c, true, &mut out),
+            Input::Claim(c) => self.merge(c, false, now, &mut out),
+            Input::Released(c) => self.merge(c, true, now, &mut out),
             Input::FenceResult { node, ok } => self.on_fence_result(node, ok, now, &mut out),
             Input::Leave => {
                 self.leaving = true;
@@ -175,11 +178,22 @@ impl Ownership {
         self.alive = alive;
     }
 
-    fn merge(&mut self, c: Claim, released: bool, out: &mut Vec<Action>) {
+    fn merge(&mut self, c: Claim, released: bool, now: Instant, out: &mut Vec<Action>) {
         let Some(i) = self.cfg.vips.iter().position(|v| v.name == c.vip) else {
             return;
         };
         let (me, st) = (&self.cfg.me, &mut self.vips[i]);
+        let claimed = st.claimants.get(&c.owner).map(|(e, _)| *e);
+        match (released, claimed) {
+            (false, Some(e)) if c.epoch < e => {} // older news of a newer claim
+            (false, _) if c.owner != *me => {
+                st.claimants.insert(c.owner.clone(), (c.epoch, now));
+            }
+            (true, Some(e)) if e <= c.epoch => {
+                st.claimants.remove(&c.owner);
+            }
+            _ => {}
+        }
         let new = Record {
             epoch: c.epoch,
             owner: c.owner,
@@ -188,34 +202,31 @@ impl Ownership {
         if st.record.as_ref().is_some_and(|old| old.key() >= new.key()) {
             return;
         }
-        if !released && st.pin.as_ref() == Some(&new.owner) {
-            st.pin = None;
-        }
         // Our own record is the one held, so anything newer beats it.
         if let Some(h) = st.held.take() {
+            let gone = Record {
+                epoch: h.epoch,
+                owner: me.clone(),
+                released: true,
+            };
             out.push(Action::Release {
                 vip: c.vip.clone(),
                 epoch: h.epoch,
             });
+            // Tell whoever still counts us as a claimant that we stopped serving.
+            out.push(Action::Broadcast(Gossip::Released(gone.claim(&c.vip))));
             out.push(Action::Status(format!(
                 "vip {}: LOST to {} (epoch {} beats mine, {}): released",
                 c.vip, new.owner, new.epoch, h.epoch
             )));
         }
-        if new.owner == *me && !new.released {
-            // A live claim in our name that we do not hold: a previous incarnation's.
-            let claim = new.claim(&c.vip);
-            out.push(Action::Release {
-                vip: c.vip,
-                epoch: new.epoch,
-            });
-            out.push(Action::Broadcast(Gossip::Released(claim)));
-            st.record = Some(Record {
-                released: true,
-                ..new
-            });
-        } else {
-            st.record = Some(new);
+        let mine = new.owner == *me && !new.released;
+        st.record = Some(new);
+        // A live claim in our name that we do not hold: a move's handover, or a previous
+        // incarnation's claim. Adopted by `reconcile` once safe, if we can serve it at all.
+        let settled = self.quorum_since.is_some_and(|t| now >= t + self.cfg.lease);
+        if mine && !(settled && !self.leaving && self.usable(i, &self.cfg.me)) {
+            self.disown(i, out);
         }
     }
 
@@ -253,25 +264,64 @@ impl Ownership {
         )));
     }
 
+    /// The owner hands the VIP over: it releases, then claims the next epoch *in the target's
+    /// name*, which the target adopts. Every node thus learns one record, so views cannot
+    /// diverge as they could if each node pinned the target itself. Other nodes forward the
+    /// move to the owner, once per owner epoch.
     fn on_move(&mut self, vip: String, to: String, out: &mut Vec<Action>) {
         let Some(i) = self.cfg.vips.iter().position(|v| v.name == vip) else {
             out.push(Action::Status(format!("MOVE refused: unknown vip {vip}")));
             return;
         };
+        let refuse = |why: String| Action::Status(format!("MOVE {vip} -> {to} refused: {why}"));
         let witness = self.cfg.witness.as_deref();
         if !eligible(&self.cfg.vips[i], &to, &self.cfg.voters, witness) {
-            out.push(Action::Status(format!(
-                "MOVE {vip} -> {to} refused: not eligible"
-            )));
+            out.push(refuse("not eligible".into()));
             return;
         }
-        let st = &mut self.vips[i];
-        let owns = |r: &Record| !r.released && r.owner == to;
-        if st.pin.as_ref() == Some(&to) || st.record.as_ref().is_some_and(owns) {
-            return; // already moving there, or done: re-delivered gossip must not loop
+        let me = self.cfg.me.clone();
+        let Some(r) = self.vips[i].record.clone().filter(|r| !r.released) else {
+            out.push(refuse("not owned: placement decides".into()));
+            return;
+        };
+        if r.owner == to || self.vips[i].forwarded == Some((to.clone(), r.epoch)) {
+            return; // done, or already forwarded: re-delivered gossip must not loop
         }
-        st.pin = Some(to.clone());
-        out.push(Action::Status(format!("MOVE {vip} -> {to} requested")));
-        out.push(Action::Broadcast(Gossip::Move { vip, to }));
+        if r.owner != me {
+            if !self.alive.contains(&r.owner) {
+                out.push(refuse(format!("owner {} is not alive", r.owner)));
+                return;
+            }
+            self.vips[i].forwarded = Some((to.clone(), r.epoch));
+            let line = format!("MOVE {vip} -> {to}: forwarded to its owner {}", r.owner);
+            out.push(Action::Status(line));
+            out.push(Action::Broadcast(Gossip::Move { vip, to }));
+            return;
+        }
+        if self.vips[i].held.is_none() || !self.alive.contains(&to) {
+            out.push(refuse(format!("{to} is not alive here")));
+            return;
+        }
+        let held = self.vips[i].held.take().expect("checked");
+        let next = Record {
+            epoch: held.epoch + 1,
+            owner: to.clone(),
+            released: false,
+        };
+        let gone = Record {
+            epoch: held.epoch,
+            owner: me,
+            released: true,
+        };
+        out.push(Action::Release {
+            vip: vip.clone(),
+            epoch: held.epoch,
+        });
+        // The target's claim first: a bare "released" would let a third node claim.
+        out.push(Action::Broadcast(Gossip::Claim(next.claim(&vip))));
+        out.push(Action::Broadcast(Gossip::Released(gone.claim(&vip))));
+        let line = format!("MOVE {vip} -> {to}: handed over, epoch {}", next.epoch);
+        out.push(Action::Status(line));
+        self.vips[i].record = Some(next);
     }
 }

@@ -33,6 +33,11 @@
 //!   they heard it (modulo one probe interval, which `margin` covers), so its lease ends first
 //!   *however slowly membership declares the partition*. Without the cap, safety would need
 //!   failure detection to be faster than `margin`.
+//! * *Fresh claims*: a new claim also needs a quorum heard within `margin`. A node cut off
+//!   from the others keeps a stale view until its failure detector notices (e.g. it may
+//!   declare peers dead one at a time, briefly holding a "quorum" view that no longer exists)
+//!   and must not claim from it. So `margin` must exceed the gap between packets from a
+//!   quorum (about one membership probe interval) and stay below failure detection time.
 //! * *Active* = membership quorum AND a quorum heard within the lease. Losing either releases
 //!   everything (status `QUORUM LOST` / `LEASE LOST`); [`Ownership::in_quorum`] reports the
 //!   membership part only.
@@ -42,14 +47,19 @@
 //!   partition) from re-claiming with a stale epoch and winning the tie-break.
 //! * *Anti-entropy*: every node re-broadcasts every record it knows every `lease / 3` and at
 //!   once when a node joins its alive set; a restarted node learns claims within its settle
-//!   time. A node that learns of a live claim in its own name that it does not hold (a
-//!   previous incarnation's) disowns it: `Release` plus a `Released` broadcast.
+//!   time (and an adopted handover whose broadcast was lost reaches its target anyway).
 //! * *Releases on quorum loss and lease loss are broadcast* like a graceful leave: the shell
 //!   executes `Release` before the broadcast, so receivers may take over without fencing.
-//! * *Moves are gossiped* ([`Gossip::Move`]): `Move` pins the target on every node; the owner
-//!   releases gracefully, the target claims on the `Released`. A pin ends when the target owns
-//!   the VIP or is not alive. Re-delivery is a no-op, so a gossiped move does not loop.
-//! * *Never claim over an alive owner*: even a pinned target waits for the release.
+//! * *Moves are handovers by the owner* ([`Input::Move`]): the owner releases, then
+//!   broadcasts the next epoch's claim *in the target's name*; the target adopts it. Every
+//!   node learns the same record, so no two nodes can pick different targets (a per-node
+//!   "pin" of the target could diverge and made two nodes claim one VIP). Non-owners forward
+//!   the move as [`Gossip::Move`], once per owner epoch; a move of an unowned VIP, or to or
+//!   from a node not alive, is refused with a status line.
+//! * *Claims in our own name we do not hold* (a handover, or a previous incarnation's claim
+//!   reaching a restarted node) are adopted when settled and eligible, else disowned:
+//!   `Release` plus a `Released` broadcast.
+//! * *Never claim over an alive owner*, even one that is not eligible here: wait for it.
 //! * Fencing and claiming wait for quorum and settle: a minority or freshly started node must
 //!   not power off a peer on stale knowledge.
 
@@ -82,7 +92,9 @@ pub struct OwnershipConfig {
     /// Data-plane lease of a held VIP; also the settle time before claiming.
     pub lease: Duration,
     /// Extra wait before assuming a silent owner's lease expired: covers one membership probe
-    /// interval, packet delay and clock-rate differences between nodes.
+    /// interval, packet delay and clock-rate differences between nodes. Also the freshness a
+    /// new claim needs (a quorum heard within it), so it must stay below failure detection
+    /// time: e.g. 2 probe intervals.
     pub margin: Duration,
     pub vips: Vec<VipPolicy>,
 }

@@ -8,17 +8,22 @@ use super::{Action, Gossip, Ownership};
 
 impl Ownership {
     pub(super) fn reconcile(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let forget = self.cfg.lease + self.cfg.margin;
+        for st in &mut self.vips {
+            st.claimants.retain(|_, (_, seen)| now < *seen + forget);
+        }
         self.update_quorum(now, out);
-        self.drop_stale_pins(out);
         self.renew(now, out);
         for i in 0..self.vips.len() {
             match self.step(i, now) {
                 Step::Claim { from, why } => self.claim(i, now, from, why, out),
+                Step::Adopt => self.adopt(i, now, out),
                 Step::Release => {
-                    let to = self.target(i).unwrap_or_else(|| "nobody".into());
                     self.release(i, out);
                     let vip = &self.cfg.vips[i].name;
-                    out.push(Action::Status(format!("vip {vip}: handed over to {to}")));
+                    out.push(Action::Status(format!(
+                        "vip {vip}: not eligible here: released"
+                    )));
                 }
                 _ => {}
             }
@@ -91,21 +96,6 @@ impl Ownership {
         }
     }
 
-    pub(super) fn drop_stale_pins(&mut self, out: &mut Vec<Action>) {
-        for i in 0..self.vips.len() {
-            let Some(to) = self.vips[i].pin.clone() else {
-                continue;
-            };
-            if !self.usable(i, &to) {
-                self.vips[i].pin = None;
-                let vip = &self.cfg.vips[i].name;
-                out.push(Action::Status(format!(
-                    "MOVE {vip} -> {to} abandoned: {to} not alive"
-                )));
-            }
-        }
-    }
-
     pub(super) fn renew(&mut self, now: Instant, out: &mut Vec<Action>) {
         for i in 0..self.vips.len() {
             if self.vips[i]
@@ -139,7 +129,7 @@ impl Ownership {
         why: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(until) = self.lease_until(now) else {
+        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
             return;
         };
         let next_renew = (now + self.renew_every()).min(until);
@@ -171,9 +161,54 @@ impl Ownership {
             until,
             next_renew,
         });
-        if st.pin.as_ref() == Some(&me) {
-            st.pin = None;
+    }
+
+    /// Starts serving the claim made in our name (see [`Step::Adopt`]).
+    pub(super) fn adopt(&mut self, i: usize, now: Instant, out: &mut Vec<Action>) {
+        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
+            return;
+        };
+        let next_renew = (now + self.renew_every()).min(until);
+        let (vip, st) = (self.cfg.vips[i].name.clone(), &mut self.vips[i]);
+        let Some(epoch) = st.record.as_ref().map(|r| r.epoch) else {
+            return;
+        };
+        out.push(Action::Claim {
+            vip: vip.clone(),
+            epoch,
+        });
+        out.push(Action::RenewLease {
+            vip: vip.clone(),
+            epoch,
+            until,
+        });
+        out.push(Action::Status(format!(
+            "vip {vip}: moved here, epoch {epoch}"
+        )));
+        st.held = Some(Held {
+            epoch,
+            until,
+            next_renew,
+        });
+    }
+
+    /// Gives up a live claim in our name that we do not hold and cannot serve (a previous
+    /// incarnation's, or a handover arriving when we cannot claim), so others may place the
+    /// VIP. `Release` too, in case the data plane still has it from that incarnation.
+    pub(super) fn disown(&mut self, i: usize, out: &mut Vec<Action>) {
+        let (vip, me, st) = (&self.cfg.vips[i].name, &self.cfg.me, &mut self.vips[i]);
+        if st.held.is_some() {
+            return;
         }
+        let Some(r) = st.record.as_mut().filter(|r| !r.released && r.owner == *me) else {
+            return;
+        };
+        r.released = true;
+        out.push(Action::Release {
+            vip: vip.clone(),
+            epoch: r.epoch,
+        });
+        out.push(Action::Broadcast(Gossip::Released(r.claim(vip))));
     }
 
     /// Gives `i` up and tells the others, who may then claim it without fencing.
@@ -196,6 +231,7 @@ impl Ownership {
     pub(super) fn release_all(&mut self, out: &mut Vec<Action>) -> String {
         let names = self.owned();
         (0..self.vips.len()).for_each(|i| self.release(i, out));
+        (0..self.vips.len()).for_each(|i| self.disown(i, out));
         if names.is_empty() {
             "nothing".to_string()
         } else {

@@ -1,6 +1,7 @@
 //! Per-VIP and per-node records the state machine keeps, and its per-VIP decision.
 
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::Claim;
@@ -38,9 +39,17 @@ pub(super) struct Held {
 #[derive(Clone, Debug, Default)]
 pub(super) struct VipState {
     pub(super) record: Option<Record>,
+    /// Safety ledger: every node whose live claim we received recently, with the highest
+    /// epoch and when we last received it. The record alone is not enough: a newer record
+    /// (say, a release from a history this node's quorum forgot after restarting) can
+    /// outrank a claim that is still being served. Before claiming, each claimant must be
+    /// accounted for: released, left, fenced, or silent for `lease + margin` (holders
+    /// gossip their claim every `lease / 3`).
+    pub(super) claimants: BTreeMap<String, (u64, Instant)>,
     pub(super) held: Option<Held>,
-    /// Target of an operator move still in progress.
-    pub(super) pin: Option<String>,
+    /// The last move this node forwarded to the owner: (target, epoch it applied to). A
+    /// move is forwarded once per owner epoch, so re-delivered gossip cannot loop.
+    pub(super) forwarded: Option<(String, u64)>,
 }
 
 /// Fencing of one dead node: one attempt in flight at a time, retried with backoff.
@@ -57,15 +66,19 @@ pub(super) enum Step {
     /// Not ours to act on (another node's target, no quorum, left).
     Idle,
     Hold,
-    /// We hold it but it belongs elsewhere (a move, or not eligible here).
+    /// We hold it but may not (not eligible here).
     Release,
     Settling(Instant),
+    /// Serve the claim the record makes in our name, at its epoch: a move's handover (or an
+    /// earlier incarnation's claim, which everyone already attributes to us).
+    Adopt,
     /// Claim it; `from` names the previous owner for the operator line.
     Claim {
         from: Option<String>,
         why: &'static str,
     },
-    /// A move targets us but the alive owner has not released yet.
+    /// We are the target but the owner is alive (yet not eligible here: configs differ).
+    /// Never claim over an alive owner: wait for its release.
     WaitOwner(String),
     Fence(String),
     WaitLease(String, Instant),

@@ -330,6 +330,19 @@ fn move_hands_over_without_fencing_and_sticks() {
     };
     sim.deliver("ctl1", bad);
     assert!(sim.statuses().last().is_some_and(|s| s.contains("refused")));
+    // A move to a dead node is refused by the owner (it used to bounce between nodes).
+    sim.kill("ctl3");
+    sim.run_for(DETECT + STEP);
+    let dead = super::Input::Move {
+        vip: "glance".into(),
+        to: "ctl3".into(),
+    };
+    sim.deliver("ctl1", dead);
+    assert!(sim
+        .statuses()
+        .last()
+        .is_some_and(|s| s.contains("refused: ctl3 is not alive here")));
+    assert_eq!(sim.holder("glance"), "ctl2");
 }
 
 #[test]

@@ -163,7 +163,10 @@ impl Sim {
     }
 
     fn drain(&mut self) {
+        let mut budget = 100_000; // a gossip storm between state machines is a bug
         while let Some((to, input)) = self.queue.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "message storm, last input to {to}: {input:?}");
             let Some(node) = self.nodes.get_mut(&to) else {
                 continue;
             };
@@ -242,16 +245,21 @@ impl Sim {
         for a in &names {
             let peers = names.iter().filter(|b| *b != a && self.connected(a, b));
             for b in peers.cloned().collect::<Vec<_>>() {
-                self.nodes
-                    .get_mut(a)
-                    .expect("running")
-                    .contact
-                    .insert(b.clone(), self.now);
+                // Any delivery may fence (power off) a node, either of these included.
+                if !self.nodes.contains_key(&b) {
+                    continue;
+                }
+                let Some(node) = self.nodes.get_mut(a) else {
+                    break;
+                };
+                node.contact.insert(b.clone(), self.now);
                 self.deliver(a, Input::Heard(b));
             }
         }
         for a in &names {
-            let node = &self.nodes[a];
+            let Some(node) = self.nodes.get(a) else {
+                continue;
+            };
             let detect = self.detect.get(a).copied().unwrap_or(DETECT);
             let fresh = |(p, t): (&String, &Instant)| (self.now - *t <= detect).then(|| p.clone());
             let mut view: BTreeSet<String> = node.contact.iter().filter_map(fresh).collect();

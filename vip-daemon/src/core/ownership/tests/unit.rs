@@ -228,8 +228,9 @@ fn quorum_loss_releases_everything_and_regain_settles_again() {
         "claims nothing while settling"
     );
     assert!(o.view()[0].state.starts_with("settling"));
-    hear(&mut o, t2 + LEASE / 2);
-    hear(&mut o, t2 + LEASE);
+    // ctl3 stays silent; once its last word is lease + margin old it cannot serve anything.
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE / 2);
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE);
     assert_eq!(o.owned(), ["keystone", "glance"]);
     assert_eq!(o.view()[0].epoch, 2);
 }
@@ -349,4 +350,67 @@ fn config_is_validated() {
         node: "ctl3".into(),
     };
     assert_eq!(witness.validate(), Err(err));
+}
+
+#[test]
+fn moves_need_an_owner_and_are_forwarded_once() {
+    let t = Instant::now();
+    let mut o = Ownership::new(cfg("ctl1", vec![vip("nova")]), t);
+    let mv = || Input::Move {
+        vip: "nova".into(),
+        to: "ctl1".into(),
+    };
+    // Unowned: placement decides; pinning a target on one node could make two nodes claim.
+    let out = o.handle(mv(), t);
+    assert!(
+        matches!(&out[..], [Action::Status(s)] if s.contains("not owned")),
+        "{out:?}"
+    );
+    o.handle(Input::Alive(names(&["ctl1", "ctl2", "ctl3"])), t);
+    o.handle(Input::Claim(claim("nova", "ctl2", 3)), t);
+    let out = o.handle(mv(), t);
+    let fwd = Action::Broadcast(Gossip::Move {
+        vip: "nova".into(),
+        to: "ctl1".into(),
+    });
+    assert!(out.contains(&fwd));
+    assert!(
+        o.handle(mv(), t).is_empty(),
+        "forwarded once per owner epoch"
+    );
+}
+
+#[test]
+fn owner_hands_over_by_claiming_in_the_targets_name() {
+    let (mut o, t, _) = settled("ctl2", two());
+    let out = o.handle(
+        Input::Move {
+            vip: "glance".into(),
+            to: "ctl3".into(),
+        },
+        t,
+    );
+    assert_eq!(
+        out[..3],
+        [
+            Action::Release {
+                vip: "glance".into(),
+                epoch: 1
+            },
+            Action::Broadcast(Gossip::Claim(claim("glance", "ctl3", 2))),
+            Action::Broadcast(Gossip::Released(claim("glance", "ctl2", 1))),
+        ]
+    );
+    assert_eq!(o.owned(), ["keystone"]);
+    // The target adopts the claim made in its name, once settled.
+    let (mut target, t3, _) = settled("ctl3", two());
+    let out = target.handle(Input::Claim(claim("glance", "ctl3", 2)), t3);
+    assert_eq!(
+        out[0],
+        Action::Claim {
+            vip: "glance".into(),
+            epoch: 2
+        }
+    );
+    assert_eq!(target.owned(), ["glance"]);
 }
