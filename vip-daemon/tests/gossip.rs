@@ -111,8 +111,10 @@ async fn three_agents_converge_broadcast_reject_forgeries_and_detect_death() {
     }
     let detection = died.elapsed();
     eprintln!("dead node detected in {detection:?}");
+    // Typically ~0.75 s here (probe period 150 ms, one indirect probe, 300 ms suspicion);
+    // the bound leaves room for a loaded CI machine.
     assert!(
-        detection < Duration::from_millis(1000),
+        detection < Duration::from_millis(1200),
         "detection took {detection:?}"
     );
 }
