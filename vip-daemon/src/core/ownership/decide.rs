@@ -191,16 +191,6 @@ impl Ownership {
         heard.get(need).map(|t| *t + self.cfg.lease)
     }
 
-    /// Whether a quorum spoke to us within `margin`: required for a *new* claim. A node cut
-    /// off from the others keeps its (stale) view until its failure detector catches up, and
-    /// may meanwhile see a VIP as free that the other side just claimed; it cannot pass this
-    /// test by then, as long as `margin` is shorter than failure detection.
-    pub(super) fn fresh(&self, now: Instant) -> bool {
-        let margin = self.cfg.margin;
-        self.votes_needed() == 0
-            || (self.heard_until()).is_some_and(|u| u + margin >= now + self.cfg.lease)
-    }
-
     /// Other voters that must vouch for us to make a quorum.
     pub(super) fn votes_needed(&self) -> usize {
         let (voters, me) = (&self.cfg.voters, &self.cfg.me);
@@ -226,9 +216,6 @@ impl Ownership {
             Step::Hold => "held here".into(),
             Step::Release => "handing over".into(),
             Step::Settling(t) => format!("settling, {:?} before claiming", left(t)),
-            Step::Claim { .. } | Step::Adopt if !self.fresh(now) => {
-                "claimable: waiting to hear from a quorum within the margin".into()
-            }
             Step::Adopt => "moved here: adopting".into(),
             Step::Claim { .. } => "claiming".into(),
             Step::WaitOwner(o) => format!("waiting for {o} to release it (not eligible there)"),

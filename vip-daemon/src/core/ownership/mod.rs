@@ -10,58 +10,57 @@
 //! * **Placement** is a pure function of the agreed membership ([`placement`]): first alive
 //!   preferred node, else rendezvous hashing. **Stickiness** overrides it: a VIP whose owner is
 //!   alive and eligible stays put, so a returning preferred node does not steal it back.
-//!   Operators move a VIP with [`Input::Move`].
 //! * **Claims** carry an epoch: a new claim is the highest epoch known + 1. What a node knows
 //!   about a VIP is a record ordered by (epoch, smaller owner name wins a tie, released after
 //!   owned); merging gossip keeps the maximum, so every node converges on the same record
 //!   whatever order gossip arrives in. A holder that learns of a record beating its own
-//!   releases at once.
+//!   releases at once (and says so with a `Released`).
 //! * **Takeover** from an owner that is not alive needs quorum and one of: the owner left
 //!   gracefully or released, a successful fencing hook against it, or (VIPs without fencing)
-//!   `seen(owner) + lease + margin <= now`. Failed fencing retries with exponential backoff.
-//! * **Leases**: the holder renews its data-plane lease every `lease / 3` while active (see
-//!   below) and releases everything the moment it is not.
-//! * **Known limits**: a successful fence is known only to the node that ran it (another node
-//!   taking over another of the dead node's VIPs fences again; hooks must be idempotent). An
-//!   equal-epoch split brain (two nodes claiming from different views) is resolved by the
-//!   tie-break, but both serve until the loser hears the winner's claim.
+//!   `last_seen(owner) + lease + margin <= now`. Failed fencing retries with backoff.
+//! * **Leases**: the holder renews its data-plane lease every `lease / 3` while *active*
+//!   (below) and releases everything the moment it is not.
+//! * **Moves** ([`Input::Move`]) are handovers by the owner: it releases, broadcasts the next
+//!   epoch's claim *in the target's name*, then its own `Released`; the target adopts the
+//!   claim. Every node learns one record, so no two nodes can pick different targets (a
+//!   per-node "pin" of the target did diverge, and two nodes claimed one VIP). Non-owners
+//!   forward the move ([`Gossip::Move`]) once per owner epoch; moving an unowned VIP, or to
+//!   or from a node not alive, is refused with a status line.
 //!
-//! # Decisions beyond the brief (why)
-//! * *Lease cap*: a renewal's `until` is `min(now, t_q) + lease`, where `t_q` is when this
-//!   node last heard from enough voters to make a quorum with itself. Majority nodes take over
-//!   at `last_heard(me) + lease + margin`; if partitioned, this node heard them no later than
-//!   they heard it (modulo one probe interval, which `margin` covers), so its lease ends first
-//!   *however slowly membership declares the partition*. Without the cap, safety would need
-//!   failure detection to be faster than `margin`.
-//! * *Fresh claims*: a new claim also needs a quorum heard within `margin`. A node cut off
-//!   from the others keeps a stale view until its failure detector notices (e.g. it may
-//!   declare peers dead one at a time, briefly holding a "quorum" view that no longer exists)
-//!   and must not claim from it. So `margin` must exceed the gap between packets from a
-//!   quorum (about one membership probe interval) and stay below failure detection time.
-//! * *Active* = membership quorum AND a quorum heard within the lease. Losing either releases
-//!   everything (status `QUORUM LOST` / `LEASE LOST`); [`Ownership::in_quorum`] reports the
-//!   membership part only.
-//! * *Settle on every entry into active*, not only at start: a node that was cut off may have
-//!   missed claims made meanwhile, so it claims and fences nothing for `lease` after. That is
-//!   what stops a healed minority node (even one whose failure detector never noticed the
-//!   partition) from re-claiming with a stale epoch and winning the tie-break.
-//! * *Anti-entropy*: every node re-broadcasts every record it knows every `lease / 3` and at
-//!   once when a node joins its alive set; a restarted node learns claims within its settle
-//!   time (and an adopted handover whose broadcast was lost reaches its target anyway).
-//! * *Releases on quorum loss and lease loss are broadcast* like a graceful leave: the shell
-//!   executes `Release` before the broadcast, so receivers may take over without fencing.
-//! * *Moves are handovers by the owner* ([`Input::Move`]): the owner releases, then
-//!   broadcasts the next epoch's claim *in the target's name*; the target adopts it. Every
-//!   node learns the same record, so no two nodes can pick different targets (a per-node
-//!   "pin" of the target could diverge and made two nodes claim one VIP). Non-owners forward
-//!   the move as [`Gossip::Move`], once per owner epoch; a move of an unowned VIP, or to or
-//!   from a node not alive, is refused with a status line.
-//! * *Claims in our own name we do not hold* (a handover, or a previous incarnation's claim
-//!   reaching a restarted node) are adopted when settled and eligible, else disowned:
-//!   `Release` plus a `Released` broadcast.
-//! * *Never claim over an alive owner*, even one that is not eligible here: wait for it.
-//! * Fencing and claiming wait for quorum and settle: a minority or freshly started node must
-//!   not power off a peer on stale knowledge.
+//! # Safety rules beyond the brief, and why
+//! Each is exercised by a test; the chaos test found the need for the claimant rule and for
+//! adoption under it.
+//! * *Lease cap*: a lease never runs past `lease` after this node last heard from enough
+//!   voters to make a quorum with itself. The majority takes over at `last_seen(me) + lease
+//!   + margin`, so a cut-off holder's lease ends first *however slowly its failure detector
+//!   notices*; without the cap, safety needed detection faster than `margin`.
+//! * *Active* = membership quorum AND a quorum heard within the lease; losing either releases
+//!   everything (`QUORUM LOST` / `LEASE LOST`). [`Ownership::in_quorum`] is the membership
+//!   part only.
+//! * *Settle on every entry into active*, not only at start: claim and fence nothing for
+//!   `lease`, so a node that was cut off learns what was claimed meanwhile instead of
+//!   re-claiming with a stale epoch (and winning the tie-break).
+//! * *Everyone who may still serve must be accounted for* before any claim or adoption:
+//!   every node whose live claim we received within `lease + margin` and that has not
+//!   released, left or been fenced (a newer record does not prove an older claimant
+//!   stopped: after a quorum restarted with no memory, an old history's `Released` outranked
+//!   a claim still being served); and every eligible voter that vanished within
+//!   `lease + margin` (cut off, it may have claimed from its stale view just before).
+//! * *Claims in our own name we do not hold* (a handover, or a previous incarnation's) are
+//!   adopted under the rule above when settled and eligible, else disowned (`Release` plus
+//!   `Released`) so others may place the VIP.
+//! * *Never claim over an alive owner*, even one not eligible here: wait for its release.
+//!
+//! # Liveness
+//! Every node re-broadcasts every record every `lease / 3`, and at once when a node joins its
+//! alive set, so restarted nodes learn claims within their settle time and lost messages
+//! (a handover, a release) are repaired.
+//!
+//! # Known limits
+//! A successful fence is known only to the node that ran it (another node taking over another
+//! of the dead node's VIPs fences again: hooks must be idempotent). Connected nodes whose
+//! membership views disagree may both claim a VIP at the same epoch: the tie-break resolves
+//! it, but both serve until the loser hears the winner (one message delay).
 
 use std::time::{Duration, Instant};
 
@@ -92,9 +91,7 @@ pub struct OwnershipConfig {
     /// Data-plane lease of a held VIP; also the settle time before claiming.
     pub lease: Duration,
     /// Extra wait before assuming a silent owner's lease expired: covers one membership probe
-    /// interval, packet delay and clock-rate differences between nodes. Also the freshness a
-    /// new claim needs (a quorum heard within it), so it must stay below failure detection
-    /// time: e.g. 2 probe intervals.
+    /// interval, packet delay and clock-rate differences between nodes.
     pub margin: Duration,
     pub vips: Vec<VipPolicy>,
 }

@@ -37,8 +37,7 @@ impl Ownership {
             if !f.in_flight && now >= f.retry_at {
                 f.in_flight = true;
                 let vips = vips.join(", ");
-                let reason =
-                    format!("{node} is dead while owning vip {vips}; fencing before takeover");
+                let reason = format!("{node} is dead and may serve vip {vips}: fencing first");
                 out.push(Action::Fence { node, reason });
             }
         }
@@ -129,7 +128,7 @@ impl Ownership {
         why: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
+        let Some(until) = self.lease_until(now) else {
             return;
         };
         let next_renew = (now + self.renew_every()).min(until);
@@ -165,7 +164,7 @@ impl Ownership {
 
     /// Starts serving the claim made in our name (see [`Step::Adopt`]).
     pub(super) fn adopt(&mut self, i: usize, now: Instant, out: &mut Vec<Action>) {
-        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
+        let Some(until) = self.lease_until(now) else {
             return;
         };
         let next_renew = (now + self.renew_every()).min(until);

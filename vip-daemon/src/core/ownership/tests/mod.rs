@@ -1,6 +1,8 @@
 //! Multi-node simulations (`sim`): every test also checks, after every single state-machine
 //! call, that no two nodes serve a VIP with unexpired leases at the same time.
 
+mod chaos;
+mod placement;
 mod sim;
 mod unit;
 
