@@ -191,6 +191,20 @@ impl Ownership {
         heard.get(need).map(|t| *t + self.cfg.lease)
     }
 
+    /// Whether a quorum spoke to us within `margin`: required to claim, adopt or fence. A
+    /// node cut off from the others keeps a stale view until its failure detector notices,
+    /// and membership declares peers dead one at a time: a cut-off node briefly "has quorum"
+    /// with a peer it cannot reach either, and must not fence or claim from that view (the
+    /// chaos test caught one fencing a healthy majority node). Safe while `margin` is
+    /// shorter than failure detection.
+    pub(super) fn fresh(&self, now: Instant) -> bool {
+        let (lease, margin) = (self.cfg.lease, self.cfg.margin);
+        self.votes_needed() == 0
+            || self
+                .heard_until()
+                .is_some_and(|u| u + margin >= now + lease)
+    }
+
     /// Other voters that must vouch for us to make a quorum.
     pub(super) fn votes_needed(&self) -> usize {
         let (voters, me) = (&self.cfg.voters, &self.cfg.me);
@@ -216,6 +230,9 @@ impl Ownership {
             Step::Hold => "held here".into(),
             Step::Release => "handing over".into(),
             Step::Settling(t) => format!("settling, {:?} before claiming", left(t)),
+            Step::Claim { .. } | Step::Adopt | Step::Fence(_) if !self.fresh(now) => {
+                "waiting to hear from a quorum within the margin".into()
+            }
             Step::Adopt => "moved here: adopting".into(),
             Step::Claim { .. } => "claiming".into(),
             Step::WaitOwner(o) => format!("waiting for {o} to release it (not eligible there)"),

@@ -28,8 +28,7 @@
 //!   or from a node not alive, is refused with a status line.
 //!
 //! # Safety rules beyond the brief, and why
-//! Each is exercised by a test; the chaos test found the need for the claimant rule and for
-//! adoption under it.
+//! Each is exercised by a test; the chaos test found the need for the last three.
 //! * *Lease cap*: a lease never runs past `lease` after this node last heard from enough
 //!   voters to make a quorum with itself. The majority takes over at `last_seen(me) + lease
 //!   + margin`, so a cut-off holder's lease ends first *however slowly its failure detector
@@ -40,6 +39,7 @@
 //! * *Settle on every entry into active*, not only at start: claim and fence nothing for
 //!   `lease`, so a node that was cut off learns what was claimed meanwhile instead of
 //!   re-claiming with a stale epoch (and winning the tie-break).
+//! * *Never claim over an alive owner*, even one not eligible here: wait for its release.
 //! * *Everyone who may still serve must be accounted for* before any claim or adoption:
 //!   every node whose live claim we received within `lease + margin` and that has not
 //!   released, left or been fenced (a newer record does not prove an older claimant
@@ -49,7 +49,11 @@
 //! * *Claims in our own name we do not hold* (a handover, or a previous incarnation's) are
 //!   adopted under the rule above when settled and eligible, else disowned (`Release` plus
 //!   `Released`) so others may place the VIP.
-//! * *Never claim over an alive owner*, even one not eligible here: wait for its release.
+//! * *Fresh word*: claiming, adopting and fencing need a quorum heard within `margin`.
+//!   Membership declares peers dead one at a time, so a cut-off node briefly "has quorum"
+//!   with a peer it cannot reach either; from that view it once fenced a healthy majority
+//!   node and claimed a VIP just handed elsewhere. So `margin` must exceed the gap between
+//!   packets from a quorum (about a probe interval) and stay below failure detection time.
 //!
 //! # Liveness
 //! Every node re-broadcasts every record every `lease / 3`, and at once when a node joins its
@@ -91,7 +95,9 @@ pub struct OwnershipConfig {
     /// Data-plane lease of a held VIP; also the settle time before claiming.
     pub lease: Duration,
     /// Extra wait before assuming a silent owner's lease expired: covers one membership probe
-    /// interval, packet delay and clock-rate differences between nodes.
+    /// interval, packet delay and clock-rate differences between nodes. Also how recent word
+    /// from a quorum must be to claim or fence: keep it below failure detection time (e.g.
+    /// 2 probe intervals).
     pub margin: Duration,
     pub vips: Vec<VipPolicy>,
 }

@@ -28,13 +28,14 @@ impl Ownership {
                 _ => {}
             }
         }
+        let fresh = self.fresh(now);
         for (node, vips) in self.fence_wanted(now) {
             let f = self.fences.entry(node.clone()).or_insert(FenceTry {
                 failures: 0,
                 in_flight: false,
                 retry_at: now,
             });
-            if !f.in_flight && now >= f.retry_at {
+            if !f.in_flight && now >= f.retry_at && fresh {
                 f.in_flight = true;
                 let vips = vips.join(", ");
                 let reason = format!("{node} is dead and may serve vip {vips}: fencing first");
@@ -128,7 +129,7 @@ impl Ownership {
         why: &str,
         out: &mut Vec<Action>,
     ) {
-        let Some(until) = self.lease_until(now) else {
+        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
             return;
         };
         let next_renew = (now + self.renew_every()).min(until);
@@ -164,7 +165,7 @@ impl Ownership {
 
     /// Starts serving the claim made in our name (see [`Step::Adopt`]).
     pub(super) fn adopt(&mut self, i: usize, now: Instant, out: &mut Vec<Action>) {
-        let Some(until) = self.lease_until(now) else {
+        let Some(until) = self.lease_until(now).filter(|_| self.fresh(now)) else {
             return;
         };
         let next_renew = (now + self.renew_every()).min(until);

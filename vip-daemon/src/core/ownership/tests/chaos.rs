@@ -7,15 +7,16 @@
 //! seeds once found a bug (a move bouncing forever, claims racing from a stale view, an old
 //! history outranking a live claim after a quorum restarted).
 
+use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
 
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-use super::super::{Input, VipPolicy};
-use super::sim::Sim;
+use super::super::{Action, Input, VipPolicy};
+use super::sim::{Logged, Sim};
 use super::{six, CTL, SIX};
 
-const REGRESSIONS: [u64; 6] = [0, 4, 10, 17, 32, 325];
+const REGRESSIONS: [u64; 7] = [0, 4, 10, 17, 32, 325, 1468];
 
 fn run(seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -23,6 +24,24 @@ fn run(seed: u64) {
     vips.iter_mut().step_by(2).for_each(|v| v.fencing = true);
     let mut sim = Sim::new(&CTL, None, vips);
     sim.fence_kills = true;
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| faults(&mut sim, &mut rng)));
+    if let Err(e) = outcome {
+        if std::env::var_os("OWNERSHIP_CHAOS_DUMP").is_some() {
+            sim.log
+                .iter()
+                .for_each(|l| eprintln!("{:?} {} {:?}", l.at - sim.t0, l.node, l.action));
+        }
+        panic::resume_unwind(e);
+    }
+}
+
+/// Records a fault in the simulation log, for `OWNERSHIP_CHAOS_DUMP`.
+fn note(sim: &mut Sim, what: String) {
+    let (at, node, action) = (sim.now, "CHAOS".into(), Action::Status(what));
+    sim.log.push(Logged { at, node, action });
+}
+
+fn faults(sim: &mut Sim, rng: &mut SmallRng) {
     // Nodes we stopped or fencing powered off, most recent last; restarts pop from it.
     let mut down: Vec<&str> = vec![];
     for _ in 0..60 {
@@ -32,23 +51,31 @@ fn run(seed: u64) {
                 let alone = CTL[rng.gen_range(0..3)];
                 let rest: Vec<&str> = CTL.into_iter().filter(|c| *c != alone).collect();
                 sim.partition(&[&[alone], &rest]);
+                note(sim, format!("partition {alone} | {rest:?}"));
             }
-            1 | 2 => sim.heal(),
+            1 | 2 => {
+                sim.heal();
+                note(sim, "heal".into());
+            }
             3 if sim.nodes.contains_key(n) && down.is_empty() => {
                 sim.kill(n);
+                note(sim, format!("crash {n}"));
                 down.push(n);
             }
             4 if sim.nodes.contains_key(n) && down.is_empty() => {
+                note(sim, format!("leave {n}"));
                 sim.leave(n);
                 down.push(n);
             }
             5 | 6 => {
                 if let Some(d) = down.pop() {
                     sim.start(d);
+                    note(sim, format!("start {d}"));
                 }
             }
             7 if sim.nodes.contains_key(n) => {
                 let (vip, to) = (SIX[rng.gen_range(0..6)], CTL[rng.gen_range(0..3)]);
+                note(sim, format!("move {vip} -> {to} via {n}"));
                 sim.deliver(
                     n,
                     Input::Move {
@@ -92,7 +119,7 @@ fn chaos_keeps_one_server_per_vip_and_converges() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     for seed in REGRESSIONS.into_iter().chain(1000..1000 + extra) {
-        let outcome = std::panic::catch_unwind(|| run(seed));
+        let outcome = panic::catch_unwind(|| run(seed));
         if let Err(e) = outcome {
             let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
             panic!("chaos seed {seed}: {msg}");
