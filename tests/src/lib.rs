@@ -311,3 +311,23 @@ pub fn vip_on_loopback(host: &Host, vip4: &str, vip6: &str) {
         "nodad",
     ]);
 }
+
+impl Host {
+    /// A permanent neighbour entry: `ip` is reached at `mac` (as after a gratuitous ARP).
+    pub fn static_neighbour(&self, ip: &str, mac: &[u8; 6]) {
+        let family = if ip.contains(':') { "-6" } else { "-4" };
+        self.ns.exec(&[
+            "ip",
+            family,
+            "neigh",
+            "replace",
+            ip,
+            "lladdr",
+            &fmt_mac(mac),
+            "dev",
+            &self.iface,
+            "nud",
+            "permanent",
+        ]);
+    }
+}

@@ -15,7 +15,7 @@ use std::{
 
 use vip_common::maps;
 use vip_daemon::shell::dataplane::{Dataplane, Sizing};
-use vip_tests::{fmt_mac, privileged, servers, vip_on_loopback, vipd::Vipd, Lan, PinDir};
+use vip_tests::{privileged, servers, vip_on_loopback, vipd::Vipd, Lan, PinDir};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 const INTERVAL_MS: u64 = 100;
@@ -108,19 +108,7 @@ fn env() -> Env {
         ));
     }
     let c = &lan.hosts[client];
-    let lb_mac = fmt_mac(&lan.hosts[lb].mac);
-    c.ns.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        &VIP.to_string(),
-        "lladdr",
-        &lb_mac,
-        "dev",
-        &c.iface,
-        "nud",
-        "permanent",
-    ]);
+    c.static_neighbour(&VIP.to_string(), &lan.hosts[lb].mac);
     let vipd = Vipd::start(&lan.hosts[lb].ns, &pins, &config(&lan.hosts[lb].iface));
     let env = Env {
         lan,

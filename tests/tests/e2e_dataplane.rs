@@ -17,7 +17,7 @@ use vip_daemon::{
     core::{maglev, model},
     shell::dataplane::{Dataplane, Sizing, TableRegion},
 };
-use vip_tests::{fixture::Balancer, fmt_mac, privileged, servers, vip_on_loopback, Lan, PinDir};
+use vip_tests::{fixture::Balancer, privileged, servers, vip_on_loopback, Lan, PinDir};
 
 const VIP4: [u8; 4] = [10, 77, 0, 100];
 const VIP6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
@@ -83,33 +83,9 @@ fn run_e2e(mode: u8, test: &str) {
         }
     }
     // The client reaches the VIP through the balancer (as after the owner's gratuitous ARP).
-    let lb_mac = fmt_mac(&lan.hosts[lb].mac);
     let c = &lan.hosts[client];
-    c.ns.exec(&[
-        "ip",
-        "neigh",
-        "replace",
-        "10.77.0.100",
-        "lladdr",
-        &lb_mac,
-        "dev",
-        &c.iface,
-        "nud",
-        "permanent",
-    ]);
-    c.ns.exec(&[
-        "ip",
-        "-6",
-        "neigh",
-        "replace",
-        "fd77::100",
-        "lladdr",
-        &lb_mac,
-        "dev",
-        &c.iface,
-        "nud",
-        "permanent",
-    ]);
+    c.static_neighbour("10.77.0.100", &lan.hosts[lb].mac);
+    c.static_neighbour("fd77::100", &lan.hosts[lb].mac);
 
     // The balancer: attach, then program VIPs, backends and Maglev tables.
     let regions: Vec<TableRegion> = (0..4)

@@ -41,6 +41,21 @@ pub struct Flow {
     pub family: u8,
 }
 
+impl Flow {
+    /// The flow an embedded packet (the backend's reply, VIP -> client) belongs to.
+    #[inline(always)]
+    fn reversed(&self) -> Flow {
+        Flow {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            family: self.family,
+        }
+    }
+}
+
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -214,17 +229,7 @@ fn icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
     // The embedded packet is the backend's reply: VIP -> client. Reverse it.
     match inner_flow_v4(ctx, l4 + ICMP_HLEN) {
-        Some(e) => {
-            let flow = Flow {
-                src: e.dst,
-                dst: e.src,
-                sport: e.dport,
-                dport: e.sport,
-                proto: e.proto,
-                family: FAMILY_V4,
-            };
-            to_backend(ctx, l3, &flow, true)
-        }
+        Some(e) => to_backend(ctx, l3, &e.reversed(), true),
         None => (XDP_PASS, PASS_ICMP),
     }
 }
@@ -312,17 +317,7 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
         return (XDP_PASS, PASS_ICMP);
     }
     match inner_flow_v6(ctx, l4 + ICMP_HLEN) {
-        Some(e) => {
-            let flow = Flow {
-                src: e.dst,
-                dst: e.src,
-                sport: e.dport,
-                dport: e.sport,
-                proto: e.proto,
-                family: FAMILY_V6,
-            };
-            to_backend(ctx, l3, &flow, true)
-        }
+        Some(e) => to_backend(ctx, l3, &e.reversed(), true),
         None => (XDP_PASS, PASS_ICMP),
     }
 }
