@@ -3,9 +3,12 @@
 //! every state-machine call; at the end, after healing, every VIP must have exactly one
 //! holder and every node the same records.
 //!
-//! `OWNERSHIP_CHAOS_SEEDS=3000 cargo test --release chaos` for a long run; each of these
-//! seeds once found a bug (a move bouncing forever, claims racing from a stale view, an old
-//! history outranking a live claim after a quorum restarted).
+//! By default only the regression seeds run: each found a bug (a per-node move target that
+//! diverged, a re-settle missing after quorum loss, a claim from a vanished voter's stale
+//! view, an old history outranking a live claim after a quorum restarted, a cut-off node
+//! fencing and claiming from a transient "quorum" view). For a long run:
+//! `OWNERSHIP_CHAOS_SEEDS=3000 cargo test --release chaos` (3000 passed when written);
+//! `OWNERSHIP_CHAOS_DUMP=1` prints the failing seed's log, faults marked `CHAOS`.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
@@ -117,7 +120,7 @@ fn chaos_keeps_one_server_per_vip_and_converges() {
     let extra: u64 = std::env::var("OWNERSHIP_CHAOS_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(0);
     for seed in REGRESSIONS.into_iter().chain(1000..1000 + extra) {
         let outcome = panic::catch_unwind(|| run(seed));
         if let Err(e) = outcome {
