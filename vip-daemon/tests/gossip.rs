@@ -6,6 +6,7 @@ use std::{
 };
 
 use tokio::sync::mpsc;
+use vip_daemon::core::swim::SwimTuning;
 use vip_daemon::shell::gossip::{self, GossipCmd, GossipConfig, GossipEvent, Item, ItemBody};
 
 const KEY: [u8; 32] = [7; 32];
@@ -44,9 +45,11 @@ async fn three_agents_converge_broadcast_reject_forgeries_and_detect_death() {
             listen: addrs[i],
             peers: addrs.clone(),
             keys: (KEY, None),
-            probe_period: Duration::from_millis(150),
-            probe_rtt: Duration::from_millis(60),
-            suspect_to_down: Duration::from_millis(300),
+            tuning: SwimTuning {
+                probe_period: Duration::from_millis(150),
+                probe_rtt: Duration::from_millis(60),
+                suspect_to_down: Duration::from_millis(300),
+            },
         };
         agents.push(gossip::spawn(cfg).await.expect("spawn"));
     }

@@ -15,6 +15,7 @@ use crate::{
     core::{
         ownership::{Action, Claim, Gossip, Input, Ownership, OwnershipConfig, VipPolicy},
         plan::addr16,
+        swim::SwimTuning,
     },
     shell::{
         gossip::{GossipCmd, GossipEvent, Item, ItemBody},
@@ -350,9 +351,7 @@ impl Daemon {
             listen: m.listen,
             peers: m.peers.clone(),
             keys,
-            probe_period: m.probe_period,
-            probe_rtt: m.probe_period / 2,
-            suspect_to_down: m.suspect_timeout,
+            tuning: SwimTuning::new(m.probe_period, m.suspect_timeout),
         })
         .await?;
         let oc = ownership_config(&self.config, &m);

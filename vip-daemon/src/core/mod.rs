@@ -7,3 +7,4 @@ pub mod model;
 pub mod ownership;
 pub mod plan;
 pub mod seal;
+pub mod swim;

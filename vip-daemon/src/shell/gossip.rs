@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    num::{NonZeroU8, NonZeroUsize},
     time::{Duration, SystemTime},
 };
 
@@ -17,7 +16,10 @@ use rand_foca::SeedableRng as _;
 use serde::{Deserialize, Serialize};
 use tokio::{net::UdpSocket, sync::mpsc};
 
-use crate::core::seal::{Opener, Rejected, Sealer};
+use crate::core::{
+    seal::{Opener, Rejected, Sealer},
+    swim::{foca_config, SwimTuning},
+};
 
 /// A member: node name, gossip address, and a bump that a restart raises (renewed identity).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,9 +151,7 @@ pub struct GossipConfig {
     pub listen: SocketAddr,
     pub peers: Vec<SocketAddr>,
     pub keys: ([u8; 32], Option<[u8; 32]>),
-    pub probe_period: Duration,
-    pub probe_rtt: Duration,
-    pub suspect_to_down: Duration,
+    pub tuning: SwimTuning,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,28 +190,6 @@ fn rejected_name(r: &Rejected) -> &'static str {
         Rejected::Replayed => "replayed",
         Rejected::Oversized => "oversized",
     }
-}
-
-/// Foca tuned for three controllers: a dead node is declared down in well under a second
-/// (probe period + direct and one indirect probe + suspicion), with the third node as the
-/// indirect prober.
-fn foca_config(c: &GossipConfig) -> foca::Config {
-    let mut f = foca::Config::new_lan(std::num::NonZeroU32::new(3).expect("3"));
-    f.probe_period = c.probe_period;
-    f.probe_rtt = c.probe_rtt;
-    f.num_indirect_probes = NonZeroUsize::new(1).expect("1");
-    f.suspect_to_down_after = c.suspect_to_down;
-    f.max_transmissions = NonZeroU8::new(6).expect("6");
-    f.max_packet_size = NonZeroUsize::new(1200).expect("1200");
-    f.periodic_announce = Some(foca::PeriodicParams {
-        frequency: Duration::from_secs(2),
-        num_members: NonZeroUsize::new(2).expect("2"),
-    });
-    f.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: Duration::from_secs(1),
-        num_members: NonZeroUsize::new(2).expect("2"),
-    });
-    f
 }
 
 /// Starts gossip: binds `listen`, announces to the peers, and runs until the returned
@@ -275,7 +253,7 @@ pub async fn spawn(
     }
     let _ = in_tx.send(Input::Announce).await;
 
-    let fconfig = foca_config(&config);
+    let fconfig = foca_config(&config.tuning, 3);
     tokio::spawn(async move {
         let items = Items::default();
         let inbox = items.inbox.clone();
