@@ -20,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "procps",
     "curl",
+    "nftables",
 ];
 
 pub fn workspace_root() -> anyhow::Result<PathBuf> {
