@@ -1,6 +1,7 @@
 //! Fixtures for the root-only tests: privilege gate, network namespaces, veth pairs and
 //! running code inside a namespace. Every guard cleans up on drop, also when a test panics.
 pub mod fixture;
+pub mod lab;
 pub mod packet;
 pub mod servers;
 pub mod vipd;

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the toolchain, build, load, test and benchmark vip-fabric.
 mod bench;
+mod lab;
 mod setup;
 
 use std::process::Command;
@@ -32,8 +33,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// The local lab (network namespaces, three controllers). Not there yet.
-    Lab,
+    /// The local lab (needs root): a client and three controllers running vipd and real
+    /// services in network namespaces, shown live until Ctrl-C; `--demo` plays the failure
+    /// story (backend loss, owner loss, partition) with timings and exits.
+    Lab {
+        #[arg(long)]
+        demo: bool,
+    },
     /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
     /// and table publish time; needs root).
     Bench {
@@ -57,10 +63,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which, args } => bench::bench(&which, &args),
-        Cmd::Lab => bail!(
-            "`cargo xtask lab` is not there yet: it arrives with the lab issue. \
-             `cargo xtask load --iface IF` attaches the data plane to one interface."
-        ),
+        Cmd::Lab { demo } => lab::lab(demo),
     }
 }
 

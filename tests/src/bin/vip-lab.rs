@@ -1,0 +1,68 @@
+//! `vip-lab`: the local lab (`cargo xtask lab [--demo]`, as root), and the pieces it runs
+//! inside the controllers' namespaces (`serve`, `probe-udp`). The lab itself lives in
+//! `vip_tests::lab`, shared with the end-to-end test.
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use anyhow::{bail, Context as _};
+use vip_tests::lab::{self, Bins, Names};
+
+const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or the scripted demo)
+       vip-lab serve http|tcp|udp --port P --name N --vip A
+       vip-lab probe-udp                 (vipd exec check; VIPD_BACKEND_ADDRESS/PORT)";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => run(false),
+        ["--demo"] => run(true),
+        ["serve", kind, rest @ ..] => {
+            let port = flag(rest, "--port")?.parse().context("--port")?;
+            let vip: Ipv4Addr = flag(rest, "--vip")?.parse().context("--vip")?;
+            lab::serve(kind, port, flag(rest, "--name")?, vip)
+        }
+        ["probe-udp"] => lab::probe_udp(),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn flag<'a>(args: &[&'a str], name: &str) -> anyhow::Result<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .map(|w| w[1])
+        .with_context(|| format!("missing {name}\n{USAGE}"))
+}
+
+fn run(demo: bool) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("vip-lab needs root (network namespaces, XDP, bpffs): run `sudo cargo xtask lab`");
+    }
+    lab::install_stop_handler();
+    let me = std::env::current_exe().context("current_exe")?;
+    let bins = Bins {
+        vipd: vipd_next_to(&me)?,
+        lab: me,
+    };
+    let names = Names::new("viplab");
+    if demo {
+        lab::demo(names, &bins)
+    } else {
+        lab::live(names, &bins)
+    }
+}
+
+/// vipd is built into the same directory (`VIPD_BIN` overrides).
+fn vipd_next_to(me: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("VIPD_BIN") {
+        return Ok(p.into());
+    }
+    let vipd = me.with_file_name("vipd");
+    if !vipd.is_file() {
+        bail!(
+            "{} missing: build it with `cargo build --release -p vip-daemon` (cargo xtask lab does)",
+            vipd.display()
+        );
+    }
+    Ok(vipd)
+}

@@ -1,0 +1,150 @@
+//! `vip-lab --demo`: the scripted story, every step printed with its time since the start,
+//! and a summary table of what was measured.
+use std::{fmt::Display, time::Duration, time::Instant};
+
+use super::{
+    display::traffic_table,
+    running::Lab,
+    scenarios::{self, BackendLoss, OwnerLoss, Partition},
+    topology::Names,
+    Bins,
+};
+
+/// A timeline: each line prefixed with the seconds since the story began.
+pub struct Story {
+    t0: Instant,
+}
+
+impl Default for Story {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Story {
+    pub fn new() -> Self {
+        Self { t0: Instant::now() }
+    }
+
+    pub fn say(&self, msg: impl Display) {
+        println!("[{:>7.3}s] {msg}", self.t0.elapsed().as_secs_f64());
+    }
+
+    pub fn chapter(&self, title: &str) {
+        println!("\n=== {title} ===");
+    }
+}
+
+/// Builds the lab, plays the four acts, prints the summary; the lab is gone when it returns.
+pub fn demo(names: Names, bins: &Bins) -> anyhow::Result<()> {
+    let story = Story::new();
+    story.chapter("starting the lab");
+    let mut lab = Lab::start(names, bins, &|m| story.say(m))?;
+    let result = acts(&mut lab, &story);
+    if result.is_err() {
+        lab.keep_state = true;
+    }
+    let (backend, owner, partition, rejoined) = result?;
+    drop(lab);
+    story.say("lab removed (namespaces, links, pins, processes)");
+    print_summary(&backend, &owner, &partition, &rejoined);
+    if let Err(e) = rejoined {
+        anyhow::bail!("the crashed controller's rejoin went wrong: {e}");
+    }
+    Ok(())
+}
+
+type Acts = (BackendLoss, OwnerLoss, Partition, Result<Duration, String>);
+
+fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
+    story.chapter("1. balanced traffic");
+    let window = Duration::from_secs(3);
+    let seen = scenarios::balanced(lab, window)?;
+    story.say(format!(
+        "client traffic over {window:?}, by service and backend:"
+    ));
+    print!("{}", traffic_table(&seen, None));
+
+    story.chapter("2. a backend service dies");
+    let backend = scenarios::backend_loss(lab, story)?;
+    story.say(format!(
+        "failed requests: {} inside the detection window, {} after it ({} answered)",
+        backend.errors_in_window, backend.errors_after, backend.answered_after
+    ));
+
+    story.chapter("3. the VIP owner dies");
+    let owner = scenarios::owner_loss(lab, story)?;
+
+    story.chapter("4. partition and heal (the old owner still down)");
+    let partition = scenarios::partition(lab, story)?;
+    let seen = scenarios::balanced(lab, Duration::from_secs(2))?;
+    story.say("traffic after everything, over 2 s:");
+    print!("{}", traffic_table(&seen, None));
+
+    story.chapter("5. the dead controller comes back");
+    let i = lab.index_of(owner.old_owner);
+    let rejoined = scenarios::rejoin(lab, story, i, Duration::from_secs(15))?;
+    Ok((backend, owner, partition, rejoined))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+fn print_summary(b: &BackendLoss, o: &OwnerLoss, p: &Partition, r: &Result<Duration, String>) {
+    let rows = [
+        (
+            format!("backend {}/{} killed: detected", b.service, b.node),
+            ms(b.detected_after),
+        ),
+        (
+            "  failed requests inside / after the window".into(),
+            format!("{} / {}", b.errors_in_window, b.errors_after),
+        ),
+        ("  restarted: back in every table".into(), ms(b.back_after)),
+        (
+            format!("owner {} killed: {} took over", o.old_owner, o.new_owner),
+            ms(o.takeover),
+        ),
+        (
+            "  client neighbour entry moved".into(),
+            o.neighbour_moved.map_or("never".into(), ms),
+        ),
+        (
+            "  long-lived connections to survivors kept".into(),
+            format!(
+                "{}/{} ({} to the dead node)",
+                o.streams_kept, o.streams_to_survivors, o.streams_to_dead
+            ),
+        ),
+        (
+            "  failed requests (all services)".into(),
+            o.errors.to_string(),
+        ),
+        (
+            format!("partition of {}: other side took over", p.node),
+            p.takeover.map_or("no".into(), ms),
+        ),
+        (
+            "  samples with two owners".into(),
+            format!(
+                "{} of {} (+{} in act 3)",
+                p.two_owner_samples, p.samples, o.two_owner_samples
+            ),
+        ),
+        (
+            "  fenced".into(),
+            if p.fenced { "yes" } else { "no" }.into(),
+        ),
+        ("  settled after heal".into(), ms(p.settled_after_heal)),
+        (
+            format!("{} powered on: rejoined", o.old_owner),
+            r.as_ref()
+                .map_or_else(|e| format!("FAILED: {e}"), |d| ms(*d)),
+        ),
+    ];
+    println!("\n=== summary ===");
+    for (what, value) in rows {
+        println!("{what:<50} {value}");
+    }
+}
