@@ -50,6 +50,9 @@ fn lab_survives_backend_loss_owner_loss_and_partition() {
     assert!(o.streams_to_survivors > 0, "{o:?}");
     assert_eq!(o.streams_kept, o.streams_to_survivors, "{o:?}");
 
+    // (Not yet asserted: powering the dead controller back on, `lab::rejoin`. With vipd as
+    // of this commit the rebooted node claims both VIPs at epoch 1 next to the epoch-2
+    // holders, two owners for good; `cargo xtask lab --demo` shows it as act 5.)
     let p = lab::partition(&mut lab, &story).expect("partition");
     eprintln!("{p:?}");
     assert!(p.samples > 20, "{p:?}");
@@ -57,5 +60,7 @@ fn lab_survives_backend_loss_owner_loss_and_partition() {
         p.two_owner_samples, 0,
         "two owners during the partition: {p:?}"
     );
-    assert!(p.takeover.is_some(), "majority never took over: {p:?}");
+    // With the old owner still down, neither side of the partition has quorum: no owner at
+    // all until the heal, then one again.
+    assert!(p.settled_after_heal < Duration::from_secs(5), "{p:?}");
 }
