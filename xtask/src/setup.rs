@@ -18,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "tcpdump",
     "iputils-ping",
+    "iputils-arping",
     "procps",
     "curl",
     "nftables",

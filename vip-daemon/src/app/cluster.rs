@@ -18,7 +18,7 @@ use crate::{
         swim::SwimTuning,
     },
     shell::{
-        gossip::{GossipCmd, GossipEvent, Item, ItemBody},
+        gossip::{GossipCmd, GossipEvent, Item, ItemBody, MembersView},
         vipaddr,
     },
 };
@@ -38,6 +38,9 @@ pub struct ClusterRt {
     pub addresses: BTreeMap<String, IpAddr>,
     pub alive: BTreeSet<String>,
     pub last_heard: HashMap<String, Instant>,
+    /// Membership as gossip last reported it (incarnations, addresses, local health).
+    pub view: MembersView,
+    pub member_down_events: u64,
     pub rejected: BTreeMap<&'static str, u64>,
     pub status_lines: Vec<String>,
     pub last_announce: HashMap<String, Instant>,
@@ -140,6 +143,7 @@ impl Daemon {
             }
             GossipEvent::Down(n) => {
                 c.alive.remove(&n);
+                c.member_down_events += 1;
                 vec![
                     Input::Dead(n.clone()),
                     Input::Alive(c.alive.iter().cloned().collect()),
@@ -148,6 +152,10 @@ impl Daemon {
             GossipEvent::Heard(n) => {
                 c.last_heard.insert(n.clone(), now);
                 vec![Input::Heard(n)]
+            }
+            GossipEvent::Members(view) => {
+                c.view = view;
+                vec![]
             }
             GossipEvent::Rejected(why) => {
                 *c.rejected.entry(why).or_default() += 1;
@@ -375,6 +383,8 @@ impl Daemon {
             addresses,
             alive: BTreeSet::new(),
             last_heard: HashMap::new(),
+            view: MembersView::default(),
+            member_down_events: 0,
             rejected: BTreeMap::new(),
             status_lines: Vec::new(),
             last_announce: HashMap::new(),

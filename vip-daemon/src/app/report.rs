@@ -16,7 +16,10 @@ use crate::{
     },
     shell::{
         metrics::{counter_to, BackendLabels, ReasonLabels, VipLabels},
-        status::{BackendStatus, InterfaceStatus, ProbeStatus, Status, TraceReport, VipStatus},
+        status::{
+            BackendStatus, ClusterStatus, InterfaceStatus, MemberStatus, ProbeStatus, Status,
+            TraceReport, VipStatus,
+        },
     },
 };
 
@@ -160,23 +163,32 @@ impl Daemon {
             cluster: self.cluster.as_ref().map(|c| {
                 let mut names: Vec<String> = c.membership.voters.clone();
                 names.retain(|n| *n != self.config.node.name);
-                crate::shell::status::ClusterStatus {
+                ClusterStatus {
                     in_quorum: c.ownership.in_quorum(),
-                    members: std::iter::once((
-                        self.config.node.name.clone(),
-                        "self".to_owned(),
-                        None,
-                    ))
+                    members: std::iter::once(MemberStatus {
+                        name: self.config.node.name.clone(),
+                        state: "self".to_owned(),
+                        ..Default::default()
+                    })
                     .chain(names.into_iter().map(|n| {
-                        let st = if c.alive.contains(&n) {
-                            "alive"
-                        } else {
-                            "dead"
+                        let seen = c.view.members.iter().find(|m| m.name == n);
+                        let state = match seen.map(|m| m.state) {
+                            _ if !c.alive.contains(&n) => "dead",
+                            Some("suspect") => "suspect",
+                            _ => "alive",
                         };
-                        let heard = c.last_heard.get(&n).map(|t| t.elapsed().as_secs_f64());
-                        (n, st.to_owned(), heard)
+                        MemberStatus {
+                            heard_s_ago: c.last_heard.get(&n).map(|t| t.elapsed().as_secs_f64()),
+                            incarnation: seen.map(|m| m.incarnation),
+                            address: seen.map(|m| m.addr.to_string()),
+                            state: state.to_owned(),
+                            name: n,
+                        }
                     }))
                     .collect(),
+                    member_down_events: c.member_down_events,
+                    local_health: c.view.local_health,
+                    max_timer_lag_ms: c.view.max_timer_lag_ms,
                     owners: c
                         .ownership
                         .view()
@@ -314,6 +326,10 @@ impl Daemon {
                 .in_quorum
                 .set(i64::from(c.ownership.in_quorum()));
             self.metrics.members_alive.set(c.alive.len() as i64 + 1);
+            counter_to(&self.metrics.member_down_events, c.member_down_events);
+            self.metrics
+                .local_health
+                .set(i64::from(c.view.local_health));
             for v in c.ownership.view() {
                 let l = VipLabels { vip: v.vip.clone() };
                 self.metrics

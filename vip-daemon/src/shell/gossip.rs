@@ -3,8 +3,9 @@
 //! [`GossipEvent`]s and sends [`GossipCmd`]s.
 use std::{
     collections::HashMap,
+    collections::VecDeque,
     net::SocketAddr,
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use foca::{
@@ -18,7 +19,7 @@ use tokio::{net::UdpSocket, sync::mpsc};
 
 use crate::core::{
     seal::{Opener, Rejected, Sealer},
-    swim::{foca_config, SwimTuning},
+    swim::{foca_config, LocalHealth, SwimTuning},
 };
 
 /// A member: node name, gossip address, and a bump that a restart raises (renewed identity).
@@ -109,7 +110,10 @@ impl Invalidates for ItemKey {
 /// foca owns the handler) and on to other members.
 #[derive(Default)]
 struct Items {
-    newest: HashMap<String, u64>,
+    /// Shared with the driver, which forgets a subject before re-sending its own item: the
+    /// ownership core re-gossips its records for joiners, and a record this node already has
+    /// must still go out to a node that missed it (others drop the repeat as old news).
+    newest: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
     inbox: std::sync::Arc<std::sync::Mutex<Vec<Item>>>,
 }
 
@@ -128,14 +132,13 @@ impl BroadcastHandler<NodeId> for Items {
     ) -> Result<Option<ItemKey>, BadItem> {
         let item: Item = serde_json::from_slice(data).map_err(|e| BadItem(e.to_string()))?;
         let subject = item.subject();
-        if self
-            .newest
-            .get(&subject)
-            .is_some_and(|v| *v >= item.version)
         {
-            return Ok(None);
+            let mut newest = self.newest.lock().expect("newest");
+            if newest.get(&subject).is_some_and(|v| *v >= item.version) {
+                return Ok(None);
+            }
+            newest.insert(subject.clone(), item.version);
         }
-        self.newest.insert(subject.clone(), item.version);
         let key = ItemKey {
             subject,
             version: item.version,
@@ -162,6 +165,65 @@ pub enum GossipEvent {
     Heard(String),
     Item(Item),
     Rejected(&'static str),
+    /// The membership as this node sees it, sent when it changes.
+    Members(MembersView),
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub incarnation: u16,
+    /// "alive", "suspect" or "down".
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MembersView {
+    pub members: Vec<MemberView>,
+    /// Lifeguard's local health score: 0 is healthy; each point stretches this node's
+    /// suspicion timeout by one more multiple.
+    pub local_health: u32,
+    pub max_timer_lag_ms: u64,
+}
+
+impl MembersView {
+    fn of<'a>(state: impl Iterator<Item = &'a foca::Member<NodeId>>, health: &LocalHealth) -> Self {
+        let mut members: Vec<MemberView> = state
+            .filter(|m| !m.id().name.is_empty())
+            .map(|m| MemberView {
+                name: m.id().name.clone(),
+                addr: m.id().addr,
+                incarnation: m.incarnation(),
+                state: match m.state() {
+                    foca::State::Alive => "alive",
+                    foca::State::Suspect => "suspect",
+                    foca::State::Down => "down",
+                },
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            members,
+            local_health: health.score(),
+            max_timer_lag_ms: health.max_lag_seen().as_millis() as u64,
+        }
+    }
+
+    /// Members this view had as suspect that are alive now (the suspicion was refuted).
+    fn wrong_suspicions_since(&self, before: &Self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| {
+                m.state == "alive"
+                    && before
+                        .members
+                        .iter()
+                        .any(|b| b.name == m.name && b.state == "suspect")
+            })
+            .count()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -175,7 +237,8 @@ pub enum GossipCmd {
 
 enum Input {
     Datagram(Vec<u8>),
-    Timer(Timer<NodeId>),
+    /// A foca timer and when it was due (its lateness measures local health).
+    Timer(Timer<NodeId>, Instant),
     Cmd(GossipCmd),
     Announce,
 }
@@ -257,16 +320,57 @@ pub async fn spawn(
     tokio::spawn(async move {
         let items = Items::default();
         let inbox = items.inbox.clone();
+        let newest = items.newest.clone();
         let foca_rng =
             rand_foca::rngs::SmallRng::seed_from_u64(rand::Rng::gen(&mut StdRng::from_entropy()));
-        let mut foca =
-            Foca::with_custom_broadcast(me.clone(), fconfig, foca_rng, PostcardCodec, items);
+        let mut foca = Foca::with_custom_broadcast(
+            me.clone(),
+            fconfig.clone(),
+            foca_rng,
+            PostcardCodec,
+            items,
+        );
         let mut runtime = AccumulatingRuntime::new();
         let mut announce_tick = tokio::time::interval(Duration::from_secs(1));
+        let origin = Instant::now();
+        let mut health = LocalHealth::new(config.tuning.probe_period);
+        let mut applied_score = 0;
+        let mut last_view = MembersView::default();
+        let mut pending = VecDeque::new();
         loop {
-            let input = tokio::select! {
-                i = in_rx.recv() => match i { Some(i) => i, None => return },
-                _ = announce_tick.tick() => Input::Announce,
+            let input = match pending.pop_front() {
+                Some(i) => i,
+                None => {
+                    let input = tokio::select! {
+                        i = in_rx.recv() => match i { Some(i) => i, None => return },
+                        _ = announce_tick.tick() => Input::Announce,
+                    };
+                    // A late-firing timer must not beat the ack that is already waiting:
+                    // handle queued datagrams first (a starved node would otherwise
+                    // suspect peers whose answers it simply had not read yet).
+                    if matches!(input, Input::Timer(..)) {
+                        let mut datagrams = Vec::new();
+                        while let Ok(i) = in_rx.try_recv() {
+                            if matches!(i, Input::Datagram(_)) {
+                                datagrams.push(i);
+                            } else {
+                                pending.push_back(i);
+                            }
+                        }
+                        if !datagrams.is_empty() {
+                            for d in datagrams.into_iter().rev() {
+                                pending.push_front(d);
+                            }
+                            let at = pending
+                                .iter()
+                                .take_while(|i| matches!(i, Input::Datagram(_)))
+                                .count();
+                            pending.insert(at, input);
+                            continue;
+                        }
+                    }
+                    input
+                }
             };
             let result = match input {
                 Input::Datagram(plain) => {
@@ -282,8 +386,12 @@ pub async fn spawn(
                     let _ = ev_tx.send(GossipEvent::Heard(name)).await;
                     foca.handle_data(&rest[len..], &mut runtime)
                 }
-                Input::Timer(t) => foca.handle_timer(t, &mut runtime),
+                Input::Timer(t, due) => {
+                    health.timer_fired(due - origin, origin.elapsed());
+                    foca.handle_timer(t, &mut runtime)
+                }
                 Input::Cmd(GossipCmd::Broadcast(item)) => {
+                    newest.lock().expect("newest").remove(&item.subject());
                     let data = serde_json::to_vec(&item).unwrap_or_default();
                     foca.add_broadcast(&data)
                         .map(|_| ())
@@ -329,18 +437,41 @@ pub async fn spawn(
             }
             while let Some((delay, timer)) = runtime.to_schedule() {
                 let in_tx = in_tx.clone();
+                let due = Instant::now() + delay;
                 tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = in_tx.send(Input::Timer(timer)).await;
+                    tokio::time::sleep_until(due.into()).await;
+                    let _ = in_tx.send(Input::Timer(timer, due)).await;
                 });
             }
             while let Some(n) = runtime.to_notify() {
                 let ev = match n {
                     OwnedNotification::MemberUp(id) => GossipEvent::Up(id.name),
                     OwnedNotification::MemberDown(id) => GossipEvent::Down(id.name),
+                    OwnedNotification::Rejoin(_) => {
+                        tracing::warn!("this node was declared down while running; rejoined");
+                        health.suspicion_was_wrong(origin.elapsed());
+                        continue;
+                    }
                     _ => continue,
                 };
                 let _ = ev_tx.send(ev).await;
+            }
+            let view = MembersView::of(foca.iter_membership_state(), &health);
+            if view.wrong_suspicions_since(&last_view) > 0 {
+                health.suspicion_was_wrong(origin.elapsed());
+            }
+            // Lifeguard: a struggling node stretches its own suspicion timeout.
+            if health.score() != applied_score {
+                let mut c = fconfig.clone();
+                c.suspect_to_down_after = health.suspect_to_down(config.tuning.suspect_to_down);
+                if foca.set_config(c).is_ok() {
+                    applied_score = health.score();
+                }
+            }
+            let view = MembersView::of(foca.iter_membership_state(), &health);
+            if view != last_view {
+                let _ = ev_tx.send(GossipEvent::Members(view.clone())).await;
+                last_view = view;
             }
         }
     });

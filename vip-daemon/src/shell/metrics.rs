@@ -54,6 +54,8 @@ pub struct Metrics {
     pub vip_epoch: Family<VipLabels, Gauge>,
     pub gossip_rejected: Family<ReasonLabels, Counter>,
     pub fencing_failures: Counter,
+    pub member_down_events: Counter,
+    pub local_health: Gauge,
 }
 
 fn probe_histogram() -> Histogram {
@@ -90,6 +92,8 @@ impl Default for Metrics {
             vip_epoch: Family::default(),
             gossip_rejected: Family::default(),
             fencing_failures: Counter::default(),
+            member_down_events: Counter::default(),
+            local_health: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -161,6 +165,46 @@ impl Default for Metrics {
             "reload_failures",
             "Config reloads refused",
             m.reload_failures.clone(),
+        );
+        r.register(
+            "in_quorum",
+            "Cluster mode: 1 while this node is in a quorum of voters",
+            m.in_quorum.clone(),
+        );
+        r.register(
+            "members_alive",
+            "Cluster members this node sees alive, itself included",
+            m.members_alive.clone(),
+        );
+        r.register(
+            "vip_owned",
+            "1 while this node owns the VIP address (valid lease)",
+            m.vip_owned.clone(),
+        );
+        r.register(
+            "vip_epoch",
+            "Ownership epoch of each VIP as this node knows it",
+            m.vip_epoch.clone(),
+        );
+        r.register(
+            "gossip_rejected",
+            "Gossip datagrams rejected (forged, replayed, truncated, ...)",
+            m.gossip_rejected.clone(),
+        );
+        r.register(
+            "fencing_failures",
+            "Fencing hook runs that failed or timed out (no takeover followed)",
+            m.fencing_failures.clone(),
+        );
+        r.register(
+            "member_down_events",
+            "Members this node saw declared down (each one can move VIPs)",
+            m.member_down_events.clone(),
+        );
+        r.register(
+            "local_health",
+            "Lifeguard local health score: 0 healthy, more = own timers late, slower verdicts",
+            m.local_health.clone(),
         );
         Self { registry: r, ..m }
     }

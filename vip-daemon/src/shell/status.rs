@@ -27,13 +27,28 @@ pub struct Status {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub in_quorum: bool,
-    /// (node, "alive" | "dead", seconds since last heard).
-    pub members: Vec<(String, String, Option<f64>)>,
+    pub members: Vec<MemberStatus>,
+    /// Members declared down since start (each one a takeover trigger; false ones are bugs).
+    pub member_down_events: u64,
+    /// Lifeguard's local health score (0 = healthy; more = this node's own timers run late,
+    /// so it waits longer before declaring others down) and the worst timer lag seen.
+    pub local_health: u32,
+    pub max_timer_lag_ms: u64,
     pub owners: Vec<OwnerStatus>,
     /// Gossip datagrams rejected, by reason (forged, replayed, ...).
     pub rejected: Vec<(String, u64)>,
     /// Loud lines from the ownership core (fencing failures, lost quorum).
     pub alerts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub name: String,
+    /// "self", "alive", "suspect" or "dead".
+    pub state: String,
+    pub incarnation: Option<u16>,
+    pub address: Option<String>,
+    pub heard_s_ago: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -215,9 +230,18 @@ impl Status {
             let members: Vec<String> = c
                 .members
                 .iter()
-                .map(|(n, st, heard)| match heard {
-                    Some(h) => format!("{n} {st} ({h:.1}s ago)"),
-                    None => format!("{n} {st}"),
+                .map(|m| {
+                    let mut line = format!("{} {}", m.name, m.state);
+                    if let Some(i) = m.incarnation {
+                        line.push_str(&format!(" inc {i}"));
+                    }
+                    if let Some(a) = &m.address {
+                        line.push_str(&format!(" {a}"));
+                    }
+                    if let Some(h) = m.heard_s_ago {
+                        line.push_str(&format!(" ({h:.1}s ago)"));
+                    }
+                    line
                 })
                 .collect();
             let _ = writeln!(
@@ -229,6 +253,11 @@ impl Status {
                     "NO QUORUM (owns nothing)"
                 },
                 members.join(", ")
+            );
+            let _ = writeln!(
+                s,
+                "  members declared down: {}; local health {} (worst timer lag {} ms)",
+                c.member_down_events, c.local_health, c.max_timer_lag_ms
             );
             for o in &c.owners {
                 let lease = o
