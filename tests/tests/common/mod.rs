@@ -30,7 +30,7 @@ pub const TEST_TIMING: &str =
     "lease = \"600ms\"\nprobe_period = \"100ms\"\nsuspect_timeout = \"250ms\"";
 
 /// Cluster config for node `i`; `cluster_extra` is appended to the `[cluster]` table.
-pub fn config(i: usize, iface: &str, key: &str, cluster_extra: &str) -> String {
+pub fn config(i: usize, iface: &str, key: &str, cluster_extra: &str, extra: &str) -> String {
     let (name, ip) = (format!("ctl{}", i + 1), node_ip(i));
     let mut c = format!(
         r#"
@@ -62,6 +62,7 @@ fall = 2
 jitter = 0.0
 "#
     );
+    c.push_str(extra);
     for (vip, port, check) in [("web", 80, "http"), ("lines", 7000, "tcp")] {
         c.push_str(&format!(
             "\n[[vip]]\nname = \"{vip}\"\naddress = \"{VIP}\"\nport = {port}\ntable_size = 251\ncheck = {{ kind = \"{check}\" }}\n"
@@ -103,6 +104,11 @@ impl Cluster {
 
     /// Like [`Cluster::start`] with `cluster` as the whole set of extra `[cluster]` keys.
     pub fn start_with(cluster_extra: &str) -> Self {
+        Self::start_full(cluster_extra, "")
+    }
+
+    /// `extra` is more config (e.g. `[[vip]]` tables) for every node.
+    pub fn start_full(cluster_extra: &str, extra: &str) -> Self {
         let mut lan = Lan::new();
         let client = lan.add_host(1);
         let hosts: Vec<usize> = (11..=13).map(|n| lan.add_host(n)).collect();
@@ -125,7 +131,7 @@ impl Cluster {
         std::fs::write(&key, format!("{}\n", "ab".repeat(32))).expect("key");
         std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .expect("chmod");
-        let extra = cluster_extra.replace("@DIR@", dir.to_str().expect("utf-8"));
+        let cluster_extra = cluster_extra.replace("@DIR@", dir.to_str().expect("utf-8"));
         let stop = Arc::new(AtomicBool::new(false));
         let mut services = Vec::new();
         let mut nodes = Vec::new();
@@ -145,7 +151,13 @@ impl Cluster {
                 stop.clone(),
             ));
             let pins = PinDir::new();
-            let cfg = config(i, &host.iface, key.to_str().expect("utf-8"), &extra);
+            let cfg = config(
+                i,
+                &host.iface,
+                key.to_str().expect("utf-8"),
+                &cluster_extra,
+                extra,
+            );
             let vipd = Vipd::start(&host.ns, &pins, &cfg);
             nodes.push(Node {
                 name,

@@ -48,6 +48,8 @@ pub struct BackendRt {
     /// Cluster mode: the majority verdict of the nodes probing this backend, which the tables
     /// follow so that every node builds the same ones. None: this node's own verdict rules.
     pub cluster_health: Option<Health>,
+    /// Local backends: whether the service's socket exists (sock_diag); None until known.
+    pub listening: Option<bool>,
 }
 
 impl Drop for BackendRt {
@@ -67,6 +69,7 @@ impl BackendRt {
                 .next_hop
                 .is_some_and(|h| h.mac.is_some() && (h.on_link || conf.forward == Forward::Encap));
         (self.cluster_health.unwrap_or(self.health.health()) == Health::Up
+            && self.listening != Some(false)
             && self.admin == Admin::Enabled
             && self.weight > 0
             && reachable)

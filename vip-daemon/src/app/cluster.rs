@@ -41,6 +41,8 @@ pub struct ClusterRt {
     /// Membership as gossip last reported it (incarnations, addresses, local health).
     pub view: MembersView,
     pub member_down_events: u64,
+    /// Services whose host reported their socket gone: (vip, backend) -> host.
+    pub not_listening: HashMap<(String, String), String>,
     pub rejected: BTreeMap<&'static str, u64>,
     pub status_lines: Vec<String>,
     pub last_announce: HashMap<String, Instant>,
@@ -136,14 +138,18 @@ impl Daemon {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        let mut recompute = false;
         let inputs = match ev {
             GossipEvent::Up(n) => {
                 c.alive.insert(n);
+                recompute = true;
                 vec![Input::Alive(c.alive.iter().cloned().collect())]
             }
             GossipEvent::Down(n) => {
                 c.alive.remove(&n);
                 c.member_down_events += 1;
+                // Node death is backend death: its backends leave every table now.
+                recompute = true;
                 vec![
                     Input::Dead(n.clone()),
                     Input::Alive(c.alive.iter().cloned().collect()),
@@ -154,6 +160,7 @@ impl Daemon {
                 vec![Input::Heard(n)]
             }
             GossipEvent::Members(view) => {
+                recompute = c.view.members.len() != view.members.len();
                 c.view = view;
                 vec![]
             }
@@ -176,8 +183,19 @@ impl Daemon {
                     self.recompute_cluster_health(&vip, &backend);
                     vec![]
                 }
+                ItemBody::Service {
+                    vip,
+                    backend,
+                    listening,
+                } => {
+                    self.on_service_item(&item.origin, &vip, &backend, listening);
+                    vec![]
+                }
             },
         };
+        if recompute {
+            self.recompute_all_cluster_health();
+        }
         for input in inputs {
             let actions = self
                 .cluster
@@ -385,6 +403,7 @@ impl Daemon {
             last_heard: HashMap::new(),
             view: MembersView::default(),
             member_down_events: 0,
+            not_listening: HashMap::new(),
             rejected: BTreeMap::new(),
             status_lines: Vec::new(),
             last_announce: HashMap::new(),
@@ -448,48 +467,6 @@ impl Daemon {
         };
         let _ = c.gossip.try_send(GossipCmd::Broadcast(item));
         self.recompute_cluster_health(&vip_name, &backend);
-    }
-
-    /// The majority verdict of the live observers of one backend; republishes its VIP when
-    /// the cluster's verdict changes. A backend is down for the cluster when a majority of
-    /// its observers say so.
-    fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
-        let Some(c) = self.cluster.as_ref() else {
-            return;
-        };
-        let me = &self.config.node.name;
-        let Some(views) = c.views.get(&(vip.to_owned(), backend.to_owned())) else {
-            return;
-        };
-        let live: Vec<bool> = views
-            .iter()
-            .filter(|(origin, _)| *origin == me || c.alive.contains(*origin))
-            .map(|(_, up)| *up)
-            .collect();
-        if live.is_empty() {
-            return;
-        }
-        let down = live.iter().filter(|up| !**up).count();
-        let verdict = if down * 2 > live.len() {
-            crate::core::health::Health::Down
-        } else {
-            crate::core::health::Health::Up
-        };
-        let Some(v) = self.plan.vips.iter().position(|v| v.name == vip) else {
-            return;
-        };
-        let Some(b) = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == backend)
-        else {
-            return;
-        };
-        let index = b.index as usize;
-        if self.backends[index].cluster_health != Some(verdict) {
-            self.backends[index].cluster_health = Some(verdict);
-            self.republish(v, Some(Instant::now()));
-        }
     }
 
     /// Whether this node's own probes disagree with the cluster's verdict (bad NIC, local

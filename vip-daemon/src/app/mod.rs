@@ -4,6 +4,7 @@
 //! one more input source.
 mod backends;
 mod cluster;
+mod liveness;
 mod report;
 mod startup;
 mod tables;
@@ -91,6 +92,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Some(m) => Some(d.start_cluster(m, fence_tx).await?),
         None => None,
     };
+    let mut watch_rx = d.start_sockwatch();
     let mut ownership_tick = tokio::time::interval(Duration::from_millis(50));
 
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
@@ -128,6 +130,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             Some(reply) = scrape_rx.recv() => { let _ = reply.send(d.scrape()); }
             Some(ev) = async { gossip_rx.as_mut()?.recv().await }, if gossip_rx.is_some() => d.on_gossip(ev).await,
+            Some(ev) = async { watch_rx.as_mut()?.recv().await }, if watch_rx.is_some() => d.on_service_watch(ev),
             Some((node, ok)) = fence_rx.recv() => d.on_fence_result(node, ok).await,
             _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
             _ = neigh_tick.tick() => d.refresh_neighbours().await,

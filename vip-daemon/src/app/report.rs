@@ -93,6 +93,9 @@ impl Daemon {
                             }
                             .into(),
                             admin: rt.admin.as_str().into(),
+                            socket: rt
+                                .listening
+                                .map(|l| if l { "listening" } else { "GONE" }.to_owned()),
                             weight: rt.weight,
                             slots: live.iter().filter(|&&s| s == b.index).count() as u32,
                             neighbour: rt.neighbour_text(&b.conf),

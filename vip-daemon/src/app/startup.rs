@@ -129,6 +129,7 @@ pub async fn start(
                 last_probe: None,
                 prober: None,
                 cluster_health: None,
+                listening: None,
             });
         }
         vips.push(VipRt {

@@ -7,4 +7,5 @@ pub mod model;
 pub mod ownership;
 pub mod plan;
 pub mod seal;
+pub mod shared_health;
 pub mod swim;

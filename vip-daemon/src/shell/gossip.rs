@@ -67,6 +67,12 @@ pub enum ItemBody {
         backend: String,
         up: bool,
     },
+    /// From the node a backend runs on: whether the service's socket exists (sock_diag).
+    Service {
+        vip: String,
+        backend: String,
+        listening: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +90,9 @@ impl Item {
             ItemBody::Claim { vip, .. } | ItemBody::Released { vip, .. } => format!("vip/{vip}"),
             ItemBody::Health { vip, backend, .. } => {
                 format!("health/{}/{vip}/{backend}", self.origin)
+            }
+            ItemBody::Service { vip, backend, .. } => {
+                format!("service/{}/{vip}/{backend}", self.origin)
             }
         }
     }

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub fencing_failures: Counter,
     pub member_down_events: Counter,
     pub local_health: Gauge,
+    pub service_gone: Counter,
 }
 
 fn probe_histogram() -> Histogram {
@@ -94,6 +95,7 @@ impl Default for Metrics {
             fencing_failures: Counter::default(),
             member_down_events: Counter::default(),
             local_health: Gauge::default(),
+            service_gone: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -205,6 +207,11 @@ impl Default for Metrics {
             "local_health",
             "Lifeguard local health score: 0 healthy, more = own timers late, slower verdicts",
             m.local_health.clone(),
+        );
+        r.register(
+            "local_service_gone",
+            "Local backend services seen losing their socket (sock_diag), each taken out at once",
+            m.service_gone.clone(),
         );
         Self { registry: r, ..m }
     }

@@ -8,5 +8,6 @@ pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;
 pub mod probes;
+pub mod sockwatch;
 pub mod status;
 pub mod vipaddr;

@@ -100,6 +100,8 @@ pub struct BackendStatus {
     /// MAC used for forwarding, or why there is none.
     pub neighbour: String,
     pub last_probe: Option<ProbeStatus>,
+    /// Local backends: "listening" or "GONE" from the socket watch (sock_diag).
+    pub socket: Option<String>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -208,6 +210,10 @@ impl Status {
                             }
                         )
                     });
+                let probe = match &b.socket {
+                    Some(sock) => format!("socket {sock}, {probe}"),
+                    None => probe,
+                };
                 let _ = writeln!(
                     s,
                     "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} {} | {} | {} pkts {}",

@@ -1,0 +1,216 @@
+//! A service or a whole controller dies while a client opens a new HTTP connection through
+//! the VIP every 15 ms: the local socket watch (sock_diag) takes a killed service out of
+//! every table within milliseconds, and membership takes a cut-off controller's backends
+//! out as soon as it is declared dead.
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Cluster, VIP};
+use vip_tests::{privileged, servers};
+
+const PORT: u16 = 8774;
+
+fn api_vip() -> String {
+    let mut c = format!(
+        "\n[[vip]]\nname = \"api\"\naddress = \"{VIP}\"\nport = {PORT}\ntable_size = 251\ncheck = {{ kind = \"http\" }}\n"
+    );
+    for b in 0..3 {
+        c.push_str(&format!(
+            "[[vip.backend]]\nname = \"ctl{}\"\naddress = \"{}\"\nport = {PORT}\n",
+            b + 1,
+            common::node_ip(b)
+        ));
+    }
+    c
+}
+
+/// An HTTP service process (`vip-lab serve http`) in node `i`'s namespace, so it can be
+/// SIGKILLed like a crashing service.
+fn spawn_service(cluster: &Cluster, i: usize) -> Child {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", cluster.host(i).ns.name))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_vip-lab"))
+        .args(["serve", "http", "--port", &PORT.to_string()])
+        .args(["--name", &cluster.nodes[i].name, "--vip", &VIP.to_string()])
+        .spawn()
+        .expect("spawn service")
+}
+
+/// One request: when it started and who answered (or the error).
+type Outcome = (Instant, Result<String, String>);
+
+/// New connections at a steady pace from the client, each on its own thread so a request
+/// that hangs does not slow the others.
+struct Load {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Outcome>>>,
+}
+
+impl Load {
+    fn start(cluster: &Cluster, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l) = (stop.clone(), log.clone());
+        let to = SocketAddr::new(IpAddr::V4(VIP), PORT);
+        cluster.client().ns.spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    let at = Instant::now();
+                    let r = servers::http_get(to)
+                        .map(|(_, body)| body.trim().to_owned())
+                        .map_err(|e| e.to_string());
+                    l.lock().expect("log").push((at, r));
+                });
+                std::thread::sleep(every);
+            }
+        });
+        Self { stop, log }
+    }
+
+    fn outcomes(&self) -> Vec<Outcome> {
+        let mut v = self.log.lock().expect("log").clone();
+        v.sort_by_key(|o| o.0);
+        v
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+/// Slots of backend `name` of VIP `api` in node `i`'s live table.
+fn slots(cluster: &Cluster, i: usize, name: &str) -> u64 {
+    let s = cluster.nodes[i].vipd.status_json();
+    s["vips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["name"] == "api")
+        .flat_map(|v| v["backends"].as_array().cloned().unwrap_or_default())
+        .find(|b| b["name"] == name)
+        .and_then(|b| b["slots"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killed_service_and_cut_controller_leave_the_tables_at_once() {
+    if !privileged("killed_service_and_cut_controller_leave_the_tables_at_once") {
+        return;
+    }
+    let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
+    let owner = cluster.wait_single_owner(Duration::from_secs(10));
+    let mut services: Vec<Child> = (0..3).map(|i| spawn_service(&cluster, i)).collect();
+    wait_until("all api backends live", Duration::from_secs(10), || {
+        (0..3).all(|b| slots(&cluster, owner, &format!("ctl{}", b + 1)) > 0)
+    });
+    let victim = (owner + 1) % 3;
+    let victim_name = cluster.nodes[victim].name.clone();
+    let load = Load::start(&cluster, Duration::from_millis(15));
+    std::thread::sleep(Duration::from_millis(800));
+
+    // 1. SIGKILL one controller's service.
+    let killed = Instant::now();
+    services[victim].kill().expect("kill");
+    let _ = services[victim].wait();
+    let local = wait_until("victim's own table", Duration::from_secs(1), || {
+        slots(&cluster, victim, &victim_name) == 0
+    });
+    let at_owner = wait_until("owner's table", Duration::from_secs(1), || {
+        slots(&cluster, owner, &victim_name) == 0
+    });
+    let status = cluster.nodes[victim]
+        .vipd
+        .cli(&["status"])
+        .unwrap_or_default();
+    assert!(status.contains("socket GONE"), "status shows it:\n{status}");
+    std::thread::sleep(Duration::from_millis(700));
+    let during_kill: Vec<Outcome> = load
+        .outcomes()
+        .into_iter()
+        .filter(|o| o.0 >= killed - Duration::from_millis(100))
+        .collect();
+    let failed_kill = during_kill.iter().filter(|o| o.1.is_err()).count();
+    eprintln!(
+        "service SIGKILL: out of the victim's table after <= {local:?}, the owner's after \
+         <= {:?}; {failed_kill} of {} requests failed",
+        local + at_owner,
+        during_kill.len()
+    );
+    assert!(
+        local + at_owner < Duration::from_millis(50),
+        "detection goal 50 ms"
+    );
+    assert!(
+        during_kill
+            .iter()
+            .filter(|o| o.0 > killed + Duration::from_millis(50))
+            .all(|o| o.1.as_ref().is_ok_and(|who| *who != victim_name)),
+        "after 50 ms no request fails or reaches the dead service"
+    );
+
+    // 2. Restarted: back in the tables after the probes rise.
+    let restarted = Instant::now();
+    services[victim] = spawn_service(&cluster, victim);
+    let back = wait_until("back in the owner's table", Duration::from_secs(3), || {
+        slots(&cluster, owner, &victim_name) > 0
+    });
+    eprintln!("service restarted: back in the owner's table after {back:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        load.outcomes()
+            .iter()
+            .any(|o| o.0 > restarted + back && o.1.as_deref() == Ok(victim_name.as_str())),
+        "traffic returns to the restarted service"
+    );
+
+    // 3. The same controller's link is cut: its backends leave the tables when membership
+    // declares it dead.
+    let dead = cluster.host(victim);
+    let cut = Instant::now();
+    dead.ns.exec(&["ip", "link", "set", &dead.iface, "down"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    load.stop.store(true, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(2100)); // hung connects time out
+    let after_cut: Vec<Outcome> = load.outcomes().into_iter().filter(|o| o.0 >= cut).collect();
+    let failures: Vec<Duration> = after_cut
+        .iter()
+        .filter(|o| o.1.is_err())
+        .map(|o| o.0 - cut)
+        .collect();
+    eprintln!(
+        "link cut: {} of {} requests failed, the last {:?} after the cut",
+        failures.len(),
+        after_cut.len(),
+        failures.last()
+    );
+    assert!(
+        failures.iter().all(|f| *f <= Duration::from_millis(500)),
+        "failures later than 500 ms after the cut: {failures:?}"
+    );
+    for mut s in services {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+}

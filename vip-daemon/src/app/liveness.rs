@@ -1,0 +1,180 @@
+//! Issue "no failed connection": facts beat probes. A backend whose host node membership
+//! declares dead leaves every table at once, and a local service whose socket vanished
+//! (sock_diag) leaves this node's tables at once and is announced to the cluster.
+use std::{net::IpAddr, time::Duration};
+
+use tokio::sync::mpsc;
+
+use crate::{
+    config::Protocol,
+    core::shared_health::{cluster_verdict, Host},
+    shell::{
+        gossip::{GossipCmd, Item, ItemBody},
+        sockwatch::{self, WatchEvent, Watched},
+    },
+};
+
+use super::Daemon;
+
+/// How often the local sockets are listed: a killed service is seen within this.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(5);
+
+impl Daemon {
+    /// Starts watching the sockets of every backend that runs on this node.
+    pub(super) fn start_sockwatch(&mut self) -> Option<mpsc::Receiver<WatchEvent>> {
+        let mut watched = Vec::new();
+        for v in &self.plan.vips {
+            let Some(conf) = self.config.vips.iter().find(|c| c.name == v.name) else {
+                continue;
+            };
+            for b in &v.backends {
+                if !self.backends[b.index as usize].local {
+                    continue;
+                }
+                watched.push(Watched {
+                    key: b.index,
+                    udp: conf.protocol == Protocol::Udp,
+                    addrs: vec![b.conf.address, conf.address],
+                    port: if conf.port != 0 {
+                        conf.port
+                    } else {
+                        b.conf.port
+                    },
+                });
+            }
+        }
+        if watched.is_empty() {
+            return None;
+        }
+        match sockwatch::spawn(watched, WATCH_PERIOD) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!(error = %e, "sock_diag unavailable: local services are probed only");
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_service_watch(&mut self, ev: WatchEvent) {
+        let index = ev.key as usize;
+        let Some(rt) = self.backends.get_mut(index) else {
+            return;
+        };
+        let was = rt.listening;
+        rt.listening = Some(ev.listening);
+        if was == Some(ev.listening) {
+            return;
+        }
+        let (vip, pos) = self.locate_backend(index);
+        let (vip_name, backend) = (
+            self.plan.vips[vip].name.clone(),
+            self.plan.vips[vip].backends[pos].conf.name.clone(),
+        );
+        if was.is_some() || !ev.listening {
+            tracing::warn!(vip = %vip_name, %backend, listening = ev.listening, "local service socket");
+        }
+        if !ev.listening {
+            self.metrics.service_gone.inc();
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.item_version += 1;
+            let item = Item {
+                origin: self.config.node.name.clone(),
+                version: c.item_version,
+                body: ItemBody::Service {
+                    vip: vip_name.clone(),
+                    backend: backend.clone(),
+                    listening: ev.listening,
+                },
+            };
+            let _ = c.gossip.try_send(GossipCmd::Broadcast(item));
+        }
+        self.republish(vip, Some(ev.at));
+    }
+
+    /// A host's report about its own service (gossip).
+    pub(super) fn on_service_item(&mut self, origin: &str, vip: &str, backend: &str, up: bool) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let key = (vip.to_owned(), backend.to_owned());
+        if up {
+            c.not_listening.remove(&key);
+        } else {
+            c.not_listening.insert(key, origin.to_owned());
+        }
+        self.recompute_cluster_health(vip, backend);
+    }
+
+    /// Membership changed: every backend's verdict may follow its host.
+    pub(super) fn recompute_all_cluster_health(&mut self) {
+        let names: Vec<(String, String)> = self
+            .plan
+            .vips
+            .iter()
+            .flat_map(|v| {
+                v.backends
+                    .iter()
+                    .map(|b| (v.name.clone(), b.conf.name.clone()))
+            })
+            .collect();
+        for (v, b) in names {
+            self.recompute_cluster_health(&v, &b);
+        }
+    }
+
+    /// The member a backend runs on: this node for local backends, else the member whose
+    /// gossip address is the backend's address.
+    fn host_of(&self, index: usize, address: IpAddr) -> (Host, Option<String>) {
+        let Some(c) = self.cluster.as_ref() else {
+            return (Host::NotMember, None);
+        };
+        if self.backends[index].local {
+            return (Host::Alive, Some(self.config.node.name.clone()));
+        }
+        match c.view.members.iter().find(|m| m.addr.ip() == address) {
+            Some(m) if c.alive.contains(&m.name) => (Host::Alive, Some(m.name.clone())),
+            Some(m) => (Host::Dead, Some(m.name.clone())),
+            None => (Host::NotMember, None),
+        }
+    }
+
+    /// The cluster's verdict on one backend (see `core::shared_health`); republishes its VIP
+    /// when it changes.
+    pub(super) fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
+        let Some(v) = self.plan.vips.iter().position(|v| v.name == vip) else {
+            return;
+        };
+        let Some(b) = self.plan.vips[v]
+            .backends
+            .iter()
+            .find(|b| b.conf.name == backend)
+        else {
+            return;
+        };
+        let (index, address) = (b.index as usize, b.conf.address);
+        let (host, host_name) = self.host_of(index, address);
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let me = &self.config.node.name;
+        let key = (vip.to_owned(), backend.to_owned());
+        // Only the host's own report counts; this node's own watch acts directly.
+        let not_listening = c
+            .not_listening
+            .get(&key)
+            .is_some_and(|origin| Some(origin) == host_name.as_ref() && origin != me);
+        let Some(verdict) = cluster_verdict(
+            c.views.get(&key),
+            |origin| origin == me || c.alive.contains(origin),
+            host,
+            not_listening,
+        ) else {
+            return;
+        };
+        if self.backends[index].cluster_health != Some(verdict) {
+            self.backends[index].cluster_health = Some(verdict);
+            self.republish(v, Some(std::time::Instant::now()));
+        }
+    }
+}
