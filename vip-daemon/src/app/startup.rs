@@ -238,6 +238,13 @@ impl Daemon {
 
     /// Applies a valid new config whose layout matches the running one.
     pub(super) fn apply_reload(&mut self, config: Config) -> Result<String, String> {
+        let fixed = crate::config::restart_only_changes(&self.config, &config);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "the new config changes {}: that needs a restart of vipd",
+                fixed.join(", ")
+            ));
+        }
         let plan = plan::plan(&config).map_err(|e| e.to_string())?;
         if plan::layout_id(&plan) != self.layout_id {
             return Err(

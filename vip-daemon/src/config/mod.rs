@@ -15,6 +15,7 @@ mod diag;
 mod locate;
 mod membership;
 mod raw;
+mod restart;
 mod types;
 mod validate;
 mod vip;
@@ -22,6 +23,7 @@ mod vip;
 use std::path::Path;
 
 pub use diag::{ConfigError, Diagnostic};
+pub use restart::restart_only_changes;
 pub use types::*;
 
 /// Reads, parses and validates the config file at `path`.
