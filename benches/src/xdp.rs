@@ -304,6 +304,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         backends: 8,
         slots: regions.iter().map(TableRegion::slots).sum(),
         peers: 4,
+        fallbacks: 0,
     };
     let settings = Settings {
         hash_seed: SEED,
@@ -336,7 +337,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         index,
         table_size: M,
         flags,
-        _pad: 0,
+        fallback: 0,
     };
     let key = |addr: [u8; 16], port: u16, proto: u8, family: u8| VipKey {
         addr,

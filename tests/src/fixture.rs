@@ -36,7 +36,7 @@ impl Balancer {
         let model = ModelState {
             settings,
             backends: vec![Backend::default(); sizing.backends as usize],
-            active: vec![0; sizing.vips as usize],
+            active: vec![0; (sizing.vips + sizing.fallbacks) as usize],
             slots: vec![0; sizing.slot_capacity() as usize],
             now_ns: monotonic_ns(),
             ..Default::default()

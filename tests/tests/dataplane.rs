@@ -108,6 +108,7 @@ fn balancer() -> (Balancer, Vips) {
         backends: 16,
         slots: base,
         peers: 4,
+        fallbacks: 0,
     };
     let settings = Settings {
         hash_seed: SEED,
@@ -190,7 +191,7 @@ fn balancer() -> (Balancer, Vips) {
         index,
         table_size,
         flags,
-        _pad: 0,
+        fallback: 0,
     };
     b.set_vip(key4(VIP_WEB, 80, 6), vip(0, M, 0));
     b.set_vip(key6(VIP_DNS6, 53, 17), vip(1, M, 0));

@@ -100,6 +100,7 @@ fn run_e2e(mode: u8, test: &str) {
         backends: 8,
         slots: 8 * M,
         peers: 4,
+        fallbacks: 0,
     };
     let dp = {
         let (path, iface) = (lb_pins.path.clone(), lan.hosts[lb].iface.clone());
@@ -173,7 +174,7 @@ fn run_e2e(mode: u8, test: &str) {
                 index: i as u32,
                 table_size: M,
                 flags: 0,
-                _pad: 0,
+                fallback: 0,
             },
         );
         let first = if key.family == FAMILY_V4 { 0 } else { 3 };

@@ -1,7 +1,8 @@
 //! A service or a whole controller dies while a client opens a new HTTP connection through
-//! the VIP every 15 ms: the local socket watch (sock_diag) takes a killed service out of
-//! every table within milliseconds, and membership takes a cut-off controller's backends
-//! out as soon as it is declared dead.
+//! the VIP every 15 ms: no request fails. The dead service's node gives connections that
+//! still reach it a second chance in XDP (no socket: sent on to the fallback backend), its
+//! socket watch (sock_diag) takes it out of every table within milliseconds, and membership
+//! takes a cut-off controller's backends out as soon as it is declared dead.
 mod common;
 
 use std::{
@@ -44,6 +45,18 @@ fn spawn_service(cluster: &Cluster, i: usize) -> Child {
         .args(["--name", &cluster.nodes[i].name, "--vip", &VIP.to_string()])
         .spawn()
         .expect("spawn service")
+}
+
+/// Service processes, killed on drop (also when the test fails).
+struct Services(Vec<Child>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for s in &mut self.0 {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
 }
 
 /// One request: when it started and who answered (or the error).
@@ -121,7 +134,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
     }
     let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
     let owner = cluster.wait_single_owner(Duration::from_secs(10));
-    let mut services: Vec<Child> = (0..3).map(|i| spawn_service(&cluster, i)).collect();
+    let mut services = Services((0..3).map(|i| spawn_service(&cluster, i)).collect());
     wait_until("all api backends live", Duration::from_secs(10), || {
         (0..3).all(|b| slots(&cluster, owner, &format!("ctl{}", b + 1)) > 0)
     });
@@ -132,8 +145,8 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
 
     // 1. SIGKILL one controller's service.
     let killed = Instant::now();
-    services[victim].kill().expect("kill");
-    let _ = services[victim].wait();
+    services.0[victim].kill().expect("kill");
+    let _ = services.0[victim].wait();
     let local = wait_until("victim's own table", Duration::from_secs(1), || {
         slots(&cluster, victim, &victim_name) == 0
     });
@@ -146,33 +159,37 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
         .unwrap_or_default();
     assert!(status.contains("socket GONE"), "status shows it:\n{status}");
     std::thread::sleep(Duration::from_millis(700));
+    // Connections opened after the kill; one in flight at the kill (accepted by the dying
+    // process, or in its accept queue) is reset with it, as it would be anywhere.
     let during_kill: Vec<Outcome> = load
         .outcomes()
         .into_iter()
-        .filter(|o| o.0 >= killed - Duration::from_millis(100))
+        .filter(|o| o.0 >= killed)
         .collect();
     let failed_kill = during_kill.iter().filter(|o| o.1.is_err()).count();
     eprintln!(
         "service SIGKILL: out of the victim's table after <= {local:?}, the owner's after \
-         <= {:?}; {failed_kill} of {} requests failed",
+         <= {:?}; {failed_kill} of {} new connections failed",
         local + at_owner,
         during_kill.len()
     );
-    assert!(
-        local + at_owner < Duration::from_millis(50),
-        "detection goal 50 ms"
+    // Polled through `vipd status` (a process per call), so an upper bound.
+    assert!(local < Duration::from_millis(50), "detection goal 50 ms");
+    assert_eq!(
+        failed_kill, 0,
+        "second chance: no request fails: {during_kill:?}"
     );
     assert!(
         during_kill
             .iter()
-            .filter(|o| o.0 > killed + Duration::from_millis(50))
+            .filter(|o| o.0 > killed + local + at_owner)
             .all(|o| o.1.as_ref().is_ok_and(|who| *who != victim_name)),
-        "after 50 ms no request fails or reaches the dead service"
+        "once the owner knows, nothing reaches the dead service"
     );
 
     // 2. Restarted: back in the tables after the probes rise.
     let restarted = Instant::now();
-    services[victim] = spawn_service(&cluster, victim);
+    services.0[victim] = spawn_service(&cluster, victim);
     let back = wait_until("back in the owner's table", Duration::from_secs(3), || {
         slots(&cluster, owner, &victim_name) > 0
     });
@@ -185,7 +202,28 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
         "traffic returns to the restarted service"
     );
 
-    // 3. The same controller's link is cut: its backends leave the tables when membership
+    // 3. The owner's own service: the client's SYNs reach it without a peer hop.
+    let owner_name = cluster.nodes[owner].name.clone();
+    let killed = Instant::now();
+    services.0[owner].kill().expect("kill");
+    let _ = services.0[owner].wait();
+    wait_until("owner's own table", Duration::from_secs(1), || {
+        slots(&cluster, owner, &owner_name) == 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let failed: Vec<Outcome> = load
+        .outcomes()
+        .into_iter()
+        .filter(|o| o.0 >= killed && o.1.is_err())
+        .collect();
+    eprintln!(
+        "owner's service SIGKILL: {} new connections failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    services.0[owner] = spawn_service(&cluster, owner);
+
+    // 4. The first victim's link is cut: its backends leave the tables when membership
     // declares it dead.
     let dead = cluster.host(victim);
     let cut = Instant::now();
@@ -209,8 +247,4 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
         failures.iter().all(|f| *f <= Duration::from_millis(500)),
         "failures later than 500 ms after the cut: {failures:?}"
     );
-    for mut s in services {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
 }

@@ -111,8 +111,11 @@ pub mod reason {
     /// An ARP request or neighbour solicitation for a cluster VIP this node holds no valid
     /// lease for, or a packet for a leased VIP without a lease: dropped.
     pub const DROP_NO_LEASE: u32 = 14;
+    /// Second chance: meant for a local service with no socket (it died); sent encapsulated
+    /// to the backend of the VIP's fallback table instead of being reset by the kernel.
+    pub const TX_SECOND_CHANCE: u32 = 15;
     /// Number of reasons (size of the stats map).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     /// Human names, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -131,6 +134,7 @@ pub mod reason {
         "drop_no_backend",
         "drop_encap_failed",
         "drop_no_lease",
+        "tx_second_chance",
     ];
 }
 
@@ -162,7 +166,11 @@ pub struct VipInfo {
     pub table_size: u32,
     /// `VIP_F_*` bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// Second chance: 1 + the `ACTIVE` index of this VIP's fallback table (its live table
+    /// without this node's own backends), 0 for none. A packet that would be delivered
+    /// locally but finds no local socket (the service died) is sent, encapsulated, to the
+    /// backend the fallback table picks. Zero-initialised means off.
+    pub fallback: u32,
 }
 const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);
 

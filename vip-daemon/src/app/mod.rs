@@ -51,6 +51,8 @@ pub struct VipRt {
     pub generation: Option<u32>,
     pub publishes: u64,
     pub precomputed: Option<Precomputed>,
+    /// Second chance: the published fallback table (empty until the first publish).
+    pub fallback: Vec<u32>,
 }
 
 /// Everything the loop owns.

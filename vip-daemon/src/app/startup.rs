@@ -139,6 +139,7 @@ pub async fn start(
             live: live.unwrap_or_default(),
             publishes: 0,
             precomputed: None,
+            fallback: Vec::new(),
         });
     }
     let netlink = neighbours::connect()?;
@@ -154,7 +155,7 @@ pub async fn start(
     let model = ModelState {
         settings,
         backends: vec![Default::default(); plan.sizing.backends as usize],
-        active: vec![0; plan.sizing.vips.max(1) as usize],
+        active: vec![0; (plan.sizing.vips + plan.sizing.fallbacks).max(1) as usize],
         slots: vec![NO_BACKEND; plan.sizing.slot_capacity() as usize],
         ..Default::default()
     };

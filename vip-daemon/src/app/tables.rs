@@ -50,19 +50,54 @@ impl Daemon {
                     .unwrap_or(0)]
             })
         });
-        if table == self.vips[vip].live && self.vips[vip].generation.is_some() {
+        if table != self.vips[vip].live || self.vips[vip].generation.is_none() {
+            self.publish(vip, table);
+            if let Some(at) = cause {
+                let took = at.elapsed();
+                self.metrics.verdict_to_live.observe(took.as_secs_f64());
+                if self.verdict_latencies.len() >= 4096 {
+                    self.verdict_latencies.remove(0);
+                }
+                self.verdict_latencies.push(took);
+            }
+            self.precompute(vip, weights.clone());
+        }
+        self.refresh_fallback(vip, weights);
+    }
+
+    /// Second chance: keeps the VIP's fallback table equal to its table without this node's
+    /// own backends (what every table becomes once a dead local service is known), after
+    /// the live table so that a verdict is never delayed by it.
+    fn refresh_fallback(&mut self, vip: usize, mut weights: Vec<Option<u32>>) {
+        let v = &self.plan.vips[vip];
+        let Some(region) = v.fallback else {
+            return;
+        };
+        for (w, b) in weights.iter_mut().zip(&v.backends) {
+            if self.backends[b.index as usize].local {
+                *w = None;
+            }
+        }
+        let table = plan::build_table(self.plan.seed, v, |b| {
+            weights[v
+                .backends
+                .iter()
+                .position(|x| x.index == b.index)
+                .unwrap_or(0)]
+        });
+        if table == self.vips[vip].fallback {
             return;
         }
-        self.publish(vip, table);
-        if let Some(at) = cause {
-            let took = at.elapsed();
-            self.metrics.verdict_to_live.observe(took.as_secs_f64());
-            if self.verdict_latencies.len() >= 4096 {
-                self.verdict_latencies.remove(0);
+        match self.tables.publish(&region, &table) {
+            Ok((gen, _)) => {
+                let base = region.base + gen * region.size;
+                self.model.slots[base as usize..(base + region.size) as usize]
+                    .copy_from_slice(&table);
+                self.model.active[region.vip_index as usize] = base;
+                self.vips[vip].fallback = table;
             }
-            self.verdict_latencies.push(took);
+            Err(e) => tracing::error!(vip = %v.name, error = %e, "fallback publish failed"),
         }
-        self.precompute(vip, weights);
     }
 
     fn publish(&mut self, vip: usize, table: Vec<u32>) {

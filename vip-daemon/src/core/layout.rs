@@ -6,6 +6,8 @@ use vip_common::maps;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizing {
     pub vips: u32,
+    /// Second-chance fallback tables (their `ACTIVE` words follow the VIPs').
+    pub fallbacks: u32,
     pub backends: u32,
     /// Maglev slots, all generations of all VIPs (rounded up to whole elements).
     pub slots: u32,
@@ -16,6 +18,7 @@ impl Default for Sizing {
     fn default() -> Self {
         Self {
             vips: maps::DEFAULT_MAX_VIPS,
+            fallbacks: 0,
             backends: maps::DEFAULT_MAX_BACKENDS,
             slots: maps::DEFAULT_MAX_SLOT_PAIRS * maps::SLOTS_PER_ELEMENT,
             peers: maps::DEFAULT_MAX_PEERS,
@@ -27,7 +30,7 @@ impl Sizing {
     pub fn entries(&self) -> [(&'static str, u32); 8] {
         [
             (maps::MAP_VIPS, self.vips.max(1)),
-            (maps::MAP_ACTIVE, self.vips.max(1)),
+            (maps::MAP_ACTIVE, (self.vips + self.fallbacks).max(1)),
             (maps::MAP_VIP_STATS, self.vips.max(1)),
             (maps::MAP_BACKENDS, self.backends.max(1)),
             (maps::MAP_BACKEND_STATS, self.backends.max(1)),
@@ -54,8 +57,14 @@ impl Sizing {
         let (v, b, p) = (self.vips as u64, self.backends as u64, self.peers as u64);
         let counters = (v + b + maps::reason::COUNT as u64) * 16 * cpus as u64;
         let slots = self.slot_elements() as u64 * maps::ARRAY_ELEMENT_BYTES as u64;
-        // ACTIVE uses one 8-byte element per VIP.
-        v * (20 + 16 + 8 + 20 + 16) + b * 32 + slots + p * 16 + 32 + counters
+        // ACTIVE uses one 8-byte element per VIP and per fallback table.
+        v * (20 + 16 + 8 + 20 + 16)
+            + self.fallbacks as u64 * 8
+            + b * 32
+            + slots
+            + p * 16
+            + 32
+            + counters
     }
 }
 

@@ -31,6 +31,10 @@ pub struct ModelState {
     pub leases: HashMap<LeaseKey, Lease>,
     /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
     pub now_ns: u64,
+    /// Local sockets as (protocol, address, port), the unspecified address for a wildcard
+    /// bind; what the program's socket lookup finds. None: unknown, assume every local
+    /// service has its socket (no second chance), as `vipd trace` does.
+    pub sockets: Option<HashSet<(u8, [u8; 16], u16)>>,
 }
 
 /// What the program does with one frame.
@@ -360,7 +364,8 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
         return pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
     if state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]) {
-        return pass(PASS_FROM_PEER);
+        return second_chance(state, f, l3, flow, &vip, icmp)
+            .unwrap_or_else(|| pass(PASS_FROM_PEER));
     }
     if vip.flags & VIP_F_LEASED != 0 && state.lease(flow.dst, flow.family) != Some(true) {
         return drop(DROP_NO_LEASE);
@@ -373,10 +378,65 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
         return drop(DROP_NO_BACKEND);
     };
     let backend = &state.backends[index as usize];
-    let mut out = forward(state, f, l3, backend, choice.hash, flow.family, icmp);
+    let second = (backend.mode == FWD_LOCAL)
+        .then(|| second_chance(state, f, l3, flow, &vip, icmp))
+        .flatten();
+    let mut out =
+        second.unwrap_or_else(|| forward(state, f, l3, backend, choice.hash, flow.family, icmp));
     // The program counts the VIP and backend before forwarding, whatever follows.
     out.chosen = Some((choice.vip.index, index));
     out
+}
+
+/// The program's `has_socket`, from [`ModelState::sockets`].
+fn has_socket(state: &ModelState, flow: &Flow) -> bool {
+    state.sockets.as_ref().is_none_or(|s| {
+        s.contains(&(flow.proto, flow.dst, flow.dport))
+            || s.contains(&(flow.proto, [0; 16], flow.dport))
+    })
+}
+
+/// The program's `second_chance`: a packet for a local service without a socket goes,
+/// encapsulated, to the backend of the VIP's fallback table.
+fn second_chance(
+    state: &ModelState,
+    f: &[u8],
+    l3: usize,
+    flow: &Flow,
+    vip: &VipInfo,
+    icmp: bool,
+) -> Option<Outcome> {
+    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(state, flow) {
+        return None;
+    }
+    let base = *state.active.get(vip.fallback as usize - 1)?;
+    let hash = flow_hash(
+        state.settings.hash_seed,
+        &addr_words(&flow.src),
+        &addr_words(&flow.dst),
+        flow.sport,
+        flow.dport,
+        flow.proto,
+        vip.flags & VIP_F_SRC_HASH != 0,
+    );
+    let index = *state
+        .slots
+        .get(base.wrapping_add(maglev_slot(hash, vip.table_size)) as usize)?;
+    let backend = state.backends.get(index as usize)?;
+    if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != flow.family {
+        return None;
+    }
+    let encap = Backend {
+        mode: FWD_ENCAP,
+        ..*backend
+    };
+    let mut out = forward(state, f, l3, &encap, hash, flow.family, false);
+    if out.action == XDP_TX {
+        out.reason = TX_SECOND_CHANCE;
+    } else {
+        out.reason = DROP_ENCAP_FAILED;
+    }
+    Some(out)
 }
 
 fn forward(

@@ -31,6 +31,10 @@ pub struct VipPlan {
     pub key: VipKey,
     pub info: VipInfo,
     pub region: TableRegion,
+    /// Second chance (cluster mode, a VIP with a backend on this node whose other backends
+    /// all run on cluster members): where its fallback table lives, published like a VIP
+    /// table under `ACTIVE` index `region.vip_index`.
+    pub fallback: Option<TableRegion>,
     pub selection: Selection,
     pub backends: Vec<BackendPlan>,
 }
@@ -125,16 +129,33 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
                 } else {
                     0
                 },
-                _pad: 0,
+                fallback: 0,
             },
             region,
+            fallback: None,
             selection: vip.selection,
             backends,
         });
     }
+    // Fallback tables after every VIP's own, with ACTIVE words after every VIP's.
+    let mut fallbacks = 0;
+    for (i, vip) in config.vips.iter().enumerate() {
+        if second_chance_applies(config, vip) {
+            let region = TableRegion {
+                vip_index: (config.vips.len() + fallbacks) as u32,
+                base: next_slot,
+                size: vip.table_size,
+            };
+            next_slot += region.slots();
+            fallbacks += 1;
+            vips[i].info.fallback = region.vip_index + 1;
+            vips[i].fallback = Some(region);
+        }
+    }
     Ok(Plan {
         sizing: Sizing {
             vips: config.vips.len() as u32,
+            fallbacks: fallbacks as u32,
             backends: next_backend,
             slots: next_slot,
             peers: 16,
@@ -186,6 +207,21 @@ pub fn build_table(
                 .collect()
         }
     }
+}
+
+/// Second chance needs a local backend to stand in for, and only backends that run vipd
+/// (their address is a cluster peer's), since the fallback sends packets encapsulated and the
+/// receiving node's XDP program unwraps them.
+fn second_chance_applies(config: &Config, vip: &Vip) -> bool {
+    let Some(m) = &config.cluster.membership else {
+        return false;
+    };
+    let member = |b: &BackendConf| m.peers.iter().any(|p| p.ip() == b.address);
+    vip.backends.iter().any(|b| is_local(config, b))
+        && vip
+            .backends
+            .iter()
+            .all(|b| is_local(config, b) || member(b))
 }
 
 /// Whether a backend forwards to the local stack.

@@ -1,0 +1,176 @@
+//! Second chance through BPF_PROG_TEST_RUN: a packet meant for this node's own backend whose
+//! service has no socket (it died, the tables have not caught up) goes, encapsulated, to the
+//! backend of the VIP's fallback table; with a socket it is delivered locally; a packet that
+//! was already given a second chance (encapsulated) is delivered, never forwarded again.
+//! Every row is also checked against the host model, byte for byte.
+use std::collections::HashSet;
+
+use vip_common::{
+    maps::{reason::*, Backend, Settings, VipInfo, VipKey, FWD_L2, FWD_LOCAL, SETTINGS_F_PEERS},
+    wire::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, XDP_PASS, XDP_TX},
+};
+use vip_daemon::shell::dataplane::{Sizing, TableRegion};
+use vip_tests::{
+    fixture::Balancer,
+    packet::{self, Addr, Flow, Frame},
+    privileged,
+};
+
+const M: u32 = 251;
+const VIP: [u8; 4] = [10, 99, 0, 100];
+const CLIENT: [u8; 4] = [198, 18, 0, 9];
+const PEER_MAC: [u8; 6] = [2, 0, 0, 0, 0xee, 1];
+/// Ports nothing else on a test machine listens on.
+const TCP_PORT: u16 = 47_123;
+const UDP_PORT: u16 = 47_124;
+
+fn a4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+fn mac_of(index: u32) -> [u8; 6] {
+    [2, 0xbe, 0, 0, 0, index as u8]
+}
+
+/// Two VIPs (TCP and UDP) whose live tables send everything to this node (backend 0) and
+/// whose fallback tables spread over backends 1 and 2 on other nodes.
+fn balancer() -> Balancer {
+    let regions: Vec<TableRegion> = (0..4)
+        .map(|i| TableRegion {
+            vip_index: i,
+            base: i * 2 * M,
+            size: M,
+        })
+        .collect();
+    let sizing = Sizing {
+        vips: 2,
+        fallbacks: 2,
+        backends: 3,
+        slots: 8 * M,
+        peers: 1,
+    };
+    let settings = Settings {
+        hash_seed: 7,
+        encap_src_v4: [10, 255, 0, 0],
+        layout_id: 0,
+        flags: SETTINGS_F_PEERS,
+        encap_src_v6: [0; 16],
+    };
+    let mut b = Balancer::new(sizing, settings);
+    for i in 0..3u32 {
+        b.set_backend(
+            i,
+            Backend {
+                addr: a4([10, 0, 0, 1 + i as u8]),
+                mac: mac_of(i),
+                family: FAMILY_V4,
+                mode: if i == 0 { FWD_LOCAL } else { FWD_L2 },
+                _pad: [0; 8],
+            },
+        );
+    }
+    for (index, port, proto) in [(0, TCP_PORT, IPPROTO_TCP), (1, UDP_PORT, IPPROTO_UDP)] {
+        let key = VipKey {
+            addr: a4(VIP),
+            port,
+            proto,
+            family: FAMILY_V4,
+        };
+        let info = VipInfo {
+            index,
+            table_size: M,
+            flags: 0,
+            // ACTIVE words 2 and 3 hold the fallback tables.
+            fallback: index + 2 + 1,
+        };
+        b.set_vip(key, info);
+    }
+    let local: Vec<u32> = vec![0; M as usize];
+    let fallback: Vec<u32> = (0..M).map(|s| 1 + s % 2).collect();
+    for (r, table) in regions.iter().zip([&local, &local, &fallback, &fallback]) {
+        b.publish(r, table);
+    }
+    b.set_peer(PEER_MAC);
+    b.model.sockets = Some(HashSet::new());
+    b
+}
+
+/// The outer destination of an IPIP frame (no VLAN).
+fn outer_dst(out: &[u8]) -> [u8; 4] {
+    out[30..34].try_into().expect("4 bytes")
+}
+
+#[test]
+fn second_chance_sends_socketless_packets_on_and_never_twice() {
+    if !privileged("second_chance_sends_socketless_packets_on_and_never_twice") {
+        return;
+    }
+    let mut b = balancer();
+    let client = Frame::default();
+    let syn = packet::l4_frame(&client, &Flow::tcp4(CLIENT, 40_000, VIP, TCP_PORT));
+
+    // No socket: the SYN goes, encapsulated, to a backend of the fallback table.
+    let (run, out) = b.check(&syn);
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
+    let dst = outer_dst(&run.output);
+    assert!(
+        dst == [10, 0, 0, 2] || dst == [10, 0, 0, 3],
+        "outer dst {dst:?}"
+    );
+    assert_eq!(
+        &run.output[34..],
+        &syn[14..],
+        "the inner packet is untouched"
+    );
+    let summary = packet::parse_summary(&run.output).expect("parses");
+    assert_eq!(summary.proto, 4, "IPIP");
+    assert_eq!(
+        summary.inner.as_ref().map(|i| (i.dst, i.dport)),
+        Some((Addr::V4(VIP), TCP_PORT))
+    );
+
+    // Forwarded to us by a peer: the same second chance.
+    let from_peer = Frame {
+        src_mac: PEER_MAC,
+        ..Frame::default()
+    };
+    let peer_syn = packet::l4_frame(&from_peer, &Flow::tcp4(CLIENT, 40_001, VIP, TCP_PORT));
+    let (run, out) = b.check(&peer_syn);
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
+
+    // Already given its second chance (encapsulated to us): delivered, never sent again.
+    let mut back = run.output.clone();
+    back[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+    let (run, out) = b.check(&back);
+    assert_eq!((run.action, out.reason), (XDP_PASS, PASS_DECAP));
+
+    // UDP to a service without a bound socket: second chance too.
+    let dgram = packet::l4_frame(&client, &Flow::udp4(CLIENT, 5353, VIP, UDP_PORT));
+    let (run, out) = b.check(&dgram);
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
+
+    // With the service's sockets back (listening on the wildcard address), packets are
+    // delivered locally: the SYN, and the segments of established connections.
+    let _listener = std::net::TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("listen");
+    let _udp = std::net::UdpSocket::bind(("0.0.0.0", UDP_PORT)).expect("bind");
+    b.model.sockets = Some(HashSet::from([
+        (IPPROTO_TCP, [0; 16], TCP_PORT),
+        (IPPROTO_UDP, [0; 16], UDP_PORT),
+    ]));
+    for frame in [&syn, &peer_syn, &dgram] {
+        let (run, out) = b.check(frame);
+        assert_eq!(run.action, XDP_PASS, "{}", NAMES[out.reason as usize]);
+        assert!(out.reason == PASS_LOCAL || out.reason == PASS_FROM_PEER);
+    }
+    let ack = Frame {
+        tcp_flags: 0x10,
+        ..Frame::default()
+    };
+    let (run, out) = b.check(&packet::l4_frame(
+        &ack,
+        &Flow::tcp4(CLIENT, 40_000, VIP, TCP_PORT),
+    ));
+    assert_eq!((run.action, out.reason), (XDP_PASS, PASS_LOCAL));
+}
