@@ -88,26 +88,32 @@ impl Daemon {
         if table == self.vips[vip].fallback {
             return;
         }
-        match self.tables.publish(&region, &table) {
-            Ok((gen, _)) => {
-                let base = region.base + gen * region.size;
-                self.model.slots[base as usize..(base + region.size) as usize]
-                    .copy_from_slice(&table);
-                self.model.active[region.vip_index as usize] = base;
-                self.vips[vip].fallback = table;
+        match self.publish_region(&region, &table) {
+            Ok(_) => self.vips[vip].fallback = table,
+            Err(e) => {
+                let name = &self.plan.vips[vip].name;
+                tracing::error!(vip = %name, error = %e, "fallback publish failed")
             }
-            Err(e) => tracing::error!(vip = %v.name, error = %e, "fallback publish failed"),
         }
+    }
+
+    /// Publishes `table` into `region` of the maps and of the model; the generation now live.
+    fn publish_region(
+        &mut self,
+        region: &crate::core::layout::TableRegion,
+        table: &[u32],
+    ) -> Result<u32, crate::shell::dataplane::DataplaneError> {
+        let (gen, _) = self.tables.publish(region, table)?;
+        let base = region.base + gen * region.size;
+        self.model.slots[base as usize..(base + region.size) as usize].copy_from_slice(table);
+        self.model.active[region.vip_index as usize] = base;
+        Ok(gen)
     }
 
     fn publish(&mut self, vip: usize, table: Vec<u32>) {
         let region = self.plan.vips[vip].region;
-        match self.tables.publish(&region, &table) {
-            Ok((gen, _)) => {
-                let base = region.base + gen * region.size;
-                self.model.slots[base as usize..(base + region.size) as usize]
-                    .copy_from_slice(&table);
-                self.model.active[region.vip_index as usize] = base;
+        match self.publish_region(&region, &table) {
+            Ok(gen) => {
                 let rt = &mut self.vips[vip];
                 rt.live = table;
                 rt.generation = Some(gen);

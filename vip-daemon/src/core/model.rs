@@ -100,6 +100,19 @@ impl ModelState {
         self.vips.get(&key).copied()
     }
 
+    /// The program's flow hash for `flow` to `vip`.
+    fn hash(&self, flow: &Flow, vip: &VipInfo) -> u32 {
+        flow_hash(
+            self.settings.hash_seed,
+            &addr_words(&flow.src),
+            &addr_words(&flow.dst),
+            flow.sport,
+            flow.dport,
+            flow.proto,
+            vip.flags & VIP_F_SRC_HASH != 0,
+        )
+    }
+
     /// The backend the live tables pick for `flow` (`vipd trace`).
     pub fn choose(&self, flow: &Flow) -> Option<Choice> {
         let vip = self.lookup_vip(flow)?;
@@ -112,16 +125,7 @@ impl ModelState {
                 backend: None,
             });
         }
-        let src_only = vip.flags & VIP_F_SRC_HASH != 0;
-        let hash = flow_hash(
-            self.settings.hash_seed,
-            &addr_words(&flow.src),
-            &addr_words(&flow.dst),
-            flow.sport,
-            flow.dport,
-            flow.proto,
-            src_only,
-        );
+        let hash = self.hash(flow, &vip);
         let slot = base.wrapping_add(maglev_slot(hash, vip.table_size));
         let backend = match self.slots.get(slot as usize) {
             Some(&i) if i != NO_BACKEND && (i as usize) < self.backends.len() => Some(i),
@@ -410,15 +414,7 @@ fn second_chance(
         return None;
     }
     let base = *state.active.get(vip.fallback as usize - 1)?;
-    let hash = flow_hash(
-        state.settings.hash_seed,
-        &addr_words(&flow.src),
-        &addr_words(&flow.dst),
-        flow.sport,
-        flow.dport,
-        flow.proto,
-        vip.flags & VIP_F_SRC_HASH != 0,
-    );
+    let hash = state.hash(flow, vip);
     let index = *state
         .slots
         .get(base.wrapping_add(maglev_slot(hash, vip.table_size)) as usize)?;
