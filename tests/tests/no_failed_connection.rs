@@ -127,11 +127,59 @@ fn slots(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Each test runs three vipd; one at a time keeps timings honest on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Failures among requests started after `cut`, as offsets from it (printed).
+fn failures_after(load: &Load, cut: Instant, what: &str) -> Vec<Duration> {
+    let after: Vec<Outcome> = load.outcomes().into_iter().filter(|o| o.0 >= cut).collect();
+    let failures: Vec<Duration> = after
+        .iter()
+        .filter(|o| o.1.is_err())
+        .map(|o| o.0 - cut)
+        .collect();
+    eprintln!(
+        "{what}: {} of {} requests failed, the last {:?} after the cut",
+        failures.len(),
+        after.len(),
+        failures.last()
+    );
+    failures
+}
+
+#[test]
+fn owner_link_cut_fails_nothing_later_than_500_ms() {
+    if !privileged("owner_link_cut_fails_nothing_later_than_500_ms") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
+    let owner = cluster.wait_single_owner(Duration::from_secs(10));
+    let _services = Services((0..3).map(|i| spawn_service(&cluster, i)).collect());
+    wait_until("all api backends live", Duration::from_secs(10), || {
+        (0..3).all(|b| slots(&cluster, owner, &format!("ctl{}", b + 1)) > 0)
+    });
+    let load = Load::start(&cluster, Duration::from_millis(15));
+    std::thread::sleep(Duration::from_millis(800));
+    let dead = cluster.host(owner);
+    let cut = Instant::now();
+    dead.ns.exec(&["ip", "link", "set", &dead.iface, "down"]);
+    std::thread::sleep(Duration::from_millis(3000));
+    load.stop.store(true, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(2100)); // hung connects time out
+    let failures = failures_after(&load, cut, "owner link cut");
+    assert!(
+        failures.iter().all(|f| *f <= Duration::from_millis(500)),
+        "failures later than 500 ms after the cut: {failures:?}"
+    );
+}
+
 #[test]
 fn killed_service_and_cut_controller_leave_the_tables_at_once() {
     if !privileged("killed_service_and_cut_controller_leave_the_tables_at_once") {
         return;
     }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
     let owner = cluster.wait_single_owner(Duration::from_secs(10));
     let mut services = Services((0..3).map(|i| spawn_service(&cluster, i)).collect());
@@ -231,18 +279,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
     std::thread::sleep(Duration::from_millis(2500));
     load.stop.store(true, Ordering::Release);
     std::thread::sleep(Duration::from_millis(2100)); // hung connects time out
-    let after_cut: Vec<Outcome> = load.outcomes().into_iter().filter(|o| o.0 >= cut).collect();
-    let failures: Vec<Duration> = after_cut
-        .iter()
-        .filter(|o| o.1.is_err())
-        .map(|o| o.0 - cut)
-        .collect();
-    eprintln!(
-        "link cut: {} of {} requests failed, the last {:?} after the cut",
-        failures.len(),
-        after_cut.len(),
-        failures.last()
-    );
+    let failures = failures_after(&load, cut, "controller link cut");
     assert!(
         failures.iter().all(|f| *f <= Duration::from_millis(500)),
         "failures later than 500 ms after the cut: {failures:?}"
