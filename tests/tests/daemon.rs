@@ -307,6 +307,26 @@ fn health_failover_return_drain_status_trace_metrics() {
     stop.store(true, Ordering::Release);
 }
 
+/// The id of the program in vipd's pinned XDP link (there is one interface).
+fn linked_prog_id(env: &Env) -> u64 {
+    let link = std::fs::read_dir(&env.vipd.pins)
+        .expect("pins")
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().to_string_lossy().starts_with("link_"))
+        .expect("a pinned link")
+        .path();
+    let out = vip_tests::sh(&[
+        "bpftool",
+        "-j",
+        "link",
+        "show",
+        "pinned",
+        link.to_str().expect("utf-8"),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("bpftool json");
+    v["prog_id"].as_u64().expect("prog_id")
+}
+
 #[test]
 fn kill9_during_udp_stream_loses_nothing_and_restart_adopts() {
     if !privileged("kill9_during_udp_stream_loses_nothing_and_restart_adopts") {
@@ -314,6 +334,7 @@ fn kill9_during_udp_stream_loses_nothing_and_restart_adopts() {
     }
     let mut env = env();
     let gen_before = env.vipd.status_json()["vips"][1]["generation"].clone();
+    let prog_before = linked_prog_id(&env);
     let to = SocketAddr::new(IpAddr::V4(VIP), 5353);
     let stream = env.lan.hosts[env.client].ns.spawn(move || {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
@@ -349,6 +370,11 @@ fn kill9_during_udp_stream_loses_nothing_and_restart_adopts() {
     assert_eq!(
         s["vips"][1]["generation"], gen_before,
         "an identical table is not republished"
+    );
+    assert_ne!(
+        linked_prog_id(&env),
+        prog_before,
+        "the restarted vipd's program replaced the old one in the link (upgrade path)"
     );
 }
 

@@ -11,7 +11,7 @@ use std::{
 
 use aya::{
     maps::{Array, HashMap, MapError, PerCpuArray},
-    programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
+    programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use vip_common::maps::{
@@ -73,7 +73,8 @@ pub enum Attached {
     Native,
     /// Newly attached in generic (skb) mode, after native mode was refused.
     Generic,
-    /// A pinned link for this interface already existed; it was adopted unchanged.
+    /// A pinned link for this interface already existed: adopted, and its program atomically
+    /// replaced by this vipd's (bpf_link_update: an upgrade takes effect without a gap).
     Adopted,
 }
 
@@ -170,7 +171,9 @@ impl Dataplane {
             .clone()
             .ok_or_else(|| DataplaneError::Pin("private maps cannot be attached".into()))?;
         let link_path = link_pin_path(&pin_dir, iface);
+        let prog_path = pin_dir.join(name);
         if link_path.exists() {
+            self.replace_program(name, &link_path, &prog_path)?;
             return Ok(Attached::Adopted);
         }
         let if_index = if_index(iface)?;
@@ -194,12 +197,35 @@ impl Dataplane {
         fd_link
             .pin(&link_path)
             .map_err(|e| DataplaneError::Pin(format!("{}: {e}", link_path.display())))?;
-        let prog_path = pin_dir.join(name);
         if !prog_path.exists() {
             prog.pin(&prog_path)
                 .map_err(|e| DataplaneError::Pin(format!("{}: {e}", prog_path.display())))?;
         }
         Ok(mode)
+    }
+
+    /// Puts this object's program `name` into the pinned link at `link_path` in one
+    /// bpf_link_update (packets see the old program or the new one, never none), and re-pins
+    /// the program file. The maps are the pinned ones already, shared by both programs.
+    fn replace_program(
+        &mut self,
+        name: &'static str,
+        link_path: &Path,
+        prog_path: &Path,
+    ) -> Result<(), DataplaneError> {
+        let pin_err = |e: String| DataplaneError::Pin(format!("{}: {e}", link_path.display()));
+        let pinned = PinnedLink::from_pin(link_path).map_err(|e| pin_err(e.to_string()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(e.to_string()))?;
+        let prog = self.named_program(name)?;
+        let id = prog.attach_to_link(link)?;
+        // The pin keeps the link alive; this fd is not needed past here.
+        drop(prog.take_link(id)?);
+        if prog_path.exists() {
+            let _ = std::fs::remove_file(prog_path);
+        }
+        prog.pin(prog_path)
+            .map_err(|e| DataplaneError::Pin(format!("{}: {e}", prog_path.display())))?;
+        Ok(())
     }
 
     /// Per-reason counters summed over CPUs, indexed by `reason::*`.
