@@ -2,8 +2,10 @@
 //! cluster mode and real service processes, through the demo's scenarios, with assertions:
 //! requests keep succeeding through a backend loss (errors only inside the detection window),
 //! the owner's death moves the VIP within a second without resetting long-lived connections
-//! to surviving backends and the client's neighbour entry follows, and a partition never
-//! yields two owners.
+//! to surviving backends and the client's neighbour entry follows, the dead controller
+//! rejoins, and partitioning the new owner from the two others moves the VIP to the pair
+//! with never two owners and no move back after the heal. And a planned vipd restart under
+//! load (leave, stop, start) fails no request.
 use std::{path::PathBuf, time::Duration};
 
 use vip_tests::{
@@ -11,15 +13,19 @@ use vip_tests::{
     privileged, vipd_bin,
 };
 
-#[test]
-fn lab_survives_backend_loss_owner_loss_and_partition() {
-    if !privileged("lab_survives_backend_loss_owner_loss_and_partition") {
-        return;
-    }
-    let bins = Bins {
+fn bins() -> Bins {
+    Bins {
         vipd: vipd_bin(),
         lab: PathBuf::from(env!("CARGO_BIN_EXE_vip-lab")),
-    };
+    }
+}
+
+#[test]
+fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
+    if !privileged("lab_survives_backend_loss_owner_loss_rejoin_and_partition") {
+        return;
+    }
+    let bins = bins();
     // Its own prefix: the operator's `viplab` lab may be running next to it.
     let names = Names::new(&format!("vlt{}", std::process::id() % 100_000));
     let mut lab = Lab::start(names, &bins, &|m| eprintln!("lab: {m}")).expect("lab starts");
@@ -50,9 +56,18 @@ fn lab_survives_backend_loss_owner_loss_and_partition() {
     assert!(o.streams_to_survivors > 0, "{o:?}");
     assert_eq!(o.streams_kept, o.streams_to_survivors, "{o:?}");
 
-    // (Not yet asserted: powering the dead controller back on, `lab::rejoin`. With vipd as
-    // of this commit the rebooted node claims both VIPs at epoch 1 next to the epoch-2
-    // holders, two owners for good; `cargo xtask lab --demo` shows it as act 5.)
+    // The dead controller reboots and rejoins: the cluster converges with all three.
+    let i = lab.index_of(o.old_owner);
+    let rejoined = lab::rejoin(&mut lab, &story, i, Duration::from_secs(15)).expect("rejoin");
+    let rejoined = rejoined.unwrap_or_else(|e| panic!("rejoin: {e}"));
+    assert!(
+        rejoined < Duration::from_secs(10),
+        "rejoin took {rejoined:?}"
+    );
+
+    // The owner alone on one side, the pair on the other: the pair (in quorum) takes over
+    // within about a second, the isolated node lets go, never two owners; after the heal
+    // nothing moves back.
     let p = lab::partition(&mut lab, &story).expect("partition");
     eprintln!("{p:?}");
     assert!(p.samples > 20, "{p:?}");
@@ -60,7 +75,46 @@ fn lab_survives_backend_loss_owner_loss_and_partition() {
         p.two_owner_samples, 0,
         "two owners during the partition: {p:?}"
     );
-    // With the old owner still down, neither side of the partition has quorum: no owner at
-    // all until the heal, then one again.
+    let (took, new_owner) = p.takeover.clone().expect("the pair took over");
+    assert_ne!(new_owner, p.node, "{p:?}");
+    assert!(took < Duration::from_millis(1500), "{p:?}");
+    assert!(
+        p.isolated_last_held
+            .is_none_or(|d| d < Duration::from_millis(800)),
+        "the isolated node must let go within one lease: {p:?}"
+    );
+    assert_eq!(
+        p.owner_after_heal.as_deref(),
+        Some(new_owner.as_str()),
+        "moved back after the heal: {p:?}"
+    );
     assert!(p.settled_after_heal < Duration::from_secs(5), "{p:?}");
+
+    let seen = lab::balanced(&lab, Duration::from_secs(2)).expect("after everything");
+    for s in SERVICES {
+        assert_eq!(
+            seen[s.name].errors, 0,
+            "{} after everything: {seen:?}",
+            s.name
+        );
+    }
+}
+
+// Measured at this commit: 1 failed HTTP request (keystone or nova-api, of ~380) in about
+// one run of three, so not yet part of the default run: `cargo test -p vip-tests --test lab
+// -- --ignored`.
+#[test]
+#[ignore = "vipd loses about one request in three runs across leave + restart"]
+fn vipd_restart_under_load_fails_no_request() {
+    if !privileged("vipd_restart_under_load_fails_no_request") {
+        return;
+    }
+    let names = Names::new(&format!("vlr{}", std::process::id() % 100_000));
+    let mut lab = Lab::start(names, &bins(), &|m| eprintln!("lab: {m}")).expect("lab starts");
+    let story = Story::new();
+    lab::balanced(&lab, Duration::from_secs(1)).expect("warm up");
+    let r = lab::restart_under_load(&mut lab, &story).expect("restart");
+    eprintln!("{r:?}");
+    assert!(r.answered > 0, "{r:?}");
+    assert_eq!(r.errors, 0, "failed requests across a vipd restart: {r:?}");
 }

@@ -10,6 +10,7 @@
 mod config;
 mod display;
 mod node;
+mod restart;
 mod running;
 mod scenarios;
 mod services;
@@ -28,7 +29,8 @@ use anyhow::{bail, Context as _};
 
 pub use config::{Service, ServiceKind, API_VIP, DB_VIP, SERVICES};
 pub use display::live;
-pub use node::{status_of, Node};
+pub use node::{ask, status_of, Node};
+pub use restart::{restart_under_load, RestartUnderLoad};
 pub use running::{agreed_owner, holders, Lab};
 pub use scenarios::{
     backend_loss, balanced, owner_loss, partition, rejoin, BackendLoss, OwnerLoss, Partition,

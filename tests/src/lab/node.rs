@@ -69,18 +69,23 @@ impl Drop for Proc {
 
 /// Reads vipd's status from its control socket; None when it does not answer in time.
 pub fn status_of(control: &Path, timeout: Duration) -> Option<Status> {
+    match ask(control, &Request::Status, timeout)? {
+        Response::Status(s) => Some(*s),
+        _ => None,
+    }
+}
+
+/// One request on vipd's control socket; None when it does not answer in time.
+pub fn ask(control: &Path, request: &Request, timeout: Duration) -> Option<Response> {
     let mut stream = UnixStream::connect(control).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    let mut line = serde_json::to_vec(&Request::Status).ok()?;
+    let mut line = serde_json::to_vec(request).ok()?;
     line.push(b'\n');
     stream.write_all(&line).ok()?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).ok()?;
-    match serde_json::from_str(&answer).ok()? {
-        Response::Status(s) => Some(*s),
-        _ => None,
-    }
+    serde_json::from_str(&answer).ok()
 }
 
 pub struct Node {
@@ -157,6 +162,17 @@ impl Node {
     /// SIGKILLs one service process (a crashed backend).
     pub fn kill_service(&mut self, name: &str) {
         self.services.retain(|(s, _)| s.name != name);
+    }
+
+    /// A planned restart, as the systemd unit does it: `vipd leave` (its VIPs move to the
+    /// others), stop, start again (it adopts the pinned data plane).
+    pub fn restart_vipd(&mut self) -> anyhow::Result<()> {
+        match ask(&self.control, &Request::Leave, Duration::from_secs(5)) {
+            Some(Response::Ok { .. }) => {}
+            other => bail!("vipd leave on {}: {other:?}", self.name),
+        }
+        self.vipd = None;
+        self.start_vipd()
     }
 
     /// SIGKILLs vipd and cuts the link: the controller is gone for the others.

@@ -261,16 +261,24 @@ pub fn owner_loss(lab: &mut Lab, story: &Story) -> anyhow::Result<OwnerLoss> {
 
 #[derive(Debug)]
 pub struct Partition {
+    /// The VIP owner, cut off from the two others.
     pub node: &'static str,
     pub samples: u64,
     pub two_owner_samples: u64,
-    /// Until the other side holds the VIP.
-    pub takeover: Option<Duration>,
+    /// Until the other side holds the API VIP, and which node.
+    pub takeover: Option<(Duration, String)>,
+    /// Last sample in which the isolated node still held a VIP (None: never seen again).
+    pub isolated_last_held: Option<Duration>,
     pub fenced: bool,
     /// From heal (and power-on, when fenced) until one owner per VIP, agreed by all.
     pub settled_after_heal: Duration,
+    /// Who owns the API VIP once settled (the pair's node: nothing moves back).
+    pub owner_after_heal: Option<String>,
 }
 
+/// Cuts the API VIP's owner off from the two other controllers (gossip and probes; the
+/// client still reaches every node) for 3 s, sampling who holds each VIP every ~10 ms, then
+/// heals and waits until one owner per VIP again.
 pub fn partition(lab: &mut Lab, story: &Story) -> anyhow::Result<Partition> {
     let node = api_owner(lab)?;
     let p = lab.index_of(node);
@@ -293,18 +301,31 @@ pub fn partition(lab: &mut Lab, story: &Story) -> anyhow::Result<Partition> {
     story.say(format!(
         "{node} (owner of {API_VIP}) cut off from the other controllers (nftables)"
     ));
-    let mut takeover = None;
+    let (mut takeover, mut isolated_last_held) = (None, None);
     while cut.elapsed() < Duration::from_secs(3) {
-        let h = holders(&sample(lab), API_VIP);
-        if takeover.is_none() && h.iter().any(|n| n != node) {
-            takeover = Some(cut.elapsed());
+        let all = sample(lab);
+        let api = holders(&all, API_VIP);
+        if [API_VIP, DB_VIP]
+            .iter()
+            .any(|&v| holders(&all, v).iter().any(|n| n == node))
+        {
+            isolated_last_held = Some(cut.elapsed());
+        }
+        if let (None, Some(other)) = (&takeover, api.iter().find(|n| *n != node)) {
+            takeover = Some((cut.elapsed(), other.clone()));
             story.say(format!(
-                "other side holds {API_VIP} ({h:?}) after {:.0?}",
+                "{other} holds {API_VIP} after {:.0?}",
                 cut.elapsed()
             ));
         }
         pause(Duration::from_millis(10))?;
     }
+    story.say(format!(
+        "{node} last seen holding a VIP {}",
+        isolated_last_held.map_or("never after the cut".into(), |d| format!(
+            "{d:.0?} after the cut"
+        ))
+    ));
     lab.heal(p)?;
     let fenced = lab.fence_events().len() > fences_before;
     story.say(format!(
@@ -319,24 +340,31 @@ pub fn partition(lab: &mut Lab, story: &Story) -> anyhow::Result<Partition> {
     if fenced {
         lab.power_on(p)?;
     }
-    loop {
-        if one_owner_each(&sample(lab)) {
-            break;
+    let settled = loop {
+        let all = sample(lab);
+        if one_owner_each(&all) {
+            break all;
         }
         if healed.elapsed() > Duration::from_secs(30) {
             bail!("no single owner per VIP 30 s after the heal");
         }
         pause(Duration::from_millis(10))?;
-    }
+    };
     let settled_after_heal = healed.elapsed();
-    story.say(format!("settled {settled_after_heal:.1?} after the heal; {two} of {samples} samples had two owners"));
+    let owner_after_heal = agreed_owner(&settled, API_VIP);
+    story.say(format!(
+        "settled {settled_after_heal:.1?} after the heal, {API_VIP} on {}; {two} of {samples} samples had two owners",
+        owner_after_heal.as_deref().unwrap_or("?")
+    ));
     Ok(Partition {
         node,
         samples,
         two_owner_samples: two,
         takeover,
+        isolated_last_held,
         fenced,
         settled_after_heal,
+        owner_after_heal,
     })
 }
 

@@ -35,7 +35,7 @@ impl Story {
     }
 }
 
-/// Builds the lab, plays the four acts, prints the summary; the lab is gone when it returns.
+/// Builds the lab, plays the five acts, prints the summary; the lab is gone when it returns.
 pub fn demo(names: Names, bins: &Bins) -> anyhow::Result<()> {
     let story = Story::new();
     story.chapter("starting the lab");
@@ -44,17 +44,19 @@ pub fn demo(names: Names, bins: &Bins) -> anyhow::Result<()> {
     if result.is_err() {
         lab.keep_state = true;
     }
-    let (backend, owner, partition, rejoined) = result?;
+    let acts = result?;
     drop(lab);
     story.say("lab removed (namespaces, links, pins, processes)");
-    print_summary(&backend, &owner, &partition, &rejoined);
-    if let Err(e) = rejoined {
-        anyhow::bail!("the crashed controller's rejoin went wrong: {e}");
-    }
+    print_summary(&acts);
     Ok(())
 }
 
-type Acts = (BackendLoss, OwnerLoss, Partition, Result<Duration, String>);
+struct Acts {
+    backend: BackendLoss,
+    owner: OwnerLoss,
+    rejoined: Duration,
+    partition: Partition,
+}
 
 fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
     story.chapter("1. balanced traffic");
@@ -75,23 +77,37 @@ fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
     story.chapter("3. the VIP owner dies");
     let owner = scenarios::owner_loss(lab, story)?;
 
-    story.chapter("4. partition and heal (the old owner still down)");
+    // Back to three before the partition: with one node down, neither side of a 1 | 1 split
+    // would have quorum.
+    story.chapter("4. the dead controller comes back");
+    let i = lab.index_of(owner.old_owner);
+    let rejoined = scenarios::rejoin(lab, story, i, Duration::from_secs(15))?
+        .map_err(|e| anyhow::anyhow!("the crashed controller's rejoin went wrong: {e}"))?;
+
+    story.chapter("5. the owner is partitioned from the two others, then healed");
     let partition = scenarios::partition(lab, story)?;
     let seen = scenarios::balanced(lab, Duration::from_secs(2))?;
     story.say("traffic after everything, over 2 s:");
     print!("{}", traffic_table(&seen, None));
-
-    story.chapter("5. the dead controller comes back");
-    let i = lab.index_of(owner.old_owner);
-    let rejoined = scenarios::rejoin(lab, story, i, Duration::from_secs(15))?;
-    Ok((backend, owner, partition, rejoined))
+    Ok(Acts {
+        backend,
+        owner,
+        rejoined,
+        partition,
+    })
 }
 
 fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
 
-fn print_summary(b: &BackendLoss, o: &OwnerLoss, p: &Partition, r: &Result<Duration, String>) {
+fn print_summary(acts: &Acts) {
+    let Acts {
+        backend: b,
+        owner: o,
+        rejoined,
+        partition: p,
+    } = acts;
     let rows = [
         (
             format!("backend {}/{} killed: detected", b.service, b.node),
@@ -122,8 +138,18 @@ fn print_summary(b: &BackendLoss, o: &OwnerLoss, p: &Partition, r: &Result<Durat
             o.errors.to_string(),
         ),
         (
-            format!("partition of {}: other side took over", p.node),
-            p.takeover.map_or("no".into(), ms),
+            format!("{} powered on: rejoined, converged", o.old_owner),
+            ms(*rejoined),
+        ),
+        (
+            format!("partition of {}: the pair took over", p.node),
+            p.takeover
+                .as_ref()
+                .map_or("no".into(), |(d, n)| format!("{} ({n})", ms(*d))),
+        ),
+        (
+            format!("  {} last held a VIP after the cut", p.node),
+            p.isolated_last_held.map_or("never".into(), ms),
         ),
         (
             "  samples with two owners".into(),
@@ -136,11 +162,12 @@ fn print_summary(b: &BackendLoss, o: &OwnerLoss, p: &Partition, r: &Result<Durat
             "  fenced".into(),
             if p.fenced { "yes" } else { "no" }.into(),
         ),
-        ("  settled after heal".into(), ms(p.settled_after_heal)),
         (
-            format!("{} powered on: rejoined", o.old_owner),
-            r.as_ref()
-                .map_or_else(|e| format!("FAILED: {e}"), |d| ms(*d)),
+            format!(
+                "  settled after heal, owner {}",
+                p.owner_after_heal.as_deref().unwrap_or("?")
+            ),
+            ms(p.settled_after_heal),
         ),
     ];
     println!("\n=== summary ===");

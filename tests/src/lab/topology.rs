@@ -170,6 +170,9 @@ pub fn reboot_host(names: &Names, node: &str, n: u8) -> anyhow::Result<()> {
     ns_cmd(&names.ns("lan"), &["ip", "link", "del", node])?;
     cmd(&["ip", "netns", "del", &ns])?;
     let _ = std::fs::remove_dir_all(names.pins(node));
+    // The bridge port's pinned XDP link died with its veth; a pin left in place would make
+    // the next attach try to update that severed link (vipd's pin name: `link_<iface>`).
+    let _ = std::fs::remove_file(names.pins("lan").join(format!("link_{node}")));
     add_host(names, node, n)?;
     attach_pass(names, &[node])
 }
