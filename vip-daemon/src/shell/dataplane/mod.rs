@@ -173,8 +173,18 @@ impl Dataplane {
         let link_path = link_pin_path(&pin_dir, iface);
         let prog_path = pin_dir.join(name);
         if link_path.exists() {
-            self.replace_program(name, &link_path, &prog_path)?;
-            return Ok(Attached::Adopted);
+            match self.replace_program(name, &link_path, &prog_path) {
+                Ok(()) => return Ok(Attached::Adopted),
+                // A link whose interface went away (deleted and re-created) cannot take a
+                // program: drop its pin and attach afresh.
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "pinned XDP link unusable; attaching anew");
+                    std::fs::remove_file(&link_path).map_err(|source| DataplaneError::PinDir {
+                        path: link_path.clone(),
+                        source,
+                    })?;
+                }
+            }
         }
         let if_index = if_index(iface)?;
         let prog = self.named_program(name)?;
