@@ -1,8 +1,13 @@
-//! `cargo xtask bench WHICH [ARGS...]`: build and run one benchmark of the `vip-bench` binary
-//! (package `vip-benches`) in release mode. `xdp` needs root (BPF_PROG_TEST_RUN).
-use crate::{cargo, run, setup};
+//! `cargo xtask bench WHICH [ARGS...]`: build and run one benchmark in release mode. The lab's
+//! side-by-side races against HAProxy + keepalived (`throughput`, `failover`; root) run
+//! `vip-lab bench`; every other name is a subcommand of the `vip-bench` binary (package
+//! `vip-benches`; `xdp` needs root for BPF_PROG_TEST_RUN).
+use crate::{cargo, lab, run, setup};
 
 pub fn bench(which: &str, extra: &[String]) -> anyhow::Result<()> {
+    if matches!(which, "throughput" | "failover") {
+        return lab::bench(which, extra);
+    }
     setup::require_built_toolchain()?;
     run(cargo()?
         .args([

@@ -1,5 +1,6 @@
 //! `cargo xtask lab [--demo]`: set up, build vipd and vip-lab (release), then become vip-lab
-//! (exec, so that Ctrl-C goes straight to it and it cleans up what it made).
+//! (exec, so that Ctrl-C goes straight to it and it cleans up what it made). The lab's
+//! benches (`cargo xtask bench throughput|failover`) run the same way.
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::bail;
@@ -7,12 +8,26 @@ use anyhow::bail;
 use crate::{cargo, run, setup};
 
 pub fn lab(demo: bool) -> anyhow::Result<()> {
+    let args: &[&str] = if demo { &["--demo"] } else { &[] };
+    exec_vip_lab(args, &format!("lab{}", if demo { " --demo" } else { "" }))
+}
+
+/// `cargo xtask bench throughput|failover [ARGS]`: vip-fabric against HAProxy + keepalived in
+/// the lab; reports go to `target/bench-report/`.
+pub fn bench(which: &str, extra: &[String]) -> anyhow::Result<()> {
+    let report_dir = setup::workspace_root()?.join("target/bench-report");
+    let report_dir = report_dir.to_string_lossy().into_owned();
+    let mut args = vec!["bench", which, "--report-dir", report_dir.as_str()];
+    args.extend(extra.iter().map(String::as_str));
+    exec_vip_lab(&args, &format!("bench {which}"))
+}
+
+fn exec_vip_lab(args: &[&str], what: &str) -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
             "the lab needs root (network namespaces, XDP, bpffs, apt for setup): \
-             run `sudo cargo xtask lab{}` (or `sudo -E ...` to keep your rustup environment)",
-            if demo { " --demo" } else { "" }
+             run `sudo cargo xtask {what}` (or `sudo -E ...` to keep your rustup environment)"
         );
     }
     setup::run()?;
@@ -34,10 +49,7 @@ pub fn lab(demo: bool) -> anyhow::Result<()> {
     };
     let release = setup::workspace_root()?.join(target).join("release");
     let mut cmd = Command::new(release.join("vip-lab"));
-    cmd.env("VIPD_BIN", release.join("vipd"));
-    if demo {
-        cmd.arg("--demo");
-    }
+    cmd.env("VIPD_BIN", release.join("vipd")).args(args);
     eprintln!("xtask: running {cmd:?}");
     let err = cmd.exec();
     bail!("exec {cmd:?}: {err}")

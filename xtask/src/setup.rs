@@ -22,6 +22,10 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "curl",
     "nftables",
+    // The lab's benches race vip-fabric against these, driven by wrk.
+    "haproxy",
+    "keepalived",
+    "wrk",
 ];
 
 pub fn workspace_root() -> anyhow::Result<PathBuf> {

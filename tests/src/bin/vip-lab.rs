@@ -4,9 +4,11 @@
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{bail, Context as _};
-use vip_tests::lab::{self, Bins, Names};
+use vip_tests::lab::{self, bench, Bins, Names};
 
 const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or the scripted demo)
+       vip-lab bench throughput|failover [--duration S] [--rounds N] [--tail S] [--report-dir D]
+                                   (root: vip-fabric vs HAProxy + keepalived in the lab)
        vip-lab serve http|tcp|udp --port P --name N --vip A
        vip-lab probe-udp                 (vipd exec check; VIPD_BACKEND_ADDRESS/PORT)";
 
@@ -16,6 +18,7 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [] => run(false),
         ["--demo"] => run(true),
+        ["bench", which @ ("throughput" | "failover"), rest @ ..] => bench(which, rest),
         ["serve", kind, rest @ ..] => {
             let port = flag(rest, "--port")?.parse().context("--port")?;
             let vip: Ipv4Addr = flag(rest, "--vip")?.parse().context("--vip")?;
@@ -26,6 +29,31 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+fn bench(which: &str, args: &[&str]) -> anyhow::Result<()> {
+    let mut opts = bench::Options::default();
+    let number = |name| -> anyhow::Result<Option<u64>> {
+        optional(args, name)
+            .map(|v| v.parse().with_context(|| format!("{name} {v}")))
+            .transpose()
+    };
+    opts.duration_s = number("--duration")?.unwrap_or(opts.duration_s);
+    opts.rounds = number("--rounds")?.map_or(opts.rounds, |n| n.max(1) as usize);
+    opts.tail_s = number("--tail")?.unwrap_or(opts.tail_s);
+    if let Some(dir) = optional(args, "--report-dir") {
+        opts.report_dir = dir.into();
+    }
+    let (names, bins) = prepare()?;
+    if which == "throughput" {
+        bench::throughput(names, &bins, &opts)
+    } else {
+        bench::failover(names, &bins, &opts)
+    }
+}
+
+fn optional<'a>(args: &[&'a str], name: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1])
+}
+
 fn flag<'a>(args: &[&'a str], name: &str) -> anyhow::Result<&'a str> {
     args.windows(2)
         .find(|w| w[0] == name)
@@ -34,6 +62,16 @@ fn flag<'a>(args: &[&'a str], name: &str) -> anyhow::Result<&'a str> {
 }
 
 fn run(demo: bool) -> anyhow::Result<()> {
+    let (names, bins) = prepare()?;
+    if demo {
+        lab::demo(names, &bins)
+    } else {
+        lab::live(names, &bins)
+    }
+}
+
+/// Root check, Ctrl-C handling, and where the binaries are.
+fn prepare() -> anyhow::Result<(Names, Bins)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("vip-lab needs root (network namespaces, XDP, bpffs): run `sudo cargo xtask lab`");
@@ -44,12 +82,7 @@ fn run(demo: bool) -> anyhow::Result<()> {
         vipd: vipd_next_to(&me)?,
         lab: me,
     };
-    let names = Names::new("viplab");
-    if demo {
-        lab::demo(names, &bins)
-    } else {
-        lab::live(names, &bins)
-    }
+    Ok((Names::new("viplab"), bins))
 }
 
 /// vipd is built into the same directory (`VIPD_BIN` overrides).

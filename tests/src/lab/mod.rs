@@ -7,8 +7,10 @@
 //! `<prefix>-lan|client|ctl1..3`, pins `/sys/fs/bpf/<prefix>-*`, state in `/run/<prefix>`.
 //! Cleanup is one sweep over that prefix, run before starting (a crashed run's leftovers) and
 //! when the [`Lab`] is dropped (normal exit, error, panic, Ctrl-C).
+pub mod bench;
 mod config;
 mod display;
+mod http;
 mod node;
 mod restart;
 mod running;

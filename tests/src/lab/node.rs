@@ -30,7 +30,7 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args` inside namespace `ns`, output appended to `log`. Its own process
     /// group: Ctrl-C in the terminal reaches only vip-lab, which then stops everything itself.
-    fn spawn(ns: &str, program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(ns: &str, program: &Path, args: &[&str], log: &Path) -> anyhow::Result<Self> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -1,5 +1,6 @@
 //! The backend services of a controller, one process each (`vip-lab serve KIND ...`, started
-//! inside the controller's namespace), built from the test servers of `servers.rs`; and the
+//! inside the controller's namespace), built from the test servers of `servers.rs` (HTTP:
+//! `http.rs`, keep-alive for the throughput bench); and the
 //! UDP health probe (`vip-lab probe-udp`), vipd's exec check for the DNS service.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket},
@@ -22,7 +23,7 @@ pub fn serve(kind: &str, port: u16, name: &str, vip: Ipv4Addr) -> anyhow::Result
         .find(|k| k.arg() == kind)
         .with_context(|| format!("unknown service kind {kind:?} (http, tcp, udp)"))?;
     let threads = match kind {
-        ServiceKind::Http => vec![servers::http_server(&ns, port, name.into(), stop)],
+        ServiceKind::Http => return super::http::serve_http(port, name),
         ServiceKind::Tcp => vec![servers::line_server(&ns, port, name.into(), stop)],
         ServiceKind::Udp => {
             // Clients ask the VIP (replies must leave with it as source: direct server

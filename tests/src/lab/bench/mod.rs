@@ -1,0 +1,99 @@
+//! `vip-lab bench throughput|failover`: vip-fabric against HAProxy + keepalived in the same
+//! lab, in one run: same namespaces, same backend services, same client. Each bench prints its
+//! numbers, ends with one summary line, and writes a markdown report and an SVG plot.
+mod competitor;
+mod failover;
+mod probe;
+mod svg;
+mod throughput;
+mod wrk;
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+
+pub use failover::failover;
+pub use throughput::throughput;
+
+use self::competitor::Competitors;
+use super::{
+    config::API_VIP,
+    running::{holders, Lab},
+    story::Story,
+    topology::Names,
+    Bins,
+};
+
+/// Options shared by both benches.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Seconds of each `wrk` run (throughput).
+    pub duration_s: u64,
+    /// `wrk` runs per target; the median is reported (throughput).
+    pub rounds: usize,
+    /// How long the probes keep running after the link cut, to see the failure tail (failover).
+    pub tail_s: u64,
+    pub report_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            duration_s: 10,
+            rounds: 1,
+            tail_s: 25,
+            report_dir: PathBuf::from("target/bench-report"),
+        }
+    }
+}
+
+/// The lab without its background client load, plus HAProxy + keepalived with their master
+/// on vipd's owner of the API VIP.
+struct Arena {
+    lab: Lab,
+    competitors: Competitors,
+    owner: usize,
+}
+
+fn start(names: Names, bins: &Bins, story: &Story) -> anyhow::Result<Arena> {
+    let mut lab = Lab::start(names, bins, &|m| story.say(m))?;
+    lab.traffic = None;
+    let all = lab.statuses(Duration::from_millis(300));
+    let owner = holders(&all, API_VIP)
+        .first()
+        .map(|n| lab.index_of(n))
+        .context("no owner of the API VIP")?;
+    story.say(format!(
+        "starting HAProxy + keepalived on every controller (both flavours; master: {}, vipd's owner of {API_VIP})",
+        lab.nodes[owner].name
+    ));
+    let competitors = Competitors::start(&lab, owner)?;
+    let took = competitors.wait_ready(&lab, owner, Duration::from_secs(30))?;
+    story.say(format!("HAProxy + keepalived ready after {took:.1?}"));
+    Ok(Arena {
+        lab,
+        competitors,
+        owner,
+    })
+}
+
+/// `nproc` and the kernel, for the report.
+fn machine() -> String {
+    let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = super::cmd(&["uname", "-r"]).unwrap_or_default();
+    format!("{nproc} CPUs, Linux {}", kernel.trim())
+}
+
+fn write_report(
+    dir: &std::path::Path,
+    name: &str,
+    markdown: &str,
+    svg: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let md = dir.join(format!("{name}.md"));
+    std::fs::write(&md, markdown).with_context(|| format!("write {}", md.display()))?;
+    std::fs::write(dir.join(format!("{name}.svg")), svg)?;
+    println!("report: {} and {name}.svg", md.display());
+    Ok(())
+}
