@@ -1,5 +1,6 @@
 //! `vip-bench`: the benchmarks behind `cargo xtask bench WHICH`, one module per subcommand.
 mod maglev;
+mod swim;
 mod xdp;
 
 use clap::{Parser, Subcommand};
@@ -18,11 +19,15 @@ enum Cmd {
     Xdp(xdp::Args),
     /// Maglev build/diff times, disruption of a removal, and verdict-to-live publish time.
     Maglev(maglev::Args),
+    /// SWIM failure detection time and messages per node per probe period, simulated for 3
+    /// and 1,000 nodes with vipd's foca tuning.
+    Swim(swim::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Xdp(args) => xdp::run(&args),
         Cmd::Maglev(args) => maglev::run(&args),
+        Cmd::Swim(args) => swim::run(&args),
     }
 }

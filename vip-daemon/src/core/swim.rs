@@ -34,7 +34,11 @@ pub fn foca_config(t: &SwimTuning, cluster_size: u32) -> foca::Config {
     f.probe_rtt = t.probe_rtt;
     f.num_indirect_probes = NonZeroUsize::new(if cluster_size <= 3 { 1 } else { 3 }).expect("1..3");
     f.suspect_to_down_after = t.suspect_to_down;
-    f.max_transmissions = NonZeroU8::new(6).expect("6");
+    if cluster_size <= 3 {
+        // Each update reaches both others many times over; larger clusters keep foca's
+        // log(n)-scaled count, or news dies out before it has reached everyone.
+        f.max_transmissions = NonZeroU8::new(6).expect("6");
+    }
     f.max_packet_size = NonZeroUsize::new(1200).expect("1200");
     f.periodic_announce = Some(foca::PeriodicParams {
         frequency: Duration::from_secs(2),
