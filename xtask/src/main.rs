@@ -41,9 +41,10 @@ enum Cmd {
         demo: bool,
     },
     /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
-    /// and table publish time; needs root).
+    /// and table publish time; root), `maglev`, `swim` (simulated membership at 3 and 1,000
+    /// nodes), `throughput` and `failover` (the lab, against HAProxy + keepalived; root).
     Bench {
-        /// Which benchmark (a `vip-bench` subcommand).
+        /// Which benchmark: xdp, maglev, swim, throughput or failover.
         which: String,
         /// Extra arguments for it (e.g. `--rounds 9`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
