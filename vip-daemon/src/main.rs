@@ -56,7 +56,7 @@ enum Command {
     },
     /// Re-read the config file (like SIGHUP); a bad file changes nothing.
     Reload,
-    /// Cluster mode: release every VIP gracefully and leave (before a planned stop).
+    /// Cluster mode: hand every VIP over to another node and leave (before a planned stop).
     Leave,
     /// Print a new random cluster key (hex) for the key file.
     Keygen,

@@ -3,6 +3,8 @@
 //! same tables, so nothing should fail.
 use std::time::{Duration, Instant};
 
+use vip_daemon::shell::status::Status;
+
 use super::{
     config::{API_VIP, CONTROLLERS, DB_VIP},
     pause,
@@ -18,6 +20,10 @@ pub struct RestartUnderLoad {
     pub owned: Vec<String>,
     /// From `vipd leave` until the cluster converged again with it.
     pub back_after: Duration,
+    /// Per VIP it held: (holder, epoch) as every node agreed before the leave, and after the
+    /// restart settled. A handover is one epoch; a move back would be a second one.
+    pub before: Vec<(String, Option<(String, u64)>)>,
+    pub after: Vec<(String, Option<(String, u64)>)>,
     pub errors: u64,
     pub answered: u64,
     /// Per service: (answered, failed), to say where a failure was.
@@ -35,6 +41,7 @@ pub fn restart_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<Restar
         .filter(|&&v| holders(&all, v).iter().any(|h| h == node))
         .map(|v| v.to_string())
         .collect();
+    let agreed_before = agreed(&all, &owned);
     let before = snapshot(lab);
     let start = Instant::now();
     story.say(format!(
@@ -47,8 +54,10 @@ pub fn restart_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<Restar
     ));
     lab.wait_converged(Duration::from_secs(15))?;
     let back_after = start.elapsed();
-    // Requests still in flight finish (or time out) before the count.
+    // Requests still in flight finish (or time out) before the count; the restarted node
+    // is past its settle time by then, so a move back would have happened.
     pause(Duration::from_secs(1))?;
+    let agreed_after = agreed(&lab.statuses(Duration::from_millis(300)), &owned);
     let seen = since(&snapshot(lab), &before);
     let errors = seen.values().map(|c| c.errors).sum();
     let answered = seen.values().map(|c| c.answered()).sum();
@@ -63,10 +72,30 @@ pub fn restart_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<Restar
         node,
         owned,
         back_after,
+        before: agreed_before,
+        after: agreed_after,
         errors,
         answered,
         by_service,
     })
+}
+
+/// Per VIP: the (owner, epoch) every answering node reports, `None` where they disagree.
+fn agreed(all: &[Option<Status>], vips: &[String]) -> Vec<(String, Option<(String, u64)>)> {
+    vips.iter()
+        .map(|vip| {
+            let seen: Vec<Option<(String, u64)>> = (all.iter().flatten())
+                .filter_map(|s| s.cluster.as_ref())
+                .map(|c| {
+                    let o = c.owners.iter().find(|o| o.vip == *vip)?;
+                    Some((o.owner.clone()?, o.epoch))
+                })
+                .collect();
+            let first = seen.first().cloned().flatten();
+            let same = seen.iter().all(|s| *s == first);
+            (vip.clone(), first.filter(|_| same && seen.len() == 3))
+        })
+        .collect()
 }
 
 fn snapshot(lab: &Lab) -> Snapshot {

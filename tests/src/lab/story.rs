@@ -4,6 +4,7 @@ use std::{fmt::Display, time::Duration, time::Instant};
 
 use super::{
     display::traffic_table,
+    restart::RestartUnderLoad,
     running::Lab,
     scenarios::{self, BackendLoss, OwnerLoss, Partition},
     topology::Names,
@@ -56,6 +57,7 @@ struct Acts {
     owner: OwnerLoss,
     rejoined: Duration,
     partition: Partition,
+    restart: RestartUnderLoad,
 }
 
 fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
@@ -87,13 +89,24 @@ fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
     story.chapter("5. the owner is partitioned from the two others, then healed");
     let partition = scenarios::partition(lab, story)?;
     let seen = scenarios::balanced(lab, Duration::from_secs(2))?;
-    story.say("traffic after everything, over 2 s:");
+    story.say("traffic after the heal, over 2 s:");
     print!("{}", traffic_table(&seen, None));
+
+    story.chapter("6. a planned vipd restart (an upgrade) of the VIP owner");
+    let restart = super::restart_under_load(lab, story)?;
+    for ((vip, before), (_, after)) in restart.before.iter().zip(&restart.after) {
+        let show = |o: &Option<(String, u64)>| {
+            o.as_ref()
+                .map_or("no agreement".into(), |(n, e)| format!("{n} (epoch {e})"))
+        };
+        story.say(format!("{vip}: {} -> {}", show(before), show(after)));
+    }
     Ok(Acts {
         backend,
         owner,
         rejoined,
         partition,
+        restart,
     })
 }
 
@@ -107,6 +120,7 @@ fn print_summary(acts: &Acts) {
         owner: o,
         rejoined,
         partition: p,
+        restart: r,
     } = acts;
     let rows = [
         (
@@ -168,6 +182,14 @@ fn print_summary(acts: &Acts) {
                 p.owner_after_heal.as_deref().unwrap_or("?")
             ),
             ms(p.settled_after_heal),
+        ),
+        (
+            format!("vipd on {} restarted (leave, stop, start)", r.node),
+            format!("converged in {}", ms(r.back_after)),
+        ),
+        (
+            "  failed requests across the restart".into(),
+            format!("{} of {}", r.errors, r.errors + r.answered),
         ),
     ];
     println!("\n=== summary ===");

@@ -291,6 +291,17 @@ impl Daemon {
                         }
                     }
                 }
+                Action::HandOver { vip, epoch, to } => {
+                    // The lease is left to run out: see `Action::HandOver`.
+                    tracing::info!(%vip, epoch, %to, "handing VIP over");
+                    if let Some(&addr) = c.addresses.get(&vip) {
+                        for iface in self.config.node.interfaces.clone() {
+                            if let Err(e) = vipaddr::remove(&self.netlink, &iface, addr).await {
+                                tracing::error!(%vip, %iface, error = %e, "removing the VIP address failed");
+                            }
+                        }
+                    }
+                }
                 Action::RenewLease { vip, epoch, until } => {
                     if let Some(&addr) = c.addresses.get(&vip) {
                         let lease = Lease {
@@ -417,24 +428,32 @@ impl Daemon {
         Ok(events)
     }
 
-    /// `vipd leave`: release every VIP (others take over at once, no fencing) and leave.
+    /// `vipd leave`: hand every VIP over (the successors adopt at once, no fencing), then
+    /// leave the membership. Returns once the leave is on the wire, so the caller may stop
+    /// the daemon right away.
     pub(super) async fn leave(&mut self) -> Result<String, String> {
         let now = Instant::now();
         let Some(c) = self.cluster.as_mut() else {
             return Err("not in cluster mode".into());
         };
-        let owned = c.ownership.owned();
         let actions = c.ownership.handle(Input::Leave, now);
+        let summary = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Status(line) if line.starts_with("LEAVING") => Some(line.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
         self.apply_ownership(actions).await;
         if let Some(c) = &self.cluster {
-            // Give the releases a moment to spread before leaving the membership.
+            // Give the handovers a moment to spread before leaving the membership.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = c.gossip.send(GossipCmd::Leave).await;
+            let (ack, sent) = tokio::sync::oneshot::channel();
+            if c.gossip.send(GossipCmd::Leave(ack)).await.is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), sent).await;
+            }
         }
-        Ok(format!(
-            "released {} VIP address(es): {owned:?}; left the cluster",
-            owned.len()
-        ))
+        Ok(format!("{summary}; left the cluster"))
     }
 }
 

@@ -84,10 +84,15 @@ pub struct Item {
 }
 
 impl Item {
-    /// What the item is about: one VIP's ownership, or one node's view of one backend.
+    /// What the item is about: one node's claim on one VIP, or one node's view of one
+    /// backend. Claims are per owner: a handover sends the successor's claim and then the
+    /// predecessor's (older) release, and both must arrive (the release clears the
+    /// predecessor from the claimants the successor waits for).
     pub fn subject(&self) -> String {
         match &self.body {
-            ItemBody::Claim { vip, .. } | ItemBody::Released { vip, .. } => format!("vip/{vip}"),
+            ItemBody::Claim { vip, owner, .. } | ItemBody::Released { vip, owner, .. } => {
+                format!("vip/{vip}/{owner}")
+            }
             ItemBody::Health { vip, backend, .. } => {
                 format!("health/{}/{vip}/{backend}", self.origin)
             }
@@ -235,11 +240,12 @@ impl MembersView {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum GossipCmd {
     Broadcast(Item),
-    /// Leave the cluster gracefully (after broadcasting releases).
-    Leave,
+    /// Leave the cluster gracefully (after broadcasting handovers); answered once the
+    /// leave's datagrams are sent.
+    Leave(tokio::sync::oneshot::Sender<()>),
     /// Stop at once, silently (as a crashed or cut-off node would).
     Stop,
 }
@@ -346,6 +352,8 @@ pub async fn spawn(
         let mut applied_score = 0;
         let mut last_view = MembersView::default();
         let mut pending = VecDeque::new();
+        // The caller of a leave, answered once its datagrams are on the wire.
+        let mut left: Option<tokio::sync::oneshot::Sender<()>> = None;
         loop {
             let input = match pending.pop_front() {
                 Some(i) => i,
@@ -406,7 +414,10 @@ pub async fn spawn(
                         .map(|_| ())
                         .and_then(|_| foca.broadcast(&mut runtime))
                 }
-                Input::Cmd(GossipCmd::Leave) => foca.leave_cluster(&mut runtime),
+                Input::Cmd(GossipCmd::Leave(ack)) => {
+                    left = Some(ack);
+                    foca.leave_cluster(&mut runtime)
+                }
                 Input::Cmd(GossipCmd::Stop) => {
                     receiver.abort();
                     return;
@@ -443,6 +454,9 @@ pub async fn spawn(
                 if let Ok(sealed) = sealer.seal(&plain, &mut rng) {
                     let _ = socket.send_to(&sealed, dst.addr).await;
                 }
+            }
+            if let Some(ack) = left.take() {
+                let _ = ack.send(());
             }
             while let Some((delay, timer)) = runtime.to_schedule() {
                 let in_tx = in_tx.clone();

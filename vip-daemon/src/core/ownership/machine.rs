@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::placement::eligible;
+use super::placement::{eligible, placement};
 use super::state::{FenceTry, Record, Step, VipState};
 use super::{Action, Claim, Gossip, Input, OwnershipConfig, VipView};
 use super::{FENCE_BACKOFF_FIRST, FENCE_BACKOFF_MAX};
@@ -83,8 +83,11 @@ impl Ownership {
             Input::FenceResult { node, ok } => self.on_fence_result(node, ok, now, &mut out),
             Input::Leave => {
                 self.leaving = true;
+                let handed = self.hand_over_all(&mut out);
                 let released = self.release_all(&mut out);
-                out.push(Action::Status(format!("LEAVING: released {released}")));
+                out.push(Action::Status(format!(
+                    "LEAVING: handed over {handed}; released {released}"
+                )));
             }
             Input::Move { vip, to } => self.on_move(vip, to, &mut out),
         }
@@ -302,10 +305,21 @@ impl Ownership {
             out.push(refuse(format!("{to} is not alive here")));
             return;
         }
-        let held = self.vips[i].held.take().expect("checked");
+        let epoch = self.hand_over(i, &to, out);
+        let line = format!("MOVE {vip} -> {to}: handed over, epoch {epoch}");
+        out.push(Action::Status(line));
+    }
+
+    /// Hands a held VIP over to `to`: the next epoch's claim in its name, then our release
+    /// (see [`Action::HandOver`]). Returns the new epoch; nothing happens when not held.
+    pub(super) fn hand_over(&mut self, i: usize, to: &str, out: &mut Vec<Action>) -> u64 {
+        let (vip, me) = (self.cfg.vips[i].name.clone(), self.cfg.me.clone());
+        let Some(held) = self.vips[i].held.take() else {
+            return self.vips[i].record.as_ref().map_or(0, |r| r.epoch);
+        };
         let next = Record {
             epoch: held.epoch + 1,
-            owner: to.clone(),
+            owner: to.to_string(),
             released: false,
         };
         let gone = Record {
@@ -313,15 +327,42 @@ impl Ownership {
             owner: me,
             released: true,
         };
-        out.push(Action::Release {
+        out.push(Action::HandOver {
             vip: vip.clone(),
             epoch: held.epoch,
+            to: to.to_string(),
         });
         // The target's claim first: a bare "released" would let a third node claim.
         out.push(Action::Broadcast(Gossip::Claim(next.claim(&vip))));
         out.push(Action::Broadcast(Gossip::Released(gone.claim(&vip))));
-        let line = format!("MOVE {vip} -> {to}: handed over, epoch {}", next.epoch);
-        out.push(Action::Status(line));
         self.vips[i].record = Some(next);
+        held.epoch + 1
+    }
+
+    /// Leaving: every held VIP goes where placement puts it among the other alive nodes.
+    /// VIPs with no eligible node left stay held (`release_all` lets them go).
+    fn hand_over_all(&mut self, out: &mut Vec<Action>) -> String {
+        let others: Vec<String> = (self.alive.iter())
+            .filter(|n| **n != self.cfg.me)
+            .cloned()
+            .collect();
+        let witness = self.cfg.witness.clone();
+        let mut handed = Vec::new();
+        for i in 0..self.vips.len() {
+            if self.vips[i].held.is_none() {
+                continue;
+            }
+            let pol = &self.cfg.vips[i];
+            let name = pol.name.clone();
+            let Some(to) = placement(pol, &others, &self.cfg.voters, witness.as_deref()) else {
+                continue;
+            };
+            let epoch = self.hand_over(i, &to, out);
+            handed.push(format!("{name} -> {to} (epoch {epoch})"));
+        }
+        match handed.is_empty() {
+            true => "nothing".into(),
+            false => format!("vip {}", handed.join(", ")),
+        }
     }
 }

@@ -20,6 +20,9 @@
 //!   `last_seen(owner) + lease + margin <= now`. Failed fencing retries with backoff.
 //! * **Leases**: the holder renews its data-plane lease every `lease / 3` while *active*
 //!   (below) and releases everything the moment it is not.
+//! * **Leaving** ([`Input::Leave`], `vipd leave` before a planned stop) hands each held VIP
+//!   over like a move, to the node placement picks among the others, so the VIP is never
+//!   unowned and the returning node finds it owned elsewhere (stickiness: no move back).
 //! * **Moves** ([`Input::Move`]) are handovers by the owner: it releases, broadcasts the next
 //!   epoch's claim *in the target's name*, then its own `Released`; the target adopts the
 //!   claim. Every node learns one record, so no two nodes can pick different targets (a
@@ -154,7 +157,9 @@ pub enum Input {
         node: String,
         ok: bool,
     },
-    /// This node is shutting down: release everything; the instance never claims again.
+    /// This node is shutting down: hand each held VIP over to where placement puts it
+    /// without this node (released when no other node is eligible); the instance never
+    /// claims again.
     Leave,
     /// Operator move, from the admin command or from [`Gossip::Move`].
     Move {
@@ -176,6 +181,16 @@ pub enum Action {
     Release {
         vip: String,
         epoch: u64,
+    },
+    /// A graceful handover to `to` (a leave or a move): remove the address but leave the
+    /// data-plane lease to run out by itself, never renewed. Packets the network still sends
+    /// here before the new owner's gratuitous ARP lands are forwarded (every node has the
+    /// same tables) instead of dropped; ARP is not answered here any more (the address is
+    /// gone), so no neighbour entry is pulled back.
+    HandOver {
+        vip: String,
+        epoch: u64,
+        to: String,
     },
     /// Write the data-plane lease: serve the VIP until `until`, no longer.
     RenewLease {

@@ -124,7 +124,8 @@ impl Sim {
         self.nodes.remove(name);
     }
 
-    /// Graceful shutdown: Leave, then membership tells the others at once.
+    /// Graceful shutdown: Leave, then membership tells the others at once (as SWIM does after
+    /// a leave: the member is down, like a dead one).
     pub fn leave(&mut self, name: &str) {
         self.deliver(name, Input::Leave);
         self.kill(name);
@@ -134,7 +135,7 @@ impl Sim {
             node.contact.remove(name);
             node.view.remove(name);
             let view = node.view.iter().cloned().collect();
-            self.deliver(&o, Input::Left(name.into()));
+            self.deliver(&o, Input::Dead(name.into()));
             self.deliver(&o, Input::Alive(view));
         }
     }

@@ -233,14 +233,58 @@ fn quorum_loss_releases_everything_and_regain_settles_again() {
 }
 
 #[test]
-fn leave_releases_and_announces_everything() {
-    let (mut o, t, _) = settled("ctl2", two());
+fn leave_hands_everything_over_to_placement_without_it() {
+    let mut vips = two();
+    vips.push(pref("nova", &["ctl2", "ctl1"], false));
+    let (mut o, t, _) = settled("ctl2", vips);
+    assert_eq!(o.owned(), ["keystone", "glance", "nova"]);
     let out = o.handle(Input::Leave, t);
-    let announced = out
-        .iter()
-        .filter(|a| matches!(a, Action::Broadcast(Gossip::Released(_))));
-    assert_eq!(announced.count(), 2);
+    let handed: Vec<(String, u64, String)> = (out.iter())
+        .filter_map(|a| match a {
+            Action::HandOver { vip, epoch, to } => Some((vip.clone(), *epoch, to.clone())),
+            _ => None,
+        })
+        .collect();
+    // Without ctl2: rendezvous among ctl1 and ctl3, or the next preference.
+    let others = names(&["ctl1", "ctl3"]);
+    let voters = names(&["ctl1", "ctl2", "ctl3"]);
+    let expected: Vec<(String, u64, String)> = (o.cfg.vips.iter())
+        .map(|p| {
+            let to = super::super::placement(p, &others, &voters, None).expect("placed");
+            (p.name.clone(), 1, to)
+        })
+        .collect();
+    assert_eq!(handed, expected);
+    assert_eq!(handed[2].2, "ctl1", "nova's next preference");
+    for (vip, _, to) in &handed {
+        let successor = Action::Broadcast(Gossip::Claim(claim(vip, to, 2)));
+        let gone = Action::Broadcast(Gossip::Released(claim(vip, "ctl2", 1)));
+        let at = |a: &Action| out.iter().position(|x| x == a);
+        assert!(at(&successor) < at(&gone), "{vip}: claim before release");
+        assert!(at(&gone).is_some(), "{vip}: {out:?}");
+    }
+    // Nothing is released outright (the data-plane lease runs out by itself) and nothing
+    // is ever claimed again.
+    assert!(!out.iter().any(|a| matches!(a, Action::Release { .. })));
     assert!(o.owned().is_empty() && o.tick(t + LEASE).is_empty());
+    assert!(o.view().iter().all(|v| v.state == "left the cluster"));
+}
+
+#[test]
+fn leave_releases_what_no_other_node_may_hold() {
+    let only_ctl2 = VipPolicy {
+        allowed: Some(names(&["ctl2"])),
+        ..vip("galera")
+    };
+    let (mut o, t, _) = settled("ctl2", vec![only_ctl2]);
+    assert_eq!(o.owned(), ["galera"]);
+    let out = o.handle(Input::Leave, t);
+    assert!(out.contains(&Action::Release {
+        vip: "galera".into(),
+        epoch: 1
+    }));
+    assert!(!out.iter().any(|a| matches!(a, Action::HandOver { .. })));
+    assert!(o.owned().is_empty());
 }
 
 #[test]
@@ -284,9 +328,10 @@ fn owner_hands_over_by_claiming_in_the_targets_name() {
     assert_eq!(
         out[..3],
         [
-            Action::Release {
+            Action::HandOver {
                 vip: "glance".into(),
-                epoch: 1
+                epoch: 1,
+                to: "ctl3".into(),
             },
             Action::Broadcast(Gossip::Claim(claim("glance", "ctl3", 2))),
             Action::Broadcast(Gossip::Released(claim("glance", "ctl2", 1))),
