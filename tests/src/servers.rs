@@ -160,6 +160,45 @@ pub fn line_server(ns: &NetNs, port: u16, name: String, stop: Arc<AtomicBool>) -
     handle
 }
 
+/// A long-lived HTTP/1.1 keep-alive connection (the lab's HTTP service keeps it open).
+pub struct HttpKeepAlive {
+    conn: TcpStream,
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl HttpKeepAlive {
+    pub fn connect(to: SocketAddr) -> std::io::Result<Self> {
+        let conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let reader = std::io::BufReader::new(conn.try_clone()?);
+        Ok(Self { conn, reader })
+    }
+
+    /// One GET on the open connection: the response body (the serving backend's name).
+    pub fn get(&mut self) -> std::io::Result<String> {
+        use std::io::BufRead as _;
+        self.conn
+            .write_all(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")?;
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = line.trim();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("Content-Length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
 /// A long-lived client connection to a line server.
 pub struct LineClient {
     conn: TcpStream,

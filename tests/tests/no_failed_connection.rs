@@ -2,7 +2,8 @@
 //! the VIP every 15 ms: no request fails. The dead service's node gives connections that
 //! still reach it a second chance in XDP (no socket: sent on to the fallback backend), its
 //! socket watch (sock_diag) takes it out of every table within milliseconds, and membership
-//! takes a cut-off controller's backends out as soon as it is declared dead.
+//! takes a cut-off controller's backends out as soon as it is declared dead. Connections made
+//! while a service was away survive its return.
 mod common;
 
 use std::{
@@ -16,7 +17,7 @@ use std::{
 };
 
 use common::{Cluster, VIP};
-use vip_tests::{privileged, servers};
+use vip_tests::{privileged, servers, servers::HttpKeepAlive};
 
 const PORT: u16 = 8774;
 
@@ -124,6 +125,17 @@ fn slots(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .flat_map(|v| v["backends"].as_array().cloned().unwrap_or_default())
         .find(|b| b["name"] == name)
         .and_then(|b| b["slots"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Node `i`'s `tx_second_chance` counter (segments its XDP sent on to another backend).
+fn tx_second_chance(cluster: &Cluster, i: usize) -> u64 {
+    let s = cluster.nodes[i].vipd.status_json();
+    let reasons = s["reasons"].as_array().cloned().unwrap_or_default();
+    reasons
+        .iter()
+        .find(|r| r[0] == "tx_second_chance")
+        .and_then(|r| r[1].as_u64())
         .unwrap_or(0)
 }
 
@@ -235,6 +247,19 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
         "once the owner knows, nothing reaches the dead service"
     );
 
+    // Long-lived connections made while the service is away live on the two others.
+    let to = SocketAddr::new(IpAddr::V4(VIP), PORT);
+    let kept: Vec<(HttpKeepAlive, String)> = cluster.client().ns.run(move || {
+        (0..30)
+            .map(|_| {
+                let mut c = HttpKeepAlive::connect(to).expect("connect");
+                let first = c.get().expect("first answer");
+                (c, first)
+            })
+            .collect()
+    });
+    assert!(kept.iter().all(|(_, who)| *who != victim_name));
+
     // 2. Restarted: back in the tables after the probes rise.
     let restarted = Instant::now();
     services.0[victim] = spawn_service(&cluster, victim);
@@ -248,6 +273,26 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
             .iter()
             .any(|o| o.0 > restarted + back && o.1.as_deref() == Ok(victim_name.as_str())),
         "traffic returns to the restarted service"
+    );
+    // The return moved about a third of the table to it, but the connections made while it
+    // was away are not its: its node gives their segments a second chance (a listener
+    // takes only a SYN), and they reach the backends that have them.
+    let before = tx_second_chance(&cluster, victim);
+    let answers: Vec<(String, Result<String, String>)> = cluster.client().ns.run(move || {
+        kept.into_iter()
+            .map(|(mut c, first)| (first, c.get().map_err(|e| e.to_string())))
+            .collect()
+    });
+    let broken = answers.iter().filter(|(a, b)| b.as_ref() != Ok(a)).count();
+    let rerouted = tx_second_chance(&cluster, victim) - before;
+    eprintln!(
+        "30 connections made while the service was away: {broken} broken after its return, \
+         {rerouted} segments sent on by its node"
+    );
+    assert_eq!(broken, 0, "{answers:?}");
+    assert!(
+        rerouted > 0,
+        "some connections hashed to the returned backend"
     );
 
     // 3. The owner's own service: the client's SYNs reach it without a peer hop.

@@ -1,19 +1,27 @@
 //! Second chance through BPF_PROG_TEST_RUN: a packet meant for this node's own backend whose
 //! service has no socket (it died, the tables have not caught up) goes, encapsulated, to the
-//! backend of the VIP's fallback table; with a socket it is delivered locally; a packet that
-//! was already given a second chance (encapsulated) is delivered, never forwarded again.
+//! backend of the VIP's fallback table; with a socket it is delivered locally; a TCP segment
+//! of a connection this node does not have goes on too (a listener takes only a SYN); a
+//! packet that was already given a second chance (encapsulated) is delivered, never
+//! forwarded again.
 //! Every row is also checked against the host model, byte for byte.
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    net::{SocketAddr, TcpListener, TcpStream},
+};
 
 use vip_common::{
     maps::{reason::*, Backend, Settings, VipInfo, VipKey, FWD_L2, FWD_LOCAL, SETTINGS_F_PEERS},
     wire::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, XDP_PASS, XDP_TX},
 };
-use vip_daemon::shell::dataplane::{Sizing, TableRegion};
+use vip_daemon::{
+    core::model::LocalSockets,
+    shell::dataplane::{Sizing, TableRegion},
+};
 use vip_tests::{
     fixture::Balancer,
     packet::{self, Addr, Flow, Frame},
-    privileged,
+    privileged, NetNs,
 };
 
 const M: u32 = 251;
@@ -93,7 +101,7 @@ fn balancer() -> Balancer {
         b.publish(r, table);
     }
     b.set_peer(PEER_MAC);
-    b.model.sockets = Some(HashSet::new());
+    b.model.sockets = Some(LocalSockets::default());
     b
 }
 
@@ -107,6 +115,14 @@ fn second_chance_sends_socketless_packets_on_and_never_twice() {
     if !privileged("second_chance_sends_socketless_packets_on_and_never_twice") {
         return;
     }
+    // The program looks sockets up in the namespace of the receiving device; under
+    // BPF_PROG_TEST_RUN that is the calling thread's, so the test owns one.
+    let ns = NetNs::new("vsc");
+    ns.exec(&["ip", "addr", "add", "10.99.0.100/32", "dev", "lo"]);
+    ns.run(socketless_packets_go_on);
+}
+
+fn socketless_packets_go_on() {
     let mut b = balancer();
     let client = Frame::default();
     let syn = packet::l4_frame(&client, &Flow::tcp4(CLIENT, 40_000, VIP, TCP_PORT));
@@ -151,26 +167,56 @@ fn second_chance_sends_socketless_packets_on_and_never_twice() {
     let (run, out) = b.check(&dgram);
     assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
 
-    // With the service's sockets back (listening on the wildcard address), packets are
-    // delivered locally: the SYN, and the segments of established connections.
-    let _listener = std::net::TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("listen");
+    // With the service's sockets back (listening on the wildcard address), new flows are
+    // delivered locally: the SYN, the peer's SYN, the datagram.
+    let listener = TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("listen");
     let _udp = std::net::UdpSocket::bind(("0.0.0.0", UDP_PORT)).expect("bind");
-    b.model.sockets = Some(HashSet::from([
-        (IPPROTO_TCP, [0; 16], TCP_PORT),
-        (IPPROTO_UDP, [0; 16], UDP_PORT),
-    ]));
+    let mut sockets = LocalSockets {
+        bound: HashSet::from([
+            (IPPROTO_TCP, [0; 16], TCP_PORT),
+            (IPPROTO_UDP, [0; 16], UDP_PORT),
+        ]),
+        ..LocalSockets::default()
+    };
+    b.model.sockets = Some(sockets.clone());
     for frame in [&syn, &peer_syn, &dgram] {
         let (run, out) = b.check(frame);
         assert_eq!(run.action, XDP_PASS, "{}", NAMES[out.reason as usize]);
         assert!(out.reason == PASS_LOCAL || out.reason == PASS_FROM_PEER);
     }
+
+    // A segment of a connection this node does not have (made while its backend was out
+    // of the tables) belongs to the fallback table's backend: the listener would reset it.
     let ack = Frame {
         tcp_flags: 0x10,
         ..Frame::default()
     };
-    let (run, out) = b.check(&packet::l4_frame(
-        &ack,
-        &Flow::tcp4(CLIENT, 40_000, VIP, TCP_PORT),
-    ));
-    assert_eq!((run.action, out.reason), (XDP_PASS, PASS_LOCAL));
+    let stray = packet::l4_frame(&ack, &Flow::tcp4(CLIENT, 40_002, VIP, TCP_PORT));
+    let (run, out) = b.check(&stray);
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
+    let peer_ack = Frame {
+        src_mac: PEER_MAC,
+        ..ack.clone()
+    };
+    let stray = packet::l4_frame(&peer_ack, &Flow::tcp4(CLIENT, 40_003, VIP, TCP_PORT));
+    let (run, out) = b.check(&stray);
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_SECOND_CHANCE));
+
+    // A segment of a connection this node has: delivered locally.
+    let conn = TcpStream::connect((std::net::Ipv4Addr::from(VIP), TCP_PORT)).expect("connect");
+    let _accepted = listener.accept().expect("accept");
+    let SocketAddr::V4(from) = conn.local_addr().expect("local addr") else {
+        panic!("IPv4 connection");
+    };
+    let (src, sport) = (from.ip().octets(), from.port());
+    sockets
+        .connections
+        .insert((a4(src), sport, a4(VIP), TCP_PORT));
+    b.model.sockets = Some(sockets);
+    for frame in [&ack, &peer_ack] {
+        let segment = packet::l4_frame(frame, &Flow::tcp4(src, sport, VIP, TCP_PORT));
+        let (run, out) = b.check(&segment);
+        assert_eq!(run.action, XDP_PASS, "{}", NAMES[out.reason as usize]);
+        assert!(out.reason == PASS_LOCAL || out.reason == PASS_FROM_PEER);
+    }
 }

@@ -111,7 +111,8 @@ pub mod reason {
     /// An ARP request or neighbour solicitation for a cluster VIP this node holds no valid
     /// lease for, or a packet for a leased VIP without a lease: dropped.
     pub const DROP_NO_LEASE: u32 = 14;
-    /// Second chance: meant for a local service with no socket (it died); sent encapsulated
+    /// Second chance: meant for a local service with no socket for it (the service died, or
+    /// a TCP segment of a connection made while it was out of the tables); sent encapsulated
     /// to the backend of the VIP's fallback table instead of being reset by the kernel.
     pub const TX_SECOND_CHANCE: u32 = 15;
     /// Number of reasons (size of the stats map).

@@ -20,6 +20,13 @@ pub const IPPROTO_IPV6: u8 = 41;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
 pub const IPV4_HLEN: usize = 20;
+/// TCP header without options; the flags byte is at offset [`TCP_FLAGS_OFFSET`].
+pub const TCP_HLEN: usize = 20;
+pub const TCP_FLAGS_OFFSET: usize = 13;
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+/// `sk->state` of a listening socket (include/net/tcp_states.h).
+pub const TCP_STATE_LISTEN: u32 = 10;
 pub const IPV6_HLEN: usize = 40;
 /// IPv4 flags/fragment-offset: More Fragments bit and the offset mask.
 pub const IPV4_MF: u16 = 0x2000;

@@ -13,6 +13,8 @@ mod maps;
 mod pkt;
 #[cfg(target_arch = "bpf")]
 mod prog;
+#[cfg(target_arch = "bpf")]
+mod second_chance;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

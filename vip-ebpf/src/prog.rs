@@ -2,13 +2,8 @@
 //! Anything it does not understand is passed to the kernel untouched and counted; nothing
 //! malformed is ever forwarded.
 use aya_ebpf::{
-    bindings::{
-        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-        BPF_F_CURRENT_NETNS,
-    },
-    helpers::{bpf_ktime_get_ns, bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::bpf_ktime_get_ns,
     macros::xdp,
     programs::XdpContext,
 };
@@ -29,6 +24,7 @@ use crate::{
         VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
+    second_chance::second_chance,
 };
 
 /// (XDP action, reason counter).
@@ -419,92 +415,6 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
         }
     }
     forward(ctx, l3, backend, hash, flow.family, icmp)
-}
-
-/// Whether this node has a socket for the flow: an established connection or a listener
-/// (TCP), a bound socket (UDP). Looked up in the namespace of the receiving device.
-#[inline(always)]
-fn has_socket(ctx: &XdpContext, flow: &Flow) -> bool {
-    // SAFETY: a zeroed plain-integer struct.
-    let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
-    // Flow words are the packet's bytes loaded as-is: already network order in memory.
-    let size = if flow.family == FAMILY_V4 {
-        tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-            saddr: flow.src[0],
-            daddr: flow.dst[0],
-            sport: flow.sport.to_be(),
-            dport: flow.dport.to_be(),
-        };
-        12
-    } else {
-        tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
-            saddr: flow.src,
-            daddr: flow.dst,
-            sport: flow.sport.to_be(),
-            dport: flow.dport.to_be(),
-        };
-        36
-    };
-    let netns = BPF_F_CURRENT_NETNS as u64;
-    let raw = ctx.ctx as *mut core::ffi::c_void;
-    // SAFETY: helpers given a valid tuple of `size` bytes; a found socket is released.
-    unsafe {
-        let sk = if flow.proto == IPPROTO_TCP {
-            bpf_skc_lookup_tcp(raw, &mut tuple, size, netns, 0)
-        } else {
-            bpf_sk_lookup_udp(raw, &mut tuple, size, netns, 0)
-        };
-        if sk.is_null() {
-            return false;
-        }
-        bpf_sk_release(sk as *mut core::ffi::c_void);
-    }
-    true
-}
-
-/// Second chance for a packet meant for this node's own service when that service has no
-/// socket (it died; the tables have not caught up yet): encapsulate it to the backend the
-/// VIP's fallback table (the table without this node's backends) picks. The receiving node
-/// decapsulates and delivers it locally, so it is never forwarded twice. None: deliver
-/// locally as usual.
-#[inline(always)]
-fn second_chance(
-    ctx: &XdpContext,
-    l3: usize,
-    flow: &Flow,
-    vip: &VipInfo,
-    seed: u32,
-    icmp: bool,
-) -> Option<Verdict> {
-    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(ctx, flow) {
-        return None;
-    }
-    let base = ACTIVE.get(vip.fallback - 1)?;
-    let hash = flow_hash(
-        seed,
-        &flow.src,
-        &flow.dst,
-        flow.sport,
-        flow.dport,
-        flow.proto,
-        vip.flags & VIP_F_SRC_HASH != 0,
-    );
-    let slot = *base + maglev_slot(hash, vip.table_size);
-    let index = SLOTS.get(slot / SLOTS_PER_ELEMENT)?[(slot % SLOTS_PER_ELEMENT) as usize & 1];
-    let backend = BACKENDS.get(index)?;
-    if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != flow.family {
-        return None;
-    }
-    let settings = SETTINGS.get(0)?;
-    let sent = if flow.family == FAMILY_V4 {
-        encap_v4(ctx, l3, backend, hash, settings)
-    } else {
-        encap_v6(ctx, l3, backend, hash, settings)
-    };
-    Some(match sent {
-        Some(()) => (XDP_TX, TX_SECOND_CHANCE),
-        None => (XDP_DROP, DROP_ENCAP_FAILED),
-    })
 }
 
 #[inline(always)]

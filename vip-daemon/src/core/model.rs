@@ -31,10 +31,19 @@ pub struct ModelState {
     pub leases: HashMap<LeaseKey, Lease>,
     /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
     pub now_ns: u64,
-    /// Local sockets as (protocol, address, port), the unspecified address for a wildcard
-    /// bind; what the program's socket lookup finds. None: unknown, assume every local
-    /// service has its socket (no second chance), as `vipd trace` does.
-    pub sockets: Option<HashSet<(u8, [u8; 16], u16)>>,
+    /// What the program's socket lookups find. None: unknown, assume every local service
+    /// has its socket and connections (no second chance), as `vipd trace` does.
+    pub sockets: Option<LocalSockets>,
+}
+
+/// This node's sockets, as the program's second chance sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalSockets {
+    /// Listening TCP and bound UDP sockets as (protocol, address, port), the unspecified
+    /// address for a wildcard bind.
+    pub bound: HashSet<(u8, [u8; 16], u16)>,
+    /// TCP connections as (client address, client port, local address, local port).
+    pub connections: HashSet<([u8; 16], u16, [u8; 16], u16)>,
 }
 
 /// What the program does with one frame.
@@ -392,12 +401,29 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
     out
 }
 
-/// The program's `has_socket`, from [`ModelState::sockets`].
-fn has_socket(state: &ModelState, flow: &Flow) -> bool {
+/// The program's `has_socket`, from [`ModelState::sockets`]: a TCP segment needs its
+/// connection, except a SYN, which a listener takes (the model knows no syncookies).
+fn has_socket(state: &ModelState, f: &[u8], l3: usize, flow: &Flow) -> bool {
     state.sockets.as_ref().is_none_or(|s| {
-        s.contains(&(flow.proto, flow.dst, flow.dport))
-            || s.contains(&(flow.proto, [0; 16], flow.dport))
+        let bound = s.bound.contains(&(flow.proto, flow.dst, flow.dport))
+            || s.bound.contains(&(flow.proto, [0; 16], flow.dport));
+        if flow.proto != IPPROTO_TCP {
+            return bound;
+        }
+        let connection = (flow.src, flow.sport, flow.dst, flow.dport);
+        s.connections.contains(&connection) || (bound && is_syn(f, l3, flow.family))
     })
+}
+
+/// A SYN without ACK, as the program's `listener_takes` reads it (a truncated header is not).
+fn is_syn(f: &[u8], l3: usize, family: u8) -> bool {
+    let l4 = match family {
+        FAMILY_V4 => f.get(l3).map(|v| l3 + usize::from(v & 0xf) * 4),
+        _ => Some(l3 + IPV6_HLEN),
+    };
+    l4.filter(|l4| f.len() >= l4 + TCP_HLEN)
+        .and_then(|l4| f.get(l4 + TCP_FLAGS_OFFSET))
+        .is_some_and(|flags| flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
 }
 
 /// The program's `second_chance`: a packet for a local service without a socket goes,
@@ -410,7 +436,7 @@ fn second_chance(
     vip: &VipInfo,
     icmp: bool,
 ) -> Option<Outcome> {
-    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(state, flow) {
+    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(state, f, l3, flow) {
         return None;
     }
     let base = *state.active.get(vip.fallback as usize - 1)?;
