@@ -73,6 +73,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         backends: 16,
         slots: region.slots(),
         peers: 1,
+        interfaces: 1,
         fallbacks: 0,
     };
     let mut dp = Dataplane::load_private(&sizing)?;

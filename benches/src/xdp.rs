@@ -304,6 +304,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         backends: 8,
         slots: regions.iter().map(TableRegion::slots).sum(),
         peers: 4,
+        interfaces: 1,
         fallbacks: 0,
     };
     let settings = Settings {

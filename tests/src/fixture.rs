@@ -80,6 +80,14 @@ impl Balancer {
         self.add_settings_flags(vip_common::maps::SETTINGS_F_PEERS);
     }
 
+    /// Lists `mac` as the MAC of the interface BPF_PROG_TEST_RUN receives on (the calling
+    /// thread's loopback), in the kernel and in the model.
+    pub fn set_own_mac(&mut self, mac: [u8; 6]) {
+        let lo = vip_daemon::shell::dataplane::if_index("lo").expect("lo");
+        self.dp.set_iface(lo, mac).expect("set iface");
+        self.model.own_mac = Some(mac);
+    }
+
     /// Publishes a whole table in the kernel and in the model.
     pub fn publish(&mut self, region: &TableRegion, table: &[u32]) {
         let (gen, _) = self.tables.publish(region, table).expect("publish");

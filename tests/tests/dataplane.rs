@@ -108,6 +108,7 @@ fn balancer() -> (Balancer, Vips) {
         backends: 16,
         slots: base,
         peers: 4,
+        interfaces: 1,
         fallbacks: 0,
     };
     let settings = Settings {
@@ -823,6 +824,46 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
         s ^= s >> 27;
         s.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
+}
+
+#[test]
+fn frames_for_another_mac_are_passed_never_forwarded() {
+    if !privileged("frames_for_another_mac_are_passed_never_forwarded") {
+        return;
+    }
+    let (mut b, _) = balancer();
+    let ours = Frame::default();
+    b.set_own_mac(ours.dst_mac);
+    let web = tcp4(VIP_WEB, 80);
+    let dns6 = Flow::udp6(CLIENT6, 5353, VIP_DNS6, 53);
+    // Addressed to this interface: balanced as before.
+    for flow in [&web, &dns6] {
+        let (run, out) = b.check(&packet::l4_frame(&ours, flow));
+        assert_eq!((run.action, out.reason), (XDP_TX, TX_L2));
+    }
+    // A bridge flooding frames for a dead node's MAC, or a promiscuous NIC: the frame is
+    // someone else's to forward, left untouched (the kernel drops it as PACKET_OTHERHOST).
+    let theirs = Frame {
+        dst_mac: [2, 0, 0, 0, 0, 0x99],
+        ..Frame::default()
+    };
+    let from_peer = Frame {
+        src_mac: PEER_MAC,
+        ..theirs.clone()
+    };
+    for (frame, flow) in [(&theirs, &web), (&theirs, &dns6), (&from_peer, &web)] {
+        let frame = packet::l4_frame(frame, flow);
+        let (run, out) = b.check(&frame);
+        assert_eq!((run.action, out.reason), (XDP_PASS, PASS_OTHER_HOST));
+        assert_eq!(run.output, frame, "untouched");
+    }
+    // Multicast and broadcast destinations are not unicast frames for someone else.
+    let group = Frame {
+        dst_mac: [0x01, 0, 0x5e, 0, 0, 1],
+        ..Frame::default()
+    };
+    let (run, out) = b.check(&packet::l4_frame(&group, &web));
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_L2));
 }
 
 #[test]

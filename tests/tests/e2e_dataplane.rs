@@ -100,6 +100,7 @@ fn run_e2e(mode: u8, test: &str) {
         backends: 8,
         slots: 8 * M,
         peers: 4,
+        interfaces: 1,
         fallbacks: 0,
     };
     let dp = {

@@ -128,15 +128,20 @@ fn slots(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Node `i`'s `tx_second_chance` counter (segments its XDP sent on to another backend).
-fn tx_second_chance(cluster: &Cluster, i: usize) -> u64 {
+/// Node `i`'s packets counted under data-plane reason `name`.
+fn reason_count(cluster: &Cluster, i: usize, name: &str) -> u64 {
     let s = cluster.nodes[i].vipd.status_json();
     let reasons = s["reasons"].as_array().cloned().unwrap_or_default();
     reasons
         .iter()
-        .find(|r| r[0] == "tx_second_chance")
+        .find(|r| r[0] == name)
         .and_then(|r| r[1].as_u64())
         .unwrap_or(0)
+}
+
+/// Segments node `i`'s XDP sent on to another backend.
+fn tx_second_chance(cluster: &Cluster, i: usize) -> u64 {
+    reason_count(cluster, i, "tx_second_chance")
 }
 
 /// Each test runs three vipd; one at a time keeps timings honest on a small machine.
@@ -184,6 +189,15 @@ fn owner_link_cut_fails_nothing_later_than_500_ms() {
         failures.iter().all(|f| *f <= Duration::from_millis(500)),
         "failures later than 500 ms after the cut: {failures:?}"
     );
+    // Once the dead owner's port went down, the bridge flooded the client's frames for its
+    // MAC to every port: the survivors saw them and left them alone (each balancing its
+    // copy would have sent every request twice).
+    let flooded: u64 = (0..3)
+        .filter(|i| *i != owner)
+        .map(|i| reason_count(&cluster, i, "pass_other_host"))
+        .sum();
+    eprintln!("owner link cut: {flooded} flooded frames for the dead owner's MAC left alone");
+    assert!(flooded > 0, "the bridge floods after the cut; IFACES must be set");
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn balancer() -> Balancer {
         backends: 3,
         slots: 8 * M,
         peers: 1,
+        interfaces: 1,
     };
     let settings = Settings {
         hash_seed: 7,

@@ -39,6 +39,11 @@ pub const MAP_PEERS: &str = "PEERS";
 /// VIP address -> [`Lease`] (hash map), listing the VIP addresses whose ownership the cluster
 /// decides; see [`Lease`] for what an expired lease does.
 pub const MAP_LEASES: &str = "LEASES";
+/// Interface index -> [`Iface`] (hash map): the MAC of each interface the program runs on.
+/// A unicast frame for another MAC (a bridge flooding frames for a dead node's MAC, a
+/// promiscuous NIC) is passed untouched, never balanced: only the node it was sent to may
+/// forward it. An interface without an entry is not checked.
+pub const MAP_IFACES: &str = "IFACES";
 /// Per-CPU [`Counter`] per `reason::*`.
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU [`Counter`] per VIP index.
@@ -55,6 +60,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_SETTINGS,
     MAP_PEERS,
     MAP_LEASES,
+    MAP_IFACES,
     MAP_STATS,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
@@ -71,6 +77,7 @@ pub const SLOTS_PER_ELEMENT: u32 = 2;
 pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const DEFAULT_MAX_PEERS: u32 = 16;
 pub const DEFAULT_MAX_LEASES: u32 = 64;
+pub const DEFAULT_MAX_IFACES: u32 = 8;
 
 /// `BPF_F_MMAPABLE` map flag.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -115,8 +122,11 @@ pub mod reason {
     /// a TCP segment of a connection made while it was out of the tables); sent encapsulated
     /// to the backend of the VIP's fallback table instead of being reset by the kernel.
     pub const TX_SECOND_CHANCE: u32 = 15;
+    /// A VIP packet in a unicast frame for another node's MAC (see `MAP_IFACES`): passed
+    /// untouched, not forwarded.
+    pub const PASS_OTHER_HOST: u32 = 16;
     /// Number of reasons (size of the stats map).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
 
     /// Human names, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -136,6 +146,7 @@ pub mod reason {
         "drop_encap_failed",
         "drop_no_lease",
         "tx_second_chance",
+        "pass_other_host",
     ];
 }
 
@@ -237,6 +248,15 @@ pub struct Peer {
 }
 const _: () = assert!(core::mem::size_of::<Peer>() == 8);
 
+/// Value of [`MAP_IFACES`] (keyed by the interface index, a `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Iface {
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Iface>() == 8);
+
 /// Key of [`MAP_LEASES`]: a VIP address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -289,6 +309,7 @@ mod user {
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::Iface {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::LeaseKey {}
     unsafe impl aya::Pod for super::Lease {}

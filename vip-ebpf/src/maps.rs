@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::maps::{
-    reason, Backend, Counter, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
-    BPF_F_MMAPABLE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS,
-    DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    reason, Backend, Counter, Iface, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
+    BPF_F_MMAPABLE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
+    DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -26,6 +26,8 @@ pub static SETTINGS: Array<Settings, 1> = Array::new();
 pub static PEERS: HashMap<PeerKey, Peer, { DEFAULT_MAX_PEERS as usize }> = HashMap::new();
 #[btf_map]
 pub static LEASES: HashMap<LeaseKey, Lease, { DEFAULT_MAX_LEASES as usize }> = HashMap::new();
+#[btf_map]
+pub static IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { reason::COUNT as usize }> = PerCpuArray::new();
 #[btf_map]

@@ -20,8 +20,8 @@ use vip_common::{
 use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, LEASES, PEERS, SETTINGS, SLOTS, STATS, VIPS,
-        VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, IFACES, LEASES, PEERS, SETTINGS, SLOTS, STATS,
+        VIPS, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
@@ -368,6 +368,9 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
     let Some(vip) = lookup_vip(flow, settings.flags) else {
         return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
+    if for_another_host(ctx) {
+        return (XDP_PASS, PASS_OTHER_HOST);
+    }
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         // Forwarded here because a backend of this node was chosen: if its service died,
         // give the connection a second chance elsewhere.
@@ -415,6 +418,28 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
         }
     }
     forward(ctx, l3, backend, hash, flow.family, icmp)
+}
+
+/// A unicast frame addressed to another MAC than the receiving interface's (when vipd
+/// listed it in IFACES): someone else's to forward, if anyone's.
+#[inline(always)]
+fn for_another_host(ctx: &XdpContext) -> bool {
+    let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: a plain lookup; the value is only read.
+    let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
+        return false;
+    };
+    let Some(eth) = View::at::<6>(ctx, 0) else {
+        return false;
+    };
+    let unicast = eth.u8(0) & 1 == 0;
+    unicast
+        && (eth.u8(0) != iface.mac[0]
+            || eth.u8(1) != iface.mac[1]
+            || eth.u8(2) != iface.mac[2]
+            || eth.u8(3) != iface.mac[3]
+            || eth.u8(4) != iface.mac[4]
+            || eth.u8(5) != iface.mac[5])
 }
 
 #[inline(always)]

@@ -24,6 +24,8 @@ pub struct Counts {
     pub by_backend: BTreeMap<String, u64>,
     pub errors: u64,
     pub last_error: Option<Instant>,
+    /// What the last failed request saw (connect refused, reset, timeout, ...).
+    pub last_error_message: Option<String>,
 }
 
 impl Counts {
@@ -43,6 +45,8 @@ impl Counts {
             by_backend,
             errors: self.errors - before.errors,
             last_error: self.last_error.filter(|_| self.errors > before.errors),
+            last_error_message: (self.last_error_message.clone())
+                .filter(|_| self.errors > before.errors),
         }
     }
 
@@ -78,10 +82,11 @@ impl Traffic {
                         let mut c = counts.lock().expect("counts");
                         let e = c.entry(s.name).or_default();
                         match answer {
-                            Some(backend) => *e.by_backend.entry(backend).or_default() += 1,
-                            None => {
+                            Ok(backend) => *e.by_backend.entry(backend).or_default() += 1,
+                            Err(message) => {
                                 e.errors += 1;
                                 e.last_error = Some(Instant::now());
+                                e.last_error_message = Some(message);
                             }
                         }
                         drop(c);
@@ -111,15 +116,21 @@ impl Drop for Traffic {
     }
 }
 
-/// One request on a new flow: the answering backend's name, None on any failure.
-fn request(s: Service) -> Option<String> {
+/// One request on a new flow: the answering backend's name, or what went wrong.
+fn request(s: Service) -> Result<String, String> {
     let to = SocketAddr::new(IpAddr::V4(s.vip), s.port);
-    match s.kind {
-        ServiceKind::Http => servers::http_get(to).ok().map(|(_, body)| body),
-        ServiceKind::Tcp => servers::LineClient::connect(to).ok()?.ask().ok(),
-        ServiceKind::Udp => servers::udp_ask(to, b"query").ok().map(|(_, a)| a),
+    let answer = match s.kind {
+        ServiceKind::Http => servers::http_get(to).map(|(_, body)| body),
+        ServiceKind::Tcp => servers::LineClient::connect(to)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("connect: {e}")))
+            .and_then(|mut c| c.ask()),
+        ServiceKind::Udp => servers::udp_ask(to, b"query").map(|(_, a)| a),
+    };
+    match answer {
+        Ok(name) if !name.is_empty() => Ok(name),
+        Ok(_) => Err("empty answer".into()),
+        Err(e) => Err(e.to_string()),
     }
-    .filter(|name| !name.is_empty())
 }
 
 /// Differences per service between two snapshots.

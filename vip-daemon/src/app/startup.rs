@@ -202,6 +202,20 @@ pub async fn start(
             Attached::Adopted => "adopted",
         };
         tracing::info!(%iface, mode, "data plane attached");
+        // Frames for other MACs (flooded by a bridge, seen by a promiscuous NIC) must not be
+        // balanced here: the program checks them against this interface's MAC.
+        let listed = crate::shell::vipaddr::mac_of(&iface)
+            .filter(|mac| *mac != [0; 6])
+            .zip(crate::shell::dataplane::if_index(&iface).ok());
+        match listed {
+            Some((mac, ifindex)) => {
+                d.dp.set_iface(ifindex, mac)
+                    .with_context(|| format!("list {iface}'s MAC in IFACES"))?
+            }
+            None => {
+                tracing::warn!(%iface, "no Ethernet MAC: frames for other hosts are not filtered")
+            }
+        }
         d.interfaces.push((iface, mode.to_owned()));
     }
     d.start_probers();

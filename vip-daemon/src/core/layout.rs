@@ -12,6 +12,8 @@ pub struct Sizing {
     /// Maglev slots, all generations of all VIPs (rounded up to whole elements).
     pub slots: u32,
     pub peers: u32,
+    /// Interfaces the program is attached to (their MACs in `IFACES`).
+    pub interfaces: u32,
 }
 
 impl Default for Sizing {
@@ -22,12 +24,13 @@ impl Default for Sizing {
             backends: maps::DEFAULT_MAX_BACKENDS,
             slots: maps::DEFAULT_MAX_SLOT_PAIRS * maps::SLOTS_PER_ELEMENT,
             peers: maps::DEFAULT_MAX_PEERS,
+            interfaces: maps::DEFAULT_MAX_IFACES,
         }
     }
 }
 
 impl Sizing {
-    pub fn entries(&self) -> [(&'static str, u32); 8] {
+    pub fn entries(&self) -> [(&'static str, u32); 9] {
         [
             (maps::MAP_VIPS, self.vips.max(1)),
             (maps::MAP_ACTIVE, (self.vips + self.fallbacks).max(1)),
@@ -38,6 +41,7 @@ impl Sizing {
             (maps::MAP_PEERS, self.peers.max(1)),
             // At most one lease per VIP address.
             (maps::MAP_LEASES, self.vips.max(1)),
+            (maps::MAP_IFACES, self.interfaces.max(1)),
         ]
     }
 
@@ -63,6 +67,7 @@ impl Sizing {
             + b * 32
             + slots
             + p * 16
+            + self.interfaces as u64 * 12
             + 32
             + counters
     }

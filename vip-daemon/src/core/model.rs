@@ -28,6 +28,8 @@ pub struct ModelState {
     pub active: Vec<u32>,
     pub slots: Vec<u32>,
     pub peers: HashSet<[u8; 6]>,
+    /// The receiving interface's MAC, when listed in `IFACES` (None: not checked).
+    pub own_mac: Option<[u8; 6]>,
     pub leases: HashMap<LeaseKey, Lease>,
     /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
     pub now_ns: u64,
@@ -372,10 +374,14 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
 fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let drop = |reason| verdict(f, XDP_DROP, reason);
-    // Same order as the program: VIP, peer, lease, then the table.
+    // Same order as the program: VIP, destination MAC, peer, lease, then the table.
     let Some(vip) = state.lookup_vip(flow) else {
         return pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
+    let unicast = f[0] & 1 == 0;
+    if unicast && state.own_mac.is_some_and(|mac| f[..6] != mac) {
+        return pass(PASS_OTHER_HOST);
+    }
     if state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]) {
         return second_chance(state, f, l3, flow, &vip, icmp)
             .unwrap_or_else(|| pass(PASS_FROM_PEER));

@@ -159,6 +159,7 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
             backends: next_backend,
             slots: next_slot,
             peers: 16,
+            interfaces: config.node.interfaces.len() as u32,
         },
         seed: config.cluster.hash_seed,
         vips,

@@ -78,7 +78,7 @@ pub async fn remove(handle: &Handle, iface: &str, vip: IpAddr) -> Result<(), Vip
 
 /// The interface's MAC, asked of the kernel in this thread's network namespace (sysfs shows
 /// the namespace it was mounted in, which need not be ours).
-fn mac_of(iface: &str) -> Option<[u8; 6]> {
+pub fn mac_of(iface: &str) -> Option<[u8; 6]> {
     if iface.len() >= libc::IFNAMSIZ {
         return None;
     }

@@ -15,7 +15,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use vip_common::maps::{
-    self as contract, Backend, Counter, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
+    self as contract, Backend, Counter, Iface, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo,
+    VipKey,
 };
 
 mod tables;
@@ -321,6 +322,13 @@ impl Dataplane {
         let mut map: HashMap<_, LeaseKey, Lease> =
             HashMap::try_from(self.map_mut(contract::MAP_LEASES)?)?;
         Ok(map.remove(key)?)
+    }
+
+    /// Lists the MAC of interface `ifindex` (see `MAP_IFACES`).
+    pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, u32, Iface> =
+            HashMap::try_from(self.map_mut(contract::MAP_IFACES)?)?;
+        Ok(map.insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?)
     }
 
     pub fn set_peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
