@@ -160,6 +160,14 @@ pub fn line_server(ns: &NetNs, port: u16, name: String, stop: Arc<AtomicBool>) -
     handle
 }
 
+/// A long-lived client connection: the stream to write and a buffered reader of it.
+fn long_lived(to: SocketAddr) -> std::io::Result<(TcpStream, std::io::BufReader<TcpStream>)> {
+    let conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(3)))?;
+    let reader = std::io::BufReader::new(conn.try_clone()?);
+    Ok((conn, reader))
+}
+
 /// A long-lived HTTP/1.1 keep-alive connection (the lab's HTTP service keeps it open).
 pub struct HttpKeepAlive {
     conn: TcpStream,
@@ -168,9 +176,7 @@ pub struct HttpKeepAlive {
 
 impl HttpKeepAlive {
     pub fn connect(to: SocketAddr) -> std::io::Result<Self> {
-        let conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
-        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
-        let reader = std::io::BufReader::new(conn.try_clone()?);
+        let (conn, reader) = long_lived(to)?;
         Ok(Self { conn, reader })
     }
 
@@ -207,9 +213,7 @@ pub struct LineClient {
 
 impl LineClient {
     pub fn connect(to: SocketAddr) -> std::io::Result<Self> {
-        let conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
-        conn.set_read_timeout(Some(Duration::from_secs(3)))?;
-        let reader = std::io::BufReader::new(conn.try_clone()?);
+        let (conn, reader) = long_lived(to)?;
         Ok(Self { conn, reader })
     }
 
