@@ -197,7 +197,10 @@ fn owner_link_cut_fails_nothing_later_than_500_ms() {
         .map(|i| reason_count(&cluster, i, "pass_other_host"))
         .sum();
     eprintln!("owner link cut: {flooded} flooded frames for the dead owner's MAC left alone");
-    assert!(flooded > 0, "the bridge floods after the cut; IFACES must be set");
+    assert!(
+        flooded > 0,
+        "the bridge floods after the cut; IFACES must be set"
+    );
 }
 
 #[test]
