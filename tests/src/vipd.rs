@@ -116,6 +116,13 @@ impl Vipd {
         }
     }
 
+    /// As a reboot would: SIGKILL, the pinned program and maps gone, a fresh start.
+    pub fn reboot(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.pins);
+        self.spawn();
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

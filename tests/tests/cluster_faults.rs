@@ -1,7 +1,8 @@
 //! Cluster faults with real daemons in network namespaces: a 1 | 2 partition never yields two
 //! owners and heals without moving the VIP back; a fencing hook that fails or hangs blocks
 //! the takeover until it succeeds; a frozen owner stops answering ARP for the VIP within its
-//! lease; forged gossip from a fourth host is rejected and counted.
+//! lease; forged gossip from a fourth host is rejected and counted; a rebooted node learns
+//! the others' backend verdicts as it joins instead of waiting for its own probes.
 //!
 //! The scenarios run one at a time (each runs three vipd) so timing is not at the mercy of
 //! the others on a small machine.
@@ -360,4 +361,68 @@ fn forged_gossip_from_a_fourth_host_is_rejected_and_counted() {
         );
     }
     assert_eq!(cluster.holders(&[0, 1, 2]).len(), 1, "membership unharmed");
+}
+
+/// Live backends (slots > 0) of VIP `vip` in node `i`'s tables.
+fn live_backends(cluster: &Cluster, i: usize, vip: &str) -> usize {
+    let s = cluster.nodes[i].vipd.status_json();
+    (s["vips"].as_array().into_iter().flatten())
+        .filter(|v| v["name"] == vip)
+        .flat_map(|v| v["backends"].as_array().cloned().unwrap_or_default())
+        .filter(|b| b["slots"].as_u64().unwrap_or(0) > 0)
+        .count()
+}
+
+#[test]
+fn rebooted_node_learns_the_others_verdicts_as_it_joins() {
+    if !privileged("rebooted_node_learns_the_others_verdicts_as_it_joins") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // A VIP (on its own address: same port as `lines`) whose check needs 20 successes
+    // 100 ms apart: a node's own probes take 2 s.
+    let mut slow = String::from(
+        "\n[[vip]]\nname = \"slow\"\naddress = \"10.77.0.101\"\nport = 7000\n\
+         table_size = 251\ncheck = { kind = \"tcp\", interval = \"100ms\", timeout = \"100ms\", rise = 20 }\n"
+    );
+    for b in 0..3 {
+        slow.push_str(&format!(
+            "[[vip.backend]]\nname = \"ctl{}\"\naddress = \"{}\"\nport = 7000\n",
+            b + 1,
+            node_ip(b)
+        ));
+    }
+    let mut cluster = Cluster::start_full(common::TEST_TIMING, &slow);
+    let everywhere = |c: &Cluster| (0..3).all(|i| live_backends(c, i, "slow") == 3);
+    let start = Instant::now();
+    while !everywhere(&cluster) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "slow VIP never up:\n{}",
+            cluster.nodes[0].vipd.cli(&["status"]).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let owner = cluster.wait_single_owner(Duration::from_secs(5));
+    let i = (owner + 1) % 3;
+    let rebooted = Instant::now();
+    cluster.nodes[i].vipd.reboot();
+    let up = rebooted.elapsed();
+    while live_backends(&cluster, i, "slow") < 3 {
+        assert!(
+            rebooted.elapsed() < Duration::from_secs(10),
+            "slow VIP never complete on the rebooted node"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let complete = rebooted.elapsed();
+    eprintln!(
+        "rebooted {}: vipd up after {up:?}, all 3 slow backends in its table after {complete:?} \
+         (its own probes need 2 s)",
+        cluster.nodes[i].name
+    );
+    assert!(
+        complete < up + Duration::from_millis(1500),
+        "the others' verdicts did not reach the joiner: {complete:?}"
+    );
 }

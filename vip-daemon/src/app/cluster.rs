@@ -141,9 +141,17 @@ impl Daemon {
         let mut recompute = false;
         let inputs = match ev {
             GossipEvent::Up(n) => {
-                c.alive.insert(n);
+                let joined = c.alive.insert(n);
                 recompute = true;
-                vec![Input::Alive(c.alive.iter().cloned().collect())]
+                let inputs = vec![Input::Alive(c.alive.iter().cloned().collect())];
+                if joined {
+                    self.resend_own_views();
+                }
+                inputs
+            }
+            GossipEvent::Restarted(_) => {
+                self.resend_own_views();
+                vec![]
             }
             GossipEvent::Down(n) => {
                 c.alive.remove(&n);
@@ -458,6 +466,56 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// A member joined or restarted (started, rebooted, back from a partition): it knows no
+    /// one's views, and verdicts are only gossiped when they change. Without them its
+    /// tables, fallback tables included, follow its own probes alone until they rise, while
+    /// the others may already send it traffic: a second chance from it could pick another
+    /// backend than the one a connection lives on. So every node sends it its views (and its
+    /// own services' socket facts) again; the others drop them as repeats.
+    pub(super) fn resend_own_views(&mut self) {
+        let me = self.config.node.name.clone();
+        let gone: Vec<(String, String)> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].listening == Some(false))
+            .map(|i| {
+                let (vip, pos) = self.locate_backend(i);
+                let v = &self.plan.vips[vip];
+                (v.name.clone(), v.backends[pos].conf.name.clone())
+            })
+            .collect();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let views: Vec<ItemBody> = (c.views.iter())
+            .filter_map(|((vip, backend), seen)| {
+                let up = *seen.get(&me)?;
+                let (vip, backend) = (vip.clone(), backend.clone());
+                Some(ItemBody::Health { vip, backend, up })
+            })
+            .chain(gone.into_iter().map(|(vip, backend)| ItemBody::Service {
+                vip,
+                backend,
+                listening: false,
+            }))
+            .collect();
+        let mut dropped = 0;
+        for body in views {
+            c.item_version += 1;
+            let item = Item {
+                origin: me.clone(),
+                version: c.item_version,
+                body,
+            };
+            dropped += usize::from(c.gossip.try_send(GossipCmd::Broadcast(item)).is_err());
+        }
+        if dropped > 0 {
+            // The joiner's own probes still bring these backends up after `rise`.
+            tracing::warn!(
+                dropped,
+                "gossip queue full: some views not re-sent to a joiner"
+            );
+        }
+    }
+
     /// Cluster mode: tells the others this node's verdict on a backend.
     pub(super) fn share_verdict(&mut self, index: usize, health: crate::core::health::Health) {
         let (vip, pos) = self.locate_backend(index);

@@ -175,6 +175,8 @@ pub struct GossipConfig {
 pub enum GossipEvent {
     Up(String),
     Down(String),
+    /// A member restarted (renewed identity) while still listed alive.
+    Restarted(String),
     /// A valid datagram from this node arrived.
     Heard(String),
     Item(Item),
@@ -470,6 +472,9 @@ pub async fn spawn(
                 let ev = match n {
                     OwnedNotification::MemberUp(id) => GossipEvent::Up(id.name),
                     OwnedNotification::MemberDown(id) => GossipEvent::Down(id.name),
+                    // A member restarted before anyone declared it down: same name, renewed
+                    // identity, no MemberUp.
+                    OwnedNotification::Rename(_, id) => GossipEvent::Restarted(id.name),
                     OwnedNotification::Rejoin(_) => {
                         tracing::warn!("this node was declared down while running; rejoined");
                         health.suspicion_was_wrong(origin.elapsed());
