@@ -2,8 +2,23 @@
 //! byte arrays, for the XDP program and the host model alike.
 use crate::wire::{IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN};
 
-/// Hop limit / TTL of the outer header.
+/// Hop limit / TTL of the outer header of a packet sent to its backend.
 pub const OUTER_TTL: u8 = 64;
+
+/// How many second chances one packet may be given (a node without a socket for it sends it
+/// on to the backend of its fallback table). Two, because when a backend returns, Maglev also
+/// moves a few slots between the others: such a segment first reaches a node that never had
+/// its connection, whose fallback table may pick the returned backend, whose fallback table
+/// (the table from before its return) picks the one that has it.
+pub const SECOND_CHANCES: u8 = 2;
+
+/// Second chances already given to a packet with this outer TTL: each one lowers it by one.
+/// A router on the way lowers it too, so a routed path means fewer second chances, never a
+/// loop.
+#[inline(always)]
+pub const fn second_chances_taken(outer_ttl: u8) -> u8 {
+    OUTER_TTL.saturating_sub(outer_ttl)
+}
 
 /// Ones'-complement checksum of an IPv4 header whose checksum field (bytes 10-11) is zero.
 #[inline(always)]
@@ -39,7 +54,13 @@ pub const fn outer_source_v6(base: [u8; 16], hash: u32) -> [u8; 16] {
 /// IPv4 outer header for an inner IPv4 packet of `inner_len` bytes with TOS `tos`.
 /// Identification 0, DF clear, so that outputs are byte-exact and reproducible.
 #[inline(always)]
-pub const fn ipv4_outer(inner_len: u16, tos: u8, src: [u8; 4], dst: [u8; 4]) -> [u8; IPV4_HLEN] {
+pub const fn ipv4_outer(
+    inner_len: u16,
+    tos: u8,
+    ttl: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> [u8; IPV4_HLEN] {
     let total = inner_len.wrapping_add(IPV4_HLEN as u16);
     let mut h = [
         0x45,
@@ -50,7 +71,7 @@ pub const fn ipv4_outer(inner_len: u16, tos: u8, src: [u8; 4], dst: [u8; 4]) -> 
         0,
         0,
         0,
-        OUTER_TTL,
+        ttl,
         IPPROTO_IPIP,
         0,
         0,
@@ -75,6 +96,7 @@ pub const fn ipv4_outer(inner_len: u16, tos: u8, src: [u8; 4], dst: [u8; 4]) -> 
 pub const fn ipv6_outer(
     inner_len: u16,
     inner_first_word: [u8; 4],
+    hop_limit: u8,
     src: [u8; 16],
     dst: [u8; 16],
 ) -> [u8; IPV6_HLEN] {
@@ -86,7 +108,7 @@ pub const fn ipv6_outer(
     h[4] = (inner_len >> 8) as u8;
     h[5] = inner_len as u8;
     h[6] = IPPROTO_IPV6;
-    h[7] = OUTER_TTL;
+    h[7] = hop_limit;
     let mut i = 0;
     while i < 16 {
         h[8 + i] = src[i];
@@ -115,9 +137,23 @@ mod tests {
 
     #[test]
     fn outer_v4_is_valid() {
-        let h = ipv4_outer(60, 0x10, [10, 255, 1, 2], [192, 0, 2, 20]);
+        let h = ipv4_outer(60, 0x10, OUTER_TTL, [10, 255, 1, 2], [192, 0, 2, 20]);
         assert_eq!(ipv4_header_checksum(&h), 0);
         assert_eq!(u16::from_be_bytes([h[2], h[3]]), 80);
         assert_eq!(h[9], IPPROTO_IPIP);
+        let again = ipv4_outer(60, 0x10, OUTER_TTL - 1, [10, 255, 1, 2], [192, 0, 2, 20]);
+        assert_eq!((again[8], ipv4_header_checksum(&again)), (OUTER_TTL - 1, 0));
+    }
+
+    #[test]
+    fn second_chances_are_counted_down_in_the_ttl() {
+        assert_eq!(second_chances_taken(OUTER_TTL), 0);
+        assert_eq!(
+            second_chances_taken(OUTER_TTL - SECOND_CHANCES),
+            SECOND_CHANCES
+        );
+        // An outer header from elsewhere with a higher TTL counts as none given.
+        assert_eq!(second_chances_taken(255), 0);
+        assert_eq!(ipv6_outer(40, [0x60, 0, 0, 0], 63, [0; 16], [0; 16])[7], 63);
     }
 }

@@ -42,6 +42,7 @@ pub fn encap_v4(
     backend: &Backend,
     hash: u32,
     settings: &Settings,
+    ttl: u8,
 ) -> Option<()> {
     let inner = read::<[u8; 4]>(ctx, l3)?;
     let inner_len = u16::from_be_bytes([inner[2], inner[3]]);
@@ -53,7 +54,7 @@ pub fn encap_v4(
     ];
     let src = outer_source_v4(settings.encap_src_v4, hash);
     push_outer(ctx, IPV4_HLEN, backend.mac)?;
-    write(ctx, l3, ipv4_outer(inner_len, inner[1], src, dst))
+    write(ctx, l3, ipv4_outer(inner_len, inner[1], ttl, src, dst))
 }
 
 /// IPv6-in-IPv6, likewise.
@@ -64,6 +65,7 @@ pub fn encap_v6(
     backend: &Backend,
     hash: u32,
     settings: &Settings,
+    hop_limit: u8,
 ) -> Option<()> {
     let inner = read::<[u8; 6]>(ctx, l3)?;
     let inner_len = u16::from_be_bytes([inner[4], inner[5]]).wrapping_add(IPV6_HLEN as u16);
@@ -75,6 +77,7 @@ pub fn encap_v6(
         ipv6_outer(
             inner_len,
             [inner[0], inner[1], inner[2], inner[3]],
+            hop_limit,
             src,
             backend.addr,
         ),

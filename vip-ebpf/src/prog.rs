@@ -8,6 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vip_common::{
+    encap::{second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
         reason::*, Backend, LeaseKey, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL,
@@ -187,16 +188,34 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
         return icmp4(ctx, l3, l4);
     }
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
-        // Encapsulated by a peer: deliver locally when the inner packet is for a VIP.
         return match inner_flow_v4(ctx, l4) {
-            Some(inner) if lookup_vip(&inner, settings_flags()).is_some() => {
-                (XDP_PASS, decap(ctx, l3, IPV4_HLEN))
-            }
-            Some(_) => (XDP_PASS, PASS_NOT_VIP),
+            Some(inner) => encapsulated(ctx, l3, IPV4_HLEN, h.u8(8), &inner),
             None => MALFORMED,
         };
     }
     (XDP_PASS, PASS_NOT_VIP)
+}
+
+/// Encapsulated by a peer (its table or its second chance picked a backend here): when the
+/// inner packet is for a VIP, strip the outer header and deliver locally, unless this node
+/// has no socket for it and the outer TTL allows one more second chance.
+#[inline(always)]
+fn encapsulated(ctx: &XdpContext, l3: usize, outer_len: usize, ttl: u8, inner: &Flow) -> Verdict {
+    let Some(settings) = SETTINGS.get(0) else {
+        return (XDP_PASS, PASS_NOT_VIP);
+    };
+    let Some(vip) = lookup_vip(inner, settings.flags) else {
+        return (XDP_PASS, PASS_NOT_VIP);
+    };
+    let why = decap(ctx, l3, outer_len);
+    if why != PASS_DECAP {
+        return (XDP_PASS, why);
+    }
+    let taken = second_chances_taken(ttl);
+    match second_chance(ctx, l3, inner, &vip, settings.hash_seed, false, taken) {
+        Some(v) => v,
+        None => (XDP_PASS, PASS_DECAP),
+    }
 }
 
 /// The TCP/UDP flow of the IPv4 packet at `l3` (no fragments), as sent.
@@ -266,10 +285,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
     match next {
         IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
         IPPROTO_IPV6 => match inner_flow_v6(ctx, l4) {
-            Some(inner) if lookup_vip(&inner, settings_flags()).is_some() => {
-                (XDP_PASS, decap(ctx, l3, IPV6_HLEN))
-            }
-            Some(_) => (XDP_PASS, PASS_NOT_VIP),
+            Some(inner) => encapsulated(ctx, l3, IPV6_HLEN, h.u8(7), &inner),
             None => MALFORMED,
         },
         IPV6_NEXT_FRAGMENT => (XDP_PASS, PASS_FRAGMENT),
@@ -323,11 +339,6 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
 }
 
-#[inline(always)]
-fn settings_flags() -> u32 {
-    SETTINGS.get(0).map_or(0, |s| s.flags)
-}
-
 /// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
 #[inline(always)]
 fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
@@ -374,7 +385,7 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         // Forwarded here because a backend of this node was chosen: if its service died,
         // give the connection a second chance elsewhere.
-        return match second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp) {
+        return match second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
             Some(v) => v,
             None => (XDP_PASS, PASS_FROM_PEER),
         };
@@ -413,7 +424,7 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
     count(&VIP_STATS, vip.index, bytes);
     count(&BACKEND_STATS, index, bytes);
     if backend.mode == FWD_LOCAL {
-        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp) {
+        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
             return v;
         }
     }
@@ -468,9 +479,9 @@ fn forward(
                 return (XDP_DROP, DROP_ENCAP_FAILED);
             };
             let ok = if family == FAMILY_V4 {
-                encap_v4(ctx, l3, backend, hash, settings)
+                encap_v4(ctx, l3, backend, hash, settings, OUTER_TTL)
             } else {
-                encap_v6(ctx, l3, backend, hash, settings)
+                encap_v6(ctx, l3, backend, hash, settings, OUTER_TTL)
             };
             match ok {
                 Some(()) => (XDP_TX, if icmp { TX_ICMP } else { TX_ENCAP }),

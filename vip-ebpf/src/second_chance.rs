@@ -7,7 +7,8 @@
 //!   rebooted), so it lives where the table without this node sends it. A listener alone
 //!   answers such a segment with a reset, so only a SYN may be taken by a listener.
 //!
-//! The receiving node decapsulates and delivers, never forwards again: loop-free.
+//! The receiving node decapsulates and, if it has no socket either, may send the packet on
+//! once more: at most `SECOND_CHANCES` in all, counted down in the outer TTL, so loop-free.
 use aya_ebpf::{
     bindings::{
         bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
@@ -19,6 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vip_common::{
+    encap::{OUTER_TTL, SECOND_CHANCES},
     flow::{flow_hash, maglev_slot},
     maps::{reason::*, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_SRC_HASH},
     wire::*,
@@ -119,7 +121,8 @@ fn has_socket(ctx: &XdpContext, l3: usize, flow: &Flow) -> bool {
     }
 }
 
-/// The second chance itself; None: deliver locally as usual.
+/// The second chance itself, for a packet already given `taken` of them; None: deliver
+/// locally as usual.
 #[inline(always)]
 pub fn second_chance(
     ctx: &XdpContext,
@@ -128,8 +131,14 @@ pub fn second_chance(
     vip: &VipInfo,
     seed: u32,
     icmp: bool,
+    taken: u8,
 ) -> Option<Verdict> {
-    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(ctx, l3, flow) {
+    if taken >= SECOND_CHANCES
+        || vip.fallback == 0
+        || icmp
+        || vip.table_size == 0
+        || has_socket(ctx, l3, flow)
+    {
         return None;
     }
     let base = ACTIVE.get(vip.fallback - 1)?;
@@ -149,10 +158,11 @@ pub fn second_chance(
         return None;
     }
     let settings = SETTINGS.get(0)?;
+    let ttl = OUTER_TTL - taken - 1;
     let sent = if flow.family == FAMILY_V4 {
-        encap_v4(ctx, l3, backend, hash, settings)
+        encap_v4(ctx, l3, backend, hash, settings, ttl)
     } else {
-        encap_v6(ctx, l3, backend, hash, settings)
+        encap_v6(ctx, l3, backend, hash, settings, ttl)
     };
     Some(match sent {
         Some(()) => (XDP_TX, TX_SECOND_CHANCE),

@@ -7,7 +7,10 @@
 use std::collections::{HashMap, HashSet};
 
 use vip_common::{
-    encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
+    encap::{
+        ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6, second_chances_taken, OUTER_TTL,
+        SECOND_CHANCES,
+    },
     flow::{addr_words, flow_hash, maglev_slot},
     maps::{
         reason::*, Backend, Lease, LeaseKey, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2,
@@ -264,12 +267,32 @@ fn ipv4(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
     }
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         return match inner_flow_v4(f, l4) {
-            Some(inner) if state.lookup_vip(&inner).is_some() => decap(f, l3, IPV4_HLEN),
-            Some(_) => pass(PASS_NOT_VIP),
+            Some(inner) => encapsulated(state, f, l3, IPV4_HLEN, h[8], &inner),
             None => pass(PASS_MALFORMED),
         };
     }
     pass(PASS_NOT_VIP)
+}
+
+/// The program's `encapsulated`: an encapsulated VIP packet is stripped and delivered, or,
+/// without a socket for it, given one more second chance while the outer TTL allows.
+fn encapsulated(
+    state: &ModelState,
+    f: &[u8],
+    l3: usize,
+    outer_len: usize,
+    ttl: u8,
+    inner: &Flow,
+) -> Outcome {
+    let Some(vip) = state.lookup_vip(inner) else {
+        return verdict(f, XDP_PASS, PASS_NOT_VIP);
+    };
+    let out = decap(f, l3, outer_len);
+    if out.reason != PASS_DECAP {
+        return out;
+    }
+    let taken = second_chances_taken(ttl);
+    second_chance(state, &out.output, l3, inner, &vip, false, taken).unwrap_or(out)
 }
 
 fn reversed(e: &Flow) -> Flow {
@@ -358,8 +381,7 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
             },
         },
         IPPROTO_IPV6 => match inner_flow_v6(f, l4) {
-            Some(inner) if state.lookup_vip(&inner).is_some() => decap(f, l3, IPV6_HLEN),
-            Some(_) => pass(PASS_NOT_VIP),
+            Some(inner) => encapsulated(state, f, l3, IPV6_HLEN, h[7], &inner),
             None => pass(PASS_MALFORMED),
         },
         IPV6_NEXT_FRAGMENT => pass(PASS_FRAGMENT),
@@ -383,7 +405,7 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
         return pass(PASS_OTHER_HOST);
     }
     if state.settings.flags & SETTINGS_F_PEERS != 0 && state.peers.contains(&f[6..12]) {
-        return second_chance(state, f, l3, flow, &vip, icmp)
+        return second_chance(state, f, l3, flow, &vip, icmp, 0)
             .unwrap_or_else(|| pass(PASS_FROM_PEER));
     }
     if vip.flags & VIP_F_LEASED != 0 && state.lease(flow.dst, flow.family) != Some(true) {
@@ -398,10 +420,17 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
     };
     let backend = &state.backends[index as usize];
     let second = (backend.mode == FWD_LOCAL)
-        .then(|| second_chance(state, f, l3, flow, &vip, icmp))
+        .then(|| second_chance(state, f, l3, flow, &vip, icmp, 0))
         .flatten();
-    let mut out =
-        second.unwrap_or_else(|| forward(state, f, l3, backend, choice.hash, flow.family, icmp));
+    let mut out = second.unwrap_or_else(|| {
+        let how = Send {
+            hash: choice.hash,
+            family: flow.family,
+            icmp,
+            ttl: OUTER_TTL,
+        };
+        forward(state, f, l3, backend, &how)
+    });
     // The program counts the VIP and backend before forwarding, whatever follows.
     out.chosen = Some((choice.vip.index, index));
     out
@@ -432,8 +461,8 @@ fn is_syn(f: &[u8], l3: usize, family: u8) -> bool {
         .is_some_and(|flags| flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
 }
 
-/// The program's `second_chance`: a packet for a local service without a socket goes,
-/// encapsulated, to the backend of the VIP's fallback table.
+/// The program's `second_chance`: a packet for a local service without a socket, given
+/// `taken` second chances so far, goes encapsulated to the backend of the fallback table.
 fn second_chance(
     state: &ModelState,
     f: &[u8],
@@ -441,8 +470,14 @@ fn second_chance(
     flow: &Flow,
     vip: &VipInfo,
     icmp: bool,
+    taken: u8,
 ) -> Option<Outcome> {
-    if vip.fallback == 0 || icmp || vip.table_size == 0 || has_socket(state, f, l3, flow) {
+    if taken >= SECOND_CHANCES
+        || vip.fallback == 0
+        || icmp
+        || vip.table_size == 0
+        || has_socket(state, f, l3, flow)
+    {
         return None;
     }
     let base = *state.active.get(vip.fallback as usize - 1)?;
@@ -458,7 +493,13 @@ fn second_chance(
         mode: FWD_ENCAP,
         ..*backend
     };
-    let mut out = forward(state, f, l3, &encap, hash, flow.family, false);
+    let how = Send {
+        hash,
+        family: flow.family,
+        icmp: false,
+        ttl: OUTER_TTL - taken - 1,
+    };
+    let mut out = forward(state, f, l3, &encap, &how);
     if out.action == XDP_TX {
         out.reason = TX_SECOND_CHANCE;
     } else {
@@ -467,15 +508,23 @@ fn second_chance(
     Some(out)
 }
 
-fn forward(
-    state: &ModelState,
-    f: &[u8],
-    l3: usize,
-    b: &Backend,
+/// How a packet is sent on: its flow hash (the outer source), its family, whether it is an
+/// ICMP error, and the outer TTL if it is encapsulated.
+#[derive(Clone, Copy)]
+struct Send {
     hash: u32,
     family: u8,
     icmp: bool,
-) -> Outcome {
+    ttl: u8,
+}
+
+fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> Outcome {
+    let Send {
+        hash,
+        family,
+        icmp,
+        ttl,
+    } = *how;
     let sent = if icmp { TX_ICMP } else { TX_L2 };
     match b.mode {
         FWD_LOCAL => verdict(f, XDP_PASS, PASS_LOCAL),
@@ -498,7 +547,7 @@ fn forward(
                 let dst = [b.addr[0], b.addr[1], b.addr[2], b.addr[3]];
                 (
                     IPV4_HLEN,
-                    ipv4_outer(inner_len, f[l3 + 1], src, dst).to_vec(),
+                    ipv4_outer(inner_len, f[l3 + 1], ttl, src, dst).to_vec(),
                 )
             } else {
                 let inner_len =
@@ -507,7 +556,7 @@ fn forward(
                 let src = outer_source_v6(state.settings.encap_src_v6, hash);
                 (
                     IPV6_HLEN,
-                    ipv6_outer(inner_len, first, src, b.addr).to_vec(),
+                    ipv6_outer(inner_len, first, ttl, src, b.addr).to_vec(),
                 )
             };
             // Same writes, in the same order, as the program after bpf_xdp_adjust_head.

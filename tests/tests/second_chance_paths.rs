@@ -1,0 +1,194 @@
+//! Second chance across a three-node cluster, in the host model (`second_chance.rs` checks
+//! the XDP program's verdicts and bytes against the same model). A backend returns to the
+//! tables: every segment of a connection made while it was away must still reach the node
+//! that has the connection. Most need one second chance (the returned backend's node sends
+//! them on); the few whose slot Maglev moved between the two other backends need two.
+use vip_common::{
+    maps::{reason::*, Backend, Settings, VipInfo, VipKey, FWD_L2, FWD_LOCAL, SETTINGS_F_PEERS},
+    wire::{FAMILY_V4, IPPROTO_TCP, XDP_PASS, XDP_TX},
+};
+use vip_daemon::core::{
+    maglev::{self, MaglevBackend},
+    model::{self, LocalSockets, ModelState},
+};
+use vip_tests::packet::{self, Flow, Frame};
+
+/// The lab's table size: small tables show more of Maglev's churn.
+const M: u32 = 251;
+const SEED: u32 = 0x5eed;
+const VIP: [u8; 4] = [10, 99, 0, 100];
+const PORT: u16 = 8774;
+const CLIENT: [u8; 4] = [198, 18, 0, 9];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+const NODES: u32 = 3;
+/// Node 0's backend is the one that returns; node 2 owns the VIP.
+const OWNER: usize = 2;
+
+fn mac(node: u32) -> [u8; 6] {
+    [2, 0x77, 0, 0, 0, 11 + node as u8]
+}
+
+fn a4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+/// The table over `members` (node `n`'s backend has index and Maglev id `n`).
+fn table(members: &[u32]) -> Vec<u32> {
+    let backends: Vec<MaglevBackend> = members
+        .iter()
+        .map(|&id| MaglevBackend { id, weight: 1 })
+        .collect();
+    maglev::build(SEED, &backends, M).expect("prime size")
+}
+
+/// Node `me`'s maps: its live table, its fallback table (without its own backend), its
+/// peers and its sockets.
+fn node(me: u32, live: &[u32], sockets: LocalSockets) -> ModelState {
+    let others: Vec<u32> = (0..NODES).filter(|&n| n != me).collect();
+    let mut state = ModelState {
+        settings: Settings {
+            hash_seed: SEED,
+            encap_src_v4: [10, 255, 0, 0],
+            layout_id: 0,
+            flags: SETTINGS_F_PEERS,
+            encap_src_v6: [0; 16],
+        },
+        backends: (0..NODES)
+            .map(|n| Backend {
+                addr: a4([10, 77, 0, 11 + n as u8]),
+                mac: mac(n),
+                family: FAMILY_V4,
+                mode: if n == me { FWD_LOCAL } else { FWD_L2 },
+                _pad: [0; 8],
+            })
+            .collect(),
+        active: vec![0, M],
+        slots: [live, &table(&others)].concat(),
+        peers: others.iter().map(|&n| mac(n)).collect(),
+        own_mac: Some(mac(me)),
+        sockets: Some(sockets),
+        ..ModelState::default()
+    };
+    let key = VipKey {
+        addr: a4(VIP),
+        port: PORT,
+        proto: IPPROTO_TCP,
+        family: FAMILY_V4,
+    };
+    let info = VipInfo {
+        index: 0,
+        table_size: M,
+        flags: 0,
+        fallback: 2,
+    };
+    state.vips.insert(key, info);
+    state
+}
+
+/// Where a segment ends: the node that delivered it locally, and the second chances taken.
+fn route(nodes: &[ModelState], mut at: usize, mut frame: Vec<u8>) -> (usize, u32) {
+    let mut second_chances = 0;
+    for _ in 0..8 {
+        let out = model::process(&nodes[at], &frame);
+        match (out.action, out.reason) {
+            (XDP_PASS, PASS_LOCAL | PASS_FROM_PEER | PASS_DECAP) => return (at, second_chances),
+            (XDP_TX, why) => {
+                second_chances += u32::from(why == TX_SECOND_CHANCE);
+                at = (0..nodes.len())
+                    .find(|&n| mac(n as u32) == out.output[0..6])
+                    .expect("sent to a node");
+                frame = out.output;
+            }
+            other => panic!("unexpected verdict {other:?} at node {at}"),
+        }
+    }
+    panic!("a segment went round more than 8 hops");
+}
+
+#[test]
+fn every_segment_reaches_its_connection_after_a_backend_returns() {
+    let away = table(&[1, 2]);
+    let back = table(&[0, 1, 2]);
+    // Connections made while node 0's backend was away live where `away` sent them.
+    let flows: Vec<Flow> = (0..20_000u16)
+        .map(|i| Flow::tcp4(CLIENT, 1024 + i, VIP, PORT))
+        .collect();
+    let listening = LocalSockets {
+        bound: [(IPPROTO_TCP, [0; 16], PORT)].into(),
+        ..LocalSockets::default()
+    };
+    let before = node(OWNER as u32, &away, listening.clone());
+    let mut sockets = vec![listening; NODES as usize];
+    let mut home = Vec::new();
+    for f in &flows {
+        let m = model_flow(f);
+        let backend = before
+            .choose(&m)
+            .and_then(|c| c.backend)
+            .expect("a backend");
+        sockets[backend as usize]
+            .connections
+            .insert((m.src, m.sport, m.dst, m.dport));
+        home.push(backend as usize);
+    }
+    let nodes: Vec<ModelState> = (0..NODES)
+        .map(|n| node(n, &back, sockets[n as usize].clone()))
+        .collect();
+
+    let ack = Frame {
+        dst_mac: mac(OWNER as u32),
+        src_mac: CLIENT_MAC,
+        tcp_flags: 0x10,
+        ..Frame::default()
+    };
+    let mut by_chances = [0usize; 3];
+    for (f, &home) in flows.iter().zip(&home) {
+        let (delivered, chances) = route(&nodes, OWNER, packet::l4_frame(&ack, f));
+        assert_eq!(
+            delivered, home,
+            "{f:?}: delivered by node {delivered} after {chances} second chances"
+        );
+        by_chances[chances as usize] += 1;
+    }
+    eprintln!(
+        "{} flows: {} direct, {} after one second chance, {} after two",
+        flows.len(),
+        by_chances[0],
+        by_chances[1],
+        by_chances[2]
+    );
+    // About a third moved to the returned backend; Maglev moved a few between the others.
+    assert!(by_chances[1] > flows.len() / 5, "{by_chances:?}");
+    assert!(
+        by_chances[2] > 0,
+        "the two-hop case was exercised: {by_chances:?}"
+    );
+
+    // A SYN is a new connection: the returned backend's node takes it, no second chance.
+    let syn = Frame {
+        tcp_flags: 0x02,
+        ..ack
+    };
+    let new = Flow::tcp4(CLIENT, 60_000, VIP, PORT);
+    let slot_owner = nodes[OWNER]
+        .choose(&model_flow(&new))
+        .and_then(|c| c.backend)
+        .expect("a backend") as usize;
+    assert_eq!(
+        route(&nodes, OWNER, packet::l4_frame(&syn, &new)),
+        (slot_owner, 0)
+    );
+}
+
+fn model_flow(f: &Flow) -> model::Flow {
+    model::Flow {
+        src: a4(f.src.octets().try_into().expect("IPv4")),
+        dst: a4(f.dst.octets().try_into().expect("IPv4")),
+        sport: f.sport,
+        dport: f.dport,
+        proto: f.proto,
+        family: FAMILY_V4,
+    }
+}
