@@ -20,6 +20,13 @@ pub const fn second_chances_taken(outer_ttl: u8) -> u8 {
     OUTER_TTL.saturating_sub(outer_ttl)
 }
 
+/// The outer TTL of a packet given its next second chance after `taken` of them (fewer than
+/// [`SECOND_CHANCES`]): the inverse of [`second_chances_taken`].
+#[inline(always)]
+pub const fn second_chance_ttl(taken: u8) -> u8 {
+    OUTER_TTL - taken - 1
+}
+
 /// Ones'-complement checksum of an IPv4 header whose checksum field (bytes 10-11) is zero.
 #[inline(always)]
 pub const fn ipv4_header_checksum(h: &[u8; IPV4_HLEN]) -> u16 {
@@ -154,6 +161,9 @@ mod tests {
         );
         // An outer header from elsewhere with a higher TTL counts as none given.
         assert_eq!(second_chances_taken(255), 0);
+        for taken in 0..SECOND_CHANCES {
+            assert_eq!(second_chances_taken(second_chance_ttl(taken)), taken + 1);
+        }
         assert_eq!(ipv6_outer(40, [0x60, 0, 0, 0], 63, [0; 16], [0; 16])[7], 63);
     }
 }

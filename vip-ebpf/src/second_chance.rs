@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vip_common::{
-    encap::{OUTER_TTL, SECOND_CHANCES},
+    encap::{second_chance_ttl, SECOND_CHANCES},
     flow::{flow_hash, maglev_slot},
     maps::{reason::*, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_SRC_HASH},
     wire::*,
@@ -158,7 +158,7 @@ pub fn second_chance(
         return None;
     }
     let settings = SETTINGS.get(0)?;
-    let ttl = OUTER_TTL - taken - 1;
+    let ttl = second_chance_ttl(taken);
     let sent = if flow.family == FAMILY_V4 {
         encap_v4(ctx, l3, backend, hash, settings, ttl)
     } else {

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use vip_common::{
     encap::{
-        ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6, second_chances_taken, OUTER_TTL,
-        SECOND_CHANCES,
+        ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6, second_chance_ttl,
+        second_chances_taken, OUTER_TTL, SECOND_CHANCES,
     },
     flow::{addr_words, flow_hash, maglev_slot},
     maps::{
@@ -497,7 +497,7 @@ fn second_chance(
         hash,
         family: flow.family,
         icmp: false,
-        ttl: OUTER_TTL - taken - 1,
+        ttl: second_chance_ttl(taken),
     };
     let mut out = forward(state, f, l3, &encap, &how);
     if out.action == XDP_TX {
