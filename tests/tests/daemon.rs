@@ -436,3 +436,115 @@ fn sighup_with_broken_config_keeps_running_state() {
         .expect("reload")
         .contains("reloaded"));
 }
+
+/// Every reload below changes what the old vipd refused as a "layout change", under a new
+/// connection every 10 ms: a backend added, one removed, a VIP added, a table size changed,
+/// then a restart with an edited file. None may fail a request, and unchanged backends keep
+/// their verdicts (no `rise` wait) through all of it.
+#[test]
+fn reloads_and_restart_with_changed_layout_fail_no_request() {
+    if !privileged("reloads_and_restart_with_changed_layout_fail_no_request") {
+        return;
+    }
+    let mut env = env();
+    let good = std::fs::read_to_string(&env.vipd.config).expect("read");
+    let stop = Arc::new(AtomicBool::new(false));
+    let to = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let load = {
+        let stop = stop.clone();
+        env.lan.hosts[env.client].ns.spawn(move || {
+            let mut results = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                results.push(
+                    servers::http_get(to)
+                        .map(|(_, b)| b)
+                        .map_err(|e| e.to_string()),
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            results
+        })
+    };
+    let reload = |env: &Env, text: &str, expect: &str| {
+        std::fs::write(&env.vipd.config, text).expect("write");
+        let answer = env.vipd.cli(&["reload"]).expect("reload applies");
+        assert!(answer.contains(expect), "{answer}");
+    };
+    // A backend added on a new server: it must rise before it gets traffic.
+    let new_host = env.lan.add_host(14);
+    vip_on_loopback(&env.lan.hosts[new_host], &VIP.to_string(), "fd77::100");
+    let new_stop = Arc::new(AtomicBool::new(false));
+    env._threads.push(servers::http_server(
+        &env.lan.hosts[new_host].ns,
+        80,
+        "b3".into(),
+        new_stop.clone(),
+    ));
+    let web_end = good.find("\n[[vip]]\nname = \"dns\"").expect("dns VIP");
+    let added = format!(
+        "{}[[vip.backend]]\nname = \"b3\"\naddress = \"10.77.0.14\"\nport = 80\n{}",
+        &good[..web_end + 1],
+        &good[web_end + 1..]
+    );
+    reload(&env, &added, "1 added, 0 removed)");
+    let s = env.vipd.status_json();
+    assert_eq!(
+        live_backends(&s, "web"),
+        3,
+        "kept verdicts, new one not yet risen"
+    );
+    wait_for(&env, "b3 up", Duration::from_secs(5), |s| {
+        live_backends(s, "web") == 4
+    });
+    // b0 removed.
+    let removed = added.replacen(
+        "[[vip.backend]]\nname = \"b0\"\naddress = \"10.77.0.11\"\nport = 80\n",
+        "",
+        1,
+    );
+    reload(&env, &removed, "0 added, 1 removed)");
+    assert_eq!(live_backends(&env.vipd.status_json(), "web"), 3);
+    // A VIP added, and web's table size changed (a new place in the maps).
+    let with_vip = format!(
+        "{}\n[[vip]]\nname = \"alt\"\naddress = \"{VIP}\"\nport = 8080\ntable_size = 251\n\
+         check = {{ kind = \"tcp\" }}\n[[vip.backend]]\nname = \"a0\"\naddress = \"10.77.0.12\"\n\
+         port = 80\n",
+        removed.replacen("table_size = 251", "table_size = 257", 1)
+    );
+    reload(&env, &with_vip, "1 added, 0 removed, 1 re-laid out)");
+    let s = env.vipd.status_json();
+    assert_eq!(
+        live_backends(&s, "web"),
+        3,
+        "re-laid out VIP kept its backends"
+    );
+    wait_for(&env, "alt up", Duration::from_secs(3), |s| {
+        live_backends(s, "alt") == 1
+    });
+    // Restart with the VIP removed again: adopted, no recreate, verdicts kept.
+    std::fs::write(&env.vipd.config, &removed).expect("write");
+    env.vipd.kill9();
+    env.vipd.spawn();
+    let s = env.vipd.status_json();
+    assert_eq!(s["interfaces"][0]["mode"], "adopted");
+    assert_eq!(live_backends(&s, "web"), 3, "verdicts survived the restart");
+    assert!(
+        !env.vipd.logs().contains("re-creating the data plane"),
+        "{}",
+        env.vipd.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let results = load.join().expect("load");
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(results.len() > 50, "too few requests: {}", results.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    let b3 = results.iter().filter(|r| r.as_deref() == Ok("b3")).count();
+    assert!(b3 > 0, "the added backend never served");
+    new_stop.store(true, Ordering::Release);
+}

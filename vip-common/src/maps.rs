@@ -7,6 +7,10 @@
 
 use bytemuck::{Pod, Zeroable};
 
+/// Version of this contract: bumped whenever a map's type, key or value layout changes, so
+/// that a vipd never adopts pinned maps laid out by another contract.
+pub const CONTRACT_VERSION: u32 = 2;
+
 /// Directory under bpffs where program, links and maps are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
 

@@ -89,6 +89,7 @@ name = "{name}"
 interfaces = ["eth0"]
 addresses = ["{addr}"]
 pin_dir = "{pins}"
+state_dir = "{state}/{name}"
 
 [cluster]
 hash_seed = 0x7f4a7c15

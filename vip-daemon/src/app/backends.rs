@@ -27,6 +27,12 @@ pub enum Admin {
 }
 
 impl Admin {
+    pub fn parse(s: &str) -> Option<Self> {
+        [Admin::Enabled, Admin::Drained, Admin::Disabled]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Admin::Enabled => "enabled",
@@ -37,6 +43,9 @@ impl Admin {
 }
 
 pub struct BackendRt {
+    /// The backend identity's serial (`core::alloc`): probe results of a prober that
+    /// belonged to a removed backend at the same index are recognised and dropped.
+    pub serial: u32,
     pub health: HealthState,
     pub admin: Admin,
     /// Runtime weight (the config's, or set through the control socket).
@@ -61,6 +70,22 @@ impl Drop for BackendRt {
 }
 
 impl BackendRt {
+    /// An index no backend uses (or one about to be filled in): down, no prober.
+    pub fn unused() -> Self {
+        Self {
+            serial: 0,
+            health: HealthState::new(1, 1, Health::Down),
+            admin: Admin::Enabled,
+            weight: 0,
+            local: false,
+            next_hop: None,
+            last_probe: None,
+            prober: None,
+            cluster_health: None,
+            listening: None,
+        }
+    }
+
     /// Weight in the table, or None when the backend must not get traffic: down, drained,
     /// disabled, weight 0, or (not local) no resolved next hop / an L2 backend off-link.
     pub fn effective_weight(&self, conf: &BackendConf) -> Option<u32> {
@@ -134,7 +159,7 @@ impl Daemon {
         let c = &plan.conf.check;
         let seed = u64::from(plan.maglev_id) ^ (self.started.elapsed().as_nanos() as u64);
         self.backends[index].prober = Some(crate::shell::probes::spawn_prober(
-            plan.index,
+            (plan.index, plan.serial),
             probe_spec(plan),
             c.interval,
             c.jitter,
@@ -143,11 +168,12 @@ impl Daemon {
         ));
     }
 
-    pub(super) fn on_probe(&mut self, ev: ProbeEvent<u32>) {
-        let index = ev.key as usize;
-        let Some(&vip) = self.vip_of.get(index) else {
+    pub(super) fn on_probe(&mut self, ev: ProbeEvent<(u32, u32)>) {
+        let (index, serial) = (ev.key.0 as usize, ev.key.1);
+        let vip = self.vip_of.get(index).copied().unwrap_or(usize::MAX);
+        if vip == usize::MAX || self.backends[index].serial != serial {
             return; // a prober of a backend that a reload removed
-        };
+        }
         let labels = self.backend_labels(index);
         self.metrics
             .probe_latency
@@ -171,6 +197,7 @@ impl Daemon {
                 "health verdict"
             );
             self.share_verdict(index, v.health);
+            self.state_dirty = true;
             self.republish(vip, Some(v.at));
         }
     }

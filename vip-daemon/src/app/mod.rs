@@ -40,12 +40,17 @@ pub struct Options {
 /// A precomputed set of tables for one VIP: the table without each live backend, so that a
 /// down verdict only has to copy an existing table (design note "verdict to live").
 pub struct Precomputed {
+    /// Where the VIP's table lives and its backends' indices when the set was computed: a
+    /// reload in between makes the set useless (and the VIP position may name another VIP).
+    pub region: crate::core::layout::TableRegion,
+    pub indices: Vec<u32>,
     /// Effective weights the set was computed from (None: not in the table).
     pub basis: Vec<Option<u32>>,
     /// Backend index -> table without that backend.
     pub without: HashMap<u32, Vec<u32>>,
 }
 
+#[derive(Default)]
 pub struct VipRt {
     pub live: Vec<u32>,
     pub generation: Option<u32>,
@@ -60,12 +65,19 @@ pub struct Daemon {
     pub opts: Options,
     pub config: Config,
     pub plan: Plan,
+    /// Where each VIP and backend lives in the maps (kept across reloads and restarts).
+    pub alloc: crate::core::alloc::Allocation,
+    /// Capacities the maps were made with.
+    pub limits: crate::config::Limits,
     pub layout_id: u32,
+    pub state_path: PathBuf,
+    /// A verdict or admin change not yet in the state file.
+    pub state_dirty: bool,
     pub dp: Dataplane,
     pub tables: TablePublisher,
     pub interfaces: Vec<(String, String)>,
     pub backends: Vec<BackendRt>,
-    /// Backend index -> VIP index.
+    /// Backend index -> VIP position in `plan.vips` (`usize::MAX`: index unused).
     pub vip_of: Vec<usize>,
     pub vips: Vec<VipRt>,
     pub model: ModelState,
@@ -73,7 +85,7 @@ pub struct Daemon {
     pub verdict_latencies: Vec<Duration>,
     pub started: Instant,
     pub last_reload: Option<String>,
-    pub probe_tx: mpsc::Sender<ProbeEvent<u32>>,
+    pub probe_tx: mpsc::Sender<ProbeEvent<(u32, u32)>>,
     pub precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
     pub netlink: rtnetlink::Handle,
     /// Cluster mode state, when `[cluster] listen` is set.
@@ -135,7 +147,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(ev) = async { watch_rx.as_mut()?.recv().await }, if watch_rx.is_some() => d.on_service_watch(ev),
             Some((node, ok)) = fence_rx.recv() => d.on_fence_result(node, ok).await,
             _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
-            _ = neigh_tick.tick() => d.refresh_neighbours().await,
+            _ = neigh_tick.tick() => {
+                d.refresh_neighbours().await;
+                if d.state_dirty {
+                    d.save_state();
+                }
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
@@ -148,6 +165,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    d.save_state();
     tracing::info!("vipd stopping; the data plane stays attached and keeps forwarding");
     Ok(())
 }
@@ -220,6 +238,7 @@ impl Daemon {
             rt.weight
         );
         self.republish(v, Some(now));
+        self.save_state();
         tracing::info!("admin: {summary}");
         Ok(summary)
     }

@@ -3,20 +3,22 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Settings, NO_BACKEND};
+use vip_common::maps::{Backend, Settings, NO_BACKEND, SETTINGS_F_PEERS};
 
 use crate::{
-    config::Config,
+    config::{Config, Limits},
     core::{
+        alloc::{self, Allocation, BackendId},
         health::{Health, HealthState},
         model::ModelState,
-        plan::{self, Plan},
+        plan::{self, BackendPlan, Plan, VipPlan},
     },
     shell::{
         dataplane::{self, Attached, Dataplane, DataplaneError},
         metrics::Metrics,
         neighbours,
         probes::ProbeEvent,
+        state::{self, SavedBackend, SavedState},
     },
 };
 
@@ -73,64 +75,140 @@ fn non_local_addresses(plan: &Plan, backends: &[BackendRt]) -> Vec<IpAddr> {
     set.into_iter().collect()
 }
 
-pub async fn start(
-    opts: Options,
-    config: Config,
-    probe_tx: mpsc::Sender<ProbeEvent<u32>>,
-    precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
-) -> anyhow::Result<Daemon> {
-    let plan = plan::plan(&config)?;
-    let layout_id = plan::layout_id(&plan);
-    let pin_dir = config.node.pin_dir.clone();
-    let mut dp = match Dataplane::load_pinned(&pin_dir, &plan.sizing) {
-        Err(e @ DataplaneError::PinnedSize { .. }) => {
-            recreate(&config, &e.to_string())?;
-            Dataplane::load_pinned(&pin_dir, &plan.sizing)?
+/// The data plane for `config`: the pinned one adopted when its maps have the right shapes
+/// and the state file says where everything in them lives, else created afresh.
+struct Opened {
+    dp: Dataplane,
+    limits: Limits,
+    layout_id: u32,
+    /// Layout of the adopted maps (None: fresh maps, nothing to keep).
+    adopted: Option<Allocation>,
+    saved: Option<SavedState>,
+}
+
+fn open_dataplane(config: &Config) -> anyhow::Result<Opened> {
+    let saved = match state::load(&state::path(config)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring the state file");
+            None
+        }
+    };
+    // The limits the pinned maps were made with, while the file fits in them.
+    let limits = saved
+        .as_ref()
+        .map(|s| s.limits)
+        .filter(|l| config.fits(l))
+        .unwrap_or_else(|| config.default_limits());
+    let sizing = plan::sizing(config, &limits);
+    let layout_id = plan::layout_id(&sizing);
+    let pin_dir = &config.node.pin_dir;
+    let mut dp = match Dataplane::load_pinned(pin_dir, &sizing) {
+        Err(e @ (DataplaneError::PinnedSize { .. } | DataplaneError::PinnedShape { .. })) => {
+            recreate(config, &e.to_string())?;
+            Dataplane::load_pinned(pin_dir, &sizing)?
         }
         other => other?,
     };
-    let pinned = dp.settings()?;
-    let adopt = pinned.layout_id == layout_id;
-    if !adopt && pinned.layout_id != 0 {
-        drop(dp);
-        recreate(
-            &config,
-            "the pinned data plane was laid out for another config",
-        )?;
-        dp = Dataplane::load_pinned(&pin_dir, &plan.sizing)?;
-    }
+    let pinned = dp.settings()?.layout_id;
+    let described = saved
+        .as_ref()
+        .filter(|s| s.layout_id == layout_id)
+        .map(|s| s.alloc.clone());
+    let adopted = match (pinned, described) {
+        (0, _) => None,
+        (id, Some(alloc)) if id == layout_id => Some(alloc),
+        (id, _) => {
+            let why = if id == layout_id {
+                "no state file describes the pinned maps"
+            } else {
+                "the pinned maps have other shapes or limits"
+            };
+            drop(dp);
+            recreate(config, why)?;
+            dp = Dataplane::load_pinned(pin_dir, &sizing)?;
+            None
+        }
+    };
+    Ok(Opened {
+        dp,
+        limits,
+        layout_id,
+        adopted,
+        saved,
+    })
+}
+
+pub async fn start(
+    opts: Options,
+    config: Config,
+    probe_tx: mpsc::Sender<ProbeEvent<(u32, u32)>>,
+    precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
+) -> anyhow::Result<Daemon> {
+    let Opened {
+        mut dp,
+        limits,
+        layout_id,
+        mut adopted,
+        saved,
+    } = open_dataplane(&config)?;
+    let alloc = match alloc::reconcile(
+        adopted.as_ref().unwrap_or(&Allocation::default()),
+        &config,
+        &limits,
+    ) {
+        Ok(a) => a,
+        Err(e) if adopted.is_some() => {
+            // Fragmented by earlier changes: lay the file out afresh in new maps.
+            drop(dp);
+            recreate(&config, &e.to_string())?;
+            dp = Dataplane::load_pinned(&config.node.pin_dir, &plan::sizing(&config, &limits))?;
+            adopted = None;
+            alloc::reconcile(&Allocation::default(), &config, &limits)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let plan = plan::plan(&config, &alloc, &limits)?;
     let mut tables = dp.table_publisher()?;
 
-    let mut vip_of = vec![0usize; plan.sizing.backends as usize];
-    let mut backends = Vec::with_capacity(vip_of.len());
+    let mut vip_of = vec![usize::MAX; limits.backends as usize];
+    let mut backends: Vec<BackendRt> = (0..limits.backends).map(|_| BackendRt::unused()).collect();
     let mut vips = Vec::with_capacity(plan.vips.len());
     for (i, v) in plan.vips.iter().enumerate() {
-        let live = if adopt {
+        // Tables are read back only where this layout keeps the adopted one's place.
+        let kept = adopted
+            .as_ref()
+            .and_then(|a| a.vip(&v.name))
+            .is_some_and(|p| p.index == v.region.vip_index && p.base == v.region.base);
+        let live = if kept {
             tables.live_table(&v.region)
         } else {
             None
         };
         for b in &v.backends {
             vip_of[b.index as usize] = i;
-            // A backend the previous vipd had in the live table starts up: a restart never
-            // clears a table it can rebuild. Probes confirm or take it out.
+            let id = backend_id(v, b);
+            let remembered = saved.as_ref().and_then(|s| s.backend(&id));
+            // A verdict survives a restart: the state file's while it describes the adopted
+            // maps (a file left beside fresh maps may be from anything), else "was in the
+            // live table".
             let was_live = live.as_ref().is_some_and(|t| t.contains(&b.index));
+            let up = match remembered {
+                Some(r) if adopted.is_some() => r.up,
+                _ => was_live,
+            };
             let c = &b.conf.check;
-            backends.push(BackendRt {
-                health: HealthState::new(
-                    c.rise,
-                    c.fall,
-                    if was_live { Health::Up } else { Health::Down },
-                ),
-                admin: Admin::Enabled,
-                weight: b.conf.weight,
-                local: plan::is_local(&config, &b.conf),
-                next_hop: None,
-                last_probe: None,
-                prober: None,
-                cluster_health: None,
-                listening: None,
-            });
+            let mut rt = BackendRt::unused();
+            rt.serial = b.serial;
+            rt.health =
+                HealthState::new(c.rise, c.fall, if up { Health::Up } else { Health::Down });
+            rt.weight = b.conf.weight;
+            rt.local = plan::is_local(&config, &b.conf);
+            if let Some(r) = remembered {
+                rt.admin = Admin::parse(&r.admin).unwrap_or(Admin::Enabled);
+                rt.weight = r.weight.unwrap_or(b.conf.weight);
+            }
+            backends[b.index as usize] = rt;
         }
         vips.push(VipRt {
             generation: live
@@ -161,8 +239,12 @@ pub async fn start(
     };
     let mut d = Daemon {
         opts,
+        state_path: state::path(&config),
+        state_dirty: true,
         config,
         plan,
+        alloc,
+        limits,
         layout_id,
         dp,
         tables,
@@ -180,18 +262,16 @@ pub async fn start(
         netlink,
         cluster: None,
     };
-    d.write_maps()?;
     for (i, v) in d.plan.vips.iter().enumerate() {
         if let Some(gen) = d.vips[i].generation {
             let base = v.region.base + gen * v.region.size;
             d.model.slots[base as usize..(base + v.region.size) as usize]
                 .copy_from_slice(&d.vips[i].live);
-            d.model.active[i] = base;
+            d.model.active[v.region.vip_index as usize] = base;
         }
     }
-    for i in 0..d.plan.vips.len() {
-        d.republish(i, None);
-    }
+    d.apply_layout(None)?;
+    d.save_state();
     for iface in d.config.node.interfaces.clone() {
         let how =
             d.dp.attach(&iface)
@@ -222,12 +302,34 @@ pub async fn start(
     Ok(d)
 }
 
+pub(super) fn backend_id(v: &VipPlan, b: &BackendPlan) -> BackendId {
+    BackendId {
+        vip: v.name.clone(),
+        name: b.conf.name.clone(),
+        address: b.conf.address,
+    }
+}
+
 impl Daemon {
-    /// Settings, BACKENDS and VIPS from the plan (removing VIPs the plan no longer has).
-    fn write_maps(&mut self) -> anyhow::Result<()> {
+    /// Brings the maps from `old` (the plan they hold now; None: whatever a previous vipd
+    /// left) to `self.plan` in an order that never lets a packet see half a change: new
+    /// backend entries first, then every table, then the VIPS entries that point at them,
+    /// and only then removals (VIPs first, then the backend entries no table uses any more).
+    fn apply_layout(&mut self, old: Option<&Plan>) -> anyhow::Result<()> {
         self.dp.set_settings(&self.model.settings)?;
-        for index in 0..self.backends.len() {
-            self.write_backend(index);
+        for v in 0..self.plan.vips.len() {
+            for pos in 0..self.plan.vips[v].backends.len() {
+                let index = self.plan.vips[v].backends[pos].index as usize;
+                self.write_backend(index);
+            }
+        }
+        for i in 0..self.plan.vips.len() {
+            self.republish(i, None);
+        }
+        self.model.vips.clear();
+        for v in &self.plan.vips {
+            self.dp.set_vip(&v.key, &v.info)?;
+            self.model.vips.insert(v.key, v.info);
         }
         let wanted: Vec<_> = self.plan.vips.iter().map(|v| v.key).collect();
         for (key, _) in self.dp.vips()? {
@@ -235,10 +337,24 @@ impl Daemon {
                 self.dp.remove_vip(&key)?;
             }
         }
-        self.model.vips.clear();
-        for v in &self.plan.vips {
-            self.dp.set_vip(&v.key, &v.info)?;
-            self.model.vips.insert(v.key, v.info);
+        let in_use: BTreeSet<u32> = self
+            .plan
+            .vips
+            .iter()
+            .flat_map(|v| v.backends.iter().map(|b| b.index))
+            .collect();
+        let retired: Vec<u32> = match old {
+            Some(p) => p
+                .vips
+                .iter()
+                .flat_map(|v| v.backends.iter().map(|b| b.index))
+                .collect(),
+            None => (0..self.limits.backends).collect(),
+        };
+        for index in retired.into_iter().filter(|i| !in_use.contains(i)) {
+            // Mode 0: a stale reference (none should remain) drops instead of forwarding.
+            self.dp.set_backend(index, &Backend::default())?;
+            self.model.backends[index as usize] = Backend::default();
         }
         Ok(())
     }
@@ -251,7 +367,10 @@ impl Daemon {
         }
     }
 
-    /// Applies a valid new config whose layout matches the running one.
+    /// Applies a valid new config within the limits the maps were made with: VIPs and
+    /// backends added, removed, re-addressed, re-weighted, re-checked, table sizes and modes
+    /// changed, all without a moment without a table. A backend that stays the same backend
+    /// keeps its verdict, admin state and prober.
     pub(super) fn apply_reload(&mut self, config: Config) -> Result<String, String> {
         let fixed = crate::config::restart_only_changes(&self.config, &config);
         if !fixed.is_empty() {
@@ -260,32 +379,151 @@ impl Daemon {
                 fixed.join(", ")
             ));
         }
-        let plan = plan::plan(&config).map_err(|e| e.to_string())?;
-        if plan::layout_id(&plan) != self.layout_id {
-            return Err(
-                "the new config changes the data-plane layout (VIPs, backends, their \
-                        order, addresses or table sizes): that needs a restart of vipd"
-                    .into(),
-            );
+        if !config.fits(&self.limits) {
+            let (vips, backends, slots) = config.needs();
+            return Err(format!(
+                "the new config needs {vips} VIPs, {backends} backends and {slots} table slots \
+                 (or sets [limits] differently), but the data plane was made with limits.vips = \
+                 {}, limits.backends = {}, limits.table_slots = {}, limits.flows = {}: raise \
+                 them in [limits] and restart vipd",
+                self.limits.vips, self.limits.backends, self.limits.table_slots, self.limits.flows
+            ));
         }
-        for v in &plan.vips {
-            for b in &v.backends {
-                let rt = &mut self.backends[b.index as usize];
-                rt.weight = b.conf.weight;
-                rt.local = plan::is_local(&config, &b.conf);
+        let alloc =
+            alloc::reconcile(&self.alloc, &config, &self.limits).map_err(|e| e.to_string())?;
+        let plan = plan::plan(&config, &alloc, &self.limits).map_err(|e| e.to_string())?;
+        let summary = describe_change(&self.plan, &plan);
+
+        // Backends: the same identity keeps its runtime state (same index and serial).
+        let mut old_rt: Vec<BackendRt> = std::mem::take(&mut self.backends);
+        let mut backends: Vec<BackendRt> = (0..self.limits.backends)
+            .map(|_| BackendRt::unused())
+            .collect();
+        let mut vip_of = vec![usize::MAX; self.limits.backends as usize];
+        let mut restart_probe = Vec::new();
+        for (vi, v) in plan.vips.iter().enumerate() {
+            for (pos, b) in v.backends.iter().enumerate() {
+                let i = b.index as usize;
+                vip_of[i] = vi;
+                let old_conf = self
+                    .plan
+                    .vips
+                    .iter()
+                    .flat_map(|v| v.backends.iter())
+                    .find(|o| o.index == b.index && o.serial == b.serial)
+                    .map(|o| o.conf.clone());
                 let c = &b.conf.check;
-                rt.health = HealthState::new(c.rise, c.fall, rt.health.health());
+                let rt = match old_conf {
+                    Some(old) => {
+                        let mut rt = std::mem::replace(&mut old_rt[i], BackendRt::unused());
+                        if old.weight != b.conf.weight {
+                            rt.weight = b.conf.weight;
+                        }
+                        if old.check != b.conf.check || old.port != b.conf.port {
+                            rt.health = HealthState::new(c.rise, c.fall, rt.health.health());
+                            restart_probe.push((vi, pos));
+                        }
+                        rt
+                    }
+                    None => {
+                        let mut rt = BackendRt::unused();
+                        rt.serial = b.serial;
+                        rt.weight = b.conf.weight;
+                        rt.health = HealthState::new(c.rise, c.fall, Health::Down);
+                        restart_probe.push((vi, pos));
+                        rt
+                    }
+                };
+                backends[i] = rt;
+                backends[i].local = plan::is_local(&config, &b.conf);
             }
         }
+        // VIPs: a VIP keeping its place keeps its live table (the next publish flips from it).
+        let old_vips: Vec<(String, crate::core::layout::TableRegion, VipRt)> = self
+            .plan
+            .vips
+            .iter()
+            .map(|v| v.name.clone())
+            .zip(self.plan.vips.iter().map(|v| v.region))
+            .zip(std::mem::take(&mut self.vips))
+            .map(|((n, r), rt)| (n, r, rt))
+            .collect();
+        let mut old_vips = old_vips;
+        let vips: Vec<VipRt> = plan
+            .vips
+            .iter()
+            .map(|v| {
+                match old_vips
+                    .iter()
+                    .position(|(n, r, _)| *n == v.name && *r == v.region)
+                {
+                    Some(at) => {
+                        let mut rt = old_vips.swap_remove(at).2;
+                        rt.precomputed = None;
+                        if v.fallback.is_none() {
+                            rt.fallback.clear();
+                        }
+                        rt
+                    }
+                    None => VipRt::default(),
+                }
+            })
+            .collect();
+        let old_plan = std::mem::replace(&mut self.plan, plan);
+        self.backends = backends;
+        drop(old_rt); // stops the probers of removed backends
+        self.vip_of = vip_of;
+        self.vips = vips;
+        self.alloc = alloc;
+        let peers = self.model.settings.flags & SETTINGS_F_PEERS;
         self.model.settings = settings(&config, self.layout_id);
+        self.model.settings.flags |= peers;
         self.config = config;
-        self.plan = plan;
-        self.write_maps().map_err(|e| e.to_string())?;
-        self.start_probers();
-        for i in 0..self.plan.vips.len() {
-            self.republish(i, Some(Instant::now()));
+        // Next hops of new backends before their entries are written.
+        for v in &self.plan.vips {
+            for b in &v.backends {
+                let i = b.index as usize;
+                if self.backends[i].next_hop.is_none() && !self.backends[i].local {
+                    if let Some(h) = old_plan
+                        .vips
+                        .iter()
+                        .flat_map(|v| v.backends.iter())
+                        .find(|o| o.conf.address == b.conf.address)
+                        .and_then(|o| self.backends.get(o.index as usize))
+                        .and_then(|rt| rt.next_hop)
+                    {
+                        self.backends[i].next_hop = Some(h);
+                    }
+                }
+            }
         }
-        Ok(format!("{} VIPs reloaded", self.plan.vips.len()))
+        self.apply_layout(Some(&old_plan))
+            .map_err(|e| e.to_string())?;
+        for (vi, pos) in restart_probe {
+            self.start_prober(vi, pos);
+        }
+        self.save_state();
+        Ok(summary)
+    }
+
+    /// Writes the state file (layout, verdicts, admin) when something in it changed.
+    pub(super) fn save_state(&mut self) {
+        let mut saved = SavedState::new(self.layout_id, self.limits, self.alloc.clone());
+        for v in &self.plan.vips {
+            for b in &v.backends {
+                let rt = &self.backends[b.index as usize];
+                saved.backends.push(SavedBackend {
+                    id: backend_id(v, b),
+                    up: rt.health.health() == Health::Up,
+                    admin: rt.admin.as_str().to_owned(),
+                    weight: (rt.weight != b.conf.weight).then_some(rt.weight),
+                });
+            }
+        }
+        match state::save(&self.state_path, &saved) {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "could not save the state file"),
+        }
     }
 
     /// Re-reads next hops; a changed MAC is written at once, and a backend that became
@@ -306,7 +544,7 @@ impl Daemon {
         let now = Instant::now();
         let mut changed = BTreeSet::new();
         for index in 0..self.backends.len() {
-            if self.backends[index].local {
+            if self.vip_of[index] == usize::MAX || self.backends[index].local {
                 continue;
             }
             let (vip, pos) = self.locate_backend(index);
@@ -362,4 +600,41 @@ impl Daemon {
             }
         }
     }
+}
+
+/// One line saying what a reload changed: VIPs and backends added, removed, moved.
+fn describe_change(old: &Plan, new: &Plan) -> String {
+    let names = |p: &Plan| -> BTreeSet<String> { p.vips.iter().map(|v| v.name.clone()).collect() };
+    let backends = |p: &Plan| -> BTreeSet<(String, String, IpAddr)> {
+        p.vips
+            .iter()
+            .flat_map(|v| {
+                v.backends
+                    .iter()
+                    .map(move |b| (v.name.clone(), b.conf.name.clone(), b.conf.address))
+            })
+            .collect()
+    };
+    let (ov, nv) = (names(old), names(new));
+    let (ob, nb) = (backends(old), backends(new));
+    let moved = new
+        .vips
+        .iter()
+        .filter(|v| {
+            old.vips
+                .iter()
+                .any(|o| o.name == v.name && o.region != v.region)
+        })
+        .count();
+    format!(
+        "reloaded: {} VIPs ({} added, {} removed, {} re-laid out), {} backends ({} added, {} removed); \
+         unchanged backends kept their verdicts",
+        nv.len(),
+        nv.difference(&ov).count(),
+        ov.difference(&nv).count(),
+        moved,
+        nb.len(),
+        nb.difference(&ob).count(),
+        ob.difference(&nb).count(),
+    )
 }

@@ -137,6 +137,7 @@ impl Daemon {
             return;
         }
         let (seed, tx) = (self.plan.seed, self.precomputed_tx.clone());
+        let indices: Vec<u32> = v.backends.iter().map(|b| b.index).collect();
         tokio::task::spawn_blocking(move || {
             let mut without = std::collections::HashMap::new();
             for (i, b) in v.backends.iter().enumerate() {
@@ -153,13 +154,26 @@ impl Daemon {
                 });
                 without.insert(b.index, table);
             }
-            let _ = tx.blocking_send((vip, Precomputed { basis, without }));
+            let pre = Precomputed {
+                region: v.region,
+                indices,
+                basis,
+                without,
+            };
+            let _ = tx.blocking_send((vip, pre));
         });
     }
 
     pub(super) fn on_precomputed(&mut self, vip: usize, pre: Precomputed) {
         // Only useful if nothing changed while it was being computed.
-        if vip < self.vips.len() && pre.basis == self.weights(vip) {
+        let same_vip = self.plan.vips.get(vip).is_some_and(|v| {
+            v.region == pre.region
+                && v.backends
+                    .iter()
+                    .map(|b| b.index)
+                    .eq(pre.indices.iter().copied())
+        });
+        if same_vip && pre.basis == self.weights(vip) {
             self.vips[vip].precomputed = Some(pre);
         }
     }

@@ -12,6 +12,7 @@
 
 mod check;
 mod diag;
+mod limits;
 mod locate;
 mod membership;
 mod raw;

@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub defaults: RawDefaults,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub vip: Vec<RawVip>,
 }
 
@@ -29,6 +31,17 @@ pub(crate) struct RawNode {
     pub interfaces: Option<Vec<String>>,
     pub addresses: Option<Vec<String>>,
     pub pin_dir: Option<String>,
+    pub state_dir: Option<String>,
+}
+
+/// `[limits]`: capacities of the data plane, fixed when vipd creates its maps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub vips: Option<i64>,
+    pub backends: Option<i64>,
+    pub table_slots: Option<i64>,
+    pub flows: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,6 +14,12 @@ pub mod defaults {
     use std::time::Duration;
 
     pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
+    /// Where vipd keeps what must survive a restart (layout, verdicts, admin state).
+    pub const STATE_DIR: &str = "/var/lib/vip-fabric";
+    /// `[limits]` defaults: at least these, and twice what the file needs.
+    pub const MIN_VIPS: u32 = 16;
+    pub const MIN_BACKENDS: u32 = 64;
+    pub const FLOWS: u32 = 65_536;
     pub const HASH_SEED: u32 = 0x7f4a_7c15;
     pub const ENCAP_SOURCE_V4: &str = "10.255.0.0";
     pub const ENCAP_SOURCE_V6: &str = "fd00:ffff::";
@@ -47,6 +53,75 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// In file order; names unique; (address, port, protocol) keys never overlap.
     pub vips: Vec<Vip>,
+    /// `[limits]` as written (None: derived from the VIPs, see [`Config::default_limits`]).
+    pub limits: LimitSettings,
+}
+
+/// `[limits]` keys as written in the file; each one set is at least what the file needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub vips: Option<u32>,
+    pub backends: Option<u32>,
+    pub table_slots: Option<u32>,
+    pub flows: Option<u32>,
+}
+
+/// Capacities of the data plane's maps. Fixed when vipd creates the maps: a reload may
+/// change anything that fits in them (see `core::alloc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Limits {
+    /// VIPs (entries of VIPS; ACTIVE has two words per VIP: its table and its fallback).
+    pub vips: u32,
+    /// Backends over all VIPs (entries of BACKENDS).
+    pub backends: u32,
+    /// Maglev slots over all tables: two generations per table, two tables per VIP with
+    /// second chance.
+    pub table_slots: u32,
+    /// Entries of the flow table (connections kept on their backend across table changes).
+    pub flows: u32,
+}
+
+impl Config {
+    /// What the file needs: (VIPs, backends, table slots).
+    pub fn needs(&self) -> (u32, u32, u32) {
+        let backends = self.vips.iter().map(|v| v.backends.len() as u32).sum();
+        (
+            self.vips.len() as u32,
+            backends,
+            crate::core::alloc::slots_needed(self),
+        )
+    }
+
+    /// The limits a first start uses: the file's `[limits]`, and for each key it leaves out,
+    /// room for the file to double (and at least one more VIP of the default table size).
+    pub fn default_limits(&self) -> Limits {
+        let (vips, backends, slots) = self.needs();
+        let l = &self.limits;
+        Limits {
+            vips: l.vips.unwrap_or((2 * vips).max(defaults::MIN_VIPS)),
+            backends: l
+                .backends
+                .unwrap_or((2 * backends).max(defaults::MIN_BACKENDS)),
+            table_slots: l
+                .table_slots
+                .unwrap_or((2 * slots).max(slots + 4 * defaults::TABLE_SIZE)),
+            flows: l.flows.unwrap_or(defaults::FLOWS),
+        }
+    }
+
+    /// Whether this file fits in `limits` and sets no `[limits]` key to another value.
+    pub fn fits(&self, limits: &Limits) -> bool {
+        let (vips, backends, slots) = self.needs();
+        let l = &self.limits;
+        let same = |set: Option<u32>, v: u32| set.is_none_or(|s| s == v);
+        vips <= limits.vips
+            && backends <= limits.backends
+            && slots <= limits.table_slots
+            && same(l.vips, limits.vips)
+            && same(l.backends, limits.backends)
+            && same(l.table_slots, limits.table_slots)
+            && same(l.flows, limits.flows)
+    }
 }
 
 /// This node (the only section that differs between controllers).
@@ -59,6 +134,8 @@ pub struct Node {
     pub addresses: Vec<IpAddr>,
     /// Absolute bpffs directory for pinned programs and maps.
     pub pin_dir: PathBuf,
+    /// Absolute directory of the state file (`<state_dir>/<pin_dir's last part>.state.json`).
+    pub state_dir: PathBuf,
 }
 
 /// Settings that must be identical on every node.

@@ -56,13 +56,16 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
     let vips = vip::vips(&raw.vip, &node, &default_timing, cx);
     super::membership::check_vips(cluster.membership.as_ref(), &vips, cx);
     let control_socket = PathBuf::from(socket);
-    Config {
+    let mut config = Config {
         node,
         cluster,
         metrics_listen,
         control_socket,
         vips,
-    }
+        limits: LimitSettings::default(),
+    };
+    config.limits = super::limits::limits(&raw.limits, &config, cx);
+    config
 }
 
 /// `s` parsed as a `T`, or a diagnostic "`s` is not valid: `hint`".
@@ -116,11 +119,20 @@ fn node(raw: &RawNode, cx: &mut Ctx) -> Node {
         );
         cx.error(&at.key("pin_dir"), msg);
     }
+    let state_dir = raw.state_dir.as_deref().unwrap_or(defaults::STATE_DIR);
+    if !state_dir.starts_with('/') {
+        let msg = format!(
+            "{state_dir:?} is not absolute: expected a directory like \"{}\"",
+            defaults::STATE_DIR
+        );
+        cx.error(&at.key("state_dir"), msg);
+    }
     Node {
         name,
         interfaces,
         addresses,
         pin_dir: PathBuf::from(pin_dir),
+        state_dir: PathBuf::from(state_dir),
     }
 }
 

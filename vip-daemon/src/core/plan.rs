@@ -8,8 +8,9 @@ use vip_common::{
 };
 
 use crate::{
-    config::{BackendConf, Config, Forward, HashMode, Protocol, Selection, Vip},
+    config::{BackendConf, Config, Forward, HashMode, Limits, Protocol, Selection, Vip},
     core::{
+        alloc::{Allocation, BackendId},
         layout::{Sizing, TableRegion},
         maglev::{self, MaglevBackend},
     },
@@ -19,6 +20,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendPlan {
     pub index: u32,
+    /// Never reused for another backend identity (`core::alloc`).
+    pub serial: u32,
     /// Maglev identity: a hash of the backend's name, so that table contents do not depend on
     /// the order backends are listed in.
     pub maglev_id: u32,
@@ -48,6 +51,8 @@ pub struct Plan {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
+    #[error("{0} has no place in the maps (internal: layout not reconciled)")]
+    NotPlaced(String),
     #[error("vip {vip}: backends {a} and {b} have the same Maglev identity; rename one")]
     IdCollision { vip: String, a: String, b: String },
 }
@@ -82,18 +87,25 @@ pub fn vip_key(vip: &Vip) -> VipKey {
     }
 }
 
-/// Lays the config out onto the maps: VIP and backend indices in config order, each VIP's two
-/// table generations one after the other, maps sized to exactly what the config needs.
-pub fn plan(config: &Config) -> Result<Plan, PlanError> {
-    let (mut next_backend, mut next_slot) = (0u32, 0u32);
+/// Lays the config out onto maps of `limits`, each VIP and backend where `alloc` (from
+/// [`crate::core::alloc::reconcile`] for this config) put it. A VIP's fallback table has the
+/// `ACTIVE` word `limits.vips + index`.
+pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan, PlanError> {
     let mut vips = Vec::with_capacity(config.vips.len());
-    for (i, vip) in config.vips.iter().enumerate() {
+    for vip in &config.vips {
+        let place = alloc
+            .vip(&vip.name)
+            .ok_or_else(|| PlanError::NotPlaced(vip.name.clone()))?;
         let region = TableRegion {
-            vip_index: i as u32,
-            base: next_slot,
+            vip_index: place.index,
+            base: place.base,
             size: vip.table_size,
         };
-        next_slot += region.slots();
+        let fallback = place.fallback_base.map(|base| TableRegion {
+            vip_index: limits.vips + place.index,
+            base,
+            size: vip.table_size,
+        });
         let mut backends: Vec<BackendPlan> = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
             let maglev_id = fnv1a(&b.name) & 0x7fff_ffff;
@@ -104,66 +116,65 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
                     b: b.name.clone(),
                 });
             }
+            let id = BackendId {
+                vip: vip.name.clone(),
+                name: b.name.clone(),
+                address: b.address,
+            };
+            let placed = alloc
+                .backend(&id)
+                .ok_or_else(|| PlanError::NotPlaced(format!("{}/{}", vip.name, b.name)))?;
             backends.push(BackendPlan {
-                index: next_backend,
+                index: placed.index,
+                serial: placed.serial,
                 maglev_id,
                 conf: b.clone(),
             });
-            next_backend += 1;
         }
+        let flags = if vip.hash == HashMode::Source {
+            VIP_F_SRC_HASH
+        } else {
+            0
+        } | if vip.selection == Selection::PrimaryBackup
+            && config.cluster.membership.is_some()
+        {
+            // A demoted or stalled node must stop forwarding the single writer's VIP.
+            VIP_F_LEASED
+        } else {
+            0
+        };
         vips.push(VipPlan {
             name: vip.name.clone(),
             key: vip_key(vip),
             info: VipInfo {
-                index: i as u32,
+                index: place.index,
                 table_size: vip.table_size,
-                flags: if vip.hash == HashMode::Source {
-                    VIP_F_SRC_HASH
-                } else {
-                    0
-                } | if vip.selection == Selection::PrimaryBackup
-                    && config.cluster.membership.is_some()
-                {
-                    // A demoted or stalled node must stop forwarding the single writer's VIP.
-                    VIP_F_LEASED
-                } else {
-                    0
-                },
-                fallback: 0,
+                flags,
+                fallback: fallback.map_or(0, |f| f.vip_index + 1),
             },
             region,
-            fallback: None,
+            fallback,
             selection: vip.selection,
             backends,
         });
     }
-    // Fallback tables after every VIP's own, with ACTIVE words after every VIP's.
-    let mut fallbacks = 0;
-    for (i, vip) in config.vips.iter().enumerate() {
-        if second_chance_applies(config, vip) {
-            let region = TableRegion {
-                vip_index: (config.vips.len() + fallbacks) as u32,
-                base: next_slot,
-                size: vip.table_size,
-            };
-            next_slot += region.slots();
-            fallbacks += 1;
-            vips[i].info.fallback = region.vip_index + 1;
-            vips[i].fallback = Some(region);
-        }
-    }
     Ok(Plan {
-        sizing: Sizing {
-            vips: config.vips.len() as u32,
-            fallbacks: fallbacks as u32,
-            backends: next_backend,
-            slots: next_slot,
-            peers: 16,
-            interfaces: config.node.interfaces.len() as u32,
-        },
+        sizing: sizing(config, limits),
         seed: config.cluster.hash_seed,
         vips,
     })
+}
+
+/// Map capacities for `limits`: fixed for the life of the maps, whatever the config holds.
+pub fn sizing(config: &Config, limits: &Limits) -> Sizing {
+    Sizing {
+        vips: limits.vips,
+        fallbacks: limits.vips,
+        backends: limits.backends,
+        slots: limits.table_slots,
+        peers: 16,
+        interfaces: config.node.interfaces.len() as u32,
+    }
 }
 
 /// The table of `vip` when `weight_of` gives each backend's effective weight (None or 0: not
@@ -213,7 +224,7 @@ pub fn build_table(
 /// Second chance needs a local backend to stand in for, and only backends that run vipd
 /// (their address is a cluster peer's), since the fallback sends packets encapsulated and the
 /// receiving node's XDP program unwraps them.
-fn second_chance_applies(config: &Config, vip: &Vip) -> bool {
+pub fn second_chance_applies(config: &Config, vip: &Vip) -> bool {
     let Some(m) = &config.cluster.membership else {
         return false;
     };
@@ -230,17 +241,33 @@ pub fn is_local(config: &Config, b: &BackendConf) -> bool {
     b.forward == Forward::Local || config.node.addresses.contains(&b.address)
 }
 
-/// Fingerprint of everything that fixes where things live in the maps: capacities, VIP keys,
-/// table regions, backend indices and identities. Weights, checks, hash and forward modes are
-/// not part of it: those change in place.
-pub fn layout_id(plan: &Plan) -> u32 {
-    let mut text = format!("{:?}", plan.sizing);
-    for v in &plan.vips {
-        text.push_str(&format!("|{:?}{:?}", v.key, v.region));
-        for b in &v.backends {
-            text.push_str(&format!(",{}:{}:{}", b.index, b.maglev_id, b.conf.address));
-        }
+/// Fingerprint of the maps' shapes: the contract version, every map's entries and the sizes
+/// of the types stored in them. Where things live inside the maps is not part of it (the
+/// state file and `core::alloc` keep that): a reload changes contents, never shapes.
+pub fn layout_id(sizing: &Sizing) -> u32 {
+    use vip_common::maps::{Backend, Counter, Lease, LeaseKey, Settings};
+    let mut words: Vec<u32> = vec![vip_common::maps::CONTRACT_VERSION];
+    for (_, entries) in sizing.entries() {
+        words.push(entries);
     }
-    // 0 means "never written", so avoid it.
-    fnv1a(&text).max(1)
+    words.extend(
+        [
+            std::mem::size_of::<VipKey>(),
+            std::mem::size_of::<VipInfo>(),
+            std::mem::size_of::<Backend>(),
+            std::mem::size_of::<Settings>(),
+            std::mem::size_of::<LeaseKey>(),
+            std::mem::size_of::<Lease>(),
+            std::mem::size_of::<Counter>(),
+        ]
+        .map(|n| n as u32),
+    );
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    // FNV-1a over the little-endian words; 0 means "never written", so avoid it.
+    bytes
+        .iter()
+        .fold(0x811c_9dc5u32, |h, b| {
+            (h ^ *b as u32).wrapping_mul(0x0100_0193)
+        })
+        .max(1)
 }

@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod neighbours;
 pub mod probes;
 pub mod sockwatch;
+pub mod state;
 pub mod status;
 pub mod vipaddr;

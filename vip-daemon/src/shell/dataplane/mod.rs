@@ -65,6 +65,37 @@ pub enum DataplaneError {
         pinned: u32,
         wanted: u32,
     },
+    #[error(
+        "pinned map {name} stores {pinned} but this vipd's map contract says {wanted} \
+         (laid out by another version)"
+    )]
+    PinnedShape {
+        name: &'static str,
+        pinned: String,
+        wanted: String,
+    },
+}
+
+/// (key size, value size) of every map, from the contract's types: a pinned map is adopted
+/// only when it has exactly these.
+fn expected_shape(name: &str) -> Option<(u32, u32)> {
+    use std::mem::size_of;
+    let u32s = size_of::<u32>() as u32;
+    let sz = |n: usize| n as u32;
+    Some(match name {
+        contract::MAP_VIPS => (sz(size_of::<VipKey>()), sz(size_of::<VipInfo>())),
+        contract::MAP_BACKENDS => (u32s, sz(size_of::<Backend>())),
+        contract::MAP_SLOTS => (u32s, 2 * u32s),
+        contract::MAP_ACTIVE => (u32s, u32s),
+        contract::MAP_SETTINGS => (u32s, sz(size_of::<Settings>())),
+        contract::MAP_PEERS => (sz(size_of::<PeerKey>()), sz(size_of::<Peer>())),
+        contract::MAP_LEASES => (sz(size_of::<LeaseKey>()), sz(size_of::<Lease>())),
+        contract::MAP_IFACES => (u32s, sz(size_of::<Iface>())),
+        contract::MAP_STATS | contract::MAP_VIP_STATS | contract::MAP_BACKEND_STATS => {
+            (u32s, sz(size_of::<Counter>()))
+        }
+        _ => return None,
+    })
 }
 
 /// How the program ended up attached to an interface.
@@ -97,7 +128,16 @@ impl Dataplane {
         std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
         for (name, wanted) in sizing.entries() {
             if let Ok(pinned) = aya::maps::MapData::from_pin(pin_dir.join(name)) {
-                let pinned = pinned.info()?.max_entries();
+                let info = pinned.info()?;
+                let shape = (info.key_size(), info.value_size());
+                if let Some(wanted) = expected_shape(name).filter(|w| *w != shape) {
+                    return Err(DataplaneError::PinnedShape {
+                        name,
+                        pinned: format!("{}-byte keys, {}-byte values", shape.0, shape.1),
+                        wanted: format!("{}-byte keys, {}-byte values", wanted.0, wanted.1),
+                    });
+                }
+                let pinned = info.max_entries();
                 if pinned != wanted {
                     return Err(DataplaneError::PinnedSize {
                         name,

@@ -1,0 +1,146 @@
+//! The state file: what a restarted vipd needs to carry on exactly where the last one
+//! stopped. Where each VIP and backend lives in the pinned maps (and the limits they were
+//! sized with), each backend's verdict, and the operator's admin state. JSON, written to a
+//! temporary file and renamed over the old one, so a crash leaves the old file or the new one.
+//!
+//! Path: `<node.state_dir>/<last part of node.pin_dir>.state.json` (by default
+//! `/var/lib/vip-fabric/vip-fabric.state.json`), so that several vipds with their own pin
+//! directories on one host (tests, labs) never share one.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{Config, Limits},
+    core::alloc::{Allocation, BackendId},
+};
+
+/// Bumped when the file's meaning changes; a file of another version is ignored.
+const FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedState {
+    pub format: u32,
+    /// `Settings::layout_id` of the maps `alloc` describes.
+    pub layout_id: u32,
+    pub limits: Limits,
+    pub alloc: Allocation,
+    pub backends: Vec<SavedBackend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedBackend {
+    pub id: BackendId,
+    pub up: bool,
+    /// "enabled", "drained" or "disabled".
+    pub admin: String,
+    /// Weight set through the control socket, when it differs from the file's.
+    pub weight: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+impl SavedState {
+    pub fn new(layout_id: u32, limits: Limits, alloc: Allocation) -> Self {
+        Self {
+            format: FORMAT,
+            layout_id,
+            limits,
+            alloc,
+            backends: Vec::new(),
+        }
+    }
+
+    pub fn backend(&self, id: &BackendId) -> Option<&SavedBackend> {
+        self.backends.iter().find(|b| &b.id == id)
+    }
+}
+
+pub fn path(config: &Config) -> PathBuf {
+    let stem = config
+        .node
+        .pin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("vip-fabric");
+    config.node.state_dir.join(format!("{stem}.state.json"))
+}
+
+/// The saved state, or None when there is none (first start) or it is of another format.
+pub fn load(path: &Path) -> Result<Option<SavedState>, StateError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let state: SavedState = serde_json::from_str(&text).map_err(|source| StateError::Parse {
+        path: path.into(),
+        source,
+    })?;
+    Ok((state.format == FORMAT).then_some(state))
+}
+
+pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec_pretty(state).expect("plain data serializes");
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_missing_file() {
+        let dir = std::env::temp_dir().join(format!("vipd-state-{}", std::process::id()));
+        let path = dir.join("x.state.json");
+        assert!(load(&path).unwrap().is_none());
+        let limits = Limits {
+            vips: 4,
+            backends: 8,
+            table_slots: 1000,
+            flows: 64,
+        };
+        let mut s = SavedState::new(7, limits, Allocation::default());
+        s.backends.push(SavedBackend {
+            id: BackendId {
+                vip: "web".into(),
+                name: "a".into(),
+                address: "192.0.2.1".parse().unwrap(),
+            },
+            up: true,
+            admin: "drained".into(),
+            weight: Some(3),
+        });
+        save(&path, &s).unwrap();
+        assert_eq!(load(&path).unwrap(), Some(s));
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(load(&path), Err(StateError::Parse { .. })));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
