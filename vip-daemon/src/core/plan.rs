@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 
 use vip_common::{
-    maps::{VipInfo, VipKey, NO_BACKEND, VIP_F_LEASED, VIP_F_SRC_HASH},
+    maps::{
+        VipInfo, VipKey, DEFAULT_MAX_FLOWS, NO_BACKEND, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH,
+    },
     wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -150,8 +152,13 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
             fallbacks += 1;
             vips[i].info.fallback = region.vip_index + 1;
             vips[i].fallback = Some(region);
+        } else if vip.selection == Selection::Maglev {
+            // No second chance to hand a connection back: keep flows on their backend
+            // through table changes with the flow table instead.
+            vips[i].info.flags |= VIP_F_FLOWS;
         }
     }
+    let any_flows = vips.iter().any(|v| v.info.flags & VIP_F_FLOWS != 0);
     Ok(Plan {
         sizing: Sizing {
             vips: config.vips.len() as u32,
@@ -160,6 +167,8 @@ pub fn plan(config: &Config) -> Result<Plan, PlanError> {
             slots: next_slot,
             peers: 16,
             interfaces: config.node.interfaces.len() as u32,
+            // No VIP uses the flow table: the kernel's minimum.
+            flows: if any_flows { DEFAULT_MAX_FLOWS } else { 0 },
         },
         seed: config.cluster.hash_seed,
         vips,
