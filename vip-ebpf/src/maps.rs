@@ -5,10 +5,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::maps::{
-    flow_stat, reason, Backend, Counter, FlowEntry, FlowKey, Iface, Lease, LeaseKey, Peer,
-    PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
-    DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    flow_stat, reason, Backend, Counter, FlowEntry, FlowKey, Iface, Lease, LeaseKey, Peer, PeerKey,
+    Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;

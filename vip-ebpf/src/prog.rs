@@ -21,8 +21,8 @@ use vip_common::{
 use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, FLOWS, FLOW_STATS, IFACES, LEASES, PEERS,
-        SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, FLOWS, FLOW_STATS, IFACES, LEASES, PEERS, SETTINGS,
+        SLOTS, STATS, VIPS, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
