@@ -74,6 +74,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         slots: region.slots(),
         peers: 1,
         interfaces: 1,
+        flows: 0,
         fallbacks: 0,
     };
     let mut dp = Dataplane::load_private(&sizing)?;

@@ -305,6 +305,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         slots: regions.iter().map(TableRegion::slots).sum(),
         peers: 4,
         interfaces: 1,
+        flows: 0,
         fallbacks: 0,
     };
     let settings = Settings {
@@ -330,7 +331,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
                 mac: mac_of(i),
                 family,
                 mode: FWD_L2,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }

@@ -105,7 +105,7 @@ impl Balancer {
     /// model's outcome carries the reason and the chosen backend).
     pub fn check(&mut self, frame: &[u8]) -> (Run, Outcome) {
         let kernel = self.run(frame);
-        let expected = model::process(&self.model, frame);
+        let expected = model::process(&mut self.model, frame);
         assert_eq!(
             (kernel.action, &kernel.output),
             (expected.action, &expected.output),

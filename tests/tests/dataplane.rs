@@ -109,6 +109,7 @@ fn balancer() -> (Balancer, Vips) {
         slots: base,
         peers: 4,
         interfaces: 1,
+        flows: 0,
         fallbacks: 0,
     };
     let settings = Settings {
@@ -127,7 +128,7 @@ fn balancer() -> (Balancer, Vips) {
                 mac: mac_of(i),
                 family: FAMILY_V4,
                 mode: FWD_L2,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }
@@ -141,7 +142,7 @@ fn balancer() -> (Balancer, Vips) {
                 mac: mac_of(i),
                 family: FAMILY_V6,
                 mode: FWD_L2,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }
@@ -153,7 +154,7 @@ fn balancer() -> (Balancer, Vips) {
                 mac: mac_of(i),
                 family: FAMILY_V4,
                 mode: FWD_L2,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }
@@ -164,7 +165,7 @@ fn balancer() -> (Balancer, Vips) {
             mac: OUR_MAC,
             family: FAMILY_V4,
             mode: FWD_LOCAL,
-            _pad: [0; 8],
+            ..Backend::default()
         },
     );
     b.set_backend(
@@ -174,7 +175,7 @@ fn balancer() -> (Balancer, Vips) {
             mac: mac_of(8),
             family: FAMILY_V4,
             mode: FWD_ENCAP,
-            _pad: [0; 8],
+            ..Backend::default()
         },
     );
     b.set_backend(
@@ -184,7 +185,7 @@ fn balancer() -> (Balancer, Vips) {
             mac: mac_of(9),
             family: FAMILY_V6,
             mode: FWD_ENCAP,
-            _pad: [0; 8],
+            ..Backend::default()
         },
     );
 

@@ -101,6 +101,7 @@ fn run_e2e(mode: u8, test: &str) {
         slots: 8 * M,
         peers: 4,
         interfaces: 1,
+        flows: 0,
         fallbacks: 0,
     };
     let dp = {
@@ -128,7 +129,7 @@ fn run_e2e(mode: u8, test: &str) {
                 mac: h.mac,
                 family: FAMILY_V4,
                 mode,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
         bal.set_backend(
@@ -138,7 +139,7 @@ fn run_e2e(mode: u8, test: &str) {
                 mac: h.mac,
                 family: FAMILY_V6,
                 mode,
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }

@@ -60,6 +60,7 @@ fn balancer() -> Balancer {
         slots: 8 * M,
         peers: 1,
         interfaces: 1,
+        flows: 0,
     };
     let settings = Settings {
         hash_seed: 7,
@@ -77,7 +78,7 @@ fn balancer() -> Balancer {
                 mac: mac_of(i),
                 family: FAMILY_V4,
                 mode: if i == 0 { FWD_LOCAL } else { FWD_L2 },
-                _pad: [0; 8],
+                ..Backend::default()
             },
         );
     }

@@ -61,7 +61,7 @@ fn node(me: u32, live: &[u32], sockets: LocalSockets) -> ModelState {
                 mac: mac(n),
                 family: FAMILY_V4,
                 mode: if n == me { FWD_LOCAL } else { FWD_L2 },
-                _pad: [0; 8],
+                ..Backend::default()
             })
             .collect(),
         active: vec![0, M],
@@ -88,10 +88,10 @@ fn node(me: u32, live: &[u32], sockets: LocalSockets) -> ModelState {
 }
 
 /// Where a segment ends: the node that delivered it locally, and the second chances taken.
-fn route(nodes: &[ModelState], mut at: usize, mut frame: Vec<u8>) -> (usize, u32) {
+fn route(nodes: &mut [ModelState], mut at: usize, mut frame: Vec<u8>) -> (usize, u32) {
     let mut second_chances = 0;
     for _ in 0..8 {
-        let out = model::process(&nodes[at], &frame);
+        let out = model::process(&mut nodes[at], &frame);
         match (out.action, out.reason) {
             (XDP_PASS, PASS_LOCAL | PASS_FROM_PEER | PASS_DECAP) => return (at, second_chances),
             (XDP_TX, why) => {
@@ -133,7 +133,7 @@ fn every_segment_reaches_its_connection_after_a_backend_returns() {
             .insert((m.src, m.sport, m.dst, m.dport));
         home.push(backend as usize);
     }
-    let nodes: Vec<ModelState> = (0..NODES)
+    let mut nodes: Vec<ModelState> = (0..NODES)
         .map(|n| node(n, &back, sockets[n as usize].clone()))
         .collect();
 
@@ -145,7 +145,7 @@ fn every_segment_reaches_its_connection_after_a_backend_returns() {
     };
     let mut by_chances = [0usize; 3];
     for (f, &home) in flows.iter().zip(&home) {
-        let (delivered, chances) = route(&nodes, OWNER, packet::l4_frame(&ack, f));
+        let (delivered, chances) = route(&mut nodes, OWNER, packet::l4_frame(&ack, f));
         assert_eq!(
             delivered, home,
             "{f:?}: delivered by node {delivered} after {chances} second chances"
@@ -177,7 +177,7 @@ fn every_segment_reaches_its_connection_after_a_backend_returns() {
         .and_then(|c| c.backend)
         .expect("a backend") as usize;
     assert_eq!(
-        route(&nodes, OWNER, packet::l4_frame(&syn, &new)),
+        route(&mut nodes, OWNER, packet::l4_frame(&syn, &new)),
         (slot_owner, 0)
     );
 }

@@ -54,6 +54,15 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_VIP_STATS: &str = "VIP_STATS";
 /// Per-CPU [`Counter`] per backend index.
 pub const MAP_BACKEND_STATS: &str = "BACKEND_STATS";
+/// [`FlowKey`] -> [`FlowEntry`]: the backend each recent flow of a `VIP_F_FLOWS` VIP went
+/// to, so that a table change does not move established connections (Katran's connection
+/// table). `BPF_MAP_TYPE_LRU_HASH` with `BPF_F_NO_COMMON_LRU`: one hash shared by every CPU
+/// (a flow whose packets arrive on several CPUs finds its entry) with per-CPU LRU lists (no
+/// global LRU lock on insert). The kernel evicts the least recently used entry when full;
+/// entries never expire otherwise, so an entry can outlive its connection.
+pub const MAP_FLOWS: &str = "FLOWS";
+/// Per-CPU [`Counter`] per `flow_stat::*`: what the flow table did for `VIP_F_FLOWS` VIPs.
+pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 
 /// Every map, in the order vipd pins them.
 pub const ALL_MAPS: &[&str] = &[
@@ -68,6 +77,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_STATS,
     MAP_VIP_STATS,
     MAP_BACKEND_STATS,
+    MAP_FLOWS,
+    MAP_FLOW_STATS,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -82,9 +93,16 @@ pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const DEFAULT_MAX_PEERS: u32 = 16;
 pub const DEFAULT_MAX_LEASES: u32 = 64;
 pub const DEFAULT_MAX_IFACES: u32 = 8;
+/// Entries of [`MAP_FLOWS`] in the object. The kernel rounds an LRU map with
+/// `BPF_F_NO_COMMON_LRU` up to a multiple of the possible CPUs (each CPU's LRU list gets an
+/// equal share), so vipd asks for such a multiple. 65536 entries take about 7 MiB (see
+/// `Sizing::map_bytes`).
+pub const DEFAULT_MAX_FLOWS: u32 = 65536;
 
 /// `BPF_F_MMAPABLE` map flag.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+/// `BPF_F_NO_COMMON_LRU` map flag: per-CPU LRU lists for an LRU hash map.
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// Value of a slot with no backend (no healthy backend): the packet is dropped and counted.
 pub const NO_BACKEND: u32 = u32::MAX;
@@ -154,6 +172,31 @@ pub mod reason {
     ];
 }
 
+/// What the flow table did with a packet of a `VIP_F_FLOWS` VIP; index into
+/// [`MAP_FLOW_STATS`]. A packet counts at most one of `HIT`, `MISS_NEW`, `MISS_MIDSTREAM`;
+/// `STALE` counts entries found unusable, and such a packet then counts a miss as well. ICMP
+/// errors (PMTU) only look entries up: they count `HIT` or `STALE`, never a miss.
+pub mod flow_stat {
+    /// Forwarded to the backend of the flow's entry, not the table's pick.
+    pub const HIT: u32 = 0;
+    /// Picked from the table and entered: a TCP SYN (always picked afresh, so a backend
+    /// that takes no new connections gets none even when a client reuses a 4-tuple), or a
+    /// UDP datagram without a usable entry.
+    pub const MISS_NEW: u32 = 1;
+    /// A TCP segment other than a SYN without a usable entry (evicted, older than the flow
+    /// table, or its backend no longer keeps flows), picked from the table and entered: if
+    /// the pick differs from where the connection lives, the backend resets it.
+    pub const MISS_MIDSTREAM: u32 = 2;
+    /// An entry whose backend index now holds another backend (`Backend::serial` differs)
+    /// or whose backend no longer keeps flows (`BACKEND_F_KEEP_FLOWS` clear): ignored.
+    pub const STALE: u32 = 3;
+    /// Number of counters (size of the map).
+    pub const COUNT: u32 = 4;
+
+    /// Human names, indexed by counter.
+    pub const NAMES: [&str; COUNT as usize] = ["hit", "miss_new", "miss_midstream", "stale"];
+}
+
 /// A VIP: destination address, port (host order; 0 = every port) and protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
@@ -172,6 +215,11 @@ pub const VIP_F_SRC_HASH: u32 = 1;
 /// `VipInfo::flags`: forward only while this node holds a valid lease for the VIP's address
 /// (primary/backup VIPs in a cluster: a demoted or stalled node must not keep forwarding).
 pub const VIP_F_LEASED: u32 = 2;
+/// `VipInfo::flags`: keep established flows on their backend through table changes with
+/// the flow table ([`MAP_FLOWS`]). Set for Maglev VIPs without second chance (a backend
+/// that does not run vipd cannot hand a stray connection back); VIPs without it never touch
+/// the flow table.
+pub const VIP_F_FLOWS: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -197,6 +245,12 @@ pub const FWD_LOCAL: u8 = 2;
 /// `Backend::mode`: encapsulate (IPv4-in-IPv4 / IPv6-in-IPv6) to the backend's address.
 pub const FWD_ENCAP: u8 = 3;
 
+/// `Backend::flags`: established flows may stay on this backend (flow table entries pointing
+/// at it are used). vipd sets it while the backend is up and enabled, or draining; clears
+/// it when the backend is down, disabled or its drain is over, so its flows move to the
+/// table's pick.
+pub const BACKEND_F_KEEP_FLOWS: u8 = 1;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Backend {
@@ -208,9 +262,46 @@ pub struct Backend {
     pub family: u8,
     /// `FWD_*`; 0 means unset (the packet is dropped as having no backend).
     pub mode: u8,
-    pub _pad: [u8; 8],
+    /// Identity of the backend holding this index, never reused for another backend (0: no
+    /// backend). A flow entry records it, so an entry made for an earlier holder of a reused
+    /// index is ignored.
+    pub serial: u32,
+    /// `BACKEND_F_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+
+/// Key of [`MAP_FLOWS`]: a flow in the client -> VIP direction, as the program parses it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FlowKey {
+    /// Client address (IPv4 in the first 4 bytes, rest zero, like [`VipKey::addr`]).
+    pub src: [u8; 16],
+    /// VIP address, same layout.
+    pub dst: [u8; 16],
+    /// Ports in host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// `wire::IPPROTO_TCP` or `wire::IPPROTO_UDP`.
+    pub proto: u8,
+    /// `wire::FAMILY_V4` or `wire::FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// Value of [`MAP_FLOWS`]: where the flow went.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FlowEntry {
+    /// Index into [`MAP_BACKENDS`].
+    pub backend: u32,
+    /// `Backend::serial` of that backend when the entry was made; the entry is used only
+    /// while they are equal.
+    pub serial: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
 
 /// `Settings::flags`: `PEERS` has entries (otherwise the per-packet peer lookup is skipped).
 pub const SETTINGS_F_PEERS: u32 = 1;
@@ -317,4 +408,6 @@ mod user {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::LeaseKey {}
     unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowEntry {}
 }

@@ -1,16 +1,18 @@
 //! The only map statics of the program, typed from `vip_common::maps`. Capacities here are
 //! the object's defaults; vipd resizes every map from its config before loading.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use vip_common::maps::{
-    reason, Backend, Counter, Iface, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey,
-    BPF_F_MMAPABLE, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
-    DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    flow_stat, reason, Backend, Counter, FlowEntry, FlowKey, Iface, Lease, LeaseKey, Peer, PeerKey,
+    Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
+const NO_COMMON_LRU: usize = BPF_F_NO_COMMON_LRU as usize;
 
 #[btf_map]
 pub static VIPS: HashMap<VipKey, VipInfo, { DEFAULT_MAX_VIPS as usize }> = HashMap::new();
@@ -35,6 +37,12 @@ pub static VIP_STATS: PerCpuArray<Counter, { DEFAULT_MAX_VIPS as usize }> = PerC
 #[btf_map]
 pub static BACKEND_STATS: PerCpuArray<Counter, { DEFAULT_MAX_BACKENDS as usize }> =
     PerCpuArray::new();
+
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, FlowEntry, { DEFAULT_MAX_FLOWS as usize }, NO_COMMON_LRU> =
+    LruHashMap::new();
+#[btf_map]
+pub static FLOW_STATS: PerCpuArray<Counter, { flow_stat::COUNT as usize }> = PerCpuArray::new();
 
 /// Adds one packet of `bytes` to slot `index` of a per-CPU counter map.
 #[inline(always)]

@@ -11,9 +11,9 @@ use vip_common::{
     encap::{second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
-        reason::*, Backend, LeaseKey, PeerKey, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL,
-        NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_LEASED,
-        VIP_F_SRC_HASH,
+        flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
+        BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS,
+        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -21,8 +21,8 @@ use vip_common::{
 use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, IFACES, LEASES, PEERS, SETTINGS, SLOTS, STATS,
-        VIPS, VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, FLOWS, FLOW_STATS, IFACES, LEASES, PEERS, SETTINGS,
+        SLOTS, STATS, VIPS, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
@@ -182,7 +182,7 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
             proto,
             family: FAMILY_V4,
         };
-        return to_backend(ctx, l3, &flow, false);
+        return to_backend(ctx, l3, l4, &flow, false);
     }
     if proto == IPPROTO_ICMP {
         return icmp4(ctx, l3, l4);
@@ -249,7 +249,7 @@ fn icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
     // The embedded packet is the backend's reply: VIP -> client. Reverse it.
     match inner_flow_v4(ctx, l4 + ICMP_HLEN) {
-        Some(e) => to_backend(ctx, l3, &e.reversed(), true),
+        Some(e) => to_backend(ctx, l3, l4, &e.reversed(), true),
         None => (XDP_PASS, PASS_ICMP),
     }
 }
@@ -280,7 +280,7 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
             proto: next,
             family: FAMILY_V6,
         };
-        return to_backend(ctx, l3, &flow, false);
+        return to_backend(ctx, l3, l4, &flow, false);
     }
     match next {
         IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
@@ -334,7 +334,7 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
         return (XDP_PASS, PASS_ICMP);
     }
     match inner_flow_v6(ctx, l4 + ICMP_HLEN) {
-        Some(e) => to_backend(ctx, l3, &e.reversed(), true),
+        Some(e) => to_backend(ctx, l3, l4, &e.reversed(), true),
         None => (XDP_PASS, PASS_ICMP),
     }
 }
@@ -371,8 +371,9 @@ fn from_peer(ctx: &XdpContext) -> bool {
     }
 }
 
+/// `l4`: the TCP/UDP header of the packet itself (unused for an ICMP error, `icmp`).
 #[inline(always)]
-fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
+fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -> Verdict {
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
@@ -393,12 +394,6 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
     if vip.flags & VIP_F_LEASED != 0 && lease(words_addr(&flow.dst), flow.family) != Some(true) {
         return (XDP_DROP, DROP_NO_LEASE);
     }
-    let Some(base) = ACTIVE.get(vip.index) else {
-        return (XDP_DROP, DROP_NO_BACKEND);
-    };
-    if vip.table_size == 0 {
-        return (XDP_DROP, DROP_NO_BACKEND);
-    }
     let src_only = vip.flags & VIP_F_SRC_HASH != 0;
     let hash = flow_hash(
         settings.hash_seed,
@@ -409,18 +404,19 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
         flow.proto,
         src_only,
     );
-    let slot = *base + maglev_slot(hash, vip.table_size);
-    let index = match SLOTS.get(slot / SLOTS_PER_ELEMENT) {
-        Some(pair) => pair[(slot % SLOTS_PER_ELEMENT) as usize & 1],
-        None => return (XDP_DROP, DROP_NO_BACKEND),
+    let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let picked = if vip.flags & VIP_F_FLOWS != 0 {
+        pick_with_flows(ctx, l4, flow, icmp, &vip, hash, bytes)
+    } else {
+        table_pick(&vip, hash)
     };
-    if index == NO_BACKEND {
-        return (XDP_DROP, DROP_NO_BACKEND);
-    }
+    let index = match picked {
+        Ok(index) => index,
+        Err(verdict) => return verdict,
+    };
     let Some(backend) = BACKENDS.get(index) else {
         return (XDP_DROP, DROP_NO_BACKEND);
     };
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
     count(&VIP_STATS, vip.index, bytes);
     count(&BACKEND_STATS, index, bytes);
     if backend.mode == FWD_LOCAL {
@@ -429,6 +425,85 @@ fn to_backend(ctx: &XdpContext, l3: usize, flow: &Flow, icmp: bool) -> Verdict {
         }
     }
     forward(ctx, l3, backend, hash, flow.family, icmp)
+}
+
+/// The backend index the VIP's live table gives a flow of hash `hash`.
+#[inline(always)]
+fn table_pick(vip: &VipInfo, hash: u32) -> Result<u32, Verdict> {
+    const NONE: Verdict = (XDP_DROP, DROP_NO_BACKEND);
+    let base = ACTIVE.get(vip.index).ok_or(NONE)?;
+    if vip.table_size == 0 {
+        return Err(NONE);
+    }
+    let slot = *base + maglev_slot(hash, vip.table_size);
+    let pair = SLOTS.get(slot / SLOTS_PER_ELEMENT).ok_or(NONE)?;
+    match pair[(slot % SLOTS_PER_ELEMENT) as usize & 1] {
+        NO_BACKEND => Err(NONE),
+        index => Ok(index),
+    }
+}
+
+/// A TCP segment opening a connection: SYN without ACK (a truncated header is not one).
+#[inline(always)]
+fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
+    View::at::<TCP_HLEN>(ctx, l4)
+        .is_some_and(|t| t.u8(TCP_FLAGS_OFFSET) & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
+}
+
+/// `VIP_F_FLOWS`: the backend of the flow's entry while that backend may keep it, otherwise
+/// the table's pick, entered for the next packets. A SYN is always picked afresh, and an ICMP
+/// error only follows an entry, never makes one.
+#[inline(always)]
+fn pick_with_flows(
+    ctx: &XdpContext,
+    l4: usize,
+    flow: &Flow,
+    icmp: bool,
+    vip: &VipInfo,
+    hash: u32,
+    bytes: u64,
+) -> Result<u32, Verdict> {
+    let key = FlowKey {
+        src: words_addr(&flow.src),
+        dst: words_addr(&flow.dst),
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    };
+    let syn = !icmp && flow.proto == IPPROTO_TCP && is_syn(ctx, l4);
+    if !syn {
+        // SAFETY: the value is copied out at once.
+        if let Some(entry) = unsafe { FLOWS.get(&key) }.copied() {
+            match BACKENDS.get(entry.backend) {
+                Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
+                    count(&FLOW_STATS, flow_stat::HIT, bytes);
+                    return Ok(entry.backend);
+                }
+                _ => count(&FLOW_STATS, flow_stat::STALE, bytes),
+            }
+        }
+    }
+    let index = table_pick(vip, hash)?;
+    if !icmp {
+        if let Some(backend) = BACKENDS.get(index) {
+            let midstream = flow.proto == IPPROTO_TCP && !syn;
+            let stat = if midstream {
+                flow_stat::MISS_MIDSTREAM
+            } else {
+                flow_stat::MISS_NEW
+            };
+            count(&FLOW_STATS, stat, bytes);
+            let entry = FlowEntry {
+                backend: index,
+                serial: backend.serial,
+            };
+            // A failed insert (no memory) only costs this flow its stickiness.
+            let _ = FLOWS.insert(&key, &entry, 0);
+        }
+    }
+    Ok(index)
 }
 
 /// A unicast frame addressed to another MAC than the receiving interface's (when vipd

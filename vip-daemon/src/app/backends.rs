@@ -19,8 +19,8 @@ use super::Daemon;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admin {
     Enabled,
-    /// Out of the table for new flows, still probed. The data plane is stateless, so flows
-    /// hashed to a drained backend move at once (no connection table to finish them).
+    /// Out of the table for new flows, still probed. Established flows stay on it through the
+    /// flow table while it is healthy (VIPs without second chance).
     Drained,
     /// Out of the table and not probed.
     Disabled,
@@ -99,6 +99,22 @@ impl BackendRt {
             && self.weight > 0
             && reachable)
             .then_some(self.weight)
+    }
+
+    /// Whether established flows may stay on this backend (`BACKEND_F_KEEP_FLOWS`): in the
+    /// table, or out of it only for new flows (drained, weight 0) while still healthy.
+    pub fn keeps_flows(&self, conf: &BackendConf) -> bool {
+        if self.effective_weight(conf).is_some() {
+            return true;
+        }
+        let mut as_if_enabled = BackendRt::unused();
+        as_if_enabled.health = self.health.clone();
+        as_if_enabled.cluster_health = self.cluster_health;
+        as_if_enabled.listening = self.listening;
+        as_if_enabled.local = self.local;
+        as_if_enabled.next_hop = self.next_hop;
+        as_if_enabled.weight = 1;
+        self.admin != Admin::Disabled && as_if_enabled.effective_weight(conf).is_some()
     }
 
     /// Why a backend without a usable next hop is not used (status line).

@@ -1,7 +1,7 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, FWD_ENCAP, FWD_L2, FWD_LOCAL};
+use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL};
 
 use crate::{
     config::{Forward, Selection},
@@ -27,6 +27,14 @@ impl Daemon {
     /// Publishes the VIP's table for the current states if it changed. `cause` is when the
     /// verdict or admin change happened: the time to live is measured from it.
     pub(super) fn republish(&mut self, vip: usize, cause: Option<Instant>) {
+        // BACKEND_F_KEEP_FLOWS follows the backends' states: a backend leaving the table for
+        // good gives up its established flows along with its slots.
+        for pos in 0..self.plan.vips[vip].backends.len() {
+            let index = self.plan.vips[vip].backends[pos].index as usize;
+            if self.backend_entry(index) != self.model.backends[index] {
+                self.write_backend(index);
+            }
+        }
         let weights = self.weights(vip);
         let v = &self.plan.vips[vip];
         // A single backend lost since the precomputed set: its table already exists.
@@ -191,12 +199,19 @@ impl Daemon {
         } else {
             FWD_L2
         };
+        // A draining (or weight 0) backend keeps its established flows while it is healthy;
+        // down or disabled, they move.
+        let keep_flows = rt.keeps_flows(conf);
         Backend {
             addr,
             mac: rt.next_hop.and_then(|h| h.mac).unwrap_or_default(),
             family,
             mode,
-            _pad: [0; 8],
+            // Never another backend's (core::alloc): a flow entry of a removed backend is
+            // ignored when its index is reused.
+            serial: rt.serial,
+            flags: if keep_flows { BACKEND_F_KEEP_FLOWS } else { 0 },
+            _pad: [0; 3],
         }
     }
 

@@ -20,6 +20,8 @@ pub mod defaults {
     pub const MIN_VIPS: u32 = 16;
     pub const MIN_BACKENDS: u32 = 64;
     pub const FLOWS: u32 = 65_536;
+    /// `limits.flows` when no VIP of the file uses the flow table (room for one added later).
+    pub const MIN_FLOWS: u32 = 1024;
     pub const HASH_SEED: u32 = 0x7f4a_7c15;
     pub const ENCAP_SOURCE_V4: &str = "10.255.0.0";
     pub const ENCAP_SOURCE_V6: &str = "fd00:ffff::";
@@ -105,7 +107,17 @@ impl Config {
             table_slots: l
                 .table_slots
                 .unwrap_or((2 * slots).max(slots + 4 * defaults::TABLE_SIZE)),
-            flows: l.flows.unwrap_or(defaults::FLOWS),
+            // Only Maglev VIPs without second chance use the flow table.
+            flows: l.flows.unwrap_or(
+                if self.vips.iter().any(|v| {
+                    v.selection == Selection::Maglev
+                        && !crate::core::plan::second_chance_applies(self, v)
+                }) {
+                    defaults::FLOWS
+                } else {
+                    defaults::MIN_FLOWS
+                },
+            ),
         }
     }
 

@@ -14,6 +14,10 @@ pub struct Sizing {
     pub peers: u32,
     /// Interfaces the program is attached to (their MACs in `IFACES`).
     pub interfaces: u32,
+    /// Entries of the flow table (`FLOWS`). 0 is allowed and means the kernel's minimum: an
+    /// LRU map with per-CPU lists needs at least one entry per possible CPU, and the kernel
+    /// rounds it up to a multiple of the possible CPUs, so [`Sizing::flow_entries`] does too.
+    pub flows: u32,
 }
 
 impl Default for Sizing {
@@ -25,12 +29,15 @@ impl Default for Sizing {
             slots: maps::DEFAULT_MAX_SLOT_PAIRS * maps::SLOTS_PER_ELEMENT,
             peers: maps::DEFAULT_MAX_PEERS,
             interfaces: maps::DEFAULT_MAX_IFACES,
+            flows: maps::DEFAULT_MAX_FLOWS,
         }
     }
 }
 
 impl Sizing {
-    pub fn entries(&self) -> [(&'static str, u32); 9] {
+    /// Entries of every map vipd sizes; `possible_cpus` as the kernel counts them
+    /// (`/sys/devices/system/cpu/possible`), which fixes the size of the flow table.
+    pub fn entries(&self, possible_cpus: u32) -> [(&'static str, u32); 10] {
         [
             (maps::MAP_VIPS, self.vips.max(1)),
             (maps::MAP_ACTIVE, (self.vips + self.fallbacks).max(1)),
@@ -42,7 +49,15 @@ impl Sizing {
             // At most one lease per VIP address.
             (maps::MAP_LEASES, self.vips.max(1)),
             (maps::MAP_IFACES, self.interfaces.max(1)),
+            (maps::MAP_FLOWS, self.flow_entries(possible_cpus)),
         ]
+    }
+
+    /// Entries of `FLOWS` as the kernel will create it: `flows` rounded up to a multiple of
+    /// `possible_cpus` (at least one per CPU), so a pinned map's size compares equal.
+    pub fn flow_entries(&self, possible_cpus: u32) -> u32 {
+        let cpus = possible_cpus.max(1);
+        self.flows.max(1).div_ceil(cpus).saturating_mul(cpus)
     }
 
     /// Elements of the SLOTS map (two slots each).
@@ -56,10 +71,19 @@ impl Sizing {
     }
 
     /// Bytes of kernel memory the maps take (values and keys, per-CPU maps times the CPUs),
-    /// ignoring per-map constant overhead.
+    /// ignoring per-map constant overhead. The flow table is a preallocated hash map: per
+    /// entry about 48 bytes of element header (hash node, LRU node, hash) plus the key and
+    /// the value, each rounded up to 8 bytes, and a 16-byte bucket per entry rounded up to a
+    /// power of two: ~7 MiB for 65536 entries.
     pub fn map_bytes(&self, cpus: u32) -> u64 {
         let (v, b, p) = (self.vips as u64, self.backends as u64, self.peers as u64);
-        let counters = (v + b + maps::reason::COUNT as u64) * 16 * cpus as u64;
+        let counters =
+            (v + b + maps::reason::COUNT as u64 + maps::flow_stat::COUNT as u64) * 16 * cpus as u64;
+        let flows = self.flow_entries(cpus) as u64;
+        let flow_element = 48
+            + size_of::<maps::FlowKey>().next_multiple_of(8) as u64
+            + size_of::<maps::FlowEntry>().next_multiple_of(8) as u64;
+        let flow_table = flows * flow_element + flows.next_power_of_two() * 16;
         let slots = self.slot_elements() as u64 * maps::ARRAY_ELEMENT_BYTES as u64;
         // ACTIVE uses one 8-byte element per VIP and per fallback table.
         v * (20 + 16 + 8 + 20 + 16)
@@ -70,6 +94,7 @@ impl Sizing {
             + self.interfaces as u64 * 12
             + 32
             + counters
+            + flow_table
     }
 }
 

@@ -13,9 +13,9 @@ use vip_common::{
     },
     flow::{addr_words, flow_hash, maglev_slot},
     maps::{
-        reason::*, Backend, Lease, LeaseKey, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2,
-        FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_LEASED,
-        VIP_F_SRC_HASH,
+        flow_stat, reason::*, Backend, FlowEntry, FlowKey, Lease, LeaseKey, Settings, VipInfo,
+        VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -39,6 +39,10 @@ pub struct ModelState {
     /// What the program's socket lookups find. None: unknown, assume every local service
     /// has its socket and connections (no second chance), as `vipd trace` does.
     pub sockets: Option<LocalSockets>,
+    /// The `FLOWS` map, filled by [`process`] as the program fills it. Unbounded: the model
+    /// never evicts, so it matches the kernel only while the kernel's LRU map has room
+    /// (tests keep well below its size).
+    pub flows: HashMap<FlowKey, FlowEntry>,
 }
 
 /// This node's sockets, as the program's second chance sees them.
@@ -62,6 +66,8 @@ pub struct Outcome {
     pub output: Vec<u8>,
     /// VIP index and backend index when a backend was chosen.
     pub chosen: Option<(u32, u32)>,
+    /// `flow_stat::*` counters incremented, in order (a stale entry, then a miss).
+    pub flow_stats: Vec<u32>,
 }
 
 /// A flow in the client -> VIP direction.
@@ -192,11 +198,13 @@ fn verdict(frame: &[u8], action: u32, reason: u32) -> Outcome {
         reason,
         output: frame.to_vec(),
         chosen: None,
+        flow_stats: Vec::new(),
     }
 }
 
-/// The balancer program (`vip_xdp`) applied to one frame.
-pub fn process(state: &ModelState, frame: &[u8]) -> Outcome {
+/// The balancer program (`vip_xdp`) applied to one frame; updates `state.flows` as the
+/// program updates `FLOWS`.
+pub fn process(state: &mut ModelState, frame: &[u8]) -> Outcome {
     let pass = |reason| verdict(frame, XDP_PASS, reason);
     match l3_offset(frame) {
         Some((ETH_P_IP, l3)) => ipv4(state, frame, l3),
@@ -221,7 +229,7 @@ pub fn process(state: &ModelState, frame: &[u8]) -> Outcome {
     }
 }
 
-fn ipv4(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
+fn ipv4(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let Some(h) = bytes::<20>(f, l3) else {
         return pass(PASS_MALFORMED);
@@ -251,7 +259,7 @@ fn ipv4(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
             proto,
             family: FAMILY_V4,
         };
-        return to_backend(state, f, l3, &flow, false);
+        return to_backend(state, f, l3, l4, &flow, false);
     }
     if proto == IPPROTO_ICMP {
         let Some(t) = bytes::<2>(f, l4) else {
@@ -261,7 +269,7 @@ fn ipv4(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
             return pass(PASS_ICMP);
         }
         return match inner_flow_v4(f, l4 + ICMP_HLEN) {
-            Some(e) => to_backend(state, f, l3, &reversed(&e), true),
+            Some(e) => to_backend(state, f, l3, l4, &reversed(&e), true),
             None => pass(PASS_ICMP),
         };
     }
@@ -337,7 +345,7 @@ fn inner_flow_v6(f: &[u8], l3: usize) -> Option<Flow> {
     })
 }
 
-fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
+fn ipv6(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let Some(h) = bytes::<40>(f, l3) else {
         return pass(PASS_MALFORMED);
@@ -361,7 +369,7 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
                     proto: h[6],
                     family: FAMILY_V6,
                 };
-                to_backend(state, f, l3, &flow, false)
+                to_backend(state, f, l3, l4, &flow, false)
             }
             None => pass(PASS_MALFORMED),
         },
@@ -376,7 +384,7 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
             },
             Some(&t) if t != ICMPV6_PKT_TOOBIG => pass(PASS_ICMP),
             Some(_) => match inner_flow_v6(f, l4 + ICMP_HLEN) {
-                Some(e) => to_backend(state, f, l3, &reversed(&e), true),
+                Some(e) => to_backend(state, f, l3, l4, &reversed(&e), true),
                 None => pass(PASS_ICMP),
             },
         },
@@ -393,10 +401,19 @@ fn ipv6(state: &ModelState, f: &[u8], l3: usize) -> Outcome {
     }
 }
 
-fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) -> Outcome {
+/// `l4`: the TCP/UDP header of the packet itself (unused for an ICMP error, `icmp`).
+fn to_backend(
+    state: &mut ModelState,
+    f: &[u8],
+    l3: usize,
+    l4: usize,
+    flow: &Flow,
+    icmp: bool,
+) -> Outcome {
     let pass = |reason| verdict(f, XDP_PASS, reason);
     let drop = |reason| verdict(f, XDP_DROP, reason);
-    // Same order as the program: VIP, destination MAC, peer, lease, then the table.
+    // Same order as the program: VIP, destination MAC, peer, lease, then the flow table and
+    // the live table.
     let Some(vip) = state.lookup_vip(flow) else {
         return pass(if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
@@ -411,12 +428,18 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
     if vip.flags & VIP_F_LEASED != 0 && state.lease(flow.dst, flow.family) != Some(true) {
         return drop(DROP_NO_LEASE);
     }
-    let Some(choice) = state.choose(flow) else {
-        // A VIP whose index has no ACTIVE word.
-        return drop(DROP_NO_BACKEND);
+    let hash = state.hash(flow, &vip);
+    let mut flow_stats = Vec::new();
+    let picked = if vip.flags & VIP_F_FLOWS != 0 {
+        pick_with_flows(state, f, l4, flow, icmp, &mut flow_stats)
+    } else {
+        state.choose(flow).and_then(|c| c.backend)
     };
-    let Some(index) = choice.backend else {
-        return drop(DROP_NO_BACKEND);
+    let Some(index) = picked else {
+        // No ACTIVE word, an empty table or an empty slot.
+        let mut out = drop(DROP_NO_BACKEND);
+        out.flow_stats = flow_stats;
+        return out;
     };
     let backend = &state.backends[index as usize];
     let second = (backend.mode == FWD_LOCAL)
@@ -424,7 +447,7 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
         .flatten();
     let mut out = second.unwrap_or_else(|| {
         let how = Send {
-            hash: choice.hash,
+            hash,
             family: flow.family,
             icmp,
             ttl: OUTER_TTL,
@@ -432,8 +455,66 @@ fn to_backend(state: &ModelState, f: &[u8], l3: usize, flow: &Flow, icmp: bool) 
         forward(state, f, l3, backend, &how)
     });
     // The program counts the VIP and backend before forwarding, whatever follows.
-    out.chosen = Some((choice.vip.index, index));
+    out.chosen = Some((vip.index, index));
+    out.flow_stats = flow_stats;
     out
+}
+
+/// The program's `pick_with_flows`: the backend of the flow's entry while that backend may
+/// keep it, otherwise the table's pick, entered. Pushes the `flow_stat` counters it counts.
+fn pick_with_flows(
+    state: &mut ModelState,
+    f: &[u8],
+    l4: usize,
+    flow: &Flow,
+    icmp: bool,
+    stats: &mut Vec<u32>,
+) -> Option<u32> {
+    let key = FlowKey {
+        src: flow.src,
+        dst: flow.dst,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    };
+    let syn = !icmp && flow.proto == IPPROTO_TCP && syn_at(f, l4);
+    if !syn {
+        if let Some(entry) = state.flows.get(&key) {
+            match state.backends.get(entry.backend as usize) {
+                Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
+                    stats.push(flow_stat::HIT);
+                    return Some(entry.backend);
+                }
+                _ => stats.push(flow_stat::STALE),
+            }
+        }
+    }
+    let index = state.choose(flow)?.backend?;
+    if !icmp {
+        let midstream = flow.proto == IPPROTO_TCP && !syn;
+        stats.push(if midstream {
+            flow_stat::MISS_MIDSTREAM
+        } else {
+            flow_stat::MISS_NEW
+        });
+        let serial = state.backends[index as usize].serial;
+        state.flows.insert(
+            key,
+            FlowEntry {
+                backend: index,
+                serial,
+            },
+        );
+    }
+    Some(index)
+}
+
+/// SYN without ACK in a whole TCP header at `l4` (the program's `is_syn`).
+fn syn_at(f: &[u8], l4: usize) -> bool {
+    bytes::<TCP_HLEN>(f, l4)
+        .is_some_and(|t| t[TCP_FLAGS_OFFSET] & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
 }
 
 /// The program's `has_socket`, from [`ModelState::sockets`]: a TCP segment needs its
@@ -538,6 +619,7 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
                 reason: sent,
                 output: out,
                 chosen: None,
+                flow_stats: Vec::new(),
             }
         }
         FWD_ENCAP if b.family == family => {
@@ -572,6 +654,7 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
                 reason: if icmp { TX_ICMP } else { TX_ENCAP },
                 output: out,
                 chosen: None,
+                flow_stats: Vec::new(),
             }
         }
         _ => verdict(f, XDP_DROP, DROP_NO_BACKEND),
@@ -601,6 +684,7 @@ fn decap(f: &[u8], l3: usize, outer_len: usize) -> Outcome {
             reason: PASS_MALFORMED,
             output: out,
             chosen: None,
+            flow_stats: Vec::new(),
         };
     }
     out[outer_len + 12..outer_len + 12 + keep].copy_from_slice(&tail[..keep]);
@@ -609,6 +693,7 @@ fn decap(f: &[u8], l3: usize, outer_len: usize) -> Outcome {
         reason: PASS_DECAP,
         output: out[outer_len..].to_vec(),
         chosen: None,
+        flow_stats: Vec::new(),
     }
 }
 

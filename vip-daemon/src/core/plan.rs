@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use vip_common::{
-    maps::{VipInfo, VipKey, NO_BACKEND, VIP_F_LEASED, VIP_F_SRC_HASH},
+    maps::{VipInfo, VipKey, NO_BACKEND, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH},
     wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -142,6 +142,12 @@ pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan
             VIP_F_LEASED
         } else {
             0
+        } | if fallback.is_none() && vip.selection == Selection::Maglev {
+            // No second chance to hand a connection back: keep flows on their backend
+            // through table changes with the flow table instead.
+            VIP_F_FLOWS
+        } else {
+            0
         };
         vips.push(VipPlan {
             name: vip.name.clone(),
@@ -174,6 +180,7 @@ pub fn sizing(config: &Config, limits: &Limits) -> Sizing {
         slots: limits.table_slots,
         peers: 16,
         interfaces: config.node.interfaces.len() as u32,
+        flows: limits.flows,
     }
 }
 
@@ -245,9 +252,9 @@ pub fn is_local(config: &Config, b: &BackendConf) -> bool {
 /// of the types stored in them. Where things live inside the maps is not part of it (the
 /// state file and `core::alloc` keep that): a reload changes contents, never shapes.
 pub fn layout_id(sizing: &Sizing) -> u32 {
-    use vip_common::maps::{Backend, Counter, Lease, LeaseKey, Settings};
+    use vip_common::maps::{Backend, Counter, FlowEntry, FlowKey, Lease, LeaseKey, Settings};
     let mut words: Vec<u32> = vec![vip_common::maps::CONTRACT_VERSION];
-    for (_, entries) in sizing.entries() {
+    for (_, entries) in sizing.entries(1) {
         words.push(entries);
     }
     words.extend(
@@ -259,6 +266,8 @@ pub fn layout_id(sizing: &Sizing) -> u32 {
             std::mem::size_of::<LeaseKey>(),
             std::mem::size_of::<Lease>(),
             std::mem::size_of::<Counter>(),
+            std::mem::size_of::<FlowKey>(),
+            std::mem::size_of::<FlowEntry>(),
         ]
         .map(|n| n as u32),
     );

@@ -15,8 +15,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use vip_common::maps::{
-    self as contract, Backend, Counter, Iface, Lease, LeaseKey, Peer, PeerKey, Settings, VipInfo,
-    VipKey,
+    self as contract, Backend, Counter, FlowEntry, FlowKey, Iface, Lease, LeaseKey, Peer, PeerKey,
+    Settings, VipInfo, VipKey,
 };
 
 mod tables;
@@ -37,6 +37,11 @@ pub enum DataplaneError {
     PinDir { path: PathBuf, source: io::Error },
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] EbpfError),
+    #[error("cannot read the possible CPUs from {path}: {source}")]
+    PossibleCpus {
+        path: &'static str,
+        source: io::Error,
+    },
     #[error("program {0} missing from the object")]
     MissingProgram(&'static str),
     #[error("map {0} missing from the object")]
@@ -91,9 +96,14 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
         contract::MAP_PEERS => (sz(size_of::<PeerKey>()), sz(size_of::<Peer>())),
         contract::MAP_LEASES => (sz(size_of::<LeaseKey>()), sz(size_of::<Lease>())),
         contract::MAP_IFACES => (u32s, sz(size_of::<Iface>())),
-        contract::MAP_STATS | contract::MAP_VIP_STATS | contract::MAP_BACKEND_STATS => {
-            (u32s, sz(size_of::<Counter>()))
-        }
+        contract::MAP_FLOWS => (
+            sz(size_of::<contract::FlowKey>()),
+            sz(size_of::<contract::FlowEntry>()),
+        ),
+        contract::MAP_STATS
+        | contract::MAP_VIP_STATS
+        | contract::MAP_BACKEND_STATS
+        | contract::MAP_FLOW_STATS => (u32s, sz(size_of::<Counter>())),
         _ => return None,
     })
 }
@@ -126,7 +136,8 @@ impl Dataplane {
         };
         crate::shell::bpffs::ensure_mounted().map_err(pin_err)?;
         std::fs::create_dir_all(pin_dir).map_err(pin_err)?;
-        for (name, wanted) in sizing.entries() {
+        let entries = sizing.entries(possible_cpus()?);
+        for (name, wanted) in entries {
             if let Ok(pinned) = aya::maps::MapData::from_pin(pin_dir.join(name)) {
                 let info = pinned.info()?;
                 let shape = (info.key_size(), info.value_size());
@@ -148,7 +159,7 @@ impl Dataplane {
             }
         }
         let mut loader = EbpfLoader::new();
-        for (name, size) in sizing.entries() {
+        for (name, size) in entries {
             loader.map_max_entries(name, size);
         }
         let paths: Vec<(&str, PathBuf)> = MAP_NAMES
@@ -168,7 +179,7 @@ impl Dataplane {
     /// Loads the object with private (unpinned) maps: for BPF_PROG_TEST_RUN and benchmarks.
     pub fn load_private(sizing: &Sizing) -> Result<Self, DataplaneError> {
         let mut loader = EbpfLoader::new();
-        for (name, size) in sizing.entries() {
+        for (name, size) in sizing.entries(possible_cpus()?) {
             loader.map_max_entries(name, size);
         }
         Ok(Self {
@@ -294,6 +305,43 @@ impl Dataplane {
         sum_per_cpu(map)
     }
 
+    /// Flow table counters summed over CPUs, indexed by `flow_stat::*`.
+    pub fn flow_stats(&self) -> Result<Vec<Counter>, DataplaneError> {
+        self.counters(contract::MAP_FLOW_STATS)
+    }
+
+    /// Flow table entries per backend index (a vector as long as `BACKENDS`), counting only
+    /// entries made for the backend holding the index now (same serial). Entries are not
+    /// connections: nothing expires them, so one stays until the LRU evicts it, also after
+    /// its connection closed. Walks the whole map with a syscall or two per entry: for
+    /// status and drain progress, not for anything frequent.
+    pub fn flows_per_backend(&self) -> Result<Vec<u64>, DataplaneError> {
+        let backends = self
+            .ebpf
+            .map(contract::MAP_BACKENDS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_BACKENDS))?;
+        let backends: Array<_, Backend> = Array::try_from(backends)?;
+        let serials: Vec<u32> = backends
+            .iter()
+            .map(|b| b.map(|b| b.serial))
+            .collect::<Result<_, _>>()?;
+        let flows = self
+            .ebpf
+            .map(contract::MAP_FLOWS)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_FLOWS))?;
+        let flows: HashMap<_, FlowKey, FlowEntry> = HashMap::try_from(flows)?;
+        let mut per_backend = vec![0u64; serials.len()];
+        // aya's iterator skips keys evicted between listing and reading them.
+        for item in flows.iter() {
+            let (_, entry) = item?;
+            let index = entry.backend as usize;
+            if serials.get(index) == Some(&entry.serial) {
+                per_backend[index] += 1;
+            }
+        }
+        Ok(per_backend)
+    }
+
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DataplaneError> {
         self.ebpf
             .map_mut(name)
@@ -416,6 +464,13 @@ fn sum_per_cpu(map: &aya::maps::Map) -> Result<Vec<Counter>, DataplaneError> {
             }))
         })
         .collect()
+}
+
+/// CPUs the kernel sizes per-CPU structures for (`/sys/devices/system/cpu/possible`).
+pub fn possible_cpus() -> Result<u32, DataplaneError> {
+    aya::util::nr_cpus()
+        .map(|n| n as u32)
+        .map_err(|(path, source)| DataplaneError::PossibleCpus { path, source })
 }
 
 fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {

@@ -1,0 +1,420 @@
+//! The flow table through BPF_PROG_TEST_RUN: for a `VIP_F_FLOWS` VIP an established flow stays
+//! on its backend when the table is republished, a SYN is picked afresh, an entry whose
+//! backend gave up its flows (KEEP_FLOWS clear) or whose index now holds another backend
+//! (serial changed) is ignored, and a VIP without the flag never makes entries. Every packet
+//! is also checked against the host model byte for byte, and the flow counters and the
+//! entries per backend are compared with the model's at the end.
+use vip_common::{
+    maps::{
+        flow_stat::{self, HIT, MISS_MIDSTREAM, MISS_NEW, STALE},
+        reason::*,
+        Backend, Counter, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
+        VIP_F_FLOWS,
+    },
+    wire::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, XDP_TX},
+};
+use vip_daemon::shell::dataplane::{possible_cpus, Sizing, TableRegion};
+use vip_tests::{
+    fixture::Balancer,
+    packet::{self, Flow, Frame},
+    privileged,
+};
+
+const M: u32 = 251;
+const CLIENT: [u8; 4] = [198, 18, 0, 7];
+const VIP_L2: [u8; 4] = [192, 0, 2, 20];
+const VIP_ENCAP: [u8; 4] = [192, 0, 2, 21];
+const VIP_PLAIN: [u8; 4] = [192, 0, 2, 22];
+const VIP_UDP: [u8; 4] = [192, 0, 2, 23];
+/// L2 backends of `VIP_L2`, `VIP_PLAIN` and `VIP_UDP`.
+const A: u32 = 0;
+const B: u32 = 1;
+/// Encapsulated backends of `VIP_ENCAP`.
+const EA: u32 = 2;
+const EB: u32 = 3;
+/// Entries of FLOWS: far more than any test makes, so the kernel's LRU never evicts and
+/// the model (which never does) stays exact.
+const FLOWS: u32 = 1024;
+
+fn a4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0; 16];
+    x[..4].copy_from_slice(&a);
+    x
+}
+
+fn mac_of(index: u32) -> [u8; 6] {
+    [2, 0xbe, 0, 0, 0, index as u8]
+}
+
+fn backend_addr(index: u32) -> [u8; 4] {
+    [10, 0, 0, 1 + index as u8]
+}
+
+/// A backend as vipd writes it: serial index + 1, keeping its flows.
+fn backend(index: u32, mode: u8) -> Backend {
+    Backend {
+        addr: a4(backend_addr(index)),
+        mac: mac_of(index),
+        family: FAMILY_V4,
+        mode,
+        serial: index + 1,
+        flags: BACKEND_F_KEEP_FLOWS,
+        _pad: [0; 3],
+    }
+}
+
+/// A whole table on one backend: any flow's slot picks it.
+fn all(index: u32) -> Vec<u32> {
+    vec![index; M as usize]
+}
+
+struct Fixture {
+    b: Balancer,
+    regions: Vec<TableRegion>,
+    /// Sum of the model's `flow_stats` over every packet checked: (packets, bytes).
+    expected: [(u64, u64); flow_stat::COUNT as usize],
+}
+
+impl Fixture {
+    fn new(flows: u32) -> Self {
+        let regions: Vec<TableRegion> = (0..4)
+            .map(|i| TableRegion {
+                vip_index: i,
+                base: i * 2 * M,
+                size: M,
+            })
+            .collect();
+        let sizing = Sizing {
+            vips: 4,
+            fallbacks: 0,
+            backends: 5,
+            slots: 8 * M,
+            peers: 1,
+            interfaces: 1,
+            flows,
+        };
+        let settings = Settings {
+            hash_seed: 11,
+            encap_src_v4: [10, 255, 0, 0],
+            layout_id: 0,
+            flags: 0,
+            encap_src_v6: [0; 16],
+        };
+        let mut b = Balancer::new(sizing, settings);
+        for i in [A, B] {
+            b.set_backend(i, backend(i, FWD_L2));
+        }
+        for i in [EA, EB] {
+            b.set_backend(i, backend(i, FWD_ENCAP));
+        }
+        let vips = [
+            (VIP_L2, IPPROTO_TCP, VIP_F_FLOWS, A),
+            (VIP_ENCAP, IPPROTO_TCP, VIP_F_FLOWS, EA),
+            (VIP_PLAIN, IPPROTO_TCP, 0, A),
+            (VIP_UDP, IPPROTO_UDP, VIP_F_FLOWS, A),
+        ];
+        for (index, (addr, proto, flags, first)) in vips.into_iter().enumerate() {
+            let key = VipKey {
+                addr: a4(addr),
+                port: 80,
+                proto,
+                family: FAMILY_V4,
+            };
+            let info = VipInfo {
+                index: index as u32,
+                table_size: M,
+                flags,
+                fallback: 0,
+            };
+            b.set_vip(key, info);
+            b.publish(&regions[index], &all(first));
+        }
+        Self {
+            b,
+            regions,
+            expected: [(0, 0); flow_stat::COUNT as usize],
+        }
+    }
+
+    /// Runs `frame` in the kernel and the model (asserting equal output bytes and action) and
+    /// returns the backend MAC it was sent to, the reason and the flow counters counted.
+    fn send(&mut self, frame: &[u8]) -> ([u8; 6], u32, Vec<u32>) {
+        let (run, out) = self.b.check(frame);
+        for &stat in &out.flow_stats {
+            self.expected[stat as usize].0 += 1;
+            self.expected[stat as usize].1 += frame.len() as u64;
+        }
+        let mac = run.output[0..6].try_into().expect("6 bytes");
+        (mac, out.reason, out.flow_stats)
+    }
+
+    fn publish(&mut self, vip: usize, table: &[u32]) {
+        let region = self.regions[vip];
+        self.b.publish(&region, table);
+    }
+
+    /// Kernel counters == the model's, per counter, packets and bytes.
+    fn assert_stats(&self) {
+        let got: Vec<(u64, u64)> = self
+            .b
+            .dp
+            .flow_stats()
+            .expect("FLOW_STATS")
+            .iter()
+            .map(|c: &Counter| (c.packets, c.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            self.expected,
+            "flow counters (order: {:?})",
+            flow_stat::NAMES
+        );
+    }
+
+    /// Kernel entries per backend == the model's (entries of the current serial only).
+    fn assert_entries(&self) -> Vec<u64> {
+        let got = self.b.dp.flows_per_backend().expect("FLOWS");
+        let mut want = vec![0u64; self.b.model.backends.len()];
+        for e in self.b.model.flows.values() {
+            if self.b.model.backends[e.backend as usize].serial == e.serial {
+                want[e.backend as usize] += 1;
+            }
+        }
+        assert_eq!(got, want, "flow entries per backend");
+        got
+    }
+}
+
+fn syn() -> Frame {
+    Frame::default()
+}
+
+fn ack() -> Frame {
+    Frame {
+        tcp_flags: 0x10,
+        ..Frame::default()
+    }
+}
+
+/// The outer destination of an IPIP frame (no VLAN).
+fn outer_dst(out: &[u8]) -> [u8; 4] {
+    out[30..34].try_into().expect("4 bytes")
+}
+
+#[test]
+fn established_flows_keep_their_backend_through_table_changes() {
+    if !privileged("established_flows_keep_their_backend_through_table_changes") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    let web = Flow::tcp4(CLIENT, 40_000, VIP_L2, 80);
+
+    // (a) Established on A, the table republished so that its slot picks B: stays on A.
+    assert_eq!(
+        f.send(&packet::l4_frame(&syn(), &web)),
+        (mac_of(A), TX_L2, vec![MISS_NEW])
+    );
+    assert_eq!(
+        f.send(&packet::l4_frame(&ack(), &web)),
+        (mac_of(A), TX_L2, vec![HIT])
+    );
+    f.publish(0, &all(B));
+    for _ in 0..3 {
+        assert_eq!(
+            f.send(&packet::l4_frame(&ack(), &web)),
+            (mac_of(A), TX_L2, vec![HIT])
+        );
+    }
+    // A flow the table never saw before the change goes to B, mid-stream or new.
+    let other = Flow::tcp4(CLIENT, 40_001, VIP_L2, 80);
+    assert_eq!(
+        f.send(&packet::l4_frame(&ack(), &other)),
+        (mac_of(B), TX_L2, vec![MISS_MIDSTREAM])
+    );
+    assert_eq!(
+        f.send(&packet::l4_frame(&ack(), &other)),
+        (mac_of(B), TX_L2, vec![HIT])
+    );
+    // PMTU: an ICMP error about the kept flow goes to A too.
+    let reply = packet::l3_packet(&ack(), &Flow::tcp4(VIP_L2, 80, CLIENT, 40_000));
+    let icmp = packet::icmp4_frag_needed(&syn(), [203, 0, 113, 1], VIP_L2, 1400, &reply[..28]);
+    assert_eq!(f.send(&icmp), (mac_of(A), TX_ICMP, vec![HIT]));
+    // An ICMP error about a flow without an entry follows the table and makes no entry.
+    let reply = packet::l3_packet(&ack(), &Flow::tcp4(VIP_L2, 80, CLIENT, 40_002));
+    let icmp = packet::icmp4_frag_needed(&syn(), [203, 0, 113, 1], VIP_L2, 1400, &reply[..28]);
+    assert_eq!(f.send(&icmp), (mac_of(B), TX_ICMP, vec![]));
+    assert_eq!(f.assert_entries()[..2], [1, 1], "A: web, B: other");
+
+    // (b) A SYN of the same 4-tuple is a new connection: the table's pick, B; its entry
+    // follows, and so do its next segments.
+    assert_eq!(
+        f.send(&packet::l4_frame(&syn(), &web)),
+        (mac_of(B), TX_L2, vec![MISS_NEW])
+    );
+    assert_eq!(
+        f.send(&packet::l4_frame(&ack(), &web)),
+        (mac_of(B), TX_L2, vec![HIT])
+    );
+    assert_eq!(f.assert_entries()[..2], [0, 2]);
+
+    // UDP: the first datagram makes the entry, later ones follow it through a change.
+    let dns = Flow::udp4(CLIENT, 5353, VIP_UDP, 80);
+    let dgram = packet::l4_frame(&syn(), &dns);
+    assert_eq!(f.send(&dgram), (mac_of(A), TX_L2, vec![MISS_NEW]));
+    f.publish(3, &all(B));
+    assert_eq!(f.send(&dgram), (mac_of(A), TX_L2, vec![HIT]));
+    f.assert_entries();
+    f.assert_stats();
+}
+
+#[test]
+fn encapsulated_flows_keep_their_backend_through_table_changes() {
+    if !privileged("encapsulated_flows_keep_their_backend_through_table_changes") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    let web = Flow::tcp4(CLIENT, 41_000, VIP_ENCAP, 80);
+    let (run, out) = f.b.check(&packet::l4_frame(&syn(), &web));
+    assert_eq!((run.action, out.reason), (XDP_TX, TX_ENCAP));
+    assert_eq!(outer_dst(&run.output), backend_addr(EA));
+    f.expected[MISS_NEW as usize].0 += 1;
+    f.expected[MISS_NEW as usize].1 += packet::l4_frame(&syn(), &web).len() as u64;
+
+    f.publish(1, &all(EB));
+    let segment = packet::l4_frame(&ack(), &web);
+    let (run, out) = f.b.check(&segment);
+    assert_eq!(
+        (out.reason, out.flow_stats.as_slice()),
+        (TX_ENCAP, &[HIT][..])
+    );
+    assert_eq!(outer_dst(&run.output), backend_addr(EA), "kept on EA");
+    assert_eq!(&run.output[34..], &segment[14..], "inner packet untouched");
+    f.expected[HIT as usize].0 += 1;
+    f.expected[HIT as usize].1 += segment.len() as u64;
+
+    // EA is taken down: its flows move to the table's pick.
+    let mut down = backend(EA, FWD_ENCAP);
+    down.flags = 0;
+    f.b.set_backend(EA, down);
+    let (run, out) = f.b.check(&segment);
+    assert_eq!(out.flow_stats, [STALE, MISS_MIDSTREAM]);
+    assert_eq!(outer_dst(&run.output), backend_addr(EB));
+    for stat in [STALE, MISS_MIDSTREAM] {
+        f.expected[stat as usize].0 += 1;
+        f.expected[stat as usize].1 += segment.len() as u64;
+    }
+    f.assert_entries();
+    f.assert_stats();
+}
+
+#[test]
+fn entries_of_backends_that_gave_up_their_flows_are_ignored() {
+    if !privileged("entries_of_backends_that_gave_up_their_flows_are_ignored") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    let flows: Vec<Flow> = (0..4)
+        .map(|i| Flow::tcp4(CLIENT, 42_000 + i, VIP_L2, 80))
+        .collect();
+    for flow in &flows {
+        assert_eq!(f.send(&packet::l4_frame(&syn(), flow)).0, mac_of(A));
+    }
+    f.publish(0, &all(B));
+    assert_eq!(f.assert_entries()[..2], [4, 0]);
+
+    // (c) A down (KEEP_FLOWS clear): the flow moves to the table's pick, B; the entry
+    // follows it there, so the next segment is a hit on B.
+    let mut down = backend(A, FWD_L2);
+    down.flags = 0;
+    f.b.set_backend(A, down);
+    let first = packet::l4_frame(&ack(), &flows[0]);
+    assert_eq!(
+        f.send(&first),
+        (mac_of(B), TX_L2, vec![STALE, MISS_MIDSTREAM])
+    );
+    assert_eq!(f.send(&first), (mac_of(B), TX_L2, vec![HIT]));
+    // A draining (KEEP_FLOWS set again, still out of the table): its flows stay.
+    f.b.set_backend(A, backend(A, FWD_L2));
+    let second = packet::l4_frame(&ack(), &flows[1]);
+    assert_eq!(f.send(&second), (mac_of(A), TX_L2, vec![HIT]));
+
+    // (d) Index A reused by another backend (a new serial, keeping flows): the old entries
+    // are not its flows.
+    let reused = Backend {
+        serial: 100,
+        ..backend(A, FWD_L2)
+    };
+    f.b.set_backend(A, reused);
+    assert_eq!(
+        f.assert_entries()[..2],
+        [0, 1],
+        "A's entries are an old serial's"
+    );
+    f.publish(0, &all(A));
+    let third = packet::l4_frame(&ack(), &flows[2]);
+    // The table now picks A again, yet the entry is stale: re-entered with the new serial.
+    assert_eq!(
+        f.send(&third),
+        (mac_of(A), TX_L2, vec![STALE, MISS_MIDSTREAM])
+    );
+    assert_eq!(f.send(&third), (mac_of(A), TX_L2, vec![HIT]));
+    // Moved elsewhere by the table: the stale entry is replaced by one on B.
+    f.publish(0, &all(B));
+    let fourth = packet::l4_frame(&ack(), &flows[3]);
+    assert_eq!(
+        f.send(&fourth),
+        (mac_of(B), TX_L2, vec![STALE, MISS_MIDSTREAM])
+    );
+    assert_eq!(f.assert_entries()[..2], [1, 2]);
+    f.assert_stats();
+}
+
+#[test]
+fn vips_without_the_flag_never_touch_the_flow_table() {
+    if !privileged("vips_without_the_flag_never_touch_the_flow_table") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    for i in 0..32 {
+        let flow = Flow::tcp4(CLIENT, 43_000 + i, VIP_PLAIN, 80);
+        for frame in [syn(), ack()] {
+            let (mac, reason, stats) = f.send(&packet::l4_frame(&frame, &flow));
+            assert_eq!((mac, reason, stats), (mac_of(A), TX_L2, vec![]));
+        }
+    }
+    // Stateless as before: a table change moves established flows at once.
+    f.publish(2, &all(B));
+    let flow = Flow::tcp4(CLIENT, 43_000, VIP_PLAIN, 80);
+    assert_eq!(f.send(&packet::l4_frame(&ack(), &flow)).0, mac_of(B));
+    assert!(f.b.model.flows.is_empty());
+    assert!(
+        f.assert_entries().iter().all(|&n| n == 0),
+        "FLOWS stays empty"
+    );
+    f.assert_stats();
+    assert!(f.expected.iter().all(|&(p, _)| p == 0));
+}
+
+#[test]
+fn the_kernel_bounds_the_flow_table() {
+    if !privileged("the_kernel_bounds_the_flow_table") {
+        return;
+    }
+    // Sized 0: the kernel's minimum, one entry per possible CPU.
+    let cpus = possible_cpus().expect("possible CPUs");
+    let mut f = Fixture::new(0);
+    assert_eq!(f.b.sizing.flow_entries(cpus), cpus);
+    // Many more flows than entries: all forwarded (kernel only: the model never evicts).
+    for i in 0..200 {
+        let flow = Flow::tcp4(CLIENT, 44_000 + i, VIP_L2, 80);
+        let run = f.b.run(&packet::l4_frame(&syn(), &flow));
+        assert_eq!((run.action, &run.output[0..6]), (XDP_TX, &mac_of(A)[..]));
+    }
+    let entries: u64 = f.b.dp.flows_per_backend().expect("FLOWS").iter().sum();
+    assert!(
+        entries >= 1 && entries <= u64::from(cpus),
+        "{entries} entries in a table of {cpus}"
+    );
+    let stats = f.b.dp.flow_stats().expect("FLOW_STATS");
+    assert_eq!(stats[MISS_NEW as usize].packets, 200);
+}
