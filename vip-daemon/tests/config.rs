@@ -372,8 +372,13 @@ fn unusable_vip_addresses() {
         let src = edit(VIP, 3, &format!("address = \"{a}\""));
         let d = errors(&src);
         let want = format!("{a} cannot be a VIP");
-        assert!(d.iter().any(|d| d.line == 3 && d.field == "vip[0].address"
-            && d.message.contains(&want) && d.message.contains("unicast")), "{d:#?}");
+        assert!(
+            d.iter().any(|d| d.line == 3
+                && d.field == "vip[0].address"
+                && d.message.contains(&want)
+                && d.message.contains("unicast")),
+            "{d:#?}"
+        );
     }
 }
 
@@ -385,7 +390,10 @@ fn every_unusable_backend_is_reported() {
     let d = errors(&src);
     assert_eq!(
         located(&d),
-        [(11, "vip[0].backend[1].address"), (14, "vip[0].backend[2].address")]
+        [
+            (11, "vip[0].backend[1].address"),
+            (14, "vip[0].backend[2].address")
+        ]
     );
 }
 

@@ -244,8 +244,14 @@ mod tests {
 
     #[test]
     fn route_lookup_errors() {
-        assert_eq!(NoRoute::from_errno(libc::ENETUNREACH), Some(NoRoute::Missing));
-        assert_eq!(NoRoute::from_errno(libc::EHOSTUNREACH), Some(NoRoute::Unreachable));
+        assert_eq!(
+            NoRoute::from_errno(libc::ENETUNREACH),
+            Some(NoRoute::Missing)
+        );
+        assert_eq!(
+            NoRoute::from_errno(libc::EHOSTUNREACH),
+            Some(NoRoute::Unreachable)
+        );
         assert_eq!(NoRoute::from_errno(libc::EINVAL), Some(NoRoute::Blackhole));
         assert_eq!(NoRoute::from_errno(libc::EACCES), Some(NoRoute::Prohibit));
         assert_eq!(NoRoute::from_errno(libc::ENOBUFS), None);
@@ -263,7 +269,10 @@ mod tests {
         assert!(text.starts_with("no route to 10.1.2.3:"), "{text}");
         assert!(!text.contains("UNRESOLVED"), "{text}");
         let text = next_hop(b, Route::None(NoRoute::Blackhole), &table).describe(b, Forward::Encap);
-        assert!(text.starts_with("no route to 10.1.2.3 (a blackhole route matches)"), "{text}");
+        assert!(
+            text.starts_with("no route to 10.1.2.3 (a blackhole route matches)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -277,7 +286,9 @@ mod tests {
         let table = HashMap::from([(gw, MAC)]);
         let hop = next_hop(b, Route::Gateway(gw), &table);
         assert_eq!((hop.via, hop.on_link, hop.mac), (gw, false, Some(MAC)));
-        assert!(hop.describe(b, Forward::L2).starts_with("NOT ON-LINK (via 10.0.0.1)"));
+        assert!(hop
+            .describe(b, Forward::L2)
+            .starts_with("NOT ON-LINK (via 10.0.0.1)"));
         assert_eq!(hop.describe(b, Forward::Encap), "02:00:00:00:00:11");
         let table = HashMap::from([(b, MAC)]);
         assert_eq!(
