@@ -108,6 +108,32 @@ impl Vipd {
         self.child.as_ref().map(Child::id)
     }
 
+    /// SIGTERM, as `systemctl stop` sends it; returns how long the process took to exit
+    /// (reaped), or panics if it did not within 10 s or exited with a failure.
+    pub fn terminate(&mut self) -> Duration {
+        let mut c = self.child.take().expect("vipd is running");
+        let t0 = Instant::now();
+        // SAFETY: plain kill(2) on our own, not yet reaped, child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = c.try_wait().expect("wait vipd") {
+                let took = t0.elapsed();
+                assert!(
+                    status.success(),
+                    "vipd exited with {status}:\n{}",
+                    self.logs()
+                );
+                return took;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("vipd still running 10 s after SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -322,6 +322,81 @@ error_test! { command_on_http_check:
 error_test! { exec_without_command: VIP.to_owned() + "check = {\n  kind = \"exec\",\n}\n"
 => 9 "vip[0].backend[0].check.command" "missing required key `command`"
    "[\"/usr/bin/clustercheck\"]" }
+error_test! { loopback_backend: edit(VIP, 8, r#"address = "127.0.0.1""#)
+=> 8 "vip[0].backend[0].address" "backend address 127.0.0.1 is a loopback address"
+   "never reach a loopback address" "node.addresses" "like \"192.0.2.11\"" }
+error_test! { unspecified_backend: edit(VIP, 8, r#"address = "0.0.0.0""#)
+=> 8 "vip[0].backend[0].address" "0.0.0.0 is the unspecified address" "like \"192.0.2.11\"" }
+error_test! { broadcast_backend: edit(VIP, 8, r#"address = "255.255.255.255""#)
+=> 8 "vip[0].backend[0].address" "255.255.255.255 is the IPv4 broadcast address"
+   "expected the backend's unicast address" }
+error_test! { multicast_backend: edit(VIP, 8, r#"address = "239.1.2.3""#)
+=> 8 "vip[0].backend[0].address" "239.1.2.3 is a multicast address" }
+error_test! { link_local_backend: edit(VIP, 8, r#"address = "169.254.7.7""#)
+=> 8 "vip[0].backend[0].address" "169.254.7.7 is link-local" "like \"192.0.2.11\"" }
+
+/// VIP turned IPv6 (line 3), its backend's address on line 8.
+fn v6_backend(address: &str) -> String {
+    edit(
+        &edit(VIP, 3, r#"address = "2001:db8::100""#),
+        8,
+        &format!("address = \"{address}\""),
+    )
+}
+
+#[test]
+fn unusable_ipv6_backends() {
+    for (a, what) in [
+        ("::", "is the unspecified address"),
+        ("::1", "is a loopback address"),
+        ("ff02::1", "is a multicast address"),
+        ("fe80::11", "is link-local"),
+        ("::ffff:127.0.0.1", "is a loopback address"),
+    ] {
+        let want = format!("backend address {a} {what}");
+        // Reported once: no "family mismatch" on top, even for the IPv4-mapped one.
+        one_error(
+            &v6_backend(a),
+            8,
+            "vip[0].backend[0].address",
+            &[&want, "like \"2001:db8::11\""],
+        );
+    }
+    config::parse(&v6_backend("2001:db8::11"), "t.toml").expect("a global address is fine");
+    config::parse(&v6_backend("fd00::11"), "t.toml").expect("a ULA is fine");
+}
+
+#[test]
+fn unusable_vip_addresses() {
+    for a in ["0.0.0.0", "::", "255.255.255.255", "224.0.0.18", "ff02::12"] {
+        let src = edit(VIP, 3, &format!("address = \"{a}\""));
+        let d = errors(&src);
+        let want = format!("{a} cannot be a VIP");
+        assert!(
+            d.iter().any(|d| d.line == 3
+                && d.field == "vip[0].address"
+                && d.message.contains(&want)
+                && d.message.contains("unicast")),
+            "{d:#?}"
+        );
+    }
+}
+
+#[test]
+fn every_unusable_backend_is_reported() {
+    let src = VIP.to_owned()
+        + "[[vip.backend]]\nname = \"lo\"\naddress = \"127.0.0.2\"\n\
+           [[vip.backend]]\nname = \"ll\"\naddress = \"169.254.0.5\"\n";
+    let d = errors(&src);
+    assert_eq!(
+        located(&d),
+        [
+            (11, "vip[0].backend[1].address"),
+            (14, "vip[0].backend[2].address")
+        ]
+    );
+}
+
 /// The first 4 lines of VIP: a VIP without backends.
 fn vip_header() -> String {
     VIP.lines().take(4).collect::<Vec<_>>().join("\n") + "\n"

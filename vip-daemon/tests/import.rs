@@ -414,6 +414,17 @@ fn ipv6_families_hostnames_and_skipped_sections() {
 }
 
 #[test]
+fn loopback_and_link_local_servers_are_left_out() {
+    let h = "listen api\n bind 192.0.2.100:80\n server a 192.0.2.11:80 check\n \
+             server local 127.0.0.1:80 check\n server ll 169.254.3.3:80 check\n";
+    let (out, c) = run(h, None);
+    let backends = map(&vip(&c, "api").backends, |b| b.address.to_string());
+    assert_eq!(backends, ["192.0.2.11"]);
+    assert_warned(&out, "h.cfg", 4, "127.0.0.1 is a loopback address");
+    assert_warned(&out, "h.cfg", 5, "169.254.3.3 is link-local");
+}
+
+#[test]
 fn strings_are_escaped() {
     let h = "listen q\n bind 192.0.2.100:80\n \
              option httpchk GET /a\\\"b\\\\c HTTP/1.1\\r\\nHost:\\ x\\\"y\n \

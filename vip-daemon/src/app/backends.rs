@@ -124,11 +124,7 @@ impl BackendRt {
         }
         match self.next_hop {
             None => "next hop not resolved yet".into(),
-            Some(h) if h.mac.is_none() => format!("UNRESOLVED neighbour {}", h.via),
-            Some(h) if !h.on_link && conf.forward == Forward::L2 => {
-                format!("NOT ON-LINK (via {}): use forward = \"encap\"", h.via)
-            }
-            Some(h) => crate::shell::dataplane::fmt_mac(&h.mac.unwrap_or_default()),
+            Some(h) => h.describe(conf.address, conf.forward),
         }
     }
 }

@@ -26,6 +26,7 @@ use std::path::Path;
 pub use diag::{ConfigError, Diagnostic};
 pub use restart::restart_only_changes;
 pub use types::*;
+pub use vip::{backend_address_problem, BackendAddressProblem};
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -167,6 +167,15 @@ fn backend(
         .cloned();
     let address =
         address.and_then(|a| parse_or::<IpAddr>(cx, &at.key("address"), &a, ADDRESS_HINT));
+    // An unusable address is reported once and then left out (no family or "is the VIP"
+    // message on top), and the backend is dropped like any other invalid one.
+    let address = address.filter(|&a| match backend_address_problem(a) {
+        Some(problem) => {
+            cx.error(&at.key("address"), problem.message(a));
+            false
+        }
+        None => true,
+    });
     if let (Some(a), Some(v)) = (address, vip.address) {
         let family = |x: IpAddr| if x.is_ipv4() { "IPv4" } else { "IPv6" };
         if a.is_ipv4() != v.is_ipv4() {
@@ -242,6 +251,87 @@ fn backend(
         forward,
         check,
     })
+}
+
+/// Why an address cannot be a backend's. XDP forwards a VIP frame out of the interface it
+/// arrived on, to the backend's MAC (or to its next hop, encapsulated): the backend must be a
+/// unicast address of another host (or of this node's interface, which makes it local) that a
+/// route and a neighbour entry can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendAddressProblem {
+    /// 0.0.0.0 or `::`: names no host.
+    Unspecified,
+    /// 255.255.255.255.
+    Broadcast,
+    /// 224.0.0.0/4 or ff00::/8.
+    Multicast,
+    /// 127.0.0.0/8 or `::1`: a forwarded frame leaves the interface and never reaches a
+    /// loopback address, on this host or any other.
+    Loopback,
+    /// 169.254.0.0/16 or fe80::/10. IPv6 link-local needs an interface scope that an address
+    /// in this file cannot carry (probes and the route lookup would not know which link);
+    /// IPv4 link-local addresses are self-assigned when DHCP fails and change on their own.
+    /// Either way a backend on one is a misconfiguration waiting to happen, so both are
+    /// refused rather than half-supported.
+    LinkLocal,
+}
+
+impl BackendAddressProblem {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Unspecified => "the unspecified address: it names no host",
+            Self::Broadcast => "the IPv4 broadcast address: it names no single host",
+            Self::Multicast => "a multicast address: a backend must be one host",
+            Self::Loopback => {
+                "a loopback address: forwarded frames leave through the network interface and \
+                 never reach a loopback address (for a service on this node, give this node's \
+                 own address on the VIP network and list it in node.addresses: it is then \
+                 served locally)"
+            }
+            Self::LinkLocal => {
+                "link-local: an IPv6 link-local address needs an interface scope this file \
+                 cannot give, and an IPv4 one (169.254/16) is self-assigned and changes"
+            }
+        }
+    }
+
+    /// "backend address A is WHAT: expected ..." with an example of A's family.
+    pub fn message(self, a: IpAddr) -> String {
+        let example = if a.is_ipv4() {
+            "\"192.0.2.11\""
+        } else {
+            "\"2001:db8::11\""
+        };
+        format!(
+            "backend address {a} is {}; expected the backend's unicast address on the VIP \
+             network (or routed to through it), like {example}",
+            self.what()
+        )
+    }
+}
+
+/// What makes `a` unusable as a backend address, if anything. IPv4-mapped IPv6 addresses are
+/// judged as the IPv4 address they carry.
+pub fn backend_address_problem(a: IpAddr) -> Option<BackendAddressProblem> {
+    use BackendAddressProblem::*;
+    let a = a.to_canonical();
+    let link_local = match a {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    if a.is_unspecified() {
+        Some(Unspecified)
+    } else if a == IpAddr::from([255; 4]) {
+        Some(Broadcast)
+    } else if a.is_multicast() {
+        Some(Multicast)
+    } else if a.is_loopback() {
+        Some(Loopback)
+    } else if link_local {
+        Some(LinkLocal)
+    } else {
+        None
+    }
 }
 
 /// Duplicate names, duplicate address:port and (primary-backup) duplicate priorities among
@@ -340,6 +430,36 @@ fn cross_vip(raws: &[RawVip], vips: &[Vip], cx: &mut Ctx) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_addresses() {
+        use BackendAddressProblem::*;
+        let cases = [
+            ("0.0.0.0", Some(Unspecified)),
+            ("::", Some(Unspecified)),
+            ("255.255.255.255", Some(Broadcast)),
+            ("224.0.0.1", Some(Multicast)),
+            ("239.255.255.250", Some(Multicast)),
+            ("ff02::1", Some(Multicast)),
+            ("127.0.0.1", Some(Loopback)),
+            ("127.255.0.9", Some(Loopback)),
+            ("::1", Some(Loopback)),
+            ("::ffff:127.0.0.1", Some(Loopback)),
+            ("169.254.1.1", Some(LinkLocal)),
+            ("fe80::1", Some(LinkLocal)),
+            ("febf::1", Some(LinkLocal)),
+            ("192.0.2.11", None),
+            ("10.0.0.255", None),
+            ("100.64.0.1", None),
+            ("2001:db8::11", None),
+            ("fd00::1", None),
+            ("fec0::1", None),
+        ];
+        for (a, want) in cases {
+            let a: IpAddr = a.parse().unwrap();
+            assert_eq!(backend_address_problem(a), want, "{a}");
+        }
+    }
 
     #[test]
     fn primes() {

@@ -55,6 +55,13 @@ pub(crate) fn backends(
             report(notes, this_vip, line, text, &why);
             continue;
         }
+        // haproxy in front of a service on 127.0.0.1 is common; vipd cannot forward there
+        // (the validator refuses it), so the server is left out with the validator's reason.
+        if let Some(problem) = crate::config::backend_address_problem(ip) {
+            let why = format!("left out of VIP {address}: {}", problem.message(ip));
+            report(notes, this_vip, line, text, &why);
+            continue;
+        }
         if let Some(p) = s.port.filter(|p| *p != port) {
             let why = format!(
                 "DSR keeps the destination port: clients reach this server on the VIP port \

@@ -7,6 +7,7 @@ pub mod gossip;
 pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;
+pub mod offload;
 pub mod probes;
 pub mod sockwatch;
 pub mod state;

@@ -8,10 +8,12 @@ use futures::TryStreamExt as _;
 use rtnetlink::{
     packet_route::{
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-        route::{RouteAddress, RouteAttribute},
+        route::{RouteAddress, RouteAttribute, RouteType},
     },
     Handle, RouteMessageBuilder,
 };
+
+use crate::config::Forward;
 
 /// Where frames for a backend go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +23,78 @@ pub struct NextHop {
     /// True when the backend is directly on-link (L2 DSR needs that).
     pub on_link: bool,
     pub mac: Option<[u8; 6]>,
+    /// The kernel's route lookup for the backend, when it found none. `mac` is then None and
+    /// `on_link` false: a leftover neighbour entry must not make it look reachable.
+    pub no_route: Option<NoRoute>,
+}
+
+/// Why the kernel has no usable route to a backend: the lookup's answer, told apart because
+/// the fix differs (add a route, or remove a deliberate reject route).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// ENETUNREACH: no route matches (typically no default route either).
+    Missing,
+    /// EHOSTUNREACH: an `unreachable` route matches.
+    Unreachable,
+    /// EINVAL: a `blackhole` route matches.
+    Blackhole,
+    /// EACCES: a `prohibit` route matches.
+    Prohibit,
+}
+
+impl NoRoute {
+    /// The route lookup failure `errno` (positive) means "no usable route", or it is
+    /// another failure (socket trouble, a malformed request) and None.
+    pub fn from_errno(errno: i32) -> Option<Self> {
+        match errno {
+            libc::ENETUNREACH => Some(Self::Missing),
+            libc::EHOSTUNREACH => Some(Self::Unreachable),
+            libc::EINVAL => Some(Self::Blackhole),
+            libc::EACCES => Some(Self::Prohibit),
+            _ => None,
+        }
+    }
+
+    /// A route returned with a rejecting type (the kernel answers some lookups this way
+    /// instead of with an error).
+    fn from_route_type(kind: RouteType) -> Option<Self> {
+        match kind {
+            RouteType::Unreachable => Some(Self::Unreachable),
+            RouteType::BlackHole => Some(Self::Blackhole),
+            RouteType::Prohibit => Some(Self::Prohibit),
+            _ => None,
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Self::Missing => "",
+            Self::Unreachable => " (an unreachable route matches)",
+            Self::Blackhole => " (a blackhole route matches)",
+            Self::Prohibit => " (a prohibit route matches)",
+        }
+    }
+}
+
+impl NextHop {
+    /// For `vipd status`: why the backend cannot be reached, or the MAC frames go to. Route
+    /// problems come first: "UNRESOLVED neighbour" would send the operator chasing ARP when
+    /// the real problem is the routing table.
+    pub fn describe(&self, backend: IpAddr, forward: Forward) -> String {
+        if let Some(why) = self.no_route {
+            return format!(
+                "no route to {backend}{}: frames for it have nowhere to go",
+                why.detail()
+            );
+        }
+        match self.mac {
+            None => format!("UNRESOLVED neighbour {}", self.via),
+            Some(_) if !self.on_link && forward == Forward::L2 => {
+                format!("NOT ON-LINK (via {}): use forward = \"encap\"", self.via)
+            }
+            Some(mac) => crate::shell::dataplane::fmt_mac(&mac),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,27 +145,56 @@ pub async fn neighbour_table(handle: &Handle) -> Result<HashMap<IpAddr, [u8; 6]>
     Ok(out)
 }
 
-/// The gateway the kernel would use for `dst`, if any.
-async fn gateway(handle: &Handle, dst: IpAddr) -> Result<Option<IpAddr>, NeighbourError> {
+/// What the kernel's route lookup (`ip route get`) says about a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    OnLink,
+    Gateway(IpAddr),
+    None(NoRoute),
+}
+
+/// The route the kernel would use for `dst`. Lookups the kernel answers with "no route"
+/// are [`Route::None`]; any other failure is an error.
+async fn route(handle: &Handle, dst: IpAddr) -> Result<Route, NeighbourError> {
     let prefix = if dst.is_ipv4() { 32 } else { 128 };
     let msg = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(dst, prefix)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
         .build();
     let mut routes = handle.route().get(msg).execute();
-    while let Some(route) = routes.try_next().await? {
+    loop {
+        let route = match routes.try_next().await {
+            Ok(Some(route)) => route,
+            Ok(None) => return Ok(Route::OnLink),
+            Err(rtnetlink::Error::NetlinkError(e)) => {
+                // The kernel's error code is a negative errno.
+                return match NoRoute::from_errno(-e.raw_code()) {
+                    Some(why) => Ok(Route::None(why)),
+                    None => Err(rtnetlink::Error::NetlinkError(e).into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(why) = NoRoute::from_route_type(route.header.kind) {
+            return Ok(Route::None(why));
+        }
         for attr in &route.attributes {
             match attr {
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => return Ok(Some((*g).into())),
-                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => return Ok(Some((*g).into())),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
+                    return Ok(Route::Gateway((*g).into()))
+                }
+                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
+                    return Ok(Route::Gateway((*g).into()))
+                }
                 _ => {}
             }
         }
     }
-    Ok(None)
 }
 
-/// Next hops of `backends`. A failed route lookup (no route) leaves the backend unresolved.
+/// Next hops of `backends`. A backend the kernel has no route to gets a [`NextHop`] saying
+/// so; a lookup that fails for another reason fails the whole resolve (the caller keeps the
+/// hops it had), rather than passing for "on-link".
 pub async fn resolve(
     handle: &Handle,
     backends: &[IpAddr],
@@ -99,16 +202,98 @@ pub async fn resolve(
     let table = neighbour_table(handle).await?;
     let mut out = HashMap::new();
     for &b in backends {
-        let gw = gateway(handle, b).await.ok().flatten();
-        let via = gw.unwrap_or(b);
-        out.insert(
-            b,
-            NextHop {
-                via,
-                on_link: gw.is_none(),
-                mac: table.get(&via).copied(),
-            },
-        );
+        let hop = next_hop(b, route(handle, b).await?, &table);
+        out.insert(b, hop);
     }
     Ok(out)
+}
+
+/// The next hop for `backend` given its route and the neighbour table.
+fn next_hop(backend: IpAddr, route: Route, table: &HashMap<IpAddr, [u8; 6]>) -> NextHop {
+    match route {
+        Route::None(why) => NextHop {
+            via: backend,
+            on_link: false,
+            mac: None,
+            no_route: Some(why),
+        },
+        Route::OnLink | Route::Gateway(_) => {
+            let via = match route {
+                Route::Gateway(g) => g,
+                _ => backend,
+            };
+            NextHop {
+                via,
+                on_link: route == Route::OnLink,
+                mac: table.get(&via).copied(),
+                no_route: None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn route_lookup_errors() {
+        assert_eq!(
+            NoRoute::from_errno(libc::ENETUNREACH),
+            Some(NoRoute::Missing)
+        );
+        assert_eq!(
+            NoRoute::from_errno(libc::EHOSTUNREACH),
+            Some(NoRoute::Unreachable)
+        );
+        assert_eq!(NoRoute::from_errno(libc::EINVAL), Some(NoRoute::Blackhole));
+        assert_eq!(NoRoute::from_errno(libc::EACCES), Some(NoRoute::Prohibit));
+        assert_eq!(NoRoute::from_errno(libc::ENOBUFS), None);
+        assert_eq!(NoRoute::from_errno(libc::EPERM), None);
+    }
+
+    #[test]
+    fn no_route_is_not_an_unresolved_neighbour() {
+        let b = ip("10.1.2.3");
+        // A stale neighbour entry for the address must not make it look reachable.
+        let table = HashMap::from([(b, MAC)]);
+        let hop = next_hop(b, Route::None(NoRoute::Missing), &table);
+        assert_eq!((hop.mac, hop.on_link), (None, false));
+        let text = hop.describe(b, Forward::L2);
+        assert!(text.starts_with("no route to 10.1.2.3:"), "{text}");
+        assert!(!text.contains("UNRESOLVED"), "{text}");
+        let text = next_hop(b, Route::None(NoRoute::Blackhole), &table).describe(b, Forward::Encap);
+        assert!(
+            text.starts_with("no route to 10.1.2.3 (a blackhole route matches)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn routed_backends() {
+        let (b, gw) = (ip("10.1.2.3"), ip("10.0.0.1"));
+        let none = HashMap::new();
+        let text = next_hop(b, Route::OnLink, &none).describe(b, Forward::L2);
+        assert_eq!(text, "UNRESOLVED neighbour 10.1.2.3");
+        let text = next_hop(b, Route::Gateway(gw), &none).describe(b, Forward::Encap);
+        assert_eq!(text, "UNRESOLVED neighbour 10.0.0.1");
+        let table = HashMap::from([(gw, MAC)]);
+        let hop = next_hop(b, Route::Gateway(gw), &table);
+        assert_eq!((hop.via, hop.on_link, hop.mac), (gw, false, Some(MAC)));
+        assert!(hop
+            .describe(b, Forward::L2)
+            .starts_with("NOT ON-LINK (via 10.0.0.1)"));
+        assert_eq!(hop.describe(b, Forward::Encap), "02:00:00:00:00:11");
+        let table = HashMap::from([(b, MAC)]);
+        assert_eq!(
+            next_hop(b, Route::OnLink, &table).describe(b, Forward::L2),
+            "02:00:00:00:00:11"
+        );
+    }
 }

@@ -207,8 +207,11 @@ impl Dataplane {
     }
 
     /// Attaches to `iface` (native mode, falling back to generic with a warning) and pins the
-    /// link, or adopts the link a previous vipd pinned.
+    /// link, or adopts the link a previous vipd pinned. First turns receive VLAN offload off
+    /// on it (see [`crate::shell::offload`]), on adoption too: an operator or a driver reset
+    /// may have turned it back on since.
     pub fn attach(&mut self, iface: &str) -> Result<Attached, DataplaneError> {
+        rx_vlan_offload_off(iface);
         self.attach_program(contract::PROG_XDP, iface)
     }
 
@@ -475,6 +478,29 @@ pub fn possible_cpus() -> Result<u32, DataplaneError> {
 
 fn link_pin_path(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join(format!("link_{iface}"))
+}
+
+/// Without this, a VIP frame whose 802.1Q tag the driver stripped into metadata would be
+/// forwarded untagged. Failing to turn it off is a warning, not an error: untagged VIP
+/// networks (the common case) do not need it, and refusing to balance would be worse.
+fn rx_vlan_offload_off(iface: &str) {
+    match crate::shell::offload::rx_vlan_off(iface) {
+        Ok(r) if r.turned_off.is_empty() => {
+            tracing::debug!(%iface, "rx VLAN offload already off")
+        }
+        Ok(r) => tracing::info!(
+            %iface,
+            features = ?r.turned_off,
+            "vipd turned rx VLAN offload off on {iface}: XDP must see 802.1Q tags"
+        ),
+        Err(e) => tracing::warn!(
+            %iface,
+            error = %e,
+            "could not turn rx VLAN offload off on {iface}: 802.1Q-tagged VIP traffic whose \
+             tag the driver strips would be forwarded UNTAGGED (untagged VIP networks are \
+             unaffected)"
+        ),
+    }
 }
 
 /// Interface index by name (in the calling thread's network namespace).
