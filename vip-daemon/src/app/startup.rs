@@ -120,8 +120,10 @@ pub async fn start(
                 health: HealthState::new(
                     c.rise,
                     c.fall,
+                    c.damping,
                     if was_live { Health::Up } else { Health::Down },
                 ),
+                verdict_log: super::backends::verdict_log(),
                 admin: Admin::Enabled,
                 weight: b.conf.weight,
                 local: plan::is_local(&config, &b.conf),
@@ -274,7 +276,7 @@ impl Daemon {
                 rt.weight = b.conf.weight;
                 rt.local = plan::is_local(&config, &b.conf);
                 let c = &b.conf.check;
-                rt.health = HealthState::new(c.rise, c.fall, rt.health.health());
+                rt.health.reconfigure(c.rise, c.fall, c.damping);
             }
         }
         self.model.settings = settings(&config, self.layout_id);

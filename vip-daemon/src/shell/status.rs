@@ -102,6 +102,16 @@ pub struct BackendStatus {
     pub last_probe: Option<ProbeStatus>,
     /// Local backends: "listening" or "GONE" from the socket watch (sock_diag).
     pub socket: Option<String>,
+    /// Held down by flap damping (its health says "down" even if probes pass).
+    #[serde(default)]
+    pub flapping: bool,
+    /// While flapping: the least time the hold lasts if the backend stays stable (it ends on
+    /// the first passing probe after that).
+    #[serde(default)]
+    pub held_s: Option<f64>,
+    /// Up<->Down transitions of its probe health since vipd started.
+    #[serde(default)]
+    pub transitions: u64,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -214,17 +224,23 @@ impl Status {
                     Some(sock) => format!("socket {sock}, {probe}"),
                     None => probe,
                 };
+                let health = match (b.flapping, b.held_s) {
+                    (true, Some(held)) => format!("{} FLAPPING (held >= {held:.0}s)", b.health),
+                    (true, None) => format!("{} FLAPPING", b.health),
+                    (false, _) => b.health.clone(),
+                };
                 let _ = writeln!(
                     s,
-                    "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} {} | {} | {} pkts {}",
+                    "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} transitions={:<4} {} | {} | {} pkts {}",
                     b.name,
                     b.address,
                     b.port,
                     b.forward,
-                    b.health,
+                    health,
                     b.admin,
                     b.weight,
                     b.slots,
+                    b.transitions,
                     b.neighbour,
                     probe,
                     b.packets,
