@@ -373,7 +373,7 @@ mod tests {
 
     /// Up for 200 ms, down for 200 ms (4 results each at 50 ms), for two minutes.
     fn flap_200ms(i: u32) -> bool {
-        (i / 4) % 2 == 0
+        (i / 4).is_multiple_of(2)
     }
     const TWO_MINUTES: u32 = 120_000 / 50;
 
