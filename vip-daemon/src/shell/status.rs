@@ -338,3 +338,56 @@ impl TraceReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_backend(b: BackendStatus) -> Status {
+        Status {
+            vips: vec![VipStatus {
+                name: "api".into(),
+                backends: vec![b],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_flapping_backend_says_so_with_its_hold_and_transitions() {
+        let b = BackendStatus {
+            name: "ctl1".into(),
+            health: "down".into(),
+            flapping: true,
+            held_s: Some(41.6),
+            transitions: 37,
+            ..Default::default()
+        };
+        let text = one_backend(b.clone()).render();
+        assert!(text.contains("down FLAPPING (held >= 42s)"), "{text}");
+        assert!(text.contains("transitions=37"), "{text}");
+        let calm = BackendStatus {
+            flapping: false,
+            held_s: None,
+            ..b
+        };
+        assert!(!one_backend(calm).render().contains("FLAPPING"));
+    }
+
+    #[test]
+    fn status_json_from_a_vipd_without_flap_fields_still_reads() {
+        let json = serde_json::to_value(one_backend(BackendStatus::default())).unwrap();
+        let mut json = json.to_string();
+        for field in [
+            ",\"flapping\":false",
+            ",\"held_s\":null",
+            ",\"transitions\":0",
+        ] {
+            assert!(json.contains(field), "{json}");
+            json = json.replace(field, "");
+        }
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, one_backend(BackendStatus::default()));
+    }
+}
