@@ -69,6 +69,15 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+fn default_damping() -> vip_daemon::core::health::Damping {
+    vip_daemon::core::health::Damping {
+        suppress: 4,
+        reuse: 2,
+        half_life: Duration::from_secs(30),
+        max_hold: Duration::from_secs(300),
+    }
+}
+
 fn http(path: &str, expect: u16) -> CheckKind {
     CheckKind::Http {
         path: path.into(),
@@ -106,6 +115,7 @@ fn minimal_example_gets_every_default() {
         rise: 2,
         fall: 3,
         jitter: 0.1,
+        damping: default_damping(),
     };
     let backend = |name: &str, addr: &str| BackendConf {
         name: name.into(),
@@ -233,6 +243,7 @@ listen = "off"
         rise,
         fall: 5,
         jitter: 0.1,
+        damping: default_damping(),
     };
     assert_eq!(
         b1.check,
@@ -314,6 +325,41 @@ error_test! { rise_zero: VIP.to_owned() + "[defaults.check]\nrise = 0\n"
 => 10 "defaults.check.rise" "0 is out of range" "an integer >= 1" }
 error_test! { jitter_out_of_range: VIP.to_owned() + "check = { kind = \"tcp\", jitter = 0.6 }\n"
 => 9 "vip[0].backend[0].check.jitter" "0.6 is out of range" "0.0..=0.5" }
+error_test! { flap_suppress_negative: VIP.to_owned() + "[defaults.check]\nflap_suppress = -1\n"
+=> 10 "defaults.check.flap_suppress" "-1 is out of range" "0 (flap damping off)" }
+error_test! { flap_reuse_zero: VIP.to_owned() + "check = { flap_reuse = 0 }\n"
+=> 9 "vip[0].backend[0].check.flap_reuse" "0 is out of range" "an integer >= 1" }
+error_test! { flap_half_life_zero: insert(VIP, 5, r#"check = { flap_half_life = "0s" }"#)
+=> 5 "vip[0].check.flap_half_life" "flap_half_life must be greater than 0" }
+error_test! { flap_reuse_not_below_suppress:
+    VIP.to_owned() + "check = { flap_reuse = 4 }\n"
+=> 9 "vip[0].backend[0].check.flap_reuse" "flap_reuse 4 must be below flap_suppress 4"
+   "(flap_suppress 4: built-in default)" "flap_suppress = 0 turns damping off" }
+error_test! { flap_max_hold_shorter_than_the_shortest_hold:
+    insert(VIP, 5, r#"check = { flap_suppress = 8, flap_max_hold = "50s" }"#)
+=> 5 "vip[0].check.flap_max_hold" "flap_max_hold 50s is shorter than the shortest hold 1m"
+   "flap_suppress 8 to flap_reuse 2 with flap_half_life 30s" }
+
+#[test]
+fn flap_damping_keys_layer_and_zero_turns_damping_off() {
+    let src = insert(
+        VIP,
+        5,
+        r#"check = { flap_suppress = 6, flap_half_life = "1m" }"#,
+    ) + "check = { flap_reuse = 3 }\n[defaults.check]\nflap_max_hold = \"10m\"\n";
+    let c = config::parse(&src, "t.toml").unwrap();
+    let d = c.vips[0].backends[0].check.damping;
+    assert_eq!(
+        (d.suppress, d.reuse, d.half_life, d.max_hold),
+        (6, 3, Duration::from_secs(60), Duration::from_secs(600))
+    );
+    let off = insert(VIP, 5, "check = { flap_suppress = 0, flap_reuse = 9 }");
+    let c = config::parse(&off, "t.toml").unwrap();
+    let d = c.vips[0].backends[0].check.damping;
+    assert_eq!(d, vip_daemon::core::health::Damping::OFF);
+    assert!(!d.is_on());
+}
+
 error_test! { path_on_tcp_check: insert(VIP, 5, r#"check = { kind = "tcp", path = "/" }"#)
 => 5 "vip[0].check.path" "`path` only applies to kind http/https" "this check is kind \"tcp\"" }
 error_test! { command_on_http_check:

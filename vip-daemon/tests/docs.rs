@@ -396,6 +396,16 @@ fn expected_defaults() -> Vec<(&'static str, String)> {
         ("check.rise", code(b.check.rise)),
         ("check.fall", code(b.check.fall)),
         ("check.jitter", code(b.check.jitter)),
+        ("check.flap_suppress", code(b.check.damping.suppress)),
+        ("check.flap_reuse", code(b.check.damping.reuse)),
+        (
+            "check.flap_half_life",
+            quoted(duration(b.check.damping.half_life)),
+        ),
+        (
+            "check.flap_max_hold",
+            quoted(duration(b.check.damping.max_hold)),
+        ),
     ]
 }
 

@@ -1,10 +1,11 @@
 //! Runtime state of each backend and what the loop does with a probe result.
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::{
     config::{BackendConf, CheckKind, Forward},
     core::{
         health::{Health, HealthState},
+        log_limit::LogLimiter,
         plan::BackendPlan,
     },
     shell::{
@@ -42,11 +43,24 @@ impl Admin {
     }
 }
 
+/// INFO verdict lines per backend: a burst of this many (a restart's down and up fit, twice),
+/// then one per [`VERDICT_LOG_EVERY`]; the rest go to DEBUG and are counted in the next INFO
+/// line. Damping already bounds verdicts; this bounds the log with damping off too.
+const VERDICT_LOG_BURST: u32 = 4;
+const VERDICT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The verdict line limiter of a new backend.
+pub fn verdict_log() -> LogLimiter {
+    LogLimiter::new(VERDICT_LOG_BURST, VERDICT_LOG_EVERY)
+}
+
 pub struct BackendRt {
     /// The backend identity's serial (`core::alloc`): probe results of a prober that
     /// belonged to a removed backend at the same index are recognised and dropped.
     pub serial: u32,
     pub health: HealthState,
+    /// Rate limit of this backend's INFO verdict lines.
+    pub verdict_log: LogLimiter,
     pub admin: Admin,
     /// Runtime weight (the config's, or set through the control socket).
     pub weight: u32,
@@ -74,7 +88,8 @@ impl BackendRt {
     pub fn unused() -> Self {
         Self {
             serial: 0,
-            health: HealthState::new(1, 1, Health::Down),
+            health: HealthState::new(1, 1, crate::core::flap::Damping::OFF, Health::Down),
+            verdict_log: verdict_log(),
             admin: Admin::Enabled,
             weight: 0,
             local: false,
@@ -195,22 +210,57 @@ impl Daemon {
             self.metrics.probe_failures.get_or_create(&labels).inc();
         }
         let rt = &mut self.backends[index];
+        let was_flapping = rt.health.flapping();
         let verdict = if rt.admin == Admin::Disabled {
             None
         } else {
             rt.health.on_result(ev.at, ev.result.ok)
         };
         rt.last_probe = Some((ev.result, ev.at));
-        if let Some(v) = verdict {
+        let vip_name = &self.plan.vips[vip].name;
+        let (flapping, transitions) = (rt.health.flapping(), rt.health.transitions());
+        if flapping && !was_flapping {
+            let held_s = rt.health.held_for(ev.at).unwrap_or_default().as_secs();
+            tracing::warn!(
+                vip = %vip_name,
+                backend = %labels.backend,
+                transitions,
+                held_s,
+                "backend flapping: held down (flap damping) until it has been stable"
+            );
+        } else if was_flapping && !flapping {
             tracing::info!(
-                vip = %self.plan.vips[vip].name,
+                vip = %vip_name,
+                backend = %labels.backend,
+                transitions,
+                "backend no longer flapping: its health follows its probes again"
+            );
+        }
+        let Some(v) = verdict else { return };
+        match rt.verdict_log.admit(v.at) {
+            Some(0) => tracing::info!(
+                vip = %vip_name,
                 backend = %labels.backend,
                 health = ?v.health,
                 "health verdict"
-            );
-            self.share_verdict(index, v.health);
-            self.state_dirty = true;
-            self.republish(vip, Some(v.at));
+            ),
+            Some(left_out) => tracing::info!(
+                vip = %vip_name,
+                backend = %labels.backend,
+                health = ?v.health,
+                left_out,
+                "health verdict ({left_out} verdict lines of this backend logged at DEBUG \
+                 since the last one: rate limited)"
+            ),
+            None => tracing::debug!(
+                vip = %vip_name,
+                backend = %labels.backend,
+                health = ?v.health,
+                "health verdict (INFO line rate limited)"
+            ),
         }
+        self.share_verdict(index, v.health);
+        self.state_dirty = true;
+        self.republish(vip, Some(v.at));
     }
 }

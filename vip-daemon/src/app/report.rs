@@ -105,6 +105,12 @@ impl Daemon {
                                 detail: r.detail.clone(),
                                 age_s: at.elapsed().as_secs_f64(),
                             }),
+                            flapping: rt.health.flapping(),
+                            held_s: rt
+                                .health
+                                .held_for(std::time::Instant::now())
+                                .map(|d| d.as_secs_f64()),
+                            transitions: rt.health.transitions(),
                             packets: c.packets,
                             bytes: c.bytes,
                         }
@@ -313,6 +319,14 @@ impl Daemon {
                     .backend_live
                     .get_or_create(&l)
                     .set(i64::from(self.vips[i].live.contains(&b.index)));
+                self.metrics
+                    .backend_flapping
+                    .get_or_create(&l)
+                    .set(i64::from(rt.health.flapping()));
+                counter_to(
+                    &self.metrics.backend_transitions.get_or_create(&l),
+                    rt.health.transitions(),
+                );
             }
         }
         for (name, c) in reason::NAMES

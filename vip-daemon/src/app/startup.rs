@@ -200,8 +200,12 @@ pub async fn start(
             let c = &b.conf.check;
             let mut rt = BackendRt::unused();
             rt.serial = b.serial;
-            rt.health =
-                HealthState::new(c.rise, c.fall, if up { Health::Up } else { Health::Down });
+            rt.health = HealthState::new(
+                c.rise,
+                c.fall,
+                c.damping,
+                if up { Health::Up } else { Health::Down },
+            );
             rt.weight = b.conf.weight;
             rt.local = plan::is_local(&config, &b.conf);
             if let Some(r) = remembered {
@@ -419,8 +423,9 @@ impl Daemon {
                         if old.weight != b.conf.weight {
                             rt.weight = b.conf.weight;
                         }
+                        // Penalty, hold and transition count survive; thresholds follow the file.
+                        rt.health.reconfigure(c.rise, c.fall, c.damping);
                         if old.check != b.conf.check || old.port != b.conf.port {
-                            rt.health = HealthState::new(c.rise, c.fall, rt.health.health());
                             restart_probe.push((vi, pos));
                         }
                         rt
@@ -429,7 +434,7 @@ impl Daemon {
                         let mut rt = BackendRt::unused();
                         rt.serial = b.serial;
                         rt.weight = b.conf.weight;
-                        rt.health = HealthState::new(c.rise, c.fall, Health::Down);
+                        rt.health = HealthState::new(c.rise, c.fall, c.damping, Health::Down);
                         restart_probe.push((vi, pos));
                         rt
                     }

@@ -1,7 +1,9 @@
 //! Health checks: duration strings, the three layers a check is built from
 //! (`[defaults.check]` < the VIP's `check` < the backend's `check`) and their validation.
 //!
-//! Timing keys (interval, timeout, rise, fall, jitter) fall through the layers one by one.
+//! Timing keys (interval, timeout, rise, fall, jitter, and the flap damping keys
+//! flap_suppress, flap_reuse, flap_half_life, flap_max_hold) fall through the layers one by
+//! one.
 //! Kind keys (kind, path, expect, host, tls_verify, command) do too, except that a table that
 //! sets `kind` starts afresh: a backend `check = { kind = "tcp" }` under an http VIP check is
 //! a plain TCP check, while `check = { path = "/healthz" }` keeps the VIP's kind and host.
@@ -12,6 +14,7 @@ use super::diag::Ctx;
 use super::locate::FieldPath;
 use super::raw::{RawCheck, RawTiming};
 use super::types::{defaults, Check, CheckKind};
+use crate::core::health::Damping;
 
 /// Parses `"250ms"`, `"2s"` or `"1m"`: a non-negative integer and a unit (ms, s, m).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -41,12 +44,33 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// A duration key of some layer: where it was set (None: built in) and its value (None:
-/// invalid, already reported; it still hides the layers below, as the file intended).
+/// A key of some layer: where it was set (None: built in) and its value (None: invalid,
+/// already reported; it still hides the layers below, as the file intended).
 #[derive(Debug, Clone)]
-struct Setting {
-    value: Option<Duration>,
+struct Setting<T = Duration> {
+    value: Option<T>,
     at: Option<FieldPath>,
+}
+
+impl<T: Copy> Setting<T> {
+    fn builtin(value: T) -> Option<Self> {
+        Some(Self {
+            value: Some(value),
+            at: None,
+        })
+    }
+
+    /// How specific the layer that set it is (deeper wins when reporting a conflict).
+    fn depth(&self) -> usize {
+        self.at.as_ref().map_or(0, FieldPath::len)
+    }
+
+    fn origin(&self) -> String {
+        match &self.at {
+            Some(p) => format!("set at {p}"),
+            None => "built-in default".to_owned(),
+        }
+    }
 }
 
 /// Timing keys of one layer (None: not set in this layer).
@@ -57,23 +81,25 @@ pub(crate) struct Timing {
     rise: Option<u32>,
     fall: Option<u32>,
     jitter: Option<f64>,
+    flap_suppress: Option<Setting<u32>>,
+    flap_reuse: Option<Setting<u32>>,
+    flap_half_life: Option<Setting>,
+    flap_max_hold: Option<Setting>,
 }
 
 impl Timing {
     /// The built-in defaults.
     pub fn builtin() -> Self {
-        let setting = |d| {
-            Some(Setting {
-                value: Some(d),
-                at: None,
-            })
-        };
         Self {
-            interval: setting(defaults::INTERVAL),
-            timeout: setting(defaults::TIMEOUT),
+            interval: Setting::builtin(defaults::INTERVAL),
+            timeout: Setting::builtin(defaults::TIMEOUT),
             rise: Some(defaults::RISE),
             fall: Some(defaults::FALL),
             jitter: Some(defaults::JITTER),
+            flap_suppress: Setting::builtin(defaults::FLAP_SUPPRESS),
+            flap_reuse: Setting::builtin(defaults::FLAP_REUSE),
+            flap_half_life: Setting::builtin(defaults::FLAP_HALF_LIFE),
+            flap_max_hold: Setting::builtin(defaults::FLAP_MAX_HOLD),
         }
     }
 
@@ -100,6 +126,8 @@ impl Timing {
         };
         let interval = duration("interval", &raw.interval);
         let timeout = duration("timeout", &raw.timeout);
+        let flap_half_life = duration("flap_half_life", &raw.flap_half_life);
+        let flap_max_hold = duration("flap_max_hold", &raw.flap_max_hold);
         let count = "an integer >= 1 (consecutive probe results needed to change state)";
         let rise = cx.int(raw.rise, &at.key("rise"), 1..=i64::from(u32::MAX), count);
         let fall = cx.int(raw.fall, &at.key("fall"), 1..=i64::from(u32::MAX), count);
@@ -114,6 +142,26 @@ impl Timing {
             ok
         });
         let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        let mut threshold = |key: &str, v: Option<i64>, min: i64, valid: &str| {
+            let path = at.key(key);
+            v.map(|_| Setting {
+                value: to_u32(cx.int(v, &path, min..=MAX_FLAP_THRESHOLD, valid)),
+                at: Some(path),
+            })
+        };
+        let flap_suppress = threshold(
+            "flap_suppress",
+            raw.flap_suppress,
+            0,
+            "0 (flap damping off) or the penalty at which a flapping backend is held down, \
+             in transitions (each adds 1, halving every flap_half_life), e.g. 4",
+        );
+        let flap_reuse = threshold(
+            "flap_reuse",
+            raw.flap_reuse,
+            1,
+            "the penalty below which a held-down backend may return, an integer >= 1, e.g. 2",
+        );
         let (rise, fall) = (to_u32(rise), to_u32(fall));
         Self {
             interval,
@@ -121,6 +169,10 @@ impl Timing {
             rise,
             fall,
             jitter,
+            flap_suppress,
+            flap_reuse,
+            flap_half_life,
+            flap_max_hold,
         }
     }
 
@@ -132,6 +184,19 @@ impl Timing {
             rise: self.rise.or(base.rise),
             fall: self.fall.or(base.fall),
             jitter: self.jitter.or(base.jitter),
+            flap_suppress: self
+                .flap_suppress
+                .clone()
+                .or_else(|| base.flap_suppress.clone()),
+            flap_reuse: self.flap_reuse.clone().or_else(|| base.flap_reuse.clone()),
+            flap_half_life: self
+                .flap_half_life
+                .clone()
+                .or_else(|| base.flap_half_life.clone()),
+            flap_max_hold: self
+                .flap_max_hold
+                .clone()
+                .or_else(|| base.flap_max_hold.clone()),
         }
     }
 
@@ -148,15 +213,10 @@ impl Timing {
         if t <= i {
             return;
         }
-        let depth = |s: &Setting| s.at.as_ref().map_or(0, FieldPath::len);
-        let origin = |s: &Setting| match &s.at {
-            Some(p) => format!("set at {p}"),
-            None => "built-in default".to_owned(),
-        };
-        let (at, other, other_origin) = if depth(&timeout) >= depth(&interval) {
-            (timeout.at, "interval", origin(&interval))
+        let (at, other, other_origin) = if timeout.depth() >= interval.depth() {
+            (timeout.at, "interval", interval.origin())
         } else {
-            (interval.at, "timeout", origin(&timeout))
+            (interval.at, "timeout", timeout.origin())
         };
         let msg = format!(
             "timeout {} is longer than interval {} ({other}: {other_origin}); the timeout must be \
@@ -165,6 +225,72 @@ impl Timing {
             fmt_duration(i),
         );
         if let Some(at) = at {
+            cx.error(&at, msg);
+        }
+    }
+
+    /// Checks the flap damping keys against each other once layered over the built-in
+    /// defaults: reuse below suppress (else a held backend would be released at once, or
+    /// never be held), and a max hold no shorter than the shortest hold (the decay from
+    /// suppress to reuse; a shorter one would cap the penalty below suppress and disable
+    /// damping in disguise). Reported at the most specific key involved (the caller
+    /// de-duplicates repeats).
+    pub fn check_damping(&self, cx: &mut Ctx) {
+        let full = self.over(&Timing::builtin());
+        let (Some(suppress), Some(reuse), Some(half_life), Some(max_hold)) = (
+            full.flap_suppress,
+            full.flap_reuse,
+            full.flap_half_life,
+            full.flap_max_hold,
+        ) else {
+            return;
+        };
+        let (Some(s), Some(r), Some(h), Some(m)) =
+            (suppress.value, reuse.value, half_life.value, max_hold.value)
+        else {
+            return; // an invalid value: already reported
+        };
+        if s == 0 {
+            return; // damping off: the other keys do not matter
+        }
+        if r >= s {
+            let (at, other, origin) = if reuse.depth() >= suppress.depth() {
+                (reuse.at, format!("flap_suppress {s}"), suppress.origin())
+            } else {
+                (suppress.at, format!("flap_reuse {r}"), reuse.origin())
+            };
+            let msg = format!(
+                "flap_reuse {r} must be below flap_suppress {s} ({other}: {origin}), e.g. \
+                 flap_suppress = 4 with flap_reuse = 2; flap_suppress = 0 turns damping off"
+            );
+            if let Some(at) = at {
+                cx.error(&at, msg);
+            }
+            return;
+        }
+        let shortest = h.mul_f64((f64::from(s) / f64::from(r)).log2());
+        if m >= shortest {
+            return;
+        }
+        let deepest = [
+            (suppress.depth(), suppress.at),
+            (reuse.depth(), reuse.at),
+            (half_life.depth(), half_life.at),
+            (max_hold.depth(), max_hold.at),
+        ]
+        .into_iter()
+        // max_by_key keeps the last of equals: on a tie, max_hold, the key the message names.
+        .max_by_key(|(depth, _)| *depth)
+        .and_then(|(_, at)| at);
+        let msg = format!(
+            "flap_max_hold {} is shorter than the shortest hold {}, the time the penalty takes \
+             to decay from flap_suppress {s} to flap_reuse {r} with flap_half_life {}; raise \
+             flap_max_hold or lower the ratio flap_suppress / flap_reuse",
+            fmt_duration(m),
+            fmt_duration(shortest),
+            fmt_duration(h),
+        );
+        if let Some(at) = deepest {
             cx.error(&at, msg);
         }
     }
@@ -319,6 +445,7 @@ impl KindSpec {
             },
         };
         let full = timing.over(&Timing::builtin());
+        let damping = full.damping();
         Check {
             kind,
             interval: full
@@ -332,6 +459,30 @@ impl KindSpec {
             rise: full.rise.unwrap_or(defaults::RISE),
             fall: full.fall.unwrap_or(defaults::FALL),
             jitter: full.jitter.unwrap_or(defaults::JITTER),
+            damping,
+        }
+    }
+}
+
+/// Upper bound of flap_suppress/flap_reuse: far beyond any useful value, and small enough
+/// that the penalty arithmetic stays exact.
+const MAX_FLAP_THRESHOLD: i64 = 1_000_000;
+
+impl Timing {
+    /// The damping of a fully layered timing; invalid keys (already reported) take the
+    /// built-in default.
+    fn damping(&self) -> Damping {
+        let value = |s: &Option<Setting<u32>>, d| s.as_ref().and_then(|s| s.value).unwrap_or(d);
+        let duration = |s: &Option<Setting>, d| s.as_ref().and_then(|s| s.value).unwrap_or(d);
+        let suppress = value(&self.flap_suppress, defaults::FLAP_SUPPRESS);
+        if suppress == 0 {
+            return Damping::OFF;
+        }
+        Damping {
+            suppress,
+            reuse: value(&self.flap_reuse, defaults::FLAP_REUSE),
+            half_life: duration(&self.flap_half_life, defaults::FLAP_HALF_LIFE),
+            max_hold: duration(&self.flap_max_hold, defaults::FLAP_MAX_HOLD),
         }
     }
 }

@@ -89,6 +89,10 @@ pub(crate) struct RawTiming {
     pub rise: Option<i64>,
     pub fall: Option<i64>,
     pub jitter: Option<f64>,
+    pub flap_suppress: Option<i64>,
+    pub flap_reuse: Option<i64>,
+    pub flap_half_life: Option<String>,
+    pub flap_max_hold: Option<String>,
 }
 
 /// A `check = { ... }` table on a VIP or a backend.
@@ -106,6 +110,10 @@ pub(crate) struct RawCheck {
     pub rise: Option<i64>,
     pub fall: Option<i64>,
     pub jitter: Option<f64>,
+    pub flap_suppress: Option<i64>,
+    pub flap_reuse: Option<i64>,
+    pub flap_half_life: Option<String>,
+    pub flap_max_hold: Option<String>,
 }
 
 impl RawCheck {
@@ -116,6 +124,10 @@ impl RawCheck {
             rise: self.rise,
             fall: self.fall,
             jitter: self.jitter,
+            flap_suppress: self.flap_suppress,
+            flap_reuse: self.flap_reuse,
+            flap_half_life: self.flap_half_life.clone(),
+            flap_max_hold: self.flap_max_hold.clone(),
         }
     }
 }

@@ -37,6 +37,14 @@ pub mod defaults {
     pub const RISE: u32 = 2;
     pub const FALL: u32 = 3;
     pub const JITTER: f64 = 0.1;
+    /// Flap damping: held down once the penalty (1 per transition, halving every half-life)
+    /// reaches 4, i.e. on the fifth transition in quick succession: two restarts in a row
+    /// (four transitions) are not flapping.
+    pub const FLAP_SUPPRESS: u32 = 4;
+    pub const FLAP_REUSE: u32 = 2;
+    /// With suppress 4 and reuse 2, the shortest hold is one half-life.
+    pub const FLAP_HALF_LIFE: Duration = Duration::from_secs(30);
+    pub const FLAP_MAX_HOLD: Duration = Duration::from_secs(300);
     pub const HTTP_PATH: &str = "/";
     pub const HTTP_EXPECT: u16 = 200;
     pub const WEIGHT: u32 = 1;
@@ -254,7 +262,9 @@ pub enum Forward {
     Local,
 }
 
-/// A resolved health check: timeout <= interval, rise/fall >= 1, jitter in 0.0..=0.5.
+/// A resolved health check: timeout <= interval, rise/fall >= 1, jitter in 0.0..=0.5; flap
+/// damping off (suppress 0) or with reuse < suppress and a max hold no shorter than the
+/// shortest hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
     pub kind: CheckKind,
@@ -264,6 +274,7 @@ pub struct Check {
     pub fall: u32,
     /// Fraction of `interval` by which each probe may be randomly shifted.
     pub jitter: f64,
+    pub damping: crate::core::health::Damping,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,6 +52,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
         None => Timing::default(),
     };
     default_timing.check_timeout(cx);
+    default_timing.check_damping(cx);
 
     let vips = vip::vips(&raw.vip, &node, &default_timing, cx);
     super::membership::check_vips(cluster.membership.as_ref(), &vips, cx);

@@ -233,6 +233,7 @@ fn backend(
         None => (vip.spec.clone(), vip.timing.clone()),
     };
     timing.check_timeout(cx);
+    timing.check_damping(cx);
     let check = spec.resolve(&timing);
     let (name, address, port, forward) = (name?, address?, port?, forward?);
     // A backend on this node is always reached through the local stack, whatever the file

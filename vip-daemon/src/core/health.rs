@@ -1,12 +1,51 @@
-//! Rise/fall health of one backend, as HAProxy's `rise`/`fall`, plus probe scheduling.
+//! Rise/fall health of one backend, as HAProxy's `rise`/`fall`, flap damping on top, plus
+//! probe scheduling.
 //!
 //! Pure: the caller passes the time of every observation and the random number generator,
-//! so tests replay exact timelines with simulated instants and a seeded rng. Unlike
-//! HAProxy's single up/down counter, a streak here must be *consecutive*: one failure in a
-//! rising streak starts it over, and one success in a falling streak does the same, so a
-//! backend that alternates ok/fail never changes state (it keeps whatever it had).
+//! so tests replay exact timelines with simulated instants and a seeded rng.
+//!
+//! # Rules
+//! * *Rise/fall over consecutive results*: unlike HAProxy's single up/down counter, a streak
+//!   must be consecutive: one failure in a rising streak starts it over, and one success in
+//!   a falling streak does the same, so a backend that alternates ok/fail never changes
+//!   state (`a_failure_inside_a_rising_streak_resets_it`). This gives the *probe health*.
+//! * *Flap damping* (BGP route-flap damping, RFC 2439; arithmetic in [`super::flap`]): each
+//!   Up<->Down transition of the probe health adds a penalty of 1, which halves every
+//!   `half_life`. Once the penalty reaches `suppress` the backend is *flapping* and held
+//!   down; the hold ends when the penalty has decayed below `reuse` *and* the probe health
+//!   is Up. The penalty is capped so that the hold ends at most `max_hold` after the last
+//!   transition (`a_flapping_backend_is_held_down_and_makes_few_verdicts`,
+//!   `release_after_stability_needs_passing_probes`).
+//! * *Down is never delayed*: the reported health is Down whenever the probe health is,
+//!   whatever the penalty, so a failing backend is never held Up
+//!   (`a_single_down_after_long_stability_is_immediate`,
+//!   `a_down_backend_stays_down_whatever_the_penalty`).
+//! * *One verdict per change of the reported health*: while held down, probe transitions
+//!   only add penalty; the only verdict is the Down that starts the hold (if the backend
+//!   was Up) and the Up that ends it (`a_flapping_backend_is_held_down_and_makes_few_verdicts`).
+//! * *Release happens on a probe result*, the first one after the penalty decayed below
+//!   `reuse` (one arrives every `interval`), so there is no timer to schedule and a release
+//!   is always backed by a fresh passing probe.
+//! * *Bounded publishes*: every table publish caused by health is a verdict, so damping
+//!   bounds publishes per backend whatever the probes do: with the defaults (suppress 4,
+//!   reuse 2, half-life 30 s) at most 5 verdicts before the hold (four transitions stay
+//!   below the threshold, the fifth is the Down that starts it; plus the first rise after a
+//!   start), then none until the hold
+//!   ends, which takes at least one half-life, then one Up: well under 1 publish/s per
+//!   backend against a goal of 20/s. The 200 ms flap for 2 minutes makes 6 verdicts
+//!   starting Down (the first rise is no transition), 5 starting Up, instead of 600 without
+//!   damping
+//!   (`two_minutes_of_200ms_flapping_make_a_bounded_number_of_verdicts`).
+//! * *Transitions are counted* for status and metrics, damping on or off
+//!   (`transitions_are_counted_on_or_off`). The first decision of rise/fall after a start
+//!   replaces the initial assumption (Down, or Up when adopting a live table) and is no
+//!   transition: a backend's first rise adds no penalty, so a restart or two soon after
+//!   vipd starts is not flapping (`the_first_decision_after_start_is_no_transition`).
 
 use std::time::{Duration, Instant};
+
+pub use super::flap::Damping;
+use super::flap::Penalty;
 
 /// Whether a backend should receive traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,22 +54,32 @@ pub enum Health {
     Down,
 }
 
-/// A change of health: emitted once per transition, stamped with the time of the probe
-/// result that caused it (not the time it was processed), so logs and metrics line up.
+/// A change of the reported health: emitted once per transition, stamped with the time of
+/// the probe result that caused it (not the time it was processed), so logs and metrics line
+/// up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
     pub health: Health,
     pub at: Instant,
 }
 
-/// Health of one backend and the current ok/fail streaks.
+/// Health of one backend: the current ok/fail streaks, the probe health they give, the flap
+/// penalty, and the health reported to the tables.
 #[derive(Clone, Debug)]
 pub struct HealthState {
     rise: u32,
     fall: u32,
-    health: Health,
+    damping: Damping,
+    /// What rise/fall over the probe results say.
+    probed: Health,
+    /// What the tables follow: `probed`, except Down while held down for flapping.
+    reported: Health,
+    /// Whether rise/fall have decided `probed` yet: until then it is the initial
+    /// assumption, and replacing it is no transition.
+    established: bool,
     ok_streak: u32,
     fail_streak: u32,
+    penalty: Penalty,
 }
 
 impl HealthState {
@@ -38,23 +87,57 @@ impl HealthState {
     /// when `initial` says so (used when adopting a running data plane, so a daemon restart
     /// does not pull every backend out of rotation). `rise`/`fall` of 0 act as 1: a
     /// threshold of zero results would mean changing state without evidence.
-    pub fn new(rise: u32, fall: u32, initial: Health) -> Self {
+    pub fn new(rise: u32, fall: u32, damping: Damping, initial: Health) -> Self {
         Self {
             rise: rise.max(1),
             fall: fall.max(1),
-            health: initial,
+            damping,
+            probed: initial,
+            reported: initial,
+            established: false,
             ok_streak: 0,
             fail_streak: 0,
+            penalty: Penalty::default(),
         }
     }
 
+    /// New thresholds (a config reload). Streaks start over, as with a new state; the
+    /// health, penalty and transition count are kept, so a reload neither lets a flapping
+    /// backend back in nor resets its counter. A change of the reported health that
+    /// the new settings imply (damping turned off) comes with the next probe result.
+    pub fn reconfigure(&mut self, rise: u32, fall: u32, damping: Damping) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+        self.damping = damping;
+        self.ok_streak = 0;
+        self.fail_streak = 0;
+    }
+
+    /// The health the tables follow.
     pub fn health(&self) -> Health {
-        self.health
+        self.reported
+    }
+
+    /// Held down by flap damping.
+    pub fn flapping(&self) -> bool {
+        self.penalty.suppressed()
+    }
+
+    /// Up<->Down transitions of the probe health so far (not counting the first decision,
+    /// which replaces the initial assumption).
+    pub fn transitions(&self) -> u64 {
+        self.penalty.transitions()
+    }
+
+    /// While flapping: the least time the hold still lasts (the penalty's decay to `reuse`
+    /// without further transitions); it ends on the first passing probe after that.
+    pub fn held_for(&self, now: Instant) -> Option<Duration> {
+        self.penalty.hold_left(&self.damping, now)
     }
 
     /// Feeds one probe result observed at `now`; returns `Some(Verdict)` only when the
-    /// health changes. Streaks keep counting past the threshold (they saturate), which is
-    /// what [`HealthState::consecutive`] reports.
+    /// reported health changes. Streaks keep counting past the threshold (they saturate),
+    /// which is what [`HealthState::consecutive`] reports.
     pub fn on_result(&mut self, now: Instant, ok: bool) -> Option<Verdict> {
         let next = if ok {
             self.ok_streak = self.ok_streak.saturating_add(1);
@@ -65,13 +148,20 @@ impl HealthState {
             self.ok_streak = 0;
             (self.fail_streak >= self.fall).then_some(Health::Down)
         };
-        match next {
-            Some(health) if health != self.health => {
-                self.health = health;
-                Some(Verdict { health, at: now })
+        if let Some(probed) = next {
+            if probed != self.probed && self.established {
+                self.penalty.on_transition(&self.damping, now);
             }
-            _ => None,
+            self.probed = probed;
+            self.established = true;
         }
+        let held = self.penalty.update(&self.damping, now);
+        let health = if held { Health::Down } else { self.probed };
+        if health == self.reported {
+            return None;
+        }
+        self.reported = health;
+        Some(Verdict { health, at: now })
     }
 
     /// `(ok streak, fail streak)`; at most one of them is non-zero.
@@ -147,7 +237,7 @@ mod tests {
     fn down_to_up_after_exactly_rise_oks() {
         let t0 = Instant::now();
         for rise in 1..6u32 {
-            let mut s = HealthState::new(rise, 3, Health::Down);
+            let mut s = HealthState::new(rise, 3, Damping::OFF, Health::Down);
             let v = run(&mut s, t0, &vec![true; rise as usize + 3]);
             let at = t0 + STEP * (rise - 1);
             let want = Verdict {
@@ -164,7 +254,7 @@ mod tests {
     fn up_to_down_after_exactly_fall_failures() {
         let t0 = Instant::now();
         for fall in 1..6u32 {
-            let mut s = HealthState::new(2, fall, Health::Up);
+            let mut s = HealthState::new(2, fall, Damping::OFF, Health::Up);
             let v = run(&mut s, t0, &vec![false; fall as usize + 2]);
             let want = Verdict {
                 health: Health::Down,
@@ -177,19 +267,19 @@ mod tests {
 
     #[test]
     fn starts_in_initial_state_with_no_streak() {
-        let s = HealthState::new(3, 2, Health::Down);
+        let s = HealthState::new(3, 2, Damping::OFF, Health::Down);
         assert_eq!((s.health(), s.consecutive()), (Health::Down, (0, 0)));
-        let s = HealthState::new(3, 2, Health::Up);
+        let s = HealthState::new(3, 2, Damping::OFF, Health::Up);
         assert_eq!(s.health(), Health::Up);
         // Results agreeing with the current state never produce a verdict.
-        let mut s = HealthState::new(1, 1, Health::Down);
+        let mut s = HealthState::new(1, 1, Damping::OFF, Health::Down);
         assert!(run(&mut s, Instant::now(), &[false; 10]).is_empty());
     }
 
     #[test]
     fn a_failure_inside_a_rising_streak_resets_it() {
         let t0 = Instant::now();
-        let mut s = HealthState::new(3, 3, Health::Down);
+        let mut s = HealthState::new(3, 3, Damping::OFF, Health::Down);
         // ok ok FAIL ok ok -> still down; the third ok after the failure raises it.
         let v = run(&mut s, t0, &[true, true, false, true, true]);
         assert!(v.is_empty());
@@ -210,7 +300,7 @@ mod tests {
 
     #[test]
     fn zero_thresholds_act_as_one() {
-        let mut s = HealthState::new(0, 0, Health::Down);
+        let mut s = HealthState::new(0, 0, Damping::OFF, Health::Down);
         let t0 = Instant::now();
         assert_eq!(run(&mut s, t0, &[true, false]).len(), 2);
     }
@@ -219,7 +309,7 @@ mod tests {
     fn flapping_alternates_verdicts() {
         let t0 = Instant::now();
         let mut rng = SmallRng::seed_from_u64(7);
-        let mut s = HealthState::new(2, 3, Health::Down);
+        let mut s = HealthState::new(2, 3, Damping::OFF, Health::Down);
         let results: Vec<bool> = (0..5000)
             .map(|_| rand::Rng::gen_bool(&mut rng, 0.5))
             .collect();
@@ -235,6 +325,220 @@ mod tests {
             assert_eq!(verdict.at, t0 + STEP * *i as u32);
         }
         assert_eq!(s.health(), v.last().unwrap().1.health);
+    }
+
+    // Flap damping.
+
+    const SEC: Duration = Duration::from_secs(1);
+    /// The probe interval of the flap tests.
+    const TICK: Duration = Duration::from_millis(50);
+
+    fn damping() -> Damping {
+        Damping {
+            suppress: 4,
+            reuse: 2,
+            half_life: 30 * SEC,
+            max_hold: 300 * SEC,
+        }
+    }
+
+    /// Feeds `n` results from `from`, one per TICK, `ok(i)` deciding each; returns the
+    /// verdicts. Checks at every step that a backend whose probes say Down is reported Down.
+    fn drive(s: &mut HealthState, from: Instant, n: u32, ok: impl Fn(u32) -> bool) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend(s.on_result(from + TICK * i, ok(i)));
+            if s.probed == Health::Down {
+                assert_eq!(
+                    s.health(),
+                    Health::Down,
+                    "held up while failing, result {i}"
+                );
+            }
+        }
+        out
+    }
+
+    /// A state whose initial health rise/fall have confirmed at `at`, so that the next
+    /// change is a transition.
+    fn settled(rise: u32, fall: u32, d: Damping, initial: Health, at: Instant) -> HealthState {
+        let mut s = HealthState::new(rise, fall, d, initial);
+        let (ok, n) = match initial {
+            Health::Up => (true, rise),
+            Health::Down => (false, fall),
+        };
+        assert!(drive(&mut s, at, n, |_| ok).is_empty());
+        s
+    }
+
+    /// Up for 200 ms, down for 200 ms (4 results each at 50 ms), for two minutes.
+    fn flap_200ms(i: u32) -> bool {
+        (i / 4).is_multiple_of(2)
+    }
+    const TWO_MINUTES: u32 = 120_000 / 50;
+
+    #[test]
+    fn two_minutes_of_200ms_flapping_make_a_bounded_number_of_verdicts() {
+        for initial in [Health::Down, Health::Up] {
+            let t0 = Instant::now();
+            let mut s = HealthState::new(2, 3, damping(), initial);
+            let v = drive(&mut s, t0, TWO_MINUTES, flap_200ms);
+            // Each verdict is at most one table publish.
+            let per_s = v.len() as f64 / 120.0;
+            eprintln!("{initial:?}: {} verdicts in 120 s ({per_s:.3}/s)", v.len());
+            assert!(v.len() <= 10, "{initial:?}: {} verdicts", v.len());
+            assert!(per_s <= 20.0);
+            // One per 200 ms streak, except the first: it decides the initial health.
+            assert_eq!(s.transitions(), 599);
+            assert!(s.flapping());
+            assert_eq!(s.health(), Health::Down);
+            assert_eq!(v.last().map(|v| v.health), Some(Health::Down));
+        }
+        // Without damping the same flap is a verdict (and a publish) per streak.
+        let mut s = HealthState::new(2, 3, Damping::OFF, Health::Down);
+        let v = drive(&mut s, Instant::now(), TWO_MINUTES, flap_200ms);
+        assert_eq!((v.len(), s.flapping()), (600, false));
+    }
+
+    #[test]
+    fn the_first_decision_after_start_is_no_transition() {
+        let t0 = Instant::now();
+        for (initial, ok) in [(Health::Down, true), (Health::Up, false)] {
+            let mut s = HealthState::new(1, 1, damping(), initial);
+            let v = drive(&mut s, t0, 1, |_| ok);
+            assert_eq!(v.len(), 1, "{initial:?}: the verdict is still made");
+            assert_eq!(s.transitions(), 0, "{initial:?}");
+            // The next change is one.
+            drive(&mut s, t0, 1, |_| !ok);
+            assert_eq!(s.transitions(), 1, "{initial:?}");
+        }
+        // Start, then two restarts of the backend within seconds: not flapping.
+        let mut s = HealthState::new(1, 1, damping(), Health::Down);
+        let v = drive(&mut s, t0, 5, |i| i % 2 == 0);
+        assert_eq!((v.len(), s.transitions(), s.flapping()), (5, 4, false));
+    }
+
+    #[test]
+    fn a_flapping_backend_is_held_down_and_makes_few_verdicts() {
+        let t0 = Instant::now();
+        let mut s = settled(1, 1, damping(), Health::Up, t0);
+        // Down, up, down, up 50 ms apart: penalty ~3.99, below suppress: all verdicts.
+        let v = drive(&mut s, t0, 4, |i| i % 2 == 1);
+        assert_eq!(v.len(), 4);
+        assert!(!s.flapping());
+        // The fifth transition (Down) holds it: the Down verdict starts the hold...
+        let v = drive(&mut s, t0 + 4 * TICK, 1, |_| false);
+        assert_eq!(v.len(), 1);
+        assert!(s.flapping());
+        // ...and passing probes during the hold change nothing.
+        let v = drive(&mut s, t0 + 5 * TICK, 200, |_| true);
+        assert!(v.is_empty(), "{v:?}");
+        assert_eq!(s.health(), Health::Down);
+        assert_eq!(s.transitions(), 6);
+        let left = s.held_for(t0 + 205 * TICK).expect("held");
+        assert!(left > 20 * SEC && left < 40 * SEC, "{left:?}");
+    }
+
+    #[test]
+    fn release_after_stability_needs_passing_probes() {
+        let t0 = Instant::now();
+        let mut s = settled(2, 3, damping(), Health::Up, t0);
+        drive(&mut s, t0, TWO_MINUTES, flap_200ms);
+        let end = t0 + TICK * TWO_MINUTES;
+        // Stable and passing from `end` (the rise to Up is one more transition): exactly one
+        // verdict, Up, at the first result after the hold.
+        let mut stable = s.clone();
+        assert!(drive(&mut stable, end, 2, |_| true).is_empty());
+        let risen = end + TICK;
+        let hold = stable.held_for(risen).expect("held after the flap");
+        assert!(hold <= 300 * SEC, "max_hold bounds it: {hold:?}");
+        eprintln!("hold after the flap: {hold:?}");
+        let v = drive(&mut stable, risen + TICK, 20 * 60 * 20, |_| true);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].health, Health::Up);
+        let release = risen + hold;
+        assert!(
+            v[0].at + TICK > release && v[0].at <= release + TICK,
+            "{v:?} vs {release:?}"
+        );
+        assert!(!stable.flapping());
+        // Failing instead: the hold ends without a verdict, and the backend stays Down.
+        let mut failing = s.clone();
+        assert!(drive(&mut failing, end, 20 * 60 * 20, |_| false).is_empty());
+        assert!(!failing.flapping());
+        assert_eq!(failing.health(), Health::Down);
+    }
+
+    #[test]
+    fn a_single_down_after_long_stability_is_immediate() {
+        let t0 = Instant::now();
+        let mut s = HealthState::new(2, 3, damping(), Health::Down);
+        // A restart earlier (Up, Down, Up) leaves some penalty, which has decayed.
+        drive(&mut s, t0, 2, |_| true);
+        drive(&mut s, t0 + SEC, 3, |_| false);
+        drive(&mut s, t0 + 2 * SEC, 2, |_| true);
+        assert_eq!((s.health(), s.transitions()), (Health::Up, 2));
+        let later = t0 + 3600 * SEC;
+        let v = drive(&mut s, later, 3, |_| false);
+        let want = Verdict {
+            health: Health::Down,
+            at: later + 2 * TICK,
+        };
+        assert_eq!(v, vec![want], "down at the `fall`-th failure");
+        // Even right after a flap hold the Down is immediate (the backend was up again).
+        let mut s = settled(1, 1, damping(), Health::Up, t0);
+        drive(&mut s, t0, 6, |i| i % 2 == 1);
+        assert!(s.flapping());
+        let v = drive(&mut s, t0 + 600 * SEC, 2, |_| true);
+        assert_eq!(v.len(), 1);
+        let v = drive(&mut s, t0 + 601 * SEC, 1, |_| false);
+        assert_eq!(
+            v.iter().map(|v| v.health).collect::<Vec<_>>(),
+            [Health::Down]
+        );
+    }
+
+    #[test]
+    fn a_down_backend_stays_down_whatever_the_penalty() {
+        let t0 = Instant::now();
+        // No penalty at all, or a large one, or one decayed away: failing means Down.
+        for flaps in [0, 6, 600] {
+            let mut s = settled(1, 1, damping(), Health::Up, t0);
+            drive(&mut s, t0, flaps, |i| i % 2 == 1);
+            for at in [t0 + SEC, t0 + 100 * SEC, t0 + 3600 * SEC] {
+                drive(&mut s, at, 5, |_| false);
+                assert_eq!(s.health(), Health::Down, "{flaps} flaps, {at:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn transitions_are_counted_on_or_off() {
+        for d in [damping(), Damping::OFF] {
+            let mut s = settled(1, 1, d, Health::Down, Instant::now());
+            drive(&mut s, Instant::now(), 100, |i| i % 2 == 0);
+            assert_eq!(s.transitions(), 100, "{d:?}");
+        }
+        // Results that change nothing are no transitions.
+        let mut s = HealthState::new(2, 2, damping(), Health::Down);
+        drive(&mut s, Instant::now(), 100, |i| i % 4 == 0);
+        assert_eq!(s.transitions(), 0);
+    }
+
+    #[test]
+    fn reconfigure_keeps_the_hold_and_the_count() {
+        let t0 = Instant::now();
+        let mut s = settled(1, 1, damping(), Health::Up, t0);
+        drive(&mut s, t0, 6, |i| i % 2 == 1);
+        assert!(s.flapping());
+        s.reconfigure(2, 3, damping());
+        assert!(drive(&mut s, t0 + SEC, 5, |_| true).is_empty());
+        assert_eq!((s.flapping(), s.transitions()), (true, 6));
+        // Damping turned off by the reload: the next passing result lets it back in.
+        s.reconfigure(2, 3, Damping::OFF);
+        let v = drive(&mut s, t0 + 2 * SEC, 1, |_| true);
+        assert_eq!(v.iter().map(|v| v.health).collect::<Vec<_>>(), [Health::Up]);
+        assert!(!s.flapping());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Pure cores: plain functions of (state, input, now) returning actions; no IO, no clock.
 
 pub mod alloc;
+pub mod flap;
 pub mod health;
 pub mod layout;
+pub mod log_limit;
 pub mod maglev;
 pub mod model;
 pub mod ownership;

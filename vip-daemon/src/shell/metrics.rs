@@ -38,6 +38,10 @@ pub struct Metrics {
     pub backend_up: Family<BackendLabels, Gauge>,
     /// 1 when the backend is in the live table (up, enabled, neighbour resolved).
     pub backend_live: Family<BackendLabels, Gauge>,
+    /// 1 while flap damping holds the backend down.
+    pub backend_flapping: Family<BackendLabels, Gauge>,
+    /// Up<->Down transitions of the backend's probe health (rise/fall).
+    pub backend_transitions: Family<BackendLabels, Counter>,
     pub probe_latency: Family<BackendLabels, Histogram>,
     pub probe_failures: Family<BackendLabels, Counter>,
     pub publishes: Family<VipLabels, Counter>,
@@ -76,6 +80,8 @@ impl Default for Metrics {
             backend_bytes: Family::default(),
             backend_up: Family::default(),
             backend_live: Family::default(),
+            backend_flapping: Family::default(),
+            backend_transitions: Family::default(),
             probe_latency: Family::new_with_constructor(probe_histogram),
             probe_failures: Family::default(),
             publishes: Family::default(),
@@ -127,6 +133,16 @@ impl Default for Metrics {
             "backend_live",
             "1 when the backend is in the live table",
             m.backend_live.clone(),
+        );
+        r.register(
+            "backend_flapping",
+            "1 while flap damping holds the backend down",
+            m.backend_flapping.clone(),
+        );
+        r.register(
+            "backend_transitions",
+            "Up/down transitions of the backend's probe health",
+            m.backend_transitions.clone(),
         );
         r.register(
             "probe_latency_seconds",

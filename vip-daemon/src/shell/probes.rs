@@ -4,6 +4,7 @@
 //! Verdicts (rise/fall) are not made here: `core::health` turns the results into state.
 
 use std::{
+    future::Future,
     io,
     net::SocketAddr,
     os::unix::process::ExitStatusExt,
@@ -74,14 +75,18 @@ const MAX_STDERR: usize = 512;
 /// Time allowed to reap a killed child, and for stderr to arrive after the exit status.
 const GRACE: Duration = Duration::from_millis(50);
 
-/// Runs one probe, never longer than `spec.timeout` (+ a few ms to kill and reap an exec
-/// child), never panics. Failures come back as `ok: false` with the reason in `detail`.
+/// Runs one probe, never panics. Failures come back as `ok: false` with the reason in
+/// `detail`. It lasts at most `spec.timeout` (+ a few ms to kill and reap an exec child),
+/// unless vipd itself was not running meanwhile: see [`within`], which may add up to one more
+/// `spec.timeout`.
 pub async fn probe(spec: &ProbeSpec) -> ProbeResult {
     let start = Instant::now();
+    // Measured from when the probe really starts (not from when its timer was due), so a
+    // prober woken late does not lose the lateness from the probe's time.
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let outcome = match &spec.kind {
-        ProbeKind::Exec { command } => exec(command, spec.target, deadline).await,
-        kind => timeout_at(deadline, net(kind, spec.target))
+        ProbeKind::Exec { command } => exec(command, spec.target, deadline, spec.timeout).await,
+        kind => within(deadline, spec.timeout, net(kind, spec.target))
             .await
             .unwrap_or(Err(Timeout)),
     };
@@ -99,6 +104,35 @@ pub async fn probe(spec: &ProbeSpec) -> ProbeResult {
         latency,
         detail,
     }
+}
+
+/// A deadline timer firing later than this means vipd was not running (CPU starvation, a
+/// stalled runtime), not the ordinary granularity of tokio's timer wheel (1 ms).
+const LATE_TIMER: Duration = Duration::from_millis(5);
+
+/// Awaits `fut` until `deadline`; `None` if it is not done by then. If the deadline's timer
+/// fired more than [`LATE_TIMER`] late, this task was not running for at least that long,
+/// and probably not in the window before either: an answer that arrived meanwhile is seen
+/// when the task runs (the future is polled before the deadline is checked), but a probe
+/// with more than one round trip (HTTP: connect, then request) could not send its next
+/// step while starved, so the backend had less than `timeout` to answer. The probe then
+/// gets the lateness back, once and at most `limit` more, so a starved vipd does not take a
+/// healthy backend down (measured: 100 ms checks under CPU load marked one down for 260 ms),
+/// while a backend that really does not answer still fails within `2 x limit`.
+async fn within<F: Future>(
+    deadline: tokio::time::Instant,
+    limit: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    if let Ok(out) = timeout_at(deadline, &mut fut).await {
+        return Some(out);
+    }
+    let late = tokio::time::Instant::now().saturating_duration_since(deadline);
+    if late <= LATE_TIMER {
+        return None;
+    }
+    tokio::time::timeout(late.min(limit), &mut fut).await.ok()
 }
 
 /// Why a probe failed: `Timeout` is formatted in one place from the spec's timeout.
@@ -293,7 +327,12 @@ impl ServerCertVerifier for NoVerify {
 /// Runs the command with the target in its environment. On timeout the child is killed
 /// and reaped before returning, so probes never pile up processes. Only the direct child is
 /// killed: a shell script should `exec` its last command (or not fork long-lived helpers).
-async fn exec(command: &[String], target: SocketAddr, deadline: tokio::time::Instant) -> Outcome {
+async fn exec(
+    command: &[String],
+    target: SocketAddr,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+) -> Outcome {
     let Some((program, args)) = command.split_first() else {
         return Err(Fail("empty command".into()));
     };
@@ -310,10 +349,10 @@ async fn exec(command: &[String], target: SocketAddr, deadline: tokio::time::Ins
     let (first_tx, first_rx) = oneshot::channel();
     // Held to the end of the function: dropping it stops the drain task.
     let _reader = Reader(child.stderr.take().map(|err| drain_stderr(err, first_tx)));
-    let status = match timeout_at(deadline, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(Fail(format!("wait failed: {e}"))),
-        Err(_) => {
+    let status = match within(deadline, limit, child.wait()).await {
+        Some(Ok(status)) => status,
+        Some(Err(e)) => return Err(Fail(format!("wait failed: {e}"))),
+        None => {
             let _ = child.start_kill();
             let _ = tokio::time::timeout(GRACE, child.wait()).await;
             return Err(Timeout);
@@ -586,6 +625,56 @@ mod tests {
             t.elapsed()
         );
         assert!(r.latency >= Duration::from_millis(200));
+    }
+
+    /// A backend that answers 30 ms after it gets the request, on its own thread so it is
+    /// never starved with the runtime under test.
+    fn slow_answering_server() -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            while let Ok((mut s, _)) = l.accept() {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(30));
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        addr
+    }
+
+    /// The runtime (current-thread here) is blocked for 150 ms right after the probe starts
+    /// connecting, past its 100 ms deadline: the request only goes out when the runtime runs
+    /// again. The backend answers 30 ms later, and that is within the time the probe had.
+    #[tokio::test]
+    async fn a_probe_starved_past_its_deadline_gets_the_lost_time_back() {
+        let addr = slow_answering_server();
+        let blocker = tokio::spawn(async { std::thread::sleep(Duration::from_millis(150)) });
+        let t = Instant::now();
+        let r = run(get("/health"), addr, 100).await;
+        assert_eq!((r.ok, r.detail.as_str()), (true, "HTTP 200"), "{r:?}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            t.elapsed()
+        );
+        blocker.await.unwrap();
+        // Not starved, a backend that does not answer still times out on time.
+        let (addr, t) = (silent_server().await, Instant::now());
+        let r = run(get("/health"), addr, 100).await;
+        assert_eq!((r.ok, r.detail.as_str()), (false, "timeout after 100ms"));
+        assert!(
+            t.elapsed() < Duration::from_millis(190),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[tokio::test]

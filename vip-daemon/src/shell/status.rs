@@ -102,6 +102,16 @@ pub struct BackendStatus {
     pub last_probe: Option<ProbeStatus>,
     /// Local backends: "listening" or "GONE" from the socket watch (sock_diag).
     pub socket: Option<String>,
+    /// Held down by flap damping (its health says "down" even if probes pass).
+    #[serde(default)]
+    pub flapping: bool,
+    /// While flapping: the least time the hold lasts if the backend stays stable (it ends on
+    /// the first passing probe after that).
+    #[serde(default)]
+    pub held_s: Option<f64>,
+    /// Up<->Down transitions of its probe health since vipd started.
+    #[serde(default)]
+    pub transitions: u64,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -214,17 +224,23 @@ impl Status {
                     Some(sock) => format!("socket {sock}, {probe}"),
                     None => probe,
                 };
+                let health = match (b.flapping, b.held_s) {
+                    (true, Some(held)) => format!("{} FLAPPING (held >= {held:.0}s)", b.health),
+                    (true, None) => format!("{} FLAPPING", b.health),
+                    (false, _) => b.health.clone(),
+                };
                 let _ = writeln!(
                     s,
-                    "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} {} | {} | {} pkts {}",
+                    "  {:<12} {:>20}:{:<5} {:<5} {:<4} {:<8} w={:<3} slots={:<6} transitions={:<4} {} | {} | {} pkts {}",
                     b.name,
                     b.address,
                     b.port,
                     b.forward,
-                    b.health,
+                    health,
                     b.admin,
                     b.weight,
                     b.slots,
+                    b.transitions,
                     b.neighbour,
                     probe,
                     b.packets,
@@ -320,5 +336,58 @@ impl TraceReport {
             self.explanation
         );
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_backend(b: BackendStatus) -> Status {
+        Status {
+            vips: vec![VipStatus {
+                name: "api".into(),
+                backends: vec![b],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_flapping_backend_says_so_with_its_hold_and_transitions() {
+        let b = BackendStatus {
+            name: "ctl1".into(),
+            health: "down".into(),
+            flapping: true,
+            held_s: Some(41.6),
+            transitions: 37,
+            ..Default::default()
+        };
+        let text = one_backend(b.clone()).render();
+        assert!(text.contains("down FLAPPING (held >= 42s)"), "{text}");
+        assert!(text.contains("transitions=37"), "{text}");
+        let calm = BackendStatus {
+            flapping: false,
+            held_s: None,
+            ..b
+        };
+        assert!(!one_backend(calm).render().contains("FLAPPING"));
+    }
+
+    #[test]
+    fn status_json_from_a_vipd_without_flap_fields_still_reads() {
+        let json = serde_json::to_value(one_backend(BackendStatus::default())).unwrap();
+        let mut json = json.to_string();
+        for field in [
+            ",\"flapping\":false",
+            ",\"held_s\":null",
+            ",\"transitions\":0",
+        ] {
+            assert!(json.contains(field), "{json}");
+            json = json.replace(field, "");
+        }
+        let back: Status = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, one_backend(BackendStatus::default()));
     }
 }
