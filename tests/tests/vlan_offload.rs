@@ -207,6 +207,7 @@ fn tagged_vip_traffic_with_rx_vlan_offload() {
         peers: 1,
         interfaces: 1,
         fallbacks: 0,
+        flows: 0,
     };
     let dp = {
         let (path, iface) = (lb_pins.path.clone(), lb_host.iface.clone());
@@ -231,7 +232,7 @@ fn tagged_vip_traffic_with_rx_vlan_offload() {
             mac: b.mac,
             family: FAMILY_V4,
             mode: FWD_L2,
-            _pad: [0; 8],
+            ..Backend::default()
         },
     );
     let key = VipKey {
