@@ -658,3 +658,67 @@ forward = "encap"
     );
     stop.store(true, Ordering::Release);
 }
+
+/// A restart whose maps need other sizes (here a `[limits]` change) builds the new data plane
+/// beside the pinned one and swaps the program in each link: under a new connection every
+/// 10 ms, no request fails, and the old maps are gone afterwards.
+#[test]
+fn restart_with_new_limits_swaps_the_data_plane_without_a_gap() {
+    if !privileged("restart_with_new_limits_swaps_the_data_plane_without_a_gap") {
+        return;
+    }
+    let mut env = env();
+    let pins = env._pins.0.path.clone();
+    let vips_entries = |pins: &std::path::Path| {
+        aya::maps::MapData::from_pin(pins.join(maps::MAP_VIPS))
+            .and_then(|m| m.info())
+            .map(|i| i.max_entries())
+            .expect("pinned VIPS")
+    };
+    assert_eq!(vips_entries(&pins), 16, "default limits.vips");
+    let stop = Arc::new(AtomicBool::new(false));
+    let to = SocketAddr::new(IpAddr::V4(VIP), 80);
+    let load = {
+        let stop = stop.clone();
+        env.lan.hosts[env.client].ns.spawn(move || {
+            let mut results = Vec::new();
+            while !stop.load(Ordering::Acquire) {
+                results.push(servers::http_get(to).map_err(|e| e.to_string()));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            results
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let good = std::fs::read_to_string(&env.vipd.config).expect("read");
+    std::fs::write(&env.vipd.config, format!("[limits]\nvips = 40\n{good}")).expect("write");
+    env.vipd.kill9();
+    env.vipd.spawn();
+    let s = env.vipd.status_json();
+    assert_eq!(
+        s["interfaces"][0]["mode"], "adopted",
+        "the link was taken over"
+    );
+    assert_eq!(live_backends(&s, "web"), 3, "verdicts carried over");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Release);
+    let results = load.join().expect("load");
+    let logs = env.vipd.logs();
+    assert!(logs.contains("building a new data plane beside"), "{logs}");
+    assert_eq!(
+        vips_entries(&pins),
+        40,
+        "the new maps took the pin directory"
+    );
+    assert!(!vip_daemon::shell::dataplane::staging_dir(&pins).exists());
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(results.len() > 30, "too few requests: {}", results.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        results.len()
+    );
+    // The swapped-in program forwards with the new maps.
+    assert_eq!(served_by(&requests(&env, 30, Duration::ZERO)).len(), 3);
+}

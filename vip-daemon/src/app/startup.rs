@@ -14,7 +14,7 @@ use crate::{
         plan::{self, BackendPlan, Plan, VipPlan},
     },
     shell::{
-        dataplane::{self, Attached, Dataplane, DataplaneError},
+        dataplane::{Attached, Dataplane, DataplaneError, Sizing},
         metrics::Metrics,
         neighbours,
         probes::ProbeEvent,
@@ -38,30 +38,15 @@ fn settings(config: &Config, layout_id: u32) -> Settings {
     }
 }
 
-/// Removes every pin (detaching every interface) so that maps can be created afresh.
-fn recreate(config: &Config, why: &str) -> anyhow::Result<()> {
+/// A new data plane for `sizing`, built beside the pinned one that cannot be adopted: the
+/// old one keeps forwarding until the new program takes over its links (see
+/// `Dataplane::load_beside`), so no packet meets an interface without a program.
+fn beside(config: &Config, sizing: &Sizing, why: &str) -> anyhow::Result<Dataplane> {
     tracing::warn!(
-        "{why}: re-creating the data plane (VIP traffic is interrupted until the tables are \
-         published again)"
+        "{why}: building a new data plane beside the pinned one; the old one forwards until \
+         the new program replaces it in each link"
     );
-    let dir = &config.node.pin_dir;
-    let links: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_str()?
-                        .strip_prefix("link_")
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    for iface in links {
-        dataplane::detach(dir, &iface)?;
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(())
+    Ok(Dataplane::load_beside(&config.node.pin_dir, sizing)?)
 }
 
 fn non_local_addresses(plan: &Plan, backends: &[BackendRt]) -> Vec<IpAddr> {
@@ -105,8 +90,7 @@ fn open_dataplane(config: &Config) -> anyhow::Result<Opened> {
     let pin_dir = &config.node.pin_dir;
     let mut dp = match Dataplane::load_pinned(pin_dir, &sizing) {
         Err(e @ (DataplaneError::PinnedSize { .. } | DataplaneError::PinnedShape { .. })) => {
-            recreate(config, &e.to_string())?;
-            Dataplane::load_pinned(pin_dir, &sizing)?
+            beside(config, &sizing, &e.to_string())?
         }
         other => other?,
     };
@@ -125,8 +109,7 @@ fn open_dataplane(config: &Config) -> anyhow::Result<Opened> {
                 "the pinned maps have other shapes or limits"
             };
             drop(dp);
-            recreate(config, why)?;
-            dp = Dataplane::load_pinned(pin_dir, &sizing)?;
+            dp = beside(config, &sizing, why)?;
             None
         }
     };
@@ -161,14 +144,15 @@ pub async fn start(
         Err(e) if adopted.is_some() => {
             // Fragmented by earlier changes: lay the file out afresh in new maps.
             drop(dp);
-            recreate(&config, &e.to_string())?;
-            dp = Dataplane::load_pinned(&config.node.pin_dir, &plan::sizing(&config, &limits))?;
+            dp = beside(&config, &plan::sizing(&config, &limits), &e.to_string())?;
             adopted = None;
             alloc::reconcile(&Allocation::default(), &config, &limits)?
         }
         Err(e) => return Err(e.into()),
     };
     let plan = plan::plan(&config, &alloc, &limits)?;
+    // Replacing a live data plane: its verdicts (state file) are as fresh as its tables.
+    let replacing = dp.is_replacing();
     let mut tables = dp.table_publisher()?;
 
     let mut vip_of = vec![usize::MAX; limits.backends as usize];
@@ -194,7 +178,7 @@ pub async fn start(
             // live table".
             let was_live = live.as_ref().is_some_and(|t| t.contains(&b.index));
             let up = match remembered {
-                Some(r) if adopted.is_some() => r.up,
+                Some(r) if adopted.is_some() || replacing => r.up,
                 _ => was_live,
             };
             let c = &b.conf.check;
@@ -301,6 +285,11 @@ pub async fn start(
             }
         }
         d.interfaces.push((iface, mode.to_owned()));
+    }
+    if d.dp.is_replacing() {
+        d.dp.finish_replacement()
+            .context("removing the replaced data plane")?;
+        tracing::info!("the new data plane took over every link; the old maps are gone");
     }
     d.start_probers();
     Ok(d)

@@ -124,6 +124,10 @@ pub enum Attached {
 pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// Set while this data plane is being built beside a pinned one it replaces (in
+    /// `pin_dir`, a staging directory): the directory of the old one, whose links
+    /// [`Dataplane::attach`] takes over and which [`Dataplane::finish_replacement`] removes.
+    replacing: Option<PathBuf>,
 }
 
 impl Dataplane {
@@ -173,7 +177,68 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             pin_dir: Some(pin_dir.to_owned()),
+            replacing: None,
         })
+    }
+
+    /// Builds a new data plane beside the one pinned under `pin_dir` (whose maps have other
+    /// shapes or sizes): new maps pinned in a staging directory next to it, for the caller
+    /// to fill and publish. The old program keeps forwarding meanwhile; [`Dataplane::attach`]
+    /// then swaps the new program into each pinned link (one bpf_link_update each) and
+    /// [`Dataplane::finish_replacement`] removes the old maps and moves the new ones in.
+    pub fn load_beside(pin_dir: &Path, sizing: &Sizing) -> Result<Self, DataplaneError> {
+        let staging = staging_dir(pin_dir);
+        // A staging directory left by a vipd that died mid-replacement: its links (if any
+        // were moved) go with it; the old directory still has the rest.
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(|source| DataplaneError::PinDir {
+                path: staging.clone(),
+                source,
+            })?;
+        }
+        let mut dp = Self::load_pinned(&staging, sizing)?;
+        dp.replacing = Some(pin_dir.to_owned());
+        Ok(dp)
+    }
+
+    /// After every interface is attached: the old pinned maps and program go (no link uses
+    /// them any more) and the new ones take the pin directory's name.
+    pub fn finish_replacement(&mut self) -> Result<(), DataplaneError> {
+        let (Some(old), Some(staging)) = (self.replacing.take(), self.pin_dir.clone()) else {
+            return Ok(());
+        };
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| DataplaneError::PinDir { path, source }
+        };
+        // Links of interfaces this config no longer attaches stay with the old program.
+        let leftover_links = std::fs::read_dir(&old)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().starts_with("link_"))
+            })
+            .unwrap_or(false);
+        if leftover_links {
+            tracing::warn!(dir = %old.display(), "links of interfaces no longer configured keep the old program: `vipd detach` them");
+            let aside = old.with_file_name(format!(
+                "{}-old",
+                old.file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("vip-fabric")
+            ));
+            let _ = std::fs::remove_dir_all(&aside);
+            std::fs::rename(&old, &aside).map_err(io(&old))?;
+        } else {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&staging, &old).map_err(io(&staging))?;
+        self.pin_dir = Some(old);
+        Ok(())
+    }
+
+    /// Whether this data plane replaces a pinned one (built by [`Dataplane::load_beside`]).
+    pub fn is_replacing(&self) -> bool {
+        self.replacing.is_some()
     }
 
     /// Loads the object with private (unpinned) maps: for BPF_PROG_TEST_RUN and benchmarks.
@@ -185,6 +250,7 @@ impl Dataplane {
         Ok(Self {
             ebpf: loader.load(XDP_OBJECT)?,
             pin_dir: None,
+            replacing: None,
         })
     }
 
@@ -227,6 +293,29 @@ impl Dataplane {
             .ok_or_else(|| DataplaneError::Pin("private maps cannot be attached".into()))?;
         let link_path = link_pin_path(&pin_dir, iface);
         let prog_path = pin_dir.join(name);
+        if let Some(old_link) = self
+            .replacing
+            .as_deref()
+            .map(|old| link_pin_path(old, iface))
+            .filter(|l| l.exists())
+        {
+            // The old data plane's link: the new program goes into it atomically, then its
+            // pin moves to the new directory.
+            match self.replace_program(name, &old_link, &prog_path) {
+                Ok(()) => {
+                    std::fs::rename(&old_link, &link_path).map_err(|source| {
+                        DataplaneError::PinDir {
+                            path: old_link.clone(),
+                            source,
+                        }
+                    })?;
+                    return Ok(Attached::Adopted);
+                }
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "old XDP link unusable; attaching anew")
+                }
+            }
+        }
         if link_path.exists() {
             match self.replace_program(name, &link_path, &prog_path) {
                 Ok(()) => return Ok(Attached::Adopted),
@@ -547,6 +636,15 @@ pub fn detach(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
         })?;
     }
     Ok(had_link)
+}
+
+/// Where a replacement data plane is built: beside `pin_dir`, on the same bpffs.
+pub fn staging_dir(pin_dir: &Path) -> PathBuf {
+    let name = pin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("vip-fabric");
+    pin_dir.with_file_name(format!("{name}-next"))
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
