@@ -156,3 +156,65 @@ fn owner_death_moves_the_vip_within_a_second_and_keeps_connections() {
     eprintln!("long-lived connections to survivors: {kept} kept, {lost} lost");
     assert!(kept > 0 && lost == 0, "kept {kept}, lost {lost}");
 }
+
+/// `vipd vip move`: the owner hands the VIP to the named node, which answers for it at once;
+/// every long-lived connection keeps its backend (the old owner is alive, so none is lost).
+/// A non-owner refuses and names the owner.
+#[test]
+fn operator_move_hands_the_vip_over_and_keeps_connections() {
+    if !privileged("operator_move_hands_the_vip_over_and_keeps_connections") {
+        return;
+    }
+    let cluster = Cluster::start("");
+    let owner_idx = cluster.wait_single_owner(Duration::from_secs(10));
+    let owner = cluster.nodes[owner_idx].name.clone();
+    let target_idx = (owner_idx + 1) % cluster.nodes.len();
+    let bystander = (owner_idx + 2) % cluster.nodes.len();
+    let target = cluster.nodes[target_idx].name.clone();
+    let vip = VIP.to_string();
+    let refused = cluster.nodes[bystander]
+        .vipd
+        .cli(&["vip", "move", &vip, &target])
+        .expect_err("only the owner moves");
+    assert!(refused.contains(&format!("owned by {owner}")), "{refused}");
+
+    let c = cluster.client();
+    let lines = SocketAddr::new(IpAddr::V4(VIP), 7000);
+    let conns = c.ns.run(move || {
+        (0..8)
+            .map(|_| {
+                let mut l = servers::LineClient::connect(lines).expect("connect");
+                let who = l.ask().expect("ask");
+                (l, who)
+            })
+            .collect::<Vec<_>>()
+    });
+    let moved = cluster.nodes[owner_idx]
+        .vipd
+        .cli(&["vip", "move", &vip, &target])
+        .expect("move");
+    assert!(moved.contains("handed over"), "{moved}");
+    let new_owner = cluster.wait_single_owner(Duration::from_secs(3));
+    assert_eq!(new_owner, target_idx, "the named node owns the VIP");
+    let new_mac = fmt_mac(&cluster.host(target_idx).mac);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let neigh = c.ns.exec(&["ip", "neigh", "show", &vip]);
+        if neigh.contains(&new_mac) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "client still has {neigh}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (kept, lost) = c.ns.run(move || {
+        let (mut kept, mut lost) = (0, 0);
+        for (mut l, who) in conns {
+            match l.ask() {
+                Ok(again) if again == who => kept += 1,
+                _ => lost += 1,
+            }
+        }
+        (kept, lost)
+    });
+    assert_eq!((kept, lost), (8, 0), "connections through the move");
+}

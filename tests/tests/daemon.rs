@@ -604,7 +604,6 @@ forward = "encap"
     let b0_mac = fmt_mac(&lan.hosts[backend].mac);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        let status = vipd.cli(&["status"]).expect("status");
         let s = vipd.status_json();
         let far = backend_field(&s, "web", "far", "neighbour");
         let b0 = backend_field(&s, "web", "b0", "neighbour");
@@ -613,7 +612,8 @@ forward = "encap"
             .is_some_and(|t| !t.contains("not resolved yet"))
             && b0.as_str() == Some(b0_mac.as_str());
         if settled || Instant::now() > deadline {
-            break status;
+            // Read after the JSON that settled: an earlier text could predate it.
+            break vipd.cli(&["status"]).expect("status");
         }
         std::thread::sleep(Duration::from_millis(50));
     };

@@ -58,6 +58,11 @@ enum Command {
     Reload,
     /// Cluster mode: hand every VIP over to another node and leave (before a planned stop).
     Leave,
+    /// Cluster mode: VIP addresses on purpose.
+    Vip {
+        #[command(subcommand)]
+        action: VipCmd,
+    },
     /// Print a new random cluster key (hex) for the key file.
     Keygen,
     /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
@@ -95,6 +100,13 @@ enum BackendCmd {
         backend: String,
         weight: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum VipCmd {
+    /// Run on the owner: hand the VIP's address (VIP name or address) to NODE, which
+    /// takes it at once, without fencing; connections survive (same tables everywhere).
+    Move { vip: String, node: String },
 }
 
 fn init_logging() {
@@ -198,6 +210,17 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Leave => {
             if let Response::Ok { message } = ask(&cli, Request::Leave)? {
+                println!("{message}");
+            }
+        }
+        Command::Vip {
+            action: VipCmd::Move { vip, node },
+        } => {
+            let req = Request::VipMove {
+                vip: vip.clone(),
+                to: node.clone(),
+            };
+            if let Response::Ok { message } = ask(&cli, req)? {
                 println!("{message}");
             }
         }

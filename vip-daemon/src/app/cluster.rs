@@ -466,6 +466,56 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// `vipd vip move VIP NODE`: the owner hands the VIP address (named by a VIP's name or
+    /// its address) to `to` with the ownership core's move; established connections
+    /// survive as in any move (same tables everywhere). Only the owner can do it: moves are
+    /// not forwarded over gossip (a new gossip item would be dropped by older vipds during a
+    /// rolling upgrade), so another node answers with the owner's name.
+    pub(super) async fn move_vip(&mut self, vip: &str, to: &str) -> Result<String, String> {
+        let address = self
+            .config
+            .vips
+            .iter()
+            .find(|v| v.name == vip || v.address.to_string() == vip)
+            .map(|v| v.address.to_string())
+            .ok_or_else(|| format!("no VIP named or addressed {vip:?}"))?;
+        let now = Instant::now();
+        let Some(c) = self.cluster.as_mut() else {
+            return Err("not in cluster mode: a single node owns every VIP".into());
+        };
+        let owner = c
+            .ownership
+            .view()
+            .into_iter()
+            .find(|v| v.vip == address)
+            .and_then(|v| v.owner);
+        match owner {
+            Some(o) if o == self.config.node.name => {}
+            Some(o) => return Err(format!("{address} is owned by {o}: run the move there")),
+            None => return Err(format!("{address} has no owner now: placement decides")),
+        }
+        let actions = c.ownership.handle(
+            Input::Move {
+                vip: address.clone(),
+                to: to.to_owned(),
+            },
+            now,
+        );
+        let lines: Vec<String> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Status(line) => Some(line.clone()),
+                _ => None,
+            })
+            .collect();
+        self.apply_ownership(actions).await;
+        match lines.iter().find(|l| l.contains("handed over")) {
+            Some(done) => Ok(done.clone()),
+            None if lines.is_empty() => Ok(format!("{address} is already on {to}")),
+            None => Err(lines.join("; ")),
+        }
+    }
+
     /// A member joined or restarted (started, rebooted, back from a partition): it knows no
     /// one's views, and verdicts are only gossiped when they change. Without them its
     /// tables, fallback tables included, follow its own probes alone until they rise, while

@@ -157,8 +157,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = hup.recv() => {
-                let msg = d.reload();
-                tracing::info!("SIGHUP: {msg:?}");
+                if d.reload().is_ok() {
+                    d.refresh_neighbours().await;
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -187,12 +188,20 @@ impl Daemon {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
+            Request::VipMove { vip, to } => match self.move_vip(&vip, &to).await {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
             Request::Leave => match self.leave().await {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
             Request::Reload => match self.reload() {
-                Ok(message) => Response::Ok { message },
+                Ok(message) => {
+                    // New backends get their next hops now, not at the next 1 s refresh.
+                    self.refresh_neighbours().await;
+                    Response::Ok { message }
+                }
                 Err(message) => Response::Error { message },
             },
         }
@@ -250,7 +259,10 @@ impl Daemon {
             .and_then(|config| self.apply_reload(config));
         let stamp = format!("{:.0}s after start", self.started.elapsed().as_secs_f64());
         match &outcome {
-            Ok(m) => self.last_reload = Some(format!("ok ({stamp}): {m}")),
+            Ok(m) => {
+                tracing::info!("reload applied: {m}");
+                self.last_reload = Some(format!("ok ({stamp}): {m}"));
+            }
             Err(e) => {
                 self.metrics.reload_failures.inc();
                 tracing::error!("reload refused, still running the previous config:\n{e}");

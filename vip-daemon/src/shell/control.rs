@@ -44,6 +44,11 @@ pub enum Request {
     Reload,
     /// Release every VIP gracefully and leave the cluster (before a planned stop).
     Leave,
+    /// Cluster mode: the owner hands a VIP address to another node.
+    VipMove {
+        vip: String,
+        to: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
