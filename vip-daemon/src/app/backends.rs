@@ -261,6 +261,10 @@ impl Daemon {
         }
         self.share_verdict(index, v.health);
         self.state_dirty = true;
+        let rt = &self.backends[index];
+        if v.health == Health::Up && !rt.local && rt.next_hop.and_then(|h| h.mac).is_none() {
+            self.neighbours_due = true;
+        }
         self.republish(vip, Some(v.at));
     }
 }

@@ -73,6 +73,9 @@ pub struct Daemon {
     pub state_path: PathBuf,
     /// A verdict or admin change not yet in the state file.
     pub state_dirty: bool,
+    /// A backend went up without a resolved next hop: refresh now, not at the next tick
+    /// (its probes have just made the kernel resolve it).
+    pub neighbours_due: bool,
     pub dp: Dataplane,
     pub tables: TablePublisher,
     pub interfaces: Vec<(String, String)>,
@@ -136,7 +139,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            Some(ev) = probe_rx.recv() => d.on_probe(ev),
+            Some(ev) = probe_rx.recv() => {
+                d.on_probe(ev);
+                if std::mem::take(&mut d.neighbours_due) {
+                    d.refresh_neighbours().await;
+                }
+            }
             Some((vip, pre)) = precomputed_rx.recv() => d.on_precomputed(vip, pre),
             Some((req, reply)) = call_rx.recv() => {
                 let resp = d.on_request(req).await;

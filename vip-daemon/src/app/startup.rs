@@ -229,6 +229,7 @@ pub async fn start(
         opts,
         state_path: state::path(&config),
         state_dirty: true,
+        neighbours_due: false,
         config,
         plan,
         alloc,
