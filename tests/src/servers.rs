@@ -116,7 +116,12 @@ fn answer_keepalive(conn: TcpStream, name: &str, stop: &AtomicBool) {
         if !head.ends_with("\r\n\r\n") && !head.ends_with("\n\n") {
             continue;
         }
-        let request_line = head.lines().next().unwrap_or_default().trim_end().to_owned();
+        let request_line = head
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
         let close = !request_line.ends_with("HTTP/1.1")
             || head
                 .lines()

@@ -69,6 +69,8 @@ struct Record {
     on: Mutex<Vec<Option<String>>>,
     /// Requests answered on long-lived connections, per backend.
     kept_answers: Mutex<BTreeMap<String, u64>>,
+    /// Requests answered on long-lived connections, per step.
+    kept_by_step: Mutex<BTreeMap<usize, u64>>,
 }
 
 /// A backend's server that can die and come back.
@@ -225,12 +227,7 @@ impl Bench {
         }
         let scratch = std::env::temp_dir().join(unique("vip-bench-changes-"));
         std::fs::create_dir_all(&scratch).context("scratch dir")?;
-        let text = config(
-            &lan.hosts[lb].iface,
-            &scratch,
-            &["b0", "b1", "b2"],
-            false,
-        );
+        let text = config(&lan.hosts[lb].iface, &scratch, &["b0", "b1", "b2"], false);
         let vipd = Vipd::start_bin(&lan.hosts[lb].ns, &pins, &text, &bins.vipd);
         let bench = Self {
             vipd,
@@ -244,7 +241,9 @@ impl Bench {
             _pins: (pins, port_pins),
             lan,
         };
-        bench.wait("b0..b2 up", Duration::from_secs(10), |s| live(s, "web") == 3)?;
+        bench.wait("b0..b2 up", Duration::from_secs(10), |s| {
+            live(s, "web") == 3
+        })?;
         story.say("vipd up, b0..b2 up");
         Ok(bench)
     }
@@ -438,6 +437,12 @@ fn long_lived(i: usize, to: SocketAddr, stop: &AtomicBool, step: &AtomicUsize, r
                         .expect("lock")
                         .entry(backend.clone())
                         .or_default() += 1;
+                    *record
+                        .kept_by_step
+                        .lock()
+                        .expect("lock")
+                        .entry(now)
+                        .or_default() += 1;
                     continue;
                 }
                 Ok(other) => format!("answered by {other}"),
@@ -490,6 +495,7 @@ struct Row {
     n: usize,
     what: &'static str,
     requests: usize,
+    kept: u64,
     failed: usize,
     broken: usize,
     expected: usize,
@@ -541,7 +547,14 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     story.say(format!("reload: {answer}"));
     let s = b.status()?;
     let new_down = slots(&s, "b3") == 0;
-    let rose = b.wait("b3 up", Duration::from_secs(5), |s| slots(s, "b3") > 0)?;
+    b.wait("b3's verdict up", Duration::from_secs(5), |s| {
+        backend_of(s, "web", "b3")["health"] == "up"
+    })?;
+    let verdict = t.elapsed();
+    b.wait("b3 in the table", Duration::from_secs(5), |s| {
+        slots(s, "b3") > 0
+    })?;
+    let rose = t.elapsed();
     let first = loop {
         let seen = b
             .record
@@ -563,8 +576,9 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     note(
         1,
         format!(
-            "b3 {} at reload, up after {} ms (rise {RISE} x {INTERVAL_MS} ms), first new connection on it after {}",
+            "b3 {} at reload; from the reload: verdict up after {} ms (rise {RISE} x {INTERVAL_MS} ms), in the table after {} ms, first new connection on it after {}",
             if new_down { "down" } else { "ALREADY UP" },
+            ms(verdict),
             ms(rose),
             first.map_or("NEVER".to_owned(), |d| format!("{} ms", ms(d)))
         ),
@@ -574,16 +588,10 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     begin(&b, 2, "remove a backend by reload");
     let by = b.long_lived_by_backend();
     story.say(format!("long-lived per backend: {by:?}"));
-    let removed = by
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(name, _)| name.clone())
-        .context("no long-lived connection open")?;
-    let removed_static = BACKENDS
-        .iter()
-        .map(|(n, _)| *n)
-        .find(|n| *n == removed)
-        .context("unknown backend")?;
+    // b0: b1 is drained in step 6, b2 crashes in step 7 and b3 flaps in step 9, each while
+    // carrying the long-lived connections it has had since its start.
+    let removed_static = "b0";
+    let removed = removed_static.to_owned();
     let carrying = by.get(&removed).copied().unwrap_or(0);
     expected_gone.entry(2).or_default().insert(removed.clone());
     let remaining: Vec<&str> = ["b0", "b1", "b2", "b3"]
@@ -638,7 +646,10 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     b.vipd.spawn();
     let down = t.elapsed();
     let s = b.status()?;
-    let mode = s["interfaces"][0]["mode"].as_str().unwrap_or("?").to_owned();
+    let mode = s["interfaces"][0]["mode"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
     let kept = live(&s, "web");
     let rose = b.wait("re-added backend up", Duration::from_secs(5), |s| {
         slots(s, &removed) > 0
@@ -737,12 +748,14 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     // 8: weight change.
     begin(&b, 8, "weight b0 3");
     let before = b.served_since(Instant::now() - Duration::from_secs(1));
+    let slots_before = slots(&b.status()?, "b0");
     b.vipd
         .cli(&["backend", "weight", "web", "b0", "3"])
         .map_err(|e| anyhow::anyhow!("weight: {e}"))?;
     let t = Instant::now();
-    pause(Duration::from_millis(1500))?;
+    pause(Duration::from_secs(3))?;
     let after = b.served_since(t);
+    let slots_after = slots(&b.status()?, "b0");
     let share = |m: &BTreeMap<String, usize>| {
         let all: usize = m.values().sum();
         100.0 * m.get("b0").copied().unwrap_or(0) as f64 / all.max(1) as f64
@@ -750,7 +763,7 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     note(
         8,
         format!(
-            "b0's share of new connections {:.0}% before, {:.0}% after (weights 3:1:1:1 -> 50%)",
+            "b0's slots {slots_before} -> {slots_after} of 251, its share of new connections {:.0}% before, {:.0}% after (weights 3:1:1:1 -> 50%)",
             share(&before),
             share(&after)
         ),
@@ -782,12 +795,12 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
     note(
         9,
         format!(
-            "{} publishes of web in {:.1} s = {flap_rate:.2}/s; b3: {} probe transitions, flapping={}, held >= {} s, health {}",
+            "{} publishes of web in {:.1} s = {flap_rate:.2}/s; b3 at the end: {} probe transitions, flapping={}, held >= {:.0} s, health {}",
             p1 - p0,
             took.as_secs_f64(),
             b3["transitions"],
             b3["flapping"],
-            b3["held_s"],
+            b3["held_s"].as_f64().unwrap_or(0.0),
             b3["health"]
         ),
     );
@@ -816,6 +829,7 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
         "flap b3 every 200 ms, 20 s",
     ];
     let broken = std::mem::take(&mut *b.record.broken.lock().expect("lock"));
+    let kept_by_step = b.record.kept_by_step.lock().expect("lock").clone();
     let mut rows = Vec::new();
     for (n, what) in TITLES.iter().enumerate() {
         let samples = b.samples_in(n);
@@ -842,6 +856,7 @@ pub fn changes(bins: &Bins, opts: &Options) -> anyhow::Result<()> {
             n,
             what,
             requests: samples.len(),
+            kept: kept_by_step.get(&n).copied().unwrap_or(0),
             failed: errors.values().sum(),
             broken: unexpected,
             expected,
@@ -913,6 +928,8 @@ fn report(rows: &[Row], flap_rate: f64) -> String {
          HTTP, interval {INTERVAL_MS} ms, timeout {INTERVAL_MS} ms, rise {RISE}, fall {FALL}, no \
          jitter.\n\n\
          - **failed**: new connections that got an error (refused, reset, timeout after 2 s).\n\
+         - **long-lived requests**: requests answered on the long-lived connections (by their \
+         own backend) during the step.\n\
          - **broken (surviving)**: long-lived connections broken (error, reset, 3 s timeout, or \
          answered by another backend) whose backend is still in service: the number that must be 0.\n\
          - **broken (expected)**: long-lived connections on the backend the step takes away \
@@ -921,8 +938,8 @@ fn report(rows: &[Row], flap_rate: f64) -> String {
          - **gap ms**: the longest run of failing new connections in the step (first failure's \
          start to the next success's start); `restart_gap_ms` is its maximum over steps 4 and 5.\n\
          - A broken connection is reopened at once, so every step starts with {LONG_LIVED} open.\n\n\
-         | # | step | new requests | failed | broken (surviving) | broken (expected) | gap ms | max latency ms | notes |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | # | step | new requests | failed | long-lived requests | broken (surviving) | broken (expected) | gap ms | max latency ms | notes |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
         machine(),
         NEW_EVERY.as_millis(),
         LONG_EVERY.as_millis(),
@@ -930,11 +947,12 @@ fn report(rows: &[Row], flap_rate: f64) -> String {
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.n,
             r.what,
             r.requests,
             r.failed,
+            r.kept,
             r.broken,
             r.expected,
             r.gap_ms,
