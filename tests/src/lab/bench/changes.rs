@@ -971,11 +971,14 @@ fn report(rows: &[Row], flap_rate: f64) -> String {
          Step 7 (a backend crash) and step 9 (a flapping backend) are not routine changes and \
          are reported only in the table: a direct-server-return balancer cannot retry a \
          connection that its backend refused, so new connections sent to a dead backend fail \
-         until the checks take it out of the table (fall {FALL} x {INTERVAL_MS} ms, plus up to \
-         one interval until the first failing probe and the publish: ~{}-{} ms). Flap: {flap_rate:.2} \
-         table publishes/s of VIP web while b3 toggled every {} ms.\n",
+         until the checks take it out of the table. That window lasts until {FALL} probes in a row \
+         have failed (fall {FALL}, interval {INTERVAL_MS} ms), plus the publish: {}-{} ms after \
+         the crash when the dead service refuses at once (as here; step 7's notes give the \
+         measured value); a host that stops answering adds up to one timeout ({INTERVAL_MS} ms). \
+         Flap: {flap_rate:.2} table publishes/s of VIP web while b3 toggled every {} ms (flap \
+         damping holds it down after a few transitions).\n",
+        (FALL as u64 - 1) * INTERVAL_MS,
         FALL as u64 * INTERVAL_MS,
-        (FALL as u64 + 1) * INTERVAL_MS + INTERVAL_MS,
         FLAP_TOGGLE.as_millis(),
     );
     let mut details = String::new();
