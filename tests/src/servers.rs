@@ -50,6 +50,94 @@ pub fn http_server(ns: &NetNs, port: u16, name: String, stop: Arc<AtomicBool>) -
     handle
 }
 
+/// Serves HTTP/1.1 keep-alive on `[::]:port` (IPv4 too) until `stop`: every request on a
+/// connection is answered with body `name` (with `Content-Length`), and the connection stays
+/// open until the client closes it. An HTTP/1.0 request, or one with `Connection: close` (as
+/// vipd's HTTP probe sends), is answered and then closed. A thread per connection. When `stop`
+/// is set, the listener closes at once and every open connection is closed within ~100 ms, as
+/// when the service dies; the returned thread (the accept loop) ends after the listener is
+/// closed, so joining it frees the port for a new server.
+pub fn keepalive_server(
+    ns: &NetNs,
+    port: u16,
+    name: String,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let is_ready = ready.clone();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind keep-alive http");
+        listener.set_nonblocking(true).expect("nonblocking");
+        is_ready.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((conn, _)) => {
+                    let (name, stop) = (name.clone(), stop.clone());
+                    std::thread::spawn(move || answer_keepalive(conn, &name, &stop));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// Answers the requests of one keep-alive connection until the client closes it or `stop`.
+fn answer_keepalive(conn: TcpStream, name: &str, stop: &AtomicBool) {
+    use std::io::BufRead as _;
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_nodelay(true);
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(100)));
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(conn);
+    // The request head read so far (a read timeout may split it).
+    let mut head = String::new();
+    while !stop.load(Ordering::Acquire) {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                // Keep what arrived of a partial line and wait for the rest.
+                head.push_str(&line);
+                continue;
+            }
+            Err(_) => return,
+        }
+        head.push_str(&line);
+        if !head.ends_with("\r\n\r\n") && !head.ends_with("\n\n") {
+            continue;
+        }
+        let request_line = head
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_end()
+            .to_owned();
+        let close = !request_line.ends_with("HTTP/1.1")
+            || head
+                .lines()
+                .any(|h| h.to_ascii_lowercase().starts_with("connection: close"));
+        head.clear();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{}\r\n{name}",
+            name.len(),
+            if close { "Connection: close\r\n" } else { "" },
+        );
+        if out.write_all(reply.as_bytes()).is_err() || close {
+            return;
+        }
+    }
+}
+
 /// Answers every datagram on `addr` with `name`. Bound to the VIP itself so that replies
 /// leave with the VIP as source (direct server return).
 pub fn udp_responder(

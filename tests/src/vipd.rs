@@ -14,12 +14,19 @@ pub struct Vipd {
     pub control: PathBuf,
     pub pins: PathBuf,
     pub log: PathBuf,
+    /// The binary `spawn` starts and `cli` runs.
+    pub bin: PathBuf,
     child: Option<Child>,
 }
 
 impl Vipd {
     /// Writes `config` (with `@PIN_DIR@` and `@CONTROL@` replaced) and starts vipd in `ns`.
     pub fn start(ns: &NetNs, pins: &PinDir, config: &str) -> Self {
+        Self::start_bin(ns, pins, config, &vipd_bin())
+    }
+
+    /// As [`Vipd::start`], with the binary at `bin`.
+    pub fn start_bin(ns: &NetNs, pins: &PinDir, config: &str, bin: &std::path::Path) -> Self {
         let dir = std::env::temp_dir().join(unique("vipd-test-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let control = dir.join("vipd.sock");
@@ -34,6 +41,7 @@ impl Vipd {
             control,
             pins: pins.path.clone(),
             log: dir.join("vipd.log"),
+            bin: bin.to_path_buf(),
             child: None,
         };
         v.spawn();
@@ -42,6 +50,14 @@ impl Vipd {
 
     /// (Re)starts the process and waits until its control socket answers.
     pub fn spawn(&mut self) {
+        let bin = self.bin.clone();
+        self.spawn_bin(&bin);
+    }
+
+    /// (Re)starts the process from the binary at `bin` (an upgrade when it is another build;
+    /// `cli` uses it from then on) and waits until its control socket answers.
+    pub fn spawn_bin(&mut self, bin: &std::path::Path) {
+        self.bin = bin.to_path_buf();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -50,7 +66,7 @@ impl Vipd {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns_name))
             .arg("--")
-            .arg(vipd_bin())
+            .arg(bin)
             .args(["run", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
@@ -74,7 +90,7 @@ impl Vipd {
 
     /// Runs `vipd --control <sock> ARGS`; Ok(stdout) or Err(stderr).
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(vipd_bin())
+        let out = Command::new(&self.bin)
             .arg("--control")
             .arg(&self.control)
             .args(args)

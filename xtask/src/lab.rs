@@ -12,8 +12,8 @@ pub fn lab(demo: bool) -> anyhow::Result<()> {
     exec_vip_lab(args, &format!("lab{}", if demo { " --demo" } else { "" }))
 }
 
-/// `cargo xtask bench throughput|failover [ARGS]`: vip-fabric against HAProxy + keepalived in
-/// the lab; reports go to `target/bench-report/`.
+/// `cargo xtask bench throughput|failover|changes [ARGS]`: vip-fabric against HAProxy +
+/// keepalived in the lab, or day-2 changes on one vipd; reports go to `target/bench-report/`.
 pub fn bench(which: &str, extra: &[String]) -> anyhow::Result<()> {
     let report_dir = setup::workspace_root()?.join("target/bench-report");
     let report_dir = report_dir.to_string_lossy().into_owned();

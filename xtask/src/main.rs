@@ -42,9 +42,10 @@ enum Cmd {
     },
     /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
     /// and table publish time; root), `maglev`, `swim` (simulated membership at 3 and 1,000
-    /// nodes), `throughput` and `failover` (the lab, against HAProxy + keepalived; root).
+    /// nodes), `throughput` and `failover` (the lab, against HAProxy + keepalived; root),
+    /// `changes` (day-2 changes on one vipd under load; root).
     Bench {
-        /// Which benchmark: xdp, maglev, swim, throughput or failover.
+        /// Which benchmark: xdp, maglev, swim, throughput, failover or changes.
         which: String,
         /// Extra arguments for it (e.g. `--rounds 9`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

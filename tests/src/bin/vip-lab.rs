@@ -9,6 +9,8 @@ use vip_tests::lab::{self, bench, Bins, Names};
 const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or the scripted demo)
        vip-lab bench throughput|failover [--duration S] [--rounds N] [--tail S] [--report-dir D]
                                    (root: vip-fabric vs HAProxy + keepalived in the lab)
+       vip-lab bench changes [--report-dir D]
+                                   (root: day-2 changes on one vipd under load)
        vip-lab serve http|tcp|udp --port P --name N --vip A
        vip-lab probe-udp                 (vipd exec check; VIPD_BACKEND_ADDRESS/PORT)";
 
@@ -18,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [] => run(false),
         ["--demo"] => run(true),
-        ["bench", which @ ("throughput" | "failover"), rest @ ..] => bench(which, rest),
+        ["bench", which @ ("throughput" | "failover" | "changes"), rest @ ..] => bench(which, rest),
         ["serve", kind, rest @ ..] => {
             let port = flag(rest, "--port")?.parse().context("--port")?;
             let vip: Ipv4Addr = flag(rest, "--vip")?.parse().context("--vip")?;
@@ -43,10 +45,10 @@ fn bench(which: &str, args: &[&str]) -> anyhow::Result<()> {
         opts.report_dir = dir.into();
     }
     let (names, bins) = prepare()?;
-    if which == "throughput" {
-        bench::throughput(names, &bins, &opts)
-    } else {
-        bench::failover(names, &bins, &opts)
+    match which {
+        "throughput" => bench::throughput(names, &bins, &opts),
+        "changes" => bench::changes(&bins, &opts),
+        _ => bench::failover(names, &bins, &opts),
     }
 }
 

@@ -1,6 +1,9 @@
 //! `vip-lab bench throughput|failover`: vip-fabric against HAProxy + keepalived in the same
 //! lab, in one run: same namespaces, same backend services, same client. Each bench prints its
 //! numbers, ends with one summary line, and writes a markdown report and an SVG plot.
+//! `vip-lab bench changes`: day-2 changes (reloads, restarts, drain, crash, weight, flap) on
+//! one vipd under load, without the competitors; a markdown report and one summary line.
+mod changes;
 mod competitor;
 mod failover;
 mod probe;
@@ -12,6 +15,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 
+pub use changes::changes;
 pub use failover::failover;
 pub use throughput::throughput;
 
