@@ -15,8 +15,8 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use vip_benches::{cpus, median, min_max, percentile, require_root, vm_rss_kib};
 use vip_common::{
     maps::{
-        reason, Backend, Settings, VipInfo, VipKey, FWD_L2, PROG_BARE_PASS, PROG_BARE_TX, PROG_XDP,
-        VIP_F_SRC_HASH,
+        reason, Backend, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_L2, PROG_BARE_PASS,
+        PROG_BARE_TX, PROG_XDP, VIP_F_FLOWS, VIP_F_SRC_HASH,
     },
     wire::{FAMILY_V4, FAMILY_V6, XDP_PASS, XDP_TX},
 };
@@ -46,6 +46,8 @@ const NOT_A_VIP: [u8; 4] = [192, 0, 2, 99];
 const WEB: u32 = 0;
 const DNS6: u32 = 1;
 const AFFINITY: u32 = 2;
+/// The web VIP on another port, with the flow table (`VIP_F_FLOWS`): single-node VIPs.
+const WEB_FLOWS: u32 = 3;
 
 /// Tables alternated by the publish benchmark.
 const PUBLISH_TABLES: usize = 4;
@@ -162,6 +164,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let (ratio_hit, ratio_hit_wall) = ratio("hit_v4_tcp", "bare_tx")?;
     let (ratio_miss, ratio_miss_wall) = ratio("miss_v4_tcp", "bare_pass")?;
+    let (ratio_flows, _) = ratio("hit_v4_tcp_flows", "bare_tx")?;
+    println!(
+        "flow table (single-node VIPs): hit_v4_tcp_flows/bare_tx {ratio_flows:.2} against \
+         {ratio_hit:.2} without it (cluster VIPs whose backends all run vipd)"
+    );
     println!(
         "ratios (kernel clock): hit_v4_tcp/bare_tx {ratio_hit:.2}, miss_v4_tcp/bare_pass \
          {ratio_miss:.2}; by wall clock {ratio_hit_wall:.2}, {ratio_miss_wall:.2}"
@@ -292,7 +299,7 @@ fn mac_of(index: u32) -> [u8; 6] {
 /// The balancer: three VIPs with M = 65537 tables (v4 TCP, v6 UDP, v4 TCP with source
 /// affinity), L2 DSR backends 0..=2 (v4) and 3..=4 (v6), one peer.
 fn balancer() -> (Balancer, Vec<TableRegion>) {
-    let regions: Vec<TableRegion> = (0..3)
+    let regions: Vec<TableRegion> = (0..4)
         .map(|i| TableRegion {
             vip_index: i,
             base: i * 2 * M,
@@ -305,7 +312,7 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         slots: regions.iter().map(TableRegion::slots).sum(),
         peers: 4,
         interfaces: 1,
-        flows: 0,
+        flows: 1024,
         fallbacks: 0,
     };
     let settings = Settings {
@@ -331,6 +338,9 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
                 mac: mac_of(i),
                 family,
                 mode: FWD_L2,
+                serial: i + 1,
+                // Healthy: the flow case keeps its flow on it.
+                flags: BACKEND_F_KEEP_FLOWS,
                 ..Backend::default()
             },
         );
@@ -353,9 +363,14 @@ fn balancer() -> (Balancer, Vec<TableRegion>) {
         key(a4(VIP_AFFINITY), 443, 6, FAMILY_V4),
         vip(AFFINITY, VIP_F_SRC_HASH),
     );
+    b.set_vip(
+        key(a4(VIP_WEB), 8080, 6, FAMILY_V4),
+        vip(WEB_FLOWS, VIP_F_FLOWS),
+    );
     let tables = [
         spread(&[0, 1, 2], M),
         spread(&[3, 4], M),
+        spread(&[0, 1, 2], M),
         spread(&[0, 1, 2], M),
     ];
     for (r, t) in regions.iter().zip(&tables) {
@@ -393,6 +408,20 @@ fn cases() -> Vec<Case> {
             "hit_affinity_v4_tcp",
             PROG_XDP,
             &l4_frame(&f, &Flow::tcp4(CLIENT4, 40_001, VIP_AFFINITY, 443)),
+            XDP_TX,
+            Some(reason::TX_L2),
+        ),
+        // An ACK of an established flow: after the first run it hits its flow-table entry.
+        case(
+            "hit_v4_tcp_flows",
+            PROG_XDP,
+            &l4_frame(
+                &Frame {
+                    tcp_flags: 0x10,
+                    ..Frame::default()
+                },
+                &Flow::tcp4(CLIENT4, 40_001, VIP_WEB, 8080),
+            ),
             XDP_TX,
             Some(reason::TX_L2),
         ),
