@@ -10,6 +10,7 @@ use vip_common::{
 use vip_daemon::core::{
     maglev::{self, MaglevBackend},
     model::{self, LocalSockets, ModelState},
+    plan,
 };
 use vip_tests::packet::{self, Flow, Frame};
 
@@ -43,9 +44,8 @@ fn table(members: &[u32]) -> Vec<u32> {
     maglev::build(SEED, &backends, M).expect("prime size")
 }
 
-/// Node `me`'s maps: its live table, its fallback table (without its own backend), its
-/// peers and its sockets.
-fn node(me: u32, live: &[u32], sockets: LocalSockets) -> ModelState {
+/// Node `me`'s maps: its live table, its fallback table, its peers and its sockets.
+fn node(me: u32, live: &[u32], fallback: &[u32], sockets: LocalSockets) -> ModelState {
     let others: Vec<u32> = (0..NODES).filter(|&n| n != me).collect();
     let mut state = ModelState {
         settings: Settings {
@@ -65,7 +65,7 @@ fn node(me: u32, live: &[u32], sockets: LocalSockets) -> ModelState {
             })
             .collect(),
         active: vec![0, M],
-        slots: [live, &table(&others)].concat(),
+        slots: [live, fallback].concat(),
         peers: others.iter().map(|&n| mac(n)).collect(),
         own_mac: Some(mac(me)),
         sockets: Some(sockets),
@@ -119,7 +119,7 @@ fn every_segment_reaches_its_connection_after_a_backend_returns() {
         bound: [(IPPROTO_TCP, [0; 16], PORT)].into(),
         ..LocalSockets::default()
     };
-    let before = node(OWNER as u32, &away, listening.clone());
+    let before = node(OWNER as u32, &away, &[], listening.clone());
     let mut sockets = vec![listening; NODES as usize];
     let mut home = Vec::new();
     for f in &flows {
@@ -133,8 +133,12 @@ fn every_segment_reaches_its_connection_after_a_backend_returns() {
             .insert((m.src, m.sport, m.dst, m.dport));
         home.push(backend as usize);
     }
+    // Fallback without the previous table: the table without the node's own backend.
     let mut nodes: Vec<ModelState> = (0..NODES)
-        .map(|n| node(n, &back, sockets[n as usize].clone()))
+        .map(|n| {
+            let others: Vec<u32> = (0..NODES).filter(|&o| o != n).collect();
+            node(n, &back, &table(&others), sockets[n as usize].clone())
+        })
         .collect();
 
     let ack = Frame {
@@ -191,4 +195,106 @@ fn model_flow(f: &Flow) -> model::Flow {
         proto: f.proto,
         family: FAMILY_V4,
     }
+}
+
+/// Connections made under `made_with`, with their homes, on every node's sockets.
+fn connect(flows: &[Flow], made_with: &[u32], sockets: &mut [LocalSockets]) -> Vec<usize> {
+    let probe = node(OWNER as u32, made_with, &[], LocalSockets::default());
+    flows
+        .iter()
+        .map(|f| {
+            let m = model_flow(f);
+            let home = probe.choose(&m).and_then(|c| c.backend).expect("a backend") as usize;
+            sockets[home]
+                .connections
+                .insert((m.src, m.sport, m.dst, m.dport));
+            home
+        })
+        .collect()
+}
+
+/// Every node after a change from `previous` to `live` over `members`: fallback tables from
+/// the daemon's own `plan::fallback_table` (every backend healthy, so the previous pick is
+/// usable wherever it is another node's).
+fn nodes_after(
+    live_members: &[u32],
+    previous: &[u32],
+    sockets: &[LocalSockets],
+) -> Vec<ModelState> {
+    let live = table(live_members);
+    (0..NODES)
+        .map(|n| {
+            let without: Vec<u32> = live_members.iter().copied().filter(|&o| o != n).collect();
+            let fallback = plan::fallback_table(table(&without), previous, |i| i != n);
+            node(n, &live, &fallback, sockets[n as usize].clone())
+        })
+        .collect()
+}
+
+/// A drain takes node 0's backend out of the table while it keeps its connections, then an
+/// enable brings it back: with the previous table in the fallback, every segment of every
+/// connection (made before the drain, and made during it) reaches its home, never needing
+/// more than one second chance. Without it, the drain would reset the drained backend's
+/// connections (their new pick has no socket and the table without it cannot find them).
+#[test]
+fn with_the_previous_table_drains_and_enables_keep_every_connection() {
+    let all = table(&[0, 1, 2]);
+    let drained = table(&[1, 2]);
+    let listening = LocalSockets {
+        bound: [(IPPROTO_TCP, [0; 16], PORT)].into(),
+        ..LocalSockets::default()
+    };
+    let mut sockets = vec![listening; NODES as usize];
+    let before: Vec<Flow> = (0..10_000u16)
+        .map(|i| Flow::tcp4(CLIENT, 1024 + i, VIP, PORT))
+        .collect();
+    let during: Vec<Flow> = (0..10_000u16)
+        .map(|i| Flow::tcp4(CLIENT, 20_000 + i, VIP, PORT))
+        .collect();
+    let homes_before = connect(&before, &all, &mut sockets);
+    assert!(homes_before.iter().any(|&h| h == 0));
+    let ack = Frame {
+        dst_mac: mac(OWNER as u32),
+        src_mac: CLIENT_MAC,
+        tcp_flags: 0x10,
+        ..Frame::default()
+    };
+    let check = |nodes: &mut Vec<ModelState>, flows: &[Flow], homes: &[usize], what: &str| {
+        let mut by_chances = [0usize; 3];
+        for (f, &home) in flows.iter().zip(homes) {
+            let (at, chances) = route(nodes, OWNER, packet::l4_frame(&ack, f));
+            assert_eq!(
+                at, home,
+                "{what}: {f:?} delivered by node {at} after {chances}"
+            );
+            by_chances[chances as usize] += 1;
+        }
+        eprintln!("{what}: {by_chances:?} (direct, one, two second chances)");
+        assert_eq!(by_chances[2], 0, "{what}: the previous table is one hop");
+        by_chances
+    };
+    // Drained: node 0 is out of the table, its connections must still reach it.
+    let mut nodes = nodes_after(&[1, 2], &all, &sockets);
+    let moved = check(&mut nodes, &before, &homes_before, "after the drain");
+    assert!(moved[1] > before.len() / 5, "{moved:?}");
+    // Connections made while drained, then the enable.
+    let homes_during = connect(&during, &drained, &mut sockets);
+    assert!(
+        homes_during.iter().all(|&h| h != 0),
+        "no new connection on a drained backend"
+    );
+    let mut nodes = nodes_after(&[0, 1, 2], &drained, &sockets);
+    check(
+        &mut nodes,
+        &before,
+        &homes_before,
+        "old connections after the enable",
+    );
+    let moved = check(
+        &mut nodes,
+        &during,
+        &homes_during,
+        "drain-time connections after the enable",
+    );
+    assert!(moved[1] > during.len() / 5, "{moved:?}");
 }

@@ -58,6 +58,9 @@ pub struct VipRt {
     pub precomputed: Option<Precomputed>,
     /// Second chance: the published fallback table (empty until the first publish).
     pub fallback: Vec<u32>,
+    /// The live table before the last change (empty until there was one): where
+    /// connections made before it live.
+    pub previous: Vec<u32>,
 }
 
 /// Everything the loop owns.

@@ -206,6 +206,7 @@ pub async fn start(
             publishes: 0,
             precomputed: None,
             fallback: Vec::new(),
+            previous: Vec::new(),
         });
     }
     let netlink = neighbours::connect()?;

@@ -73,9 +73,8 @@ impl Daemon {
         self.refresh_fallback(vip, weights);
     }
 
-    /// Second chance: keeps the VIP's fallback table equal to its table without this node's
-    /// own backends (what every table becomes once a dead local service is known), after
-    /// the live table so that a verdict is never delayed by it.
+    /// Second chance: keeps the VIP's fallback table (`plan::fallback_table`) up to date,
+    /// after the live table so that a verdict is never delayed by it.
     fn refresh_fallback(&mut self, vip: usize, mut weights: Vec<Option<u32>>) {
         let v = &self.plan.vips[vip];
         let Some(region) = v.fallback else {
@@ -86,12 +85,29 @@ impl Daemon {
                 *w = None;
             }
         }
-        let table = plan::build_table(self.plan.seed, v, |b| {
+        let without_local = plan::build_table(self.plan.seed, v, |b| {
             weights[v
                 .backends
                 .iter()
                 .position(|x| x.index == b.index)
                 .unwrap_or(0)]
+        });
+        // Connections made before the last change: only while a local backend is healthy
+        // is a missing socket here a sign of one (see `plan::fallback_table`).
+        let rt_of = |b: &crate::core::plan::BackendPlan| &self.backends[b.index as usize];
+        let local_healthy = v
+            .backends
+            .iter()
+            .any(|b| rt_of(b).local && rt_of(b).keeps_flows(&b.conf));
+        let previous: &[u32] = if local_healthy {
+            &self.vips[vip].previous
+        } else {
+            &[]
+        };
+        let table = plan::fallback_table(without_local, previous, |index| {
+            v.backends
+                .iter()
+                .any(|b| b.index == index && !rt_of(b).local && rt_of(b).keeps_flows(&b.conf))
         });
         if table == self.vips[vip].fallback {
             return;
@@ -123,7 +139,7 @@ impl Daemon {
         match self.publish_region(&region, &table) {
             Ok(gen) => {
                 let rt = &mut self.vips[vip];
-                rt.live = table;
+                rt.previous = std::mem::replace(&mut rt.live, table);
                 rt.generation = Some(gen);
                 rt.publishes += 1;
                 let labels = crate::shell::metrics::VipLabels {

@@ -228,6 +228,30 @@ pub fn build_table(
     }
 }
 
+/// Second chance's table on one node: where a segment that one of this node's backends has
+/// no socket for goes next. `without_local` is the live table without this node's backends
+/// (what every table becomes once a dead local service is known: right for new connections
+/// and for a dead service). `previous` is the live table before the last change, given only
+/// while this node's own backend is healthy: then a segment without a socket here belongs to
+/// a connection made before the change (a drain, a weight change, a backend added), and its
+/// home is the backend the previous table picked, when that one still keeps its flows
+/// (`usable`: another node's backend, healthy, not disabled). GLB's second chance, folded
+/// into the one fallback table the data plane already has.
+pub fn fallback_table(
+    without_local: Vec<u32>,
+    previous: &[u32],
+    usable: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    if previous.len() != without_local.len() {
+        return without_local;
+    }
+    without_local
+        .into_iter()
+        .zip(previous)
+        .map(|(w, &p)| if p != NO_BACKEND && usable(p) { p } else { w })
+        .collect()
+}
+
 /// Second chance needs a local backend to stand in for, and only backends that run vipd
 /// (their address is a cluster peer's), since the fallback sends packets encapsulated and the
 /// receiving node's XDP program unwraps them.
@@ -279,4 +303,27 @@ pub fn layout_id(sizing: &Sizing) -> u32 {
             (h ^ *b as u32).wrapping_mul(0x0100_0193)
         })
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_prefers_the_previous_pick_while_it_keeps_its_flows() {
+        let without_local = vec![1, 2, 1, 2];
+        // Before the change slot 0 was backend 3 (now drained, still healthy), slot 1 was
+        // this node's own (0), slot 2 a dead backend (4), slot 3 empty.
+        let previous = [3, 0, 4, NO_BACKEND];
+        let usable = |i: u32| i == 1 || i == 2 || i == 3;
+        assert_eq!(
+            fallback_table(without_local.clone(), &previous, usable),
+            [3, 2, 1, 2]
+        );
+        assert_eq!(
+            fallback_table(without_local.clone(), &[], usable),
+            without_local,
+            "no previous table (or the local backend is down): the table without this node"
+        );
+    }
 }
