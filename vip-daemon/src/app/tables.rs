@@ -1,7 +1,9 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL};
+use vip_common::maps::{
+    Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+};
 
 use crate::{
     config::{Forward, Selection},
@@ -49,14 +51,20 @@ impl Daemon {
                 _ => None,
             }
         });
+        let writer = self.current_writer(vip);
         let table = precomputed.unwrap_or_else(|| {
-            plan::build_table(self.plan.seed, v, |b| {
-                weights[v
-                    .backends
-                    .iter()
-                    .position(|x| x.index == b.index)
-                    .unwrap_or(0)]
-            })
+            plan::build_table(
+                self.plan.seed,
+                v,
+                |b| {
+                    weights[v
+                        .backends
+                        .iter()
+                        .position(|x| x.index == b.index)
+                        .unwrap_or(0)]
+                },
+                writer,
+            )
         });
         if table != self.vips[vip].live || self.vips[vip].generation.is_none() {
             self.publish(vip, table);
@@ -86,13 +94,31 @@ impl Daemon {
                 *w = None;
             }
         }
-        let table = plan::build_table(self.plan.seed, v, |b| {
-            weights[v
-                .backends
+        // Primary/backup: the fallback's writer sticks too. The live writer when it is not
+        // local (then both tables agree), else whoever the fallback table has now.
+        let eligible = |i: u32| {
+            v.backends
                 .iter()
-                .position(|x| x.index == b.index)
-                .unwrap_or(0)]
-        });
+                .zip(&weights)
+                .any(|(b, w)| b.index == i && w.is_some_and(|w| w > 0))
+        };
+        let writer = self
+            .current_writer(vip)
+            .filter(|&i| eligible(i))
+            .or_else(|| self.vips[vip].fallback.first().copied())
+            .filter(|&i| i != NO_BACKEND);
+        let table = plan::build_table(
+            self.plan.seed,
+            v,
+            |b| {
+                weights[v
+                    .backends
+                    .iter()
+                    .position(|x| x.index == b.index)
+                    .unwrap_or(0)]
+            },
+            writer,
+        );
         if table == self.vips[vip].fallback {
             return;
         }
@@ -122,7 +148,22 @@ impl Daemon {
         let region = self.plan.vips[vip].region;
         match self.publish_region(&region, &table) {
             Ok(gen) => {
+                let writer = self.writer_of(vip, &table);
                 let rt = &mut self.vips[vip];
+                if rt.writer != writer {
+                    // The writer must survive a restart that recreates the maps.
+                    self.state_dirty = true;
+                    if let Some((index, _)) = writer {
+                        let (v, pos) = self.locate_backend(index as usize);
+                        tracing::info!(
+                            vip = %self.plan.vips[v].name,
+                            backend = %self.plan.vips[v].backends[pos].conf.name,
+                            "primary/backup writer"
+                        );
+                    }
+                }
+                let rt = &mut self.vips[vip];
+                rt.writer = writer;
                 rt.live = table;
                 rt.generation = Some(gen);
                 rt.publishes += 1;
@@ -152,14 +193,20 @@ impl Daemon {
                 if basis[i].is_none() {
                     continue;
                 }
-                let table = plan::build_table(seed, &v, |x| {
-                    let j = v.backends.iter().position(|y| y.index == x.index)?;
-                    if j == i {
-                        None
-                    } else {
-                        basis[j]
-                    }
-                });
+                // Maglev only (checked above): no writer.
+                let table = plan::build_table(
+                    seed,
+                    &v,
+                    |x| {
+                        let j = v.backends.iter().position(|y| y.index == x.index)?;
+                        if j == i {
+                            None
+                        } else {
+                            basis[j]
+                        }
+                    },
+                    None,
+                );
                 without.insert(b.index, table);
             }
             let pre = Precomputed {
@@ -184,6 +231,31 @@ impl Daemon {
         if same_vip && pre.basis == self.weights(vip) {
             self.vips[vip].precomputed = Some(pre);
         }
+    }
+
+    /// The backend index holding the slot of a primary/backup VIP now, if it is still the
+    /// same backend identity (a reload may give a removed backend's index to a new one).
+    pub(super) fn current_writer(&self, vip: usize) -> Option<u32> {
+        let (index, serial) = self.vips[vip].writer?;
+        self.plan.vips[vip]
+            .backends
+            .iter()
+            .any(|b| b.index == index && b.serial == serial)
+            .then_some(index)
+    }
+
+    /// (index, serial) of the writer a primary/backup `table` names; None for Maglev VIPs
+    /// and for an empty slot.
+    pub(super) fn writer_of(&self, vip: usize, table: &[u32]) -> Option<(u32, u32)> {
+        let v = &self.plan.vips[vip];
+        if v.selection != Selection::PrimaryBackup {
+            return None;
+        }
+        let slot = *table.first()?;
+        v.backends
+            .iter()
+            .find(|b| b.index == slot)
+            .map(|b| (b.index, b.serial))
     }
 
     /// The BACKENDS entry of backend `index` for its current next hop.
