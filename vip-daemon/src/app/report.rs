@@ -18,8 +18,8 @@ use crate::{
     shell::{
         metrics::{counter_to, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
         status::{
-            BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus,
-            MemberStatus, ProbeStatus, Status, TraceReport, Usage, VipStatus,
+            BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus, MemberStatus,
+            ProbeStatus, Status, TraceReport, Usage, VipStatus,
         },
     },
 };
@@ -401,7 +401,10 @@ impl Daemon {
                 let remaining = flows.as_ref().and_then(|f| f.get(b.index as usize));
                 match remaining.filter(|_| rt.admin == Admin::Drained) {
                     Some(&n) => {
-                        self.metrics.backend_drain_flows.get_or_create(&l).set(n as i64);
+                        self.metrics
+                            .backend_drain_flows
+                            .get_or_create(&l)
+                            .set(n as i64);
                     }
                     // Only drained backends have the series: an ended drain's goes away.
                     None => _ = self.metrics.backend_drain_flows.remove(&l),

@@ -1,9 +1,7 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{
-    Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-};
+use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND};
 
 use crate::{
     config::{Forward, Selection},

@@ -89,7 +89,11 @@ mod tests {
             timeout_override: Some(Duration::ZERO),
             ..d
         };
-        assert_eq!(now.phase(FIVE_MIN, 0), Phase::TimedOut, "--timeout 0s ends it");
+        assert_eq!(
+            now.phase(FIVE_MIN, 0),
+            Phase::TimedOut,
+            "--timeout 0s ends it"
+        );
     }
 
     #[test]

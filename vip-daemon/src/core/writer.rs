@@ -69,8 +69,14 @@ mod tests {
 
     #[test]
     fn first_table_goes_to_the_lowest_priority() {
-        assert_eq!(choose(&galera(true, true, true), None, false), Some(PRIMARY));
-        assert_eq!(choose(&galera(false, true, true), None, false), Some(BACKUP));
+        assert_eq!(
+            choose(&galera(true, true, true), None, false),
+            Some(PRIMARY)
+        );
+        assert_eq!(
+            choose(&galera(false, true, true), None, false),
+            Some(BACKUP)
+        );
         assert_eq!(choose(&galera(false, false, false), None, false), None);
     }
 
@@ -121,6 +127,9 @@ mod tests {
     #[test]
     fn a_writer_that_is_no_candidate_is_ignored() {
         // A backend removed by a reload (its index no longer in the VIP).
-        assert_eq!(choose(&galera(true, true, true), Some(99), false), Some(PRIMARY));
+        assert_eq!(
+            choose(&galera(true, true, true), Some(99), false),
+            Some(PRIMARY)
+        );
     }
 }

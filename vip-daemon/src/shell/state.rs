@@ -153,7 +153,8 @@ mod tests {
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));
         // A file of a vipd without writer and drain fields still reads.
-        let mut old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for field in ["writer", "drain_started_ms", "drain_timeout_ms"] {
             old["backends"][0].as_object_mut().unwrap().remove(field);
         }

@@ -394,9 +394,9 @@ fn human_duration(secs: f64) -> String {
 
 impl DrainStatus {
     pub fn render(&self) -> String {
-        let flows = self
-            .flows
-            .map_or("flow entries unknown".to_owned(), |n| format!("{n} flow entries left"));
+        let flows = self.flows.map_or("flow entries unknown".to_owned(), |n| {
+            format!("{n} flow entries left")
+        });
         let state = if self.complete {
             if self.left_s <= 0.0 {
                 "drain complete (timeout passed: established flows given up)".to_owned()
@@ -505,7 +505,11 @@ mod tests {
             complete: true,
             ..draining.clone()
         };
-        assert!(emptied.render().starts_with("drain complete; "), "{}", emptied.render());
+        assert!(
+            emptied.render().starts_with("drain complete; "),
+            "{}",
+            emptied.render()
+        );
         let timed_out = DrainStatus {
             left_s: 0.0,
             complete: true,
