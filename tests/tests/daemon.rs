@@ -840,6 +840,39 @@ address = "10.77.0.12"
     );
     assert_eq!(serve(VIP, 10), only("b1", 10), "after restart");
 
+    // Restart with other [limits]: the maps are recreated, so no live table names the writer
+    // and every backend starts down; the state file's writer gets the slot back even if b0
+    // passes its checks first.
+    vipd.terminate();
+    let text = std::fs::read_to_string(&vipd.config).expect("config");
+    let text = text.replacen("[metrics]", "[limits]\nvips = 8\n\n[metrics]", 1);
+    std::fs::write(&vipd.config, text).expect("config");
+    vipd.spawn();
+    wait(
+        &vipd,
+        "both up after recreation",
+        Duration::from_secs(5),
+        &|s| {
+            ["b0", "b1"]
+                .iter()
+                .all(|b| backend_field(s, "galera", b, "health") == "up")
+                && slots(s, "galera", "b1") == 1
+        },
+    );
+    assert!(
+        vipd.logs().contains("re-creating the data plane"),
+        "the maps were recreated:\n{}",
+        vipd.logs()
+    );
+    let s = vipd.status_json();
+    assert_eq!(
+        slots(&s, "galera", "b0"),
+        0,
+        "the state file's writer kept the slot"
+    );
+    assert_eq!(s["limits"]["vips"]["limit"], 8, "{}", s["limits"]);
+    assert_eq!(serve(VIP, 10), only("b1", 10), "after recreation");
+
     // Promote: refused for what cannot take the slot, then moves it.
     let maglev = vipd
         .cli(&["backend", "promote", "web", "b0"])

@@ -62,6 +62,9 @@ pub struct VipRt {
     /// eligible (`core::writer`). From the live table, or the state file when the maps were
     /// recreated; serial so that a reused index is not taken for the old writer.
     pub writer: Option<(u32, u32)>,
+    /// Maps recreated at start: until this moment the slot stays empty unless `writer`, the
+    /// state file's, is back (`core::writer::hold_for_restored`).
+    pub awaiting_writer: Option<Instant>,
 }
 
 /// Everything the loop owns.
@@ -154,6 +157,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = neigh_tick.tick() => {
                 d.refresh_neighbours().await;
                 d.drain_tick();
+                d.restored_writer_tick();
                 if d.state_dirty {
                     d.save_state();
                 }

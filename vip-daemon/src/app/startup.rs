@@ -186,7 +186,7 @@ pub async fn start(
         } else {
             None
         };
-        let mut saved_writer = None;
+        let (mut saved_writer, mut writer_due) = (None, None);
         for b in &v.backends {
             vip_of[b.index as usize] = i;
             let id = backend_id(v, b);
@@ -221,6 +221,10 @@ pub async fn start(
                 });
                 if r.writer {
                     saved_writer = Some((b.index, b.serial));
+                    // Time for its first `rise` probes (every backend starts down); not worth
+                    // waiting for while the operator keeps it out.
+                    writer_due = (rt.admin == Admin::Enabled)
+                        .then(|| Instant::now() + c.interval * (c.rise + 1) + c.timeout);
                 }
             }
             backends[b.index as usize] = rt;
@@ -238,6 +242,7 @@ pub async fn start(
         };
         vips.push(VipRt {
             writer,
+            awaiting_writer: writer_due.filter(|_| live.is_none() && !v.failback),
             generation: live
                 .as_ref()
                 .and_then(|_| tables.live_generation(&v.region)),

@@ -5,7 +5,10 @@ use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOC
 
 use crate::{
     config::{Forward, Selection},
-    core::plan::{self, addr16},
+    core::{
+        plan::{self, addr16},
+        writer,
+    },
 };
 
 use super::{Daemon, Precomputed};
@@ -50,7 +53,7 @@ impl Daemon {
             }
         });
         let writer = self.current_writer(vip);
-        let table = precomputed.unwrap_or_else(|| {
+        let mut table = precomputed.unwrap_or_else(|| {
             plan::build_table(
                 self.plan.seed,
                 v,
@@ -64,6 +67,14 @@ impl Daemon {
                 writer,
             )
         });
+        if let Some(deadline) = self.vips[vip].awaiting_writer {
+            let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
+            if !v.failback && writer::hold_for_restored(writer, chosen, Instant::now(), deadline) {
+                table = vec![NO_BACKEND];
+            } else {
+                self.vips[vip].awaiting_writer = None;
+            }
+        }
         if table != self.vips[vip].live || self.vips[vip].generation.is_none() {
             self.publish(vip, table);
             if let Some(at) = cause {
@@ -146,7 +157,11 @@ impl Daemon {
         let region = self.plan.vips[vip].region;
         match self.publish_region(&region, &table) {
             Ok(gen) => {
-                let writer = self.writer_of(vip, &table);
+                // An empty slot held for a restored writer keeps it as the writer.
+                let writer = match self.vips[vip].awaiting_writer {
+                    Some(_) => self.vips[vip].writer,
+                    None => self.writer_of(vip, &table),
+                };
                 let rt = &mut self.vips[vip];
                 if rt.writer != writer {
                     // The writer must survive a restart that recreates the maps.
@@ -228,6 +243,16 @@ impl Daemon {
         });
         if same_vip && pre.basis == self.weights(vip) {
             self.vips[vip].precomputed = Some(pre);
+        }
+    }
+
+    /// Republishes the VIPs whose restored writer did not come back in time.
+    pub(super) fn restored_writer_tick(&mut self) {
+        let now = Instant::now();
+        for vip in 0..self.vips.len() {
+            if self.vips[vip].awaiting_writer.is_some_and(|d| d <= now) {
+                self.republish(vip, None);
+            }
         }
     }
 

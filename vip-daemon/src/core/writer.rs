@@ -39,6 +39,20 @@ pub fn choose(candidates: &[Candidate], current: Option<u32>, failback: bool) ->
         .map(|c| c.index)
 }
 
+/// After a restart that recreated the maps, every backend starts down and returns after
+/// `rise` probes, in whatever order the probes happen to complete: the remembered writer
+/// (`restored`) gets until `deadline` to come back before the slot goes to another, or the
+/// restart would hand it to whoever passed first. Whether to leave the slot empty for now,
+/// given the backend the choice would pick (`chosen`).
+pub fn hold_for_restored<T: PartialOrd>(
+    restored: Option<u32>,
+    chosen: Option<u32>,
+    now: T,
+    deadline: T,
+) -> bool {
+    restored.is_some() && chosen != restored && now < deadline
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +136,24 @@ mod tests {
             choose(&galera(true, true, true), Some(THIRD), false),
             Some(THIRD)
         );
+    }
+
+    #[test]
+    fn a_restored_writer_is_waited_for_until_its_deadline() {
+        // ctl2 wrote before the restart; ctl1 passes its checks first.
+        let early = choose(&galera(true, false, false), Some(BACKUP), false);
+        assert_eq!(early, Some(PRIMARY));
+        assert!(
+            hold_for_restored(Some(BACKUP), early, 1, 5),
+            "wait for the writer"
+        );
+        assert!(
+            !hold_for_restored(Some(BACKUP), early, 5, 5),
+            "it did not come back"
+        );
+        let back = choose(&galera(true, true, false), Some(BACKUP), false);
+        assert!(!hold_for_restored(Some(BACKUP), back, 1, 5), "it is back");
+        assert!(!hold_for_restored(None, early, 1, 5), "nothing remembered");
     }
 
     #[test]
