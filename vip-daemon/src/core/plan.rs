@@ -1,5 +1,7 @@
 //! From a config to the data plane's shape, and from backend states to Maglev tables. Pure:
-//! every node given the same config and the same health view computes byte-identical tables.
+//! every node given the same config and the same health view computes byte-identical tables
+//! (primary/backup VIPs: and the same current writer, which every node reaches by following
+//! the same history of cluster verdicts; `core::writer`).
 use std::net::IpAddr;
 
 use vip_common::{
