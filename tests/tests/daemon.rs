@@ -722,3 +722,300 @@ fn restart_with_new_limits_swaps_the_data_plane_without_a_gap() {
     // The swapped-in program forwards with the new maps.
     assert_eq!(served_by(&requests(&env, 30, Duration::ZERO)).len(), 3);
 }
+
+/// A primary-backup VIP keeps its writer like HAProxy's `stick on dst`: the preferred backend
+/// coming back does not take the traffic (and reset the backup's connections); a restart of
+/// vipd keeps the writer; `vipd backend promote` moves it, and is refused for a backend that
+/// cannot take it and for a Maglev VIP. On the Maglev VIP beside it: `drain --timeout` shows
+/// its progress in status and metrics, and completes when the timeout passes; status shows
+/// the limits in force.
+#[test]
+fn primary_backup_keeps_its_writer_until_promoted_and_drain_times_out() {
+    if !privileged("primary_backup_keeps_its_writer_until_promoted_and_drain_times_out") {
+        return;
+    }
+    const WEB: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 101);
+    let mut lan = Lan::new();
+    let client = lan.add_host(1);
+    let lb = lan.add_host(2);
+    let backends: Vec<usize> = (11..=12).map(|n| lan.add_host(n)).collect();
+    let (pins, port_pins) = (PinDir::new(), PinDir::new());
+    {
+        // XDP_TX out of a veth needs a program on its peer.
+        let (path, port) = (port_pins.path.clone(), lan.hosts[lb].port.clone());
+        lan.switch.run(move || {
+            let mut dp = Dataplane::load_pinned(&path, &Sizing::default()).expect("load");
+            dp.attach_program(maps::PROG_BARE_PASS, &port)
+                .expect("attach peer");
+        });
+    }
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    for (i, &b) in backends.iter().enumerate() {
+        let host = &lan.hosts[b];
+        vip_on_loopback(host, &VIP.to_string(), "fd77::100");
+        host.ns
+            .exec(&["ip", "addr", "add", &format!("{WEB}/32"), "dev", "lo"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        threads.push(servers::http_server(
+            &host.ns,
+            80,
+            format!("b{i}"),
+            stop.clone(),
+        ));
+        stops.push(stop);
+    }
+    for vip in [VIP, WEB] {
+        lan.hosts[client].static_neighbour(&vip.to_string(), &lan.hosts[lb].mac);
+    }
+    let config = format!(
+        r#"
+[node]
+name = "lb"
+interfaces = ["{}"]
+pin_dir = "@PIN_DIR@"
+
+[metrics]
+listen = "127.0.0.1:9478"
+
+[control]
+socket = "@CONTROL@"
+
+[defaults.check]
+interval = "{INTERVAL_MS}ms"
+timeout = "{INTERVAL_MS}ms"
+rise = 2
+fall = 2
+jitter = 0.0
+
+[[vip]]
+name = "galera"
+address = "{VIP}"
+port = 80
+selection = "primary-backup"
+check = {{ kind = "http", path = "/" }}
+
+[[vip.backend]]
+name = "b0"
+address = "10.77.0.11"
+priority = 0
+
+[[vip.backend]]
+name = "b1"
+address = "10.77.0.12"
+priority = 1
+
+[[vip]]
+name = "web"
+address = "{WEB}"
+port = 80
+table_size = 251
+check = {{ kind = "http", path = "/" }}
+
+[[vip.backend]]
+name = "b0"
+address = "10.77.0.11"
+
+[[vip.backend]]
+name = "b1"
+address = "10.77.0.12"
+"#,
+        lan.hosts[lb].iface
+    );
+    let mut vipd = Vipd::start(&lan.hosts[lb].ns, &pins, &config);
+    let wait =
+        |vipd: &Vipd, what: &str, limit: Duration, ok: &dyn Fn(&serde_json::Value) -> bool| {
+            let deadline = Instant::now() + limit;
+            loop {
+                if ok(&vipd.status_json()) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for {what}; status:\n{}",
+                    vipd.cli(&["status"]).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+    let slots = |s: &serde_json::Value, vip: &str, b: &str| backend_field(s, vip, b, "slots");
+    let serve = |to: Ipv4Addr, n: usize| {
+        let to = SocketAddr::new(IpAddr::V4(to), 80);
+        let got: Vec<String> = lan.hosts[client].ns.run(move || {
+            (0..n)
+                .map(|_| match servers::http_get(to) {
+                    Ok((_, b)) => b,
+                    Err(e) => format!("error: {e}"),
+                })
+                .collect()
+        });
+        let mut m: HashMap<String, usize> = HashMap::new();
+        for g in got {
+            *m.entry(g).or_default() += 1;
+        }
+        m
+    };
+    let only = |name: &str, n: usize| HashMap::from([(name.to_owned(), n)]);
+    wait(
+        &vipd,
+        "b0 writes, both serve web",
+        Duration::from_secs(5),
+        &|s| slots(s, "galera", "b0") == 1 && live_backends(s, "web") == 2,
+    );
+    assert_eq!(serve(VIP, 10), only("b0", 10), "the primary writes first");
+
+    // The primary's service dies: the backup takes the slot.
+    stops[0].store(true, Ordering::Release);
+    wait(&vipd, "b1 writes", Duration::from_secs(3), &|s| {
+        slots(s, "galera", "b1") == 1
+    });
+    assert_eq!(serve(VIP, 10), only("b1", 10), "primary dead -> backup");
+
+    // The primary returns and passes its checks: the backup keeps writing.
+    let stop0 = Arc::new(AtomicBool::new(false));
+    let _again = servers::http_server(&lan.hosts[backends[0]].ns, 80, "b0".into(), stop0.clone());
+    wait(&vipd, "b0 up again", Duration::from_secs(3), &|s| {
+        backend_field(s, "galera", "b0", "health") == "up"
+            && slots(s, "web", "b0").as_u64() > Some(0)
+    });
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 2 * 3));
+    let s = vipd.status_json();
+    assert_eq!(
+        (slots(&s, "galera", "b0"), slots(&s, "galera", "b1")),
+        (0.into(), 1.into()),
+        "primary back after > rise x interval: the backup keeps the slot"
+    );
+    assert_eq!(
+        serve(VIP, 10),
+        only("b1", 10),
+        "primary returns -> backup kept"
+    );
+
+    // kill -9 and restart: the adopted live table names the writer.
+    vipd.kill9();
+    vipd.spawn();
+    std::thread::sleep(Duration::from_millis(INTERVAL_MS * 2 * 3));
+    let s = vipd.status_json();
+    assert_eq!(
+        slots(&s, "galera", "b1"),
+        1,
+        "the writer survives a restart:\n{}",
+        vipd.cli(&["status"]).unwrap_or_default()
+    );
+    assert_eq!(serve(VIP, 10), only("b1", 10), "after restart");
+
+    // Restart with other [limits]: the maps are recreated, so no live table names the writer
+    // and every backend starts down; the state file's writer gets the slot back even if b0
+    // passes its checks first.
+    vipd.terminate();
+    let text = std::fs::read_to_string(&vipd.config).expect("config");
+    let text = text.replacen("[metrics]", "[limits]\nvips = 8\n\n[metrics]", 1);
+    std::fs::write(&vipd.config, text).expect("config");
+    vipd.spawn();
+    wait(
+        &vipd,
+        "both up after recreation",
+        Duration::from_secs(5),
+        &|s| {
+            ["b0", "b1"]
+                .iter()
+                .all(|b| backend_field(s, "galera", b, "health") == "up")
+                && slots(s, "galera", "b1") == 1
+        },
+    );
+    assert!(
+        vipd.logs().contains("re-creating the data plane"),
+        "the maps were recreated:\n{}",
+        vipd.logs()
+    );
+    let s = vipd.status_json();
+    assert_eq!(
+        slots(&s, "galera", "b0"),
+        0,
+        "the state file's writer kept the slot"
+    );
+    assert_eq!(s["limits"]["vips"]["limit"], 8, "{}", s["limits"]);
+    assert_eq!(serve(VIP, 10), only("b1", 10), "after recreation");
+
+    // Promote: refused for what cannot take the slot, then moves it.
+    let maglev = vipd
+        .cli(&["backend", "promote", "web", "b0"])
+        .expect_err("promote on a Maglev VIP");
+    assert!(maglev.contains("not primary-backup"), "{maglev}");
+    vipd.cli(&["backend", "disable", "galera", "b0"])
+        .expect("disable");
+    let disabled = vipd
+        .cli(&["backend", "promote", "galera", "b0"])
+        .expect_err("promote a disabled backend");
+    assert!(disabled.contains("it is disabled"), "{disabled}");
+    vipd.cli(&["backend", "enable", "galera", "b0"])
+        .expect("enable");
+    wait(&vipd, "b0 probed up again", Duration::from_secs(3), &|s| {
+        backend_field(s, "galera", "b0", "health") == "up"
+    });
+    assert_eq!(
+        slots(&vipd.status_json(), "galera", "b1"),
+        1,
+        "enable is no promote"
+    );
+    let out = vipd
+        .cli(&["backend", "promote", "galera", "b0"])
+        .expect("promote");
+    assert!(out.contains("promoted to writer (was b1)"), "{out}");
+    assert_eq!(slots(&vipd.status_json(), "galera", "b0"), 1);
+    assert_eq!(serve(VIP, 10), only("b0", 10), "promote moves the writer");
+
+    // Drain with a timeout on the Maglev VIP: progress in status, complete at the timeout.
+    let before = serve(WEB, 40);
+    assert!(before.get("b1") > Some(&0), "b1 serves web: {before:?}");
+    let out = vipd
+        .cli(&["backend", "drain", "web", "b1", "--timeout", "2s"])
+        .expect("drain");
+    assert!(out.contains("drained") && out.contains("2s"), "{out}");
+    let s = vipd.status_json();
+    let drain = backend_field(&s, "web", "b1", "drain");
+    eprintln!("{}", vipd.cli(&["status"]).unwrap_or_default());
+    assert!(
+        drain["left_s"]
+            .as_f64()
+            .is_some_and(|l| l > 0.0 && l <= 2.0)
+            && drain["timeout_s"] == 2.0
+            && drain["flows"].as_u64() > Some(0)
+            && drain["complete"] == false,
+        "b1's client connections left flow entries to drain: {drain}"
+    );
+    assert!(backend_field(&s, "web", "b0", "drain").is_null());
+    assert_eq!(s["limits"]["vips"]["used"], 2, "{}", s["limits"]);
+    assert_eq!(s["limits"]["backends"]["used"], 4, "{}", s["limits"]);
+    assert!(s["flow_table"].as_array().is_some_and(|f| f.len() == 4));
+    let lbh = &lan.hosts[lb];
+    let metrics = lbh
+        .ns
+        .exec(&["curl", "-s", "http://127.0.0.1:9478/metrics"]);
+    for needle in [
+        "vipd_backend_drain_flows{vip=\"web\",backend=\"b1\"}",
+        "vipd_flow_table_lookups_total{result=\"hit\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "metrics lack {needle}:\n{metrics}"
+        );
+    }
+    wait(&vipd, "drain complete", Duration::from_secs(4), &|s| {
+        let d = backend_field(s, "web", "b1", "drain");
+        d["complete"] == true && d["left_s"] == 0.0
+    });
+    let text = vipd.cli(&["status"]).expect("status");
+    assert!(
+        text.contains("drain complete (timeout passed") && text.contains("limits: VIPs 2 of"),
+        "{text}"
+    );
+    assert!(
+        !serve(WEB, 20).contains_key("b1"),
+        "drained b1 gets no new connections"
+    );
+    stop0.store(true, Ordering::Release);
+    for s in &stops {
+        s.store(true, Ordering::Release);
+    }
+}

@@ -252,7 +252,7 @@ fn with_the_previous_table_drains_and_enables_keep_every_connection() {
         .map(|i| Flow::tcp4(CLIENT, 20_000 + i, VIP, PORT))
         .collect();
     let homes_before = connect(&before, &all, &mut sockets);
-    assert!(homes_before.iter().any(|&h| h == 0));
+    assert!(homes_before.contains(&0));
     let ack = Frame {
         dst_mac: mac(OWNER as u32),
         src_mac: CLIENT_MAC,

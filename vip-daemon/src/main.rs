@@ -88,8 +88,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BackendCmd {
-    /// Weight 0: no new flows (the stateless data plane moves existing ones too).
-    Drain { vip: String, backend: String },
+    /// No new flows; established ones stay on it (flow table) until the drain timeout.
+    Drain {
+        vip: String,
+        backend: String,
+        /// How long established flows stay (e.g. 30s, 10m); default: the VIP's drain_timeout.
+        #[arg(long, value_parser = vip_daemon::config::parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
     /// Out of the table and not probed.
     Disable { vip: String, backend: String },
     /// Back to its configured weight.
@@ -100,6 +106,8 @@ enum BackendCmd {
         backend: String,
         weight: u32,
     },
+    /// Primary-backup VIP: make BACKEND (eligible) the writer; it keeps the slot while eligible.
+    Promote { vip: String, backend: String },
 }
 
 #[derive(Subcommand)]
@@ -188,8 +196,16 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Backend { action } => {
+            let mut timeout_ms = None;
             let (action, vip, backend, weight) = match action {
-                BackendCmd::Drain { vip, backend } => (AdminAction::Drain, vip, backend, None),
+                BackendCmd::Drain {
+                    vip,
+                    backend,
+                    timeout,
+                } => {
+                    timeout_ms = timeout.map(|t| t.as_millis() as u64);
+                    (AdminAction::Drain, vip, backend, None)
+                }
                 BackendCmd::Disable { vip, backend } => (AdminAction::Disable, vip, backend, None),
                 BackendCmd::Enable { vip, backend } => (AdminAction::Enable, vip, backend, None),
                 BackendCmd::Weight {
@@ -197,12 +213,14 @@ fn main() -> anyhow::Result<()> {
                     backend,
                     weight,
                 } => (AdminAction::Weight, vip, backend, Some(*weight)),
+                BackendCmd::Promote { vip, backend } => (AdminAction::Promote, vip, backend, None),
             };
             let req = Request::Backend {
                 action,
                 vip: vip.clone(),
                 backend: backend.clone(),
                 weight,
+                timeout_ms,
             };
             if let Response::Ok { message } = ask(&cli, req)? {
                 println!("{message}");

@@ -137,6 +137,8 @@ fn minimal_example_gets_every_default() {
         backends: vec![backend("web1", "192.0.2.11"), backend("web2", "192.0.2.12")],
         preferences: vec![],
         fencing: true,
+        failback: false,
+        drain_timeout: std::time::Duration::from_secs(300),
     };
     assert_eq!(c.vips, [web]);
     assert_eq!(DEFAULT_PATH, "/etc/vip-fabric/vipd.toml");
@@ -466,6 +468,35 @@ fn duplicate_priority_in_primary_backup() {
     assert!(
         config::parse(&maglev, "t.toml").is_ok(),
         "maglev ignores priorities"
+    );
+}
+
+/// `failback` picks who holds a primary/backup VIP's slot; a Maglev VIP has no such slot.
+#[test]
+fn failback_only_on_primary_backup_and_drain_timeout_parses() {
+    one_error(
+        &insert(VIP, 5, "failback = true"),
+        5,
+        "vip[0].failback",
+        &["only applies to selection = \"primary-backup\""],
+    );
+    let pb = insert(
+        &insert(VIP, 5, r#"selection = "primary-backup""#),
+        6,
+        "failback = true",
+    );
+    let c = config::parse(&pb, "t.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.vips[0].failback);
+    let plain = insert(VIP, 5, r#"selection = "primary-backup""#);
+    assert!(!config::parse(&plain, "t.toml").unwrap().vips[0].failback);
+
+    let c = config::parse(&insert(VIP, 5, r#"drain_timeout = "30s""#), "t.toml").unwrap();
+    assert_eq!(c.vips[0].drain_timeout, std::time::Duration::from_secs(30));
+    one_error(
+        &insert(VIP, 5, r#"drain_timeout = "soon""#),
+        5,
+        "vip[0].drain_timeout",
+        &["invalid duration \"soon\""],
     );
 }
 

@@ -12,7 +12,7 @@
 //! (`run`, `attach`, `detach`) are parsed with `--help`; the daemon's clients (`status`,
 //! `trace`, `backend`, `reload`, `leave`) are pointed at a control socket that does not exist
 //! and must get as far as trying to connect. Those clients are exercised against a live vipd
-//! by the root-only tests: `status`, `trace`, `backend drain|enable|weight` and `reload` in
+//! by the root-only tests: `status`, `trace`, `backend drain|enable|weight|promote` and `reload` in
 //! tests/tests/daemon.rs, cluster `status` in tests/tests/cluster.rs, `attach` in
 //! tests/tests/skeleton.rs; `validate` and `import-haproxy` run for real in tests/cli.rs.
 use std::{
@@ -384,6 +384,8 @@ fn expected_defaults() -> Vec<(&'static str, String)> {
         ("vip.table_size", code(vip.table_size)),
         ("vip.preferences", list(vip.preferences.is_empty())),
         ("vip.fencing", code(vip.fencing)),
+        ("vip.failback", code(vip.failback)),
+        ("vip.drain_timeout", quoted(duration(vip.drain_timeout))),
         ("vip.backend.weight", code(b.weight)),
         ("vip.backend.priority", code(b.priority)),
         ("vip.backend.forward", lower(&b.forward)),

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 use crate::{
     config::{BackendConf, CheckKind, Forward},
     core::{
+        drain::{Drain, Phase},
         health::{Health, HealthState},
         log_limit::LogLimiter,
         plan::BackendPlan,
@@ -73,6 +74,11 @@ pub struct BackendRt {
     pub cluster_health: Option<Health>,
     /// Local backends: whether the service's socket exists (sock_diag); None until known.
     pub listening: Option<bool>,
+    /// While drained by `vipd backend drain`: when it started and its `--timeout`.
+    pub drain: Option<Drain>,
+    /// The drain's timeout has passed: established flows are given up too. Kept up to date
+    /// by [`Daemon::drain_tick`] (once a second and after every admin change).
+    pub drain_timed_out: bool,
 }
 
 impl Drop for BackendRt {
@@ -98,6 +104,8 @@ impl BackendRt {
             prober: None,
             cluster_health: None,
             listening: None,
+            drain: None,
+            drain_timed_out: false,
         }
     }
 
@@ -117,10 +125,14 @@ impl BackendRt {
     }
 
     /// Whether established flows may stay on this backend (`BACKEND_F_KEEP_FLOWS`): in the
-    /// table, or out of it only for new flows (drained, weight 0) while still healthy.
+    /// table, or out of it only for new flows (drained within its drain timeout, weight 0)
+    /// while still healthy.
     pub fn keeps_flows(&self, conf: &BackendConf) -> bool {
         if self.effective_weight(conf).is_some() {
             return true;
+        }
+        if self.admin == Admin::Drained && self.drain_timed_out {
+            return false;
         }
         let mut as_if_enabled = BackendRt::unused();
         as_if_enabled.health = self.health.clone();
@@ -130,6 +142,25 @@ impl BackendRt {
         as_if_enabled.next_hop = self.next_hop;
         as_if_enabled.weight = 1;
         self.admin != Admin::Disabled && as_if_enabled.effective_weight(conf).is_some()
+    }
+
+    /// Why the backend may not take a primary/backup VIP's slot now (None: it may).
+    pub fn ineligible_reason(&self, conf: &BackendConf) -> Option<String> {
+        if self.effective_weight(conf).is_some() {
+            return None;
+        }
+        Some(match self.admin {
+            Admin::Disabled => "it is disabled".to_owned(),
+            Admin::Drained => "it is drained".to_owned(),
+            Admin::Enabled if self.cluster_health.unwrap_or(self.health.health()) != Health::Up => {
+                "it is down".to_owned()
+            }
+            Admin::Enabled if self.listening == Some(false) => {
+                "its service socket is gone".to_owned()
+            }
+            Admin::Enabled if self.weight == 0 => "its weight is 0".to_owned(),
+            Admin::Enabled => format!("it is unreachable ({})", self.neighbour_text(conf)),
+        })
     }
 
     /// Why a backend without a usable next hop is not used (status line).
@@ -173,6 +204,37 @@ pub fn probe_spec(b: &BackendPlan) -> ProbeSpec {
 }
 
 impl Daemon {
+    /// Drains whose timeout passed give up their established flows (`core::drain`); a drain
+    /// given a longer `--timeout` again keeps them again. Rewrites only changed entries.
+    pub(super) fn drain_tick(&mut self) {
+        let now_ms = super::unix_ms();
+        for vip in 0..self.plan.vips.len() {
+            let default = self.config.vips[vip].drain_timeout;
+            for pos in 0..self.plan.vips[vip].backends.len() {
+                let index = self.plan.vips[vip].backends[pos].index as usize;
+                let rt = &mut self.backends[index];
+                let timed_out = match (rt.admin, rt.drain) {
+                    (Admin::Drained, Some(d)) => d.phase(default, now_ms) == Phase::TimedOut,
+                    _ => false,
+                };
+                if rt.drain_timed_out == timed_out {
+                    continue;
+                }
+                rt.drain_timed_out = timed_out;
+                if timed_out {
+                    tracing::info!(
+                        vip = %self.plan.vips[vip].name,
+                        backend = %self.plan.vips[vip].backends[pos].conf.name,
+                        "drain timeout passed: the backend gives up its established flows"
+                    );
+                }
+                if self.backend_entry(index) != self.model.backends[index] {
+                    self.write_backend(index);
+                }
+            }
+        }
+    }
+
     /// (Re)starts the prober of backend `b` (none while disabled).
     pub(super) fn start_prober(&mut self, vip: usize, pos: usize) {
         let plan = &self.plan.vips[vip].backends[pos];

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     config::Config,
-    core::{model::ModelState, plan::Plan},
+    core::{drain::Drain, model::ModelState, plan::Plan},
     shell::{
         control::{self, AdminAction, Call, Request, Response},
         dataplane::{Dataplane, TablePublisher},
@@ -61,6 +61,13 @@ pub struct VipRt {
     /// The live table before the last change (empty until there was one): where
     /// connections made before it live.
     pub previous: Vec<u32>,
+    /// Primary/backup: (index, serial) of the backend holding the slot, which keeps it while
+    /// eligible (`core::writer`). From the live table, or the state file when the maps were
+    /// recreated; serial so that a reused index is not taken for the old writer.
+    pub writer: Option<(u32, u32)>,
+    /// Maps recreated at start: until this moment the slot stays empty unless `writer`, the
+    /// state file's, is back (`core::writer::hold_for_restored`).
+    pub awaiting_writer: Option<Instant>,
 }
 
 /// Everything the loop owns.
@@ -160,6 +167,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
             _ = neigh_tick.tick() => {
                 d.refresh_neighbours().await;
+                d.drain_tick();
+                d.restored_writer_tick();
                 if d.state_dirty {
                     d.save_state();
                 }
@@ -195,7 +204,14 @@ impl Daemon {
                 vip,
                 backend,
                 weight,
-            } => match self.admin(action, &vip, &backend, weight) {
+                timeout_ms,
+            } => match self.admin(
+                action,
+                &vip,
+                &backend,
+                weight,
+                timeout_ms.map(Duration::from_millis),
+            ) {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
@@ -218,13 +234,15 @@ impl Daemon {
         }
     }
 
-    /// Runtime admin: drain, disable, enable, weight. Visible in status at once.
+    /// Runtime admin: drain, disable, enable, weight, promote. Visible in status at once.
+    /// `drain_timeout`: `vipd backend drain --timeout` (drain only).
     fn admin(
         &mut self,
         action: AdminAction,
         vip: &str,
         backend: &str,
         weight: Option<u32>,
+        drain_timeout: Option<Duration>,
     ) -> Result<String, String> {
         let now = Instant::now();
         let v = self
@@ -239,9 +257,29 @@ impl Daemon {
             .find(|b| b.conf.name == backend)
             .map(|b| b.index as usize)
             .ok_or_else(|| format!("VIP {vip} has no backend named {backend:?}"))?;
+        if drain_timeout.is_some() && action != AdminAction::Drain {
+            return Err("`--timeout` only applies to `drain`".into());
+        }
+        if action == AdminAction::Promote {
+            return self.promote(v, b, now);
+        }
         let rt = &mut self.backends[b];
         match action {
-            AdminAction::Drain => rt.admin = Admin::Drained,
+            AdminAction::Drain => {
+                // Draining again keeps the original start (the connections have been winding
+                // down since then) and takes the new timeout, if one is given.
+                rt.drain = Some(match rt.drain {
+                    Some(d) if rt.admin == Admin::Drained => Drain {
+                        timeout_override: drain_timeout.or(d.timeout_override),
+                        ..d
+                    },
+                    _ => Drain {
+                        started_ms: unix_ms(),
+                        timeout_override: drain_timeout,
+                    },
+                });
+                rt.admin = Admin::Drained;
+            }
             AdminAction::Disable => rt.admin = Admin::Disabled,
             AdminAction::Enable => rt.admin = Admin::Enabled,
             AdminAction::Weight => {
@@ -251,14 +289,67 @@ impl Daemon {
                 }
                 rt.weight = w;
             }
+            AdminAction::Promote => unreachable!("handled above"),
         }
-        let summary = format!(
+        if rt.admin != Admin::Drained {
+            rt.drain = None;
+        }
+        let mut summary = format!(
             "{vip}/{backend}: {} weight {}",
             rt.admin.as_str(),
             rt.weight
         );
+        if let Some(d) = rt.drain.filter(|_| action == AdminAction::Drain) {
+            let timeout = d.timeout(self.config.vips[v].drain_timeout);
+            summary.push_str(&format!(
+                ", established flows kept for {} from the start of the drain",
+                crate::config::fmt_duration(timeout)
+            ));
+        }
+        // A zero or already passed timeout takes effect with this change, not a tick later.
+        self.drain_tick();
         self.republish(v, Some(now));
         self.save_state();
+        tracing::info!("admin: {summary}");
+        Ok(summary)
+    }
+
+    /// `vipd backend promote`: hands a primary/backup VIP's single slot to backend `b`, which
+    /// keeps it from then on while it is eligible (`core::writer`).
+    fn promote(&mut self, v: usize, b: usize, now: Instant) -> Result<String, String> {
+        let vp = &self.plan.vips[v];
+        let (vip, pos) = (vp.name.clone(), self.locate_backend(b).1);
+        let name = vp.backends[pos].conf.name.clone();
+        if vp.selection != crate::config::Selection::PrimaryBackup {
+            return Err(format!(
+                "VIP {vip} is not primary-backup (selection = \"maglev\"): promote picks the \
+                 single writer of a primary-backup VIP"
+            ));
+        }
+        if vp.failback {
+            return Err(format!(
+                "VIP {vip} has failback = true: its slot always goes to the eligible backend \
+                 with the lowest priority; remove failback to choose the writer by hand"
+            ));
+        }
+        if let Some(why) = self.backends[b].ineligible_reason(&vp.backends[pos].conf) {
+            return Err(format!(
+                "cannot promote {vip}/{name}: {why}; only an eligible backend (up, enabled, \
+                 weight > 0, reachable) can take the slot"
+            ));
+        }
+        let before = self.current_writer(v);
+        if before == Some(b as u32) {
+            return Ok(format!("{vip}/{name} is already the writer"));
+        }
+        self.vips[v].writer = Some((b as u32, self.backends[b].serial));
+        self.republish(v, Some(now));
+        self.save_state();
+        let was = before.map_or("none".to_owned(), |i| {
+            let (vi, p) = self.locate_backend(i as usize);
+            self.plan.vips[vi].backends[p].conf.name.clone()
+        });
+        let summary = format!("{vip}/{name}: promoted to writer (was {was})");
         tracing::info!("admin: {summary}");
         Ok(summary)
     }
@@ -303,6 +394,14 @@ pub fn resident_bytes() -> u64 {
             })
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// Wall-clock milliseconds since the Unix epoch: drain starts must mean the same after a
+/// restart of vipd, which `Instant` cannot.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ip_string(a: &IpAddr) -> String {

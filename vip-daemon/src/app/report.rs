@@ -10,20 +10,21 @@ use vip_common::{
 use crate::{
     config::{Forward, HashMode, Protocol, Selection},
     core::{
+        drain::{self, Phase},
         health::Health,
         model,
         plan::{addr16, vip_key},
     },
     shell::{
-        metrics::{counter_to, BackendLabels, ReasonLabels, VipLabels},
+        metrics::{counter_to, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
         status::{
-            BackendStatus, ClusterStatus, InterfaceStatus, MemberStatus, ProbeStatus, Status,
-            TraceReport, VipStatus,
+            BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus, MemberStatus,
+            ProbeStatus, Status, TraceReport, Usage, VipStatus,
         },
     },
 };
 
-use super::{ip_string, resident_bytes, Daemon};
+use super::{ip_string, resident_bytes, Admin, Daemon};
 
 impl Daemon {
     pub(super) fn backend_labels(&self, index: usize) -> BackendLabels {
@@ -56,6 +57,9 @@ impl Daemon {
             .counters(maps::MAP_BACKEND_STATS)
             .unwrap_or_default();
         let reasons = self.dp.stats().unwrap_or_default();
+        // A full walk of the flow table: only when some drain wants its progress, once.
+        let flows = self.drain_flows();
+        let now_ms = super::unix_ms();
         let vips = self
             .plan
             .vips
@@ -111,6 +115,24 @@ impl Daemon {
                                 .held_for(std::time::Instant::now())
                                 .map(|d| d.as_secs_f64()),
                             transitions: rt.health.transitions(),
+                            drain: rt.drain.filter(|_| rt.admin == Admin::Drained).map(|d| {
+                                let timeout = d.timeout(conf.drain_timeout);
+                                let phase = d.phase(conf.drain_timeout, now_ms);
+                                let remaining = flows
+                                    .as_ref()
+                                    .and_then(|f| f.get(b.index as usize).copied());
+                                DrainStatus {
+                                    since_unix_s: d.started_ms as f64 / 1e3,
+                                    age_s: now_ms.saturating_sub(d.started_ms) as f64 / 1e3,
+                                    timeout_s: timeout.as_secs_f64(),
+                                    left_s: match phase {
+                                        Phase::Keeping { left } => left.as_secs_f64(),
+                                        Phase::TimedOut => 0.0,
+                                    },
+                                    flows: remaining,
+                                    complete: drain::complete(phase, remaining),
+                                }
+                            }),
                             packets: c.packets,
                             bytes: c.bytes,
                         }
@@ -218,7 +240,49 @@ impl Daemon {
                     alerts: c.status_lines.clone(),
                 }
             }),
+            limits: Some(self.limits_status()),
+            flow_table: maps::flow_stat::NAMES
+                .iter()
+                .zip(self.dp.flow_stats().unwrap_or_default())
+                .map(|(n, c)| (n.to_string(), c.packets))
+                .collect(),
         }
+    }
+
+    fn limits_status(&self) -> LimitsStatus {
+        let (vips, backends, slots) = self.config.needs();
+        LimitsStatus {
+            vips: Usage {
+                used: vips,
+                limit: self.limits.vips,
+            },
+            backends: Usage {
+                used: backends,
+                limit: self.limits.backends,
+            },
+            table_slots: Usage {
+                used: slots,
+                limit: self.limits.table_slots,
+            },
+            flows: self.limits.flows,
+        }
+    }
+
+    /// Flow table entries per backend index when some backend is drained (None otherwise,
+    /// or when the map cannot be read): a walk of the whole map, so at most once per status
+    /// request or scrape, and not at all without a drain.
+    fn drain_flows(&self) -> Option<Vec<u64>> {
+        let draining = self.plan.vips.iter().flat_map(|v| &v.backends).any(|b| {
+            let rt = &self.backends[b.index as usize];
+            rt.admin == Admin::Drained && rt.drain.is_some()
+        });
+        if !draining {
+            return None;
+        }
+        self.dp
+            .flows_per_backend()
+            .inspect_err(|e| tracing::warn!(error = %e, "counting flow table entries failed"))
+            .ok()
     }
 
     /// Which backend a flow goes to, by the model over the published table, checked against
@@ -328,6 +392,33 @@ impl Daemon {
                     rt.health.transitions(),
                 );
             }
+        }
+        let flows = self.drain_flows();
+        for v in &self.plan.vips {
+            for b in &v.backends {
+                let l = self.backend_labels(b.index as usize);
+                let rt = &self.backends[b.index as usize];
+                let remaining = flows.as_ref().and_then(|f| f.get(b.index as usize));
+                match remaining.filter(|_| rt.admin == Admin::Drained) {
+                    Some(&n) => {
+                        self.metrics
+                            .backend_drain_flows
+                            .get_or_create(&l)
+                            .set(n as i64);
+                    }
+                    // Only drained backends have the series: an ended drain's goes away.
+                    None => _ = self.metrics.backend_drain_flows.remove(&l),
+                }
+            }
+        }
+        for (name, c) in maps::flow_stat::NAMES
+            .iter()
+            .zip(self.dp.flow_stats().unwrap_or_default())
+        {
+            let l = FlowLabels {
+                result: name.to_string(),
+            };
+            counter_to(&self.metrics.flow_table.get_or_create(&l), c.packets);
         }
         for (name, c) in reason::NAMES
             .iter()

@@ -6,9 +6,10 @@ use tokio::sync::mpsc;
 use vip_common::maps::{Backend, Settings, NO_BACKEND, SETTINGS_F_PEERS};
 
 use crate::{
-    config::{Config, Limits},
+    config::{Config, Limits, Selection},
     core::{
         alloc::{self, Allocation, BackendId},
+        drain::Drain,
         health::{Health, HealthState},
         model::ModelState,
         plan::{self, BackendPlan, Plan, VipPlan},
@@ -169,6 +170,7 @@ pub async fn start(
         } else {
             None
         };
+        let (mut saved_writer, mut writer_due) = (None, None);
         for b in &v.backends {
             vip_of[b.index as usize] = i;
             let id = backend_id(v, b);
@@ -195,10 +197,36 @@ pub async fn start(
             if let Some(r) = remembered {
                 rt.admin = Admin::parse(&r.admin).unwrap_or(Admin::Enabled);
                 rt.weight = r.weight.unwrap_or(b.conf.weight);
+                // A drain's timeout runs on from its start (one saved before drains had a
+                // start begins now).
+                rt.drain = (rt.admin == Admin::Drained).then(|| Drain {
+                    started_ms: r.drain_started_ms.unwrap_or_else(super::unix_ms),
+                    timeout_override: r.drain_timeout_ms.map(std::time::Duration::from_millis),
+                });
+                if r.writer {
+                    saved_writer = Some((b.index, b.serial));
+                    // Time for its first `rise` probes (every backend starts down); not worth
+                    // waiting for while the operator keeps it out.
+                    writer_due = (rt.admin == Admin::Enabled)
+                        .then(|| Instant::now() + c.interval * (c.rise + 1) + c.timeout);
+                }
             }
             backends[b.index as usize] = rt;
         }
+        // Primary/backup: the writer is the adopted live table's slot; maps created afresh
+        // have none, so the state file's writer (it keeps the slot while eligible).
+        let writer = match &live {
+            Some(t) if v.selection == Selection::PrimaryBackup => v
+                .backends
+                .iter()
+                .find(|b| t.first() == Some(&b.index))
+                .map(|b| (b.index, b.serial)),
+            Some(_) => None,
+            None => saved_writer,
+        };
         vips.push(VipRt {
+            writer,
+            awaiting_writer: writer_due.filter(|_| live.is_none() && !v.failback),
             generation: live
                 .as_ref()
                 .and_then(|_| tables.live_generation(&v.region)),
@@ -461,7 +489,14 @@ impl Daemon {
                         }
                         rt
                     }
-                    None => VipRt::default(),
+                    // Moved in the maps: a new table, but the same writer.
+                    None => VipRt {
+                        writer: old_vips
+                            .iter()
+                            .find(|(n, _, _)| *n == v.name)
+                            .and_then(|(_, _, rt)| rt.writer),
+                        ..VipRt::default()
+                    },
                 }
             })
             .collect();
@@ -505,7 +540,7 @@ impl Daemon {
     /// Writes the state file (layout, verdicts, admin) when something in it changed.
     pub(super) fn save_state(&mut self) {
         let mut saved = SavedState::new(self.layout_id, self.limits, self.alloc.clone());
-        for v in &self.plan.vips {
+        for (vi, v) in self.plan.vips.iter().enumerate() {
             for b in &v.backends {
                 let rt = &self.backends[b.index as usize];
                 saved.backends.push(SavedBackend {
@@ -513,6 +548,12 @@ impl Daemon {
                     up: rt.health.health() == Health::Up,
                     admin: rt.admin.as_str().to_owned(),
                     weight: (rt.weight != b.conf.weight).then_some(rt.weight),
+                    writer: self.vips[vi].writer == Some((b.index, b.serial)),
+                    drain_started_ms: rt.drain.map(|d| d.started_ms),
+                    drain_timeout_ms: rt
+                        .drain
+                        .and_then(|d| d.timeout_override)
+                        .map(|t| t.as_millis() as u64),
                 });
             }
         }

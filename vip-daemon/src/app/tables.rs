@@ -1,11 +1,14 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL};
+use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND};
 
 use crate::{
     config::{Forward, Selection},
-    core::plan::{self, addr16},
+    core::{
+        plan::{self, addr16},
+        writer,
+    },
 };
 
 use super::{Daemon, Precomputed};
@@ -49,15 +52,29 @@ impl Daemon {
                 _ => None,
             }
         });
-        let table = precomputed.unwrap_or_else(|| {
-            plan::build_table(self.plan.seed, v, |b| {
-                weights[v
-                    .backends
-                    .iter()
-                    .position(|x| x.index == b.index)
-                    .unwrap_or(0)]
-            })
+        let writer = self.current_writer(vip);
+        let mut table = precomputed.unwrap_or_else(|| {
+            plan::build_table(
+                self.plan.seed,
+                v,
+                |b| {
+                    weights[v
+                        .backends
+                        .iter()
+                        .position(|x| x.index == b.index)
+                        .unwrap_or(0)]
+                },
+                writer,
+            )
         });
+        if let Some(deadline) = self.vips[vip].awaiting_writer {
+            let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
+            if !v.failback && writer::hold_for_restored(writer, chosen, Instant::now(), deadline) {
+                table = vec![NO_BACKEND];
+            } else {
+                self.vips[vip].awaiting_writer = None;
+            }
+        }
         if table != self.vips[vip].live || self.vips[vip].generation.is_none() {
             self.publish(vip, table);
             if let Some(at) = cause {
@@ -85,13 +102,31 @@ impl Daemon {
                 *w = None;
             }
         }
-        let without_local = plan::build_table(self.plan.seed, v, |b| {
-            weights[v
-                .backends
+        // Primary/backup: the fallback's writer sticks too. The live writer when it is not
+        // local (then both tables agree), else whoever the fallback table has now.
+        let eligible = |i: u32| {
+            v.backends
                 .iter()
-                .position(|x| x.index == b.index)
-                .unwrap_or(0)]
-        });
+                .zip(&weights)
+                .any(|(b, w)| b.index == i && w.is_some_and(|w| w > 0))
+        };
+        let writer = self
+            .current_writer(vip)
+            .filter(|&i| eligible(i))
+            .or_else(|| self.vips[vip].fallback.first().copied())
+            .filter(|&i| i != NO_BACKEND);
+        let without_local = plan::build_table(
+            self.plan.seed,
+            v,
+            |b| {
+                weights[v
+                    .backends
+                    .iter()
+                    .position(|x| x.index == b.index)
+                    .unwrap_or(0)]
+            },
+            writer,
+        );
         // Connections made before the last change: only while a local backend is healthy
         // is a missing socket here a sign of one (see `plan::fallback_table`).
         let rt_of = |b: &crate::core::plan::BackendPlan| &self.backends[b.index as usize];
@@ -138,7 +173,26 @@ impl Daemon {
         let region = self.plan.vips[vip].region;
         match self.publish_region(&region, &table) {
             Ok(gen) => {
+                // An empty slot held for a restored writer keeps it as the writer.
+                let writer = match self.vips[vip].awaiting_writer {
+                    Some(_) => self.vips[vip].writer,
+                    None => self.writer_of(vip, &table),
+                };
                 let rt = &mut self.vips[vip];
+                if rt.writer != writer {
+                    // The writer must survive a restart that recreates the maps.
+                    self.state_dirty = true;
+                    if let Some((index, _)) = writer {
+                        let (v, pos) = self.locate_backend(index as usize);
+                        tracing::info!(
+                            vip = %self.plan.vips[v].name,
+                            backend = %self.plan.vips[v].backends[pos].conf.name,
+                            "primary/backup writer"
+                        );
+                    }
+                }
+                let rt = &mut self.vips[vip];
+                rt.writer = writer;
                 rt.previous = std::mem::replace(&mut rt.live, table);
                 rt.generation = Some(gen);
                 rt.publishes += 1;
@@ -168,14 +222,20 @@ impl Daemon {
                 if basis[i].is_none() {
                     continue;
                 }
-                let table = plan::build_table(seed, &v, |x| {
-                    let j = v.backends.iter().position(|y| y.index == x.index)?;
-                    if j == i {
-                        None
-                    } else {
-                        basis[j]
-                    }
-                });
+                // Maglev only (checked above): no writer.
+                let table = plan::build_table(
+                    seed,
+                    &v,
+                    |x| {
+                        let j = v.backends.iter().position(|y| y.index == x.index)?;
+                        if j == i {
+                            None
+                        } else {
+                            basis[j]
+                        }
+                    },
+                    None,
+                );
                 without.insert(b.index, table);
             }
             let pre = Precomputed {
@@ -200,6 +260,41 @@ impl Daemon {
         if same_vip && pre.basis == self.weights(vip) {
             self.vips[vip].precomputed = Some(pre);
         }
+    }
+
+    /// Republishes the VIPs whose restored writer did not come back in time.
+    pub(super) fn restored_writer_tick(&mut self) {
+        let now = Instant::now();
+        for vip in 0..self.vips.len() {
+            if self.vips[vip].awaiting_writer.is_some_and(|d| d <= now) {
+                self.republish(vip, None);
+            }
+        }
+    }
+
+    /// The backend index holding the slot of a primary/backup VIP now, if it is still the
+    /// same backend identity (a reload may give a removed backend's index to a new one).
+    pub(super) fn current_writer(&self, vip: usize) -> Option<u32> {
+        let (index, serial) = self.vips[vip].writer?;
+        self.plan.vips[vip]
+            .backends
+            .iter()
+            .any(|b| b.index == index && b.serial == serial)
+            .then_some(index)
+    }
+
+    /// (index, serial) of the writer a primary/backup `table` names; None for Maglev VIPs
+    /// and for an empty slot.
+    pub(super) fn writer_of(&self, vip: usize, table: &[u32]) -> Option<(u32, u32)> {
+        let v = &self.plan.vips[vip];
+        if v.selection != Selection::PrimaryBackup {
+            return None;
+        }
+        let slot = *table.first()?;
+        v.backends
+            .iter()
+            .find(|b| b.index == slot)
+            .map(|b| (b.index, b.serial))
     }
 
     /// The BACKENDS entry of backend `index` for its current next hop.

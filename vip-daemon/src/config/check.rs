@@ -17,7 +17,7 @@ use super::types::{defaults, Check, CheckKind};
 use crate::core::health::Damping;
 
 /// Parses `"250ms"`, `"2s"` or `"1m"`: a non-negative integer and a unit (ms, s, m).
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let hint = "expected an integer followed by ms, s or m, e.g. \"250ms\", \"2s\", \"1m\"";
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = s.split_at(digits);
@@ -35,7 +35,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way it would be written in the file.
-pub(crate) fn fmt_duration(d: Duration) -> String {
+pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         _ if ms != 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),

@@ -23,6 +23,7 @@ mod vip;
 
 use std::path::Path;
 
+pub use check::{fmt_duration, parse_duration};
 pub use diag::{ConfigError, Diagnostic};
 pub use restart::restart_only_changes;
 pub use types::*;

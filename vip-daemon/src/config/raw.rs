@@ -145,6 +145,8 @@ pub(crate) struct RawVip {
     pub check: Option<RawCheck>,
     pub preferences: Option<Vec<String>>,
     pub fencing: Option<bool>,
+    pub failback: Option<bool>,
+    pub drain_timeout: Option<String>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
 }

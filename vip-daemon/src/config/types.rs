@@ -32,6 +32,8 @@ pub mod defaults {
     pub const MAX_TABLE_SIZE: u32 = 1_048_573;
     /// Table sizes worth suggesting (primes, roughly 100x a backend count of 2..600).
     pub const SUGGESTED_TABLE_SIZES: [u32; 4] = [251, 4099, 16381, 65537];
+    /// How long a drained backend keeps its established flows (`vip.drain_timeout`).
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
     pub const INTERVAL: Duration = Duration::from_secs(2);
     pub const TIMEOUT: Duration = Duration::from_secs(1);
     pub const RISE: u32 = 2;
@@ -209,6 +211,12 @@ pub struct Vip {
     /// Cluster mode: fence a dead owner before taking over (default: when a fence command is
     /// configured); without fencing, a takeover waits until the old owner's lease has expired.
     pub fencing: bool,
+    /// Primary/backup only: the slot returns to the preferred backend as soon as it is
+    /// eligible again (resetting the connections to the backup). Default false: the writer
+    /// stays until it fails or an operator promotes another (`core::writer`).
+    pub failback: bool,
+    /// How long a drained backend keeps its established flows (`core::drain`).
+    pub drain_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -105,6 +105,35 @@ fn vip(raw: &RawVip, at: &FieldPath, node: &Node, default_timing: &Timing, cx: &
         backends,
         preferences: raw.preferences.clone().unwrap_or_default(),
         fencing: raw.fencing.unwrap_or(true),
+        failback: failback(cx, raw.failback, &at.key("failback"), selection),
+        drain_timeout: drain_timeout(cx, &raw.drain_timeout, &at.key("drain_timeout")),
+    }
+}
+
+/// `failback` changes who gets a primary/backup VIP's single slot; set on a Maglev VIP it
+/// would silently do nothing, which is worth telling the author.
+fn failback(cx: &mut Ctx, v: Option<bool>, at: &FieldPath, selection: Selection) -> bool {
+    let Some(on) = v else { return false };
+    if selection != Selection::PrimaryBackup {
+        cx.error(
+            at,
+            "`failback` only applies to selection = \"primary-backup\" (which backend holds \
+             the single slot); remove it from this Maglev VIP",
+        );
+        return false;
+    }
+    on
+}
+
+/// A duration, zero allowed (a drain then gives up established flows at once).
+fn drain_timeout(cx: &mut Ctx, v: &Option<String>, at: &FieldPath) -> std::time::Duration {
+    match v.as_deref().map(super::check::parse_duration) {
+        None => defaults::DRAIN_TIMEOUT,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            cx.error(at, e);
+            defaults::DRAIN_TIMEOUT
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pure cores: plain functions of (state, input, now) returning actions; no IO, no clock.
 
 pub mod alloc;
+pub mod drain;
 pub mod flap;
 pub mod health;
 pub mod layout;
@@ -12,3 +13,4 @@ pub mod plan;
 pub mod seal;
 pub mod shared_health;
 pub mod swim;
+pub mod writer;

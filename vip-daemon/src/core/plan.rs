@@ -1,5 +1,7 @@
 //! From a config to the data plane's shape, and from backend states to Maglev tables. Pure:
-//! every node given the same config and the same health view computes byte-identical tables.
+//! every node given the same config and the same health view computes byte-identical tables
+//! (primary/backup VIPs: and the same current writer, which every node reaches by following
+//! the same history of cluster verdicts; `core::writer`).
 use std::net::IpAddr;
 
 use vip_common::{
@@ -13,6 +15,7 @@ use crate::{
         alloc::{Allocation, BackendId},
         layout::{Sizing, TableRegion},
         maglev::{self, MaglevBackend},
+        writer,
     },
 };
 
@@ -39,6 +42,8 @@ pub struct VipPlan {
     /// table under `ACTIVE` index `region.vip_index`.
     pub fallback: Option<TableRegion>,
     pub selection: Selection,
+    /// Primary/backup: the slot always goes back to the preferred backend (no stickiness).
+    pub failback: bool,
     pub backends: Vec<BackendPlan>,
 }
 
@@ -161,6 +166,7 @@ pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan
             region,
             fallback,
             selection: vip.selection,
+            failback: vip.failback,
             backends,
         });
     }
@@ -185,21 +191,29 @@ pub fn sizing(config: &Config, limits: &Limits) -> Sizing {
 }
 
 /// The table of `vip` when `weight_of` gives each backend's effective weight (None or 0: not
-/// in the table). Maglev VIPs spread over every eligible backend; primary/backup VIPs give
-/// their single slot to the eligible backend with the lowest priority value.
+/// in the table). Maglev VIPs spread over every eligible backend. Primary/backup VIPs give
+/// their single slot to `current_writer` (a backend index) while it is eligible, else to the
+/// eligible backend with the lowest priority value ([`crate::core::writer`]); Maglev VIPs
+/// ignore it.
 pub fn build_table(
     seed: u32,
     vip: &VipPlan,
     weight_of: impl Fn(&BackendPlan) -> Option<u32>,
+    current_writer: Option<u32>,
 ) -> Vec<u32> {
     match vip.selection {
         Selection::PrimaryBackup => {
-            let best = vip
+            let candidates: Vec<writer::Candidate> = vip
                 .backends
                 .iter()
-                .filter(|b| weight_of(b).unwrap_or(0) > 0)
-                .min_by_key(|b| (b.conf.priority, b.index));
-            vec![best.map_or(NO_BACKEND, |b| b.index)]
+                .map(|b| writer::Candidate {
+                    index: b.index,
+                    priority: b.conf.priority,
+                    eligible: weight_of(b).unwrap_or(0) > 0,
+                })
+                .collect();
+            let chosen = writer::choose(&candidates, current_writer, vip.failback);
+            vec![chosen.unwrap_or(NO_BACKEND)]
         }
         Selection::Maglev => {
             let members: Vec<MaglevBackend> = vip

@@ -16,7 +16,8 @@ use tokio::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminAction {
-    /// Weight 0: out of the table for new flows; still probed.
+    /// Out of the table for new flows; still probed; established flows stay until the drain
+    /// timeout.
     Drain,
     /// Out of the table and not probed.
     Disable,
@@ -24,6 +25,9 @@ pub enum AdminAction {
     Enable,
     /// Set a runtime weight (0..=65535).
     Weight,
+    /// Primary/backup: make this (eligible) backend the writer; it keeps the slot while
+    /// eligible.
+    Promote,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +44,10 @@ pub enum Request {
         vip: String,
         backend: String,
         weight: Option<u32>,
+        /// `drain --timeout`: how long the backend keeps its established flows (ms); absent
+        /// from older clients.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
     Reload,
     /// Release every VIP gracefully and leave the cluster (before a planned stop).

@@ -27,6 +27,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// What the flow table did (`vip_common::maps::flow_stat::NAMES`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    pub result: String,
+}
+
 /// Every metric vipd exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -42,6 +48,10 @@ pub struct Metrics {
     pub backend_flapping: Family<BackendLabels, Gauge>,
     /// Up<->Down transitions of the backend's probe health (rise/fall).
     pub backend_transitions: Family<BackendLabels, Counter>,
+    /// Drained backends only: flow table entries still made for them.
+    pub backend_drain_flows: Family<BackendLabels, Gauge>,
+    /// Flow table lookups by result (hit, miss_new, miss_midstream, stale).
+    pub flow_table: Family<FlowLabels, Counter>,
     pub probe_latency: Family<BackendLabels, Histogram>,
     pub probe_failures: Family<BackendLabels, Counter>,
     pub publishes: Family<VipLabels, Counter>,
@@ -82,6 +92,8 @@ impl Default for Metrics {
             backend_live: Family::default(),
             backend_flapping: Family::default(),
             backend_transitions: Family::default(),
+            backend_drain_flows: Family::default(),
+            flow_table: Family::default(),
             probe_latency: Family::new_with_constructor(probe_histogram),
             probe_failures: Family::default(),
             publishes: Family::default(),
@@ -143,6 +155,16 @@ impl Default for Metrics {
             "backend_transitions",
             "Up/down transitions of the backend's probe health",
             m.backend_transitions.clone(),
+        );
+        r.register(
+            "backend_drain_flows",
+            "Drained backends: flow table entries still kept for them",
+            m.backend_drain_flows.clone(),
+        );
+        r.register(
+            "flow_table_lookups",
+            "Flow table results for packets of VIPs using it: hit, miss_new, miss_midstream, stale",
+            m.flow_table.clone(),
         );
         r.register(
             "probe_latency_seconds",

@@ -36,6 +36,16 @@ pub struct SavedBackend {
     pub admin: String,
     /// Weight set through the control socket, when it differs from the file's.
     pub weight: Option<u32>,
+    /// Primary/backup: this backend holds the VIP's slot and keeps it while eligible; for
+    /// maps created afresh, which hold no live table to read it back from.
+    #[serde(default)]
+    pub writer: bool,
+    /// While drained: when the drain started (Unix ms), so that its timeout runs on.
+    #[serde(default)]
+    pub drain_started_ms: Option<u64>,
+    /// `drain --timeout` (ms), when given.
+    #[serde(default)]
+    pub drain_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,9 +146,24 @@ mod tests {
             up: true,
             admin: "drained".into(),
             weight: Some(3),
+            writer: true,
+            drain_started_ms: Some(1_700_000_000_000),
+            drain_timeout_ms: Some(30_000),
         });
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));
+        // A file of a vipd without writer and drain fields still reads.
+        let mut old: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for field in ["writer", "drain_started_ms", "drain_timeout_ms"] {
+            old["backends"][0].as_object_mut().unwrap().remove(field);
+        }
+        std::fs::write(&path, old.to_string()).unwrap();
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(
+            (back.backends[0].writer, back.backends[0].drain_started_ms),
+            (false, None)
+        );
         std::fs::write(&path, "{").unwrap();
         assert!(matches!(load(&path), Err(StateError::Parse { .. })));
         let _ = std::fs::remove_dir_all(dir);

@@ -22,6 +22,47 @@ pub struct Status {
     pub reasons: Vec<(String, u64, u64)>,
     /// Cluster mode only.
     pub cluster: Option<ClusterStatus>,
+    /// The `[limits]` the maps were made with and what the config uses of them.
+    #[serde(default)]
+    pub limits: Option<LimitsStatus>,
+    /// Flow table counters (`FLOW_STATS`): (counter, packets), counters as in
+    /// `vip_common::maps::flow_stat::NAMES`.
+    #[serde(default)]
+    pub flow_table: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsStatus {
+    pub vips: Usage,
+    pub backends: Usage,
+    /// Slots of every VIP's two table generations (and fallback tables).
+    pub table_slots: Usage,
+    /// Flow table entries (per CPU); entries in use are not counted (a full map walk).
+    pub flows: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// What the config needs now.
+    pub used: u32,
+    /// What the maps were made for (`[limits]`; changing it needs a restart).
+    pub limit: u32,
+}
+
+/// A backend drained by `vipd backend drain`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    /// When the drain started, Unix seconds, and how long ago.
+    pub since_unix_s: f64,
+    pub age_s: f64,
+    pub timeout_s: f64,
+    /// Until its established flows are given up (0 once the timeout passed).
+    pub left_s: f64,
+    /// Flow table entries still made for this backend (None: the map could not be read).
+    /// Entries outlive their connections until the LRU evicts them, so this is an upper bound.
+    pub flows: Option<u64>,
+    /// No entry left, or the timeout passed.
+    pub complete: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -112,6 +153,9 @@ pub struct BackendStatus {
     /// Up<->Down transitions of its probe health since vipd started.
     #[serde(default)]
     pub transitions: u64,
+    /// While drained.
+    #[serde(default)]
+    pub drain: Option<DrainStatus>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -177,6 +221,7 @@ impl Status {
             "tables: {} publishes, verdict to live p99 {p99}",
             self.publishes
         );
+        self.render_limits(&mut s);
         if let Some(r) = &self.last_reload {
             let _ = writeln!(s, "last reload: {r}");
         }
@@ -246,6 +291,9 @@ impl Status {
                     b.packets,
                     human_bytes(b.bytes)
                 );
+                if let Some(d) = &b.drain {
+                    let _ = writeln!(s, "    {}", d.render());
+                }
             }
         }
         if let Some(c) = &self.cluster {
@@ -309,7 +357,63 @@ impl Status {
             .map(|(r, p, _)| format!("{r}={p}"))
             .collect();
         let _ = writeln!(s, "\ndata plane counters: {}", busy.join(" "));
+        if !self.flow_table.is_empty() {
+            let f: Vec<String> = self
+                .flow_table
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "flow table: {}", f.join(" "));
+        }
         s
+    }
+
+    fn render_limits(&self, s: &mut String) {
+        let Some(l) = &self.limits else { return };
+        let use_of = |u: &Usage| format!("{} of {}", u.used, u.limit);
+        let _ = writeln!(
+            s,
+            "limits: VIPs {}, backends {}, table slots {}, flow table {} entries; maps {}",
+            use_of(&l.vips),
+            use_of(&l.backends),
+            use_of(&l.table_slots),
+            l.flows,
+            human_bytes(self.map_bytes)
+        );
+    }
+}
+
+fn human_duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+impl DrainStatus {
+    pub fn render(&self) -> String {
+        let flows = self.flows.map_or("flow entries unknown".to_owned(), |n| {
+            format!("{n} flow entries left")
+        });
+        let state = if self.complete {
+            if self.left_s <= 0.0 {
+                "drain complete (timeout passed: established flows given up)".to_owned()
+            } else {
+                "drain complete".to_owned()
+            }
+        } else {
+            format!(
+                "draining, {} left of {}",
+                human_duration(self.left_s),
+                human_duration(self.timeout_s)
+            )
+        };
+        format!(
+            "{state}; drained {} ago; {flows}",
+            human_duration(self.age_s)
+        )
     }
 }
 
@@ -376,13 +480,82 @@ mod tests {
     }
 
     #[test]
-    fn status_json_from_a_vipd_without_flap_fields_still_reads() {
+    fn a_drained_backend_shows_time_left_flows_and_completion() {
+        let draining = DrainStatus {
+            since_unix_s: 1.7e9,
+            age_s: 12.0,
+            timeout_s: 300.0,
+            left_s: 288.0,
+            flows: Some(37),
+            complete: false,
+        };
+        let b = BackendStatus {
+            name: "ctl2".into(),
+            admin: "drained".into(),
+            drain: Some(draining.clone()),
+            ..Default::default()
+        };
+        let text = one_backend(b).render();
+        assert!(
+            text.contains("draining, 4m48s left of 5m00s; drained 12s ago; 37 flow entries left"),
+            "{text}"
+        );
+        let emptied = DrainStatus {
+            flows: Some(0),
+            complete: true,
+            ..draining.clone()
+        };
+        assert!(
+            emptied.render().starts_with("drain complete; "),
+            "{}",
+            emptied.render()
+        );
+        let timed_out = DrainStatus {
+            left_s: 0.0,
+            complete: true,
+            ..draining
+        };
+        assert!(timed_out.render().contains("timeout passed"));
+    }
+
+    #[test]
+    fn limits_and_flow_table_counters_are_shown() {
+        let status = Status {
+            map_bytes: 3 * 1_048_576,
+            limits: Some(LimitsStatus {
+                vips: Usage { used: 2, limit: 16 },
+                backends: Usage { used: 6, limit: 64 },
+                table_slots: Usage {
+                    used: 1004,
+                    limit: 2008,
+                },
+                flows: 65536,
+            }),
+            flow_table: vec![("hit".into(), 5), ("stale".into(), 1)],
+            ..Default::default()
+        };
+        let text = status.render();
+        assert!(
+            text.contains(
+                "limits: VIPs 2 of 16, backends 6 of 64, table slots 1004 of 2008, flow table \
+                 65536 entries; maps 3.0 MiB"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("flow table: hit=5 stale=1"), "{text}");
+    }
+
+    #[test]
+    fn status_json_from_a_vipd_without_newer_fields_still_reads() {
         let json = serde_json::to_value(one_backend(BackendStatus::default())).unwrap();
         let mut json = json.to_string();
         for field in [
             ",\"flapping\":false",
             ",\"held_s\":null",
             ",\"transitions\":0",
+            ",\"drain\":null",
+            ",\"limits\":null",
+            ",\"flow_table\":[]",
         ] {
             assert!(json.contains(field), "{json}");
             json = json.replace(field, "");
