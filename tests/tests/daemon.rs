@@ -904,9 +904,9 @@ address = "10.77.0.12"
     );
     assert_eq!(serve(VIP, 10), only("b1", 10), "after restart");
 
-    // Restart with other [limits]: the maps are recreated, so no live table names the writer
-    // and every backend starts down; the state file's writer gets the slot back even if b0
-    // passes its checks first.
+    // Restart with other [limits]: new maps are built beside the old ones, so no live table
+    // names the writer; the state file's writer gets the slot back (and b0, the preferred
+    // one, does not take it).
     vipd.terminate();
     let text = std::fs::read_to_string(&vipd.config).expect("config");
     let text = text.replacen("[metrics]", "[limits]\nvips = 8\n\n[metrics]", 1);
@@ -924,8 +924,8 @@ address = "10.77.0.12"
         },
     );
     assert!(
-        vipd.logs().contains("re-creating the data plane"),
-        "the maps were recreated:\n{}",
+        vipd.logs().contains("building a new data plane beside"),
+        "the maps were replaced:\n{}",
         vipd.logs()
     );
     let s = vipd.status_json();

@@ -322,7 +322,9 @@ impl Daemon {
             ),
         }
         self.share_verdict(index, v.health);
-        self.state_dirty = true;
+        // At once, not at the next tick: a restart that replaces the maps has only the
+        // state file to know which backends were up (flap damping bounds how often).
+        self.save_state();
         let rt = &self.backends[index];
         if v.health == Health::Up && !rt.local && rt.next_hop.and_then(|h| h.mac).is_none() {
             self.neighbours_due = true;

@@ -175,12 +175,15 @@ pub async fn start(
             vip_of[b.index as usize] = i;
             let id = backend_id(v, b);
             let remembered = saved.as_ref().and_then(|s| s.backend(&id));
-            // A verdict survives a restart: the state file's while it describes the adopted
-            // maps (a file left beside fresh maps may be from anything), else "was in the
-            // live table".
+            // A verdict survives a restart. With the adopted maps' table read back, the
+            // kernel is the truth: in the live table means up (the state file may be a
+            // moment older); out of it, up only when the state file says so and an admin
+            // state explains the absence. Replacing maps: the state file's, saved at every
+            // verdict. Fresh maps: a file left beside them may be from anything, so down.
             let was_live = live.as_ref().is_some_and(|t| t.contains(&b.index));
-            let up = match remembered {
-                Some(r) if adopted.is_some() || replacing => r.up,
+            let up = match (remembered, &live) {
+                (Some(r), Some(_)) => was_live || (r.up && r.admin != Admin::Enabled.as_str()),
+                (Some(r), None) if adopted.is_some() || replacing => r.up,
                 _ => was_live,
             };
             let c = &b.conf.check;
@@ -223,6 +226,27 @@ pub async fn start(
                 .map(|b| (b.index, b.serial)),
             Some(_) => None,
             None => saved_writer,
+        };
+        // First start (fresh maps, no state file's writer): the preferred backend is waited
+        // for like a remembered writer, so that whichever backend rises first does not become
+        // the writer for good and the primary one stays a backup.
+        let (writer, writer_due) = match (writer, &live) {
+            (None, None) if v.selection == Selection::PrimaryBackup => {
+                let preferred = v
+                    .backends
+                    .iter()
+                    .filter(|b| backends[b.index as usize].admin == Admin::Enabled)
+                    .min_by_key(|b| (b.conf.priority, b.index));
+                match preferred {
+                    Some(b) => {
+                        let c = &b.conf.check;
+                        let due = Instant::now() + c.interval * (c.rise + 1) + c.timeout;
+                        (Some((b.index, b.serial)), Some(due))
+                    }
+                    None => (None, writer_due),
+                }
+            }
+            other => (other.0, writer_due),
         };
         vips.push(VipRt {
             writer,
