@@ -496,7 +496,13 @@ fn reloads_and_restart_with_changed_layout_fail_no_request() {
     wait_for(&env, "b3 up", Duration::from_secs(5), |s| {
         live_backends(s, "web") == 4
     });
-    // b0 removed.
+    // b0 removed, the way an operator removes a server that still runs: drained first, so
+    // that its established connections end where they are (a removed backend's flows move
+    // at once, as a failed one's do), then taken out of the file.
+    env.vipd
+        .cli(&["backend", "drain", "web", "b0"])
+        .expect("drain");
+    std::thread::sleep(Duration::from_millis(300));
     let removed = added.replacen(
         "[[vip.backend]]\nname = \"b0\"\naddress = \"10.77.0.11\"\nport = 80\n",
         "",
