@@ -104,6 +104,13 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
             s.name
         );
     }
+    // Cluster mode, every backend a member: a drain keeps the drained backend's established
+    // connections (previous-table second chance) and gives it no new ones.
+    let d = lab::drain_under_load(&mut lab, &story).expect("drain under load");
+    assert!(d.streams_to_drained > 0, "{d:?}");
+    assert_eq!(d.kept_through_drain, d.streams_to_drained, "{d:?}");
+    assert_eq!(d.others_kept, d.streams_to_others, "{d:?}");
+    assert_eq!(d.errors, 0, "{d:?}");
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub use node::{ask, status_of, Node};
 pub use restart::{restart_under_load, RestartUnderLoad};
 pub use running::{agreed_owner, holders, Lab};
 pub use scenarios::{
-    backend_loss, balanced, owner_loss, partition, rejoin, BackendLoss, OwnerLoss, Partition,
+    backend_loss, balanced, drain_under_load, owner_loss, partition, rejoin, BackendLoss,
+    DrainUnderLoad, OwnerLoss, Partition,
 };
 pub use services::{probe_udp, serve};
 pub use story::{demo, Story};

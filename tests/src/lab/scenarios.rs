@@ -375,3 +375,121 @@ fn one_owner_each(all: &[Option<vip_daemon::shell::status::Status>]) -> bool {
         h.len() == 1 && agreed_owner(all, v).as_ref() == h.first()
     })
 }
+
+#[derive(Debug)]
+pub struct DrainUnderLoad {
+    pub node: &'static str,
+    /// Long-lived connections to the drained backend, and how many answered through the
+    /// drain and after the enable (its flows stay with it: previous-table second chance).
+    pub streams_to_drained: usize,
+    pub kept_through_drain: usize,
+    /// Long-lived connections to the other backends, and how many answered throughout.
+    pub streams_to_others: usize,
+    pub others_kept: usize,
+    /// Failed new requests (every service) while drained and after the enable.
+    pub errors: u64,
+}
+
+/// `vipd backend drain stream NODE` on every controller under load, long-lived connections
+/// open: the drained backend gets no new connections but keeps its established ones (every
+/// backend of the stream VIP runs vipd, so the previous-table second chance carries them),
+/// then `enable` brings it back with nothing broken.
+pub fn drain_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<DrainUnderLoad> {
+    use vip_daemon::shell::control::{AdminAction, Request, Response};
+    let stream = SocketAddr::new(IpAddr::V4(API_VIP), 7000);
+    let streams = borrowed_ns(&lab.names.ns("client")).run(move || {
+        (0..12)
+            .map(|_| {
+                let mut c = LineClient::connect(stream)?;
+                let who = c.ask()?;
+                Ok((c, who))
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })?;
+    let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
+    for (_, who) in &streams {
+        if let Some(n) = CONTROLLERS.iter().find(|n| *n == who) {
+            *counts.entry(n).or_default() += 1;
+        }
+    }
+    let Some((&node, _)) = counts.iter().max_by_key(|(_, c)| **c) else {
+        bail!("no long-lived connection answered");
+    };
+    let admin = |lab: &Lab, action: AdminAction| -> anyhow::Result<()> {
+        for n in &lab.nodes {
+            let req = Request::Backend {
+                action,
+                vip: "stream".into(),
+                backend: node.into(),
+                weight: None,
+                timeout_ms: None,
+            };
+            match super::node::ask(&n.control, &req, Duration::from_secs(2)) {
+                Some(Response::Ok { .. }) => {}
+                other => bail!("{}: backend {action:?} stream/{node}: {other:?}", n.name),
+            }
+        }
+        Ok(())
+    };
+    let before = traffic(lab);
+    admin(lab, AdminAction::Drain)?;
+    story.say(format!(
+        "stream/{node} drained on every controller ({} of 12 long-lived connections on it)",
+        counts[node]
+    ));
+    // Every connection asks a few times while drained, then once more after the enable.
+    let client = lab.names.ns("client");
+    let drained = borrowed_ns(&client).run(move || {
+        streams
+            .into_iter()
+            .map(|(mut c, who)| {
+                let ok = (0..3).all(|_| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    c.ask().is_ok_and(|again| again == who)
+                });
+                (c, who, ok)
+            })
+            .collect::<Vec<_>>()
+    });
+    let new_on_drained = borrowed_ns(&client).run(move || {
+        (0..20)
+            .filter_map(|_| LineClient::connect(stream).and_then(|mut c| c.ask()).ok())
+            .filter(|who| who == node)
+            .count()
+    });
+    story.say(format!(
+        "new connections while drained: {new_on_drained} of 20 on {node}"
+    ));
+    admin(lab, AdminAction::Enable)?;
+    story.say(format!("stream/{node} enabled again on every controller"));
+    pause(Duration::from_millis(500))?;
+    let results = borrowed_ns(&client).run(move || {
+        drained
+            .into_iter()
+            .map(|(mut c, who, ok)| {
+                let again = c.ask().is_ok_and(|a| a == who);
+                (who, ok && again)
+            })
+            .collect::<Vec<_>>()
+    });
+    let on = |drained: bool| results.iter().filter(move |(w, _)| (w == node) == drained);
+    let streams_to_drained = on(true).count();
+    let kept_through_drain = on(true).filter(|r| r.1).count();
+    let streams_to_others = on(false).count();
+    let others_kept = on(false).filter(|r| r.1).count();
+    let errors = errors(&since(&traffic(lab), &before));
+    story.say(format!(
+        "long-lived connections kept through drain and enable: on {node} {kept_through_drain}/{streams_to_drained}, elsewhere {others_kept}/{streams_to_others}; failed new requests: {errors}"
+    ));
+    if new_on_drained > 0 {
+        bail!("{new_on_drained} new connections landed on the drained {node}");
+    }
+    Ok(DrainUnderLoad {
+        node,
+        streams_to_drained,
+        kept_through_drain,
+        streams_to_others,
+        others_kept,
+        errors,
+    })
+}

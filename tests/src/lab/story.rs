@@ -6,7 +6,7 @@ use super::{
     display::traffic_table,
     restart::RestartUnderLoad,
     running::Lab,
-    scenarios::{self, BackendLoss, OwnerLoss, Partition},
+    scenarios::{self, BackendLoss, DrainUnderLoad, OwnerLoss, Partition},
     topology::Names,
     Bins,
 };
@@ -36,7 +36,7 @@ impl Story {
     }
 }
 
-/// Builds the lab, plays the five acts, prints the summary; the lab is gone when it returns.
+/// Builds the lab, plays the acts, prints the summary; the lab is gone when it returns.
 pub fn demo(names: Names, bins: &Bins) -> anyhow::Result<()> {
     let story = Story::new();
     story.chapter("starting the lab");
@@ -58,6 +58,7 @@ struct Acts {
     rejoined: Duration,
     partition: Partition,
     restart: RestartUnderLoad,
+    drain: DrainUnderLoad,
 }
 
 fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
@@ -101,12 +102,15 @@ fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
         };
         story.say(format!("{vip}: {} -> {}", show(before), show(after)));
     }
+    story.chapter("7. a backend drained under load, then enabled");
+    let drain = scenarios::drain_under_load(lab, story)?;
     Ok(Acts {
         backend,
         owner,
         rejoined,
         partition,
         restart,
+        drain,
     })
 }
 
@@ -121,6 +125,7 @@ fn print_summary(acts: &Acts) {
         rejoined,
         partition: p,
         restart: r,
+        drain: d,
     } = acts;
     let rows = [
         (
@@ -190,6 +195,20 @@ fn print_summary(acts: &Acts) {
         (
             "  failed requests across the restart".into(),
             format!("{} of {}", r.errors, r.errors + r.answered),
+        ),
+        (
+            format!(
+                "stream/{} drained, then enabled: its connections kept",
+                d.node
+            ),
+            format!("{} of {}", d.kept_through_drain, d.streams_to_drained),
+        ),
+        (
+            "  other long-lived connections kept / failed new requests".into(),
+            format!(
+                "{} of {} / {}",
+                d.others_kept, d.streams_to_others, d.errors
+            ),
         ),
     ];
     println!("\n=== summary ===");
