@@ -54,18 +54,7 @@ impl Daemon {
         });
         let writer = self.current_writer(vip);
         let mut table = precomputed.unwrap_or_else(|| {
-            plan::build_table(
-                self.plan.seed,
-                v,
-                |b| {
-                    weights[v
-                        .backends
-                        .iter()
-                        .position(|x| x.index == b.index)
-                        .unwrap_or(0)]
-                },
-                writer,
-            )
+            plan::build_table(self.plan.seed, v, |b| weight_in(v, &weights, b), writer)
         });
         if let Some(deadline) = self.vips[vip].awaiting_writer {
             let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
@@ -115,18 +104,8 @@ impl Daemon {
             .filter(|&i| eligible(i))
             .or_else(|| self.vips[vip].fallback.first().copied())
             .filter(|&i| i != NO_BACKEND);
-        let without_local = plan::build_table(
-            self.plan.seed,
-            v,
-            |b| {
-                weights[v
-                    .backends
-                    .iter()
-                    .position(|x| x.index == b.index)
-                    .unwrap_or(0)]
-            },
-            writer,
-        );
+        let without_local =
+            plan::build_table(self.plan.seed, v, |b| weight_in(v, &weights, b), writer);
         // Connections made before the last change: only while a local backend is healthy
         // is a missing socket here a sign of one (see `plan::fallback_table`).
         let rt_of = |b: &crate::core::plan::BackendPlan| &self.backends[b.index as usize];
@@ -345,4 +324,14 @@ impl Daemon {
         }
         self.model.backends[index] = entry;
     }
+}
+
+/// `b`'s entry in `weights` (one per backend of `v`, in plan order).
+fn weight_in(
+    v: &crate::core::plan::VipPlan,
+    weights: &[Option<u32>],
+    b: &crate::core::plan::BackendPlan,
+) -> Option<u32> {
+    let pos = v.backends.iter().position(|x| x.index == b.index);
+    pos.and_then(|p| weights[p])
 }
