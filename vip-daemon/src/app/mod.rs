@@ -83,6 +83,9 @@ pub struct Daemon {
     pub state_path: PathBuf,
     /// A verdict or admin change not yet in the state file.
     pub state_dirty: bool,
+    /// The publish under way follows an operator's change (drain, enable, weight): only then
+    /// does the table it replaces become the fallback's previous table (see `publish`).
+    pub admin_publish: bool,
     /// A backend went up without a resolved next hop: refresh now, not at the next tick
     /// (its probes have just made the kernel resolve it).
     pub neighbours_due: bool,
@@ -308,7 +311,9 @@ impl Daemon {
         }
         // A zero or already passed timeout takes effect with this change, not a tick later.
         self.drain_tick();
+        self.admin_publish = true;
         self.republish(v, Some(now));
+        self.admin_publish = false;
         self.save_state();
         tracing::info!("admin: {summary}");
         Ok(summary)

@@ -283,6 +283,7 @@ pub async fn start(
         state_path: state::path(&config),
         state_dirty: true,
         neighbours_due: false,
+        admin_publish: false,
         config,
         plan,
         alloc,

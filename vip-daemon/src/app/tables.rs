@@ -172,7 +172,16 @@ impl Daemon {
                 }
                 let rt = &mut self.vips[vip];
                 rt.writer = writer;
-                rt.previous = std::mem::replace(&mut rt.live, table);
+                // The replaced table is where connections live only across an operator's
+                // change (a drain, an enable, a weight). Health and membership changes keep
+                // the table-without-this-node fallback, which is right for a dead or
+                // returning service, and an older previous table would point at stale homes.
+                let replaced = std::mem::replace(&mut rt.live, table);
+                rt.previous = if self.admin_publish {
+                    replaced
+                } else {
+                    Vec::new()
+                };
                 rt.generation = Some(gen);
                 rt.publishes += 1;
                 let labels = crate::shell::metrics::VipLabels {
