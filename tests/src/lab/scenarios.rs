@@ -176,19 +176,25 @@ pub fn rejoin(
     Ok(outcome)
 }
 
-pub fn owner_loss(lab: &mut Lab, story: &Story) -> anyhow::Result<OwnerLoss> {
-    let old_owner = api_owner(lab)?;
-    let o = lab.index_of(old_owner);
-    let stream = SocketAddr::new(IpAddr::V4(API_VIP), 7000);
-    let streams = borrowed_ns(&lab.names.ns("client")).run(move || {
+/// Twelve long-lived connections from the client to `stream`, each with the backend that
+/// answered its first line.
+fn open_streams(lab: &Lab, stream: SocketAddr) -> std::io::Result<Vec<(LineClient, String)>> {
+    borrowed_ns(&lab.names.ns("client")).run(move || {
         (0..12)
             .map(|_| {
                 let mut c = LineClient::connect(stream)?;
                 let who = c.ask()?;
                 Ok((c, who))
             })
-            .collect::<std::io::Result<Vec<_>>>()
-    })?;
+            .collect()
+    })
+}
+
+pub fn owner_loss(lab: &mut Lab, story: &Story) -> anyhow::Result<OwnerLoss> {
+    let old_owner = api_owner(lab)?;
+    let o = lab.index_of(old_owner);
+    let stream = SocketAddr::new(IpAddr::V4(API_VIP), 7000);
+    let streams = open_streams(lab, stream)?;
     story.say(format!(
         "{} long-lived connections open through {API_VIP}:7000 (to {})",
         streams.len(),
@@ -397,15 +403,7 @@ pub struct DrainUnderLoad {
 pub fn drain_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<DrainUnderLoad> {
     use vip_daemon::shell::control::{AdminAction, Request, Response};
     let stream = SocketAddr::new(IpAddr::V4(API_VIP), 7000);
-    let streams = borrowed_ns(&lab.names.ns("client")).run(move || {
-        (0..12)
-            .map(|_| {
-                let mut c = LineClient::connect(stream)?;
-                let who = c.ask()?;
-                Ok((c, who))
-            })
-            .collect::<std::io::Result<Vec<_>>>()
-    })?;
+    let streams = open_streams(lab, stream)?;
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
     for (_, who) in &streams {
         if let Some(n) = CONTROLLERS.iter().find(|n| *n == who) {
