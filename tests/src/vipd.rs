@@ -30,9 +30,17 @@ impl Vipd {
         let dir = std::env::temp_dir().join(unique("vipd-test-"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let control = dir.join("vipd.sock");
-        let text = config
+        let mut text = config
             .replace("@PIN_DIR@", pins.path.to_str().expect("utf-8"))
             .replace("@CONTROL@", control.to_str().expect("utf-8"));
+        // Each test's own state file (it survives restarts of this vipd, not the test): one
+        // left in the default directory by an earlier run must not bring back its admin state.
+        if !text.contains("state_dir") {
+            if let Some(at) = text.find("[node]\n") {
+                let line = format!("state_dir = \"{}\"\n", dir.display());
+                text.insert_str(at + "[node]\n".len(), &line);
+            }
+        }
         let path = dir.join("vipd.toml");
         std::fs::write(&path, text).expect("write config");
         let mut v = Self {

@@ -199,6 +199,14 @@ impl Daemon {
                     self.on_service_item(&item.origin, &vip, &backend, listening);
                     vec![]
                 }
+                body @ ItemBody::Admin { .. } => {
+                    self.on_admin_item(body);
+                    vec![]
+                }
+                body @ ItemBody::Writer { .. } => {
+                    self.on_writer_item(body);
+                    vec![]
+                }
             },
         };
         if recompute {
@@ -532,6 +540,7 @@ impl Daemon {
                 (v.name.clone(), v.backends[pos].conf.name.clone())
             })
             .collect();
+        let admin = self.admin_items();
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
@@ -546,6 +555,7 @@ impl Daemon {
                 backend,
                 listening: false,
             }))
+            .chain(admin)
             .collect();
         let mut dropped = 0;
         for body in views {

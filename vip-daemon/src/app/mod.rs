@@ -2,6 +2,7 @@
 //! results, control requests, metric scrapes, neighbour refreshes and signals arrive as inputs;
 //! pure cores decide; the loop applies their decisions to the maps. Clustering plugs in as
 //! one more input source.
+mod admin;
 mod backends;
 mod cluster;
 mod liveness;
@@ -86,6 +87,9 @@ pub struct Daemon {
     /// The publish under way follows an operator's change (drain, enable, weight): only then
     /// does the table it replaces become the fallback's previous table (see `publish`).
     pub admin_publish: bool,
+    /// Admin states and primary/backup writers as the cluster agrees on them (`core::admin`).
+    pub admin_book: admin::AdminBook,
+    pub writer_book: admin::WriterBook,
     /// A backend went up without a resolved next hop: refresh now, not at the next tick
     /// (its probes have just made the kernel resolve it).
     pub neighbours_due: bool,
@@ -309,6 +313,7 @@ impl Daemon {
                 crate::config::fmt_duration(timeout)
             ));
         }
+        self.share_admin(b);
         // A zero or already passed timeout takes effect with this change, not a tick later.
         self.drain_tick();
         self.admin_publish = true;
@@ -349,6 +354,7 @@ impl Daemon {
         }
         self.vips[v].writer = Some((b as u32, self.backends[b].serial));
         self.republish(v, Some(now));
+        self.share_writer(v);
         self.save_state();
         let was = before.map_or("none".to_owned(), |i| {
             let (vi, p) = self.locate_backend(i as usize);

@@ -284,6 +284,8 @@ pub async fn start(
         state_dirty: true,
         neighbours_due: false,
         admin_publish: false,
+        admin_book: Default::default(),
+        writer_book: Default::default(),
         config,
         plan,
         alloc,
@@ -312,6 +314,9 @@ pub async fn start(
                 .copy_from_slice(&d.vips[i].live);
             d.model.active[v.region.vip_index as usize] = base;
         }
+    }
+    if let Some(s) = &saved {
+        d.seed_admin(s);
     }
     d.apply_layout(None)?;
     d.save_state();
@@ -449,6 +454,8 @@ impl Daemon {
             .collect();
         let mut vip_of = vec![usize::MAX; self.limits.backends as usize];
         let mut restart_probe = Vec::new();
+        // The file's new weight replaces one set at runtime, on every node that reloads it.
+        let mut weight_reset = Vec::new();
         for (vi, v) in plan.vips.iter().enumerate() {
             for (pos, b) in v.backends.iter().enumerate() {
                 let i = b.index as usize;
@@ -466,6 +473,7 @@ impl Daemon {
                         let mut rt = std::mem::replace(&mut old_rt[i], BackendRt::unused());
                         if old.weight != b.conf.weight {
                             rt.weight = b.conf.weight;
+                            weight_reset.push(i);
                         }
                         // Penalty, hold and transition count survive; thresholds follow the file.
                         rt.health.reconfigure(c.rise, c.fall, c.damping);
@@ -558,6 +566,21 @@ impl Daemon {
         for (vi, pos) in restart_probe {
             self.start_prober(vi, pos);
         }
+        self.prune_admin();
+        for i in weight_reset {
+            let (v, pos) = self.locate_backend(i);
+            let key = (
+                self.plan.vips[v].name.clone(),
+                self.plan.vips[v].backends[pos].conf.name.clone(),
+            );
+            if self
+                .admin_book
+                .get(&key)
+                .is_some_and(|w| w.value.weight.is_some())
+            {
+                self.share_admin(i);
+            }
+        }
         self.save_state();
         Ok(summary)
     }
@@ -579,6 +602,12 @@ impl Daemon {
                         .drain
                         .and_then(|d| d.timeout_override)
                         .map(|t| t.as_millis() as u64),
+                    admin_stamp: (self.admin_book)
+                        .get(&(v.name.clone(), b.conf.name.clone()))
+                        .map(|w| w.stamp.clone()),
+                    writer_stamp: (self.writer_book.get(&v.name))
+                        .filter(|w| w.value == b.conf.name)
+                        .map(|w| w.stamp.clone()),
                 });
             }
         }

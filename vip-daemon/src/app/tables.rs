@@ -158,6 +158,10 @@ impl Daemon {
                     None => self.writer_of(vip, &table),
                 };
                 let rt = &mut self.vips[vip];
+                // The writer became ineligible here: the others must follow this node's pick
+                // (they would pick the same from the same view, but a node that missed the
+                // change, or restarted, must not keep or restore the old one).
+                let failover = rt.writer.is_some() && writer.is_some() && rt.writer != writer;
                 if rt.writer != writer {
                     // The writer must survive a restart that recreates the maps.
                     self.state_dirty = true;
@@ -172,6 +176,10 @@ impl Daemon {
                 }
                 let rt = &mut self.vips[vip];
                 rt.writer = writer;
+                if failover {
+                    self.share_writer(vip);
+                }
+                let rt = &mut self.vips[vip];
                 // The replaced table is where connections live only across an operator's
                 // change (a drain, an enable, a weight). Health and membership changes keep
                 // the table-without-this-node fallback, which is right for a dead or

@@ -1,5 +1,6 @@
 //! Pure cores: plain functions of (state, input, now) returning actions; no IO, no clock.
 
+pub mod admin;
 pub mod alloc;
 pub mod drain;
 pub mod flap;

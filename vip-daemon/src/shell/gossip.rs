@@ -73,6 +73,28 @@ pub enum ItemBody {
         backend: String,
         listening: bool,
     },
+    /// An operator's admin state of a backend (`core::admin`): the write with the highest
+    /// (`at`, `by`) wins on every node. `by` made the write; the item's origin may be a node
+    /// re-sending it to a joiner.
+    Admin {
+        vip: String,
+        backend: String,
+        /// "enabled", "drained" or "disabled".
+        admin: String,
+        /// Set through the control socket; None: the config's weight.
+        weight: Option<u32>,
+        drain_started_ms: Option<u64>,
+        drain_timeout_ms: Option<u64>,
+        at: u64,
+        by: String,
+    },
+    /// The writer of a primary/backup VIP, after an operator's promote or a failover.
+    Writer {
+        vip: String,
+        backend: String,
+        at: u64,
+        by: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +121,10 @@ impl Item {
             ItemBody::Service { vip, backend, .. } => {
                 format!("service/{}/{vip}/{backend}", self.origin)
             }
+            ItemBody::Admin { vip, backend, .. } => {
+                format!("admin/{}/{vip}/{backend}", self.origin)
+            }
+            ItemBody::Writer { vip, .. } => format!("writer/{}/{vip}", self.origin),
         }
     }
 

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::{Config, Limits},
-    core::alloc::{Allocation, BackendId},
+    core::{
+        admin::Stamp,
+        alloc::{Allocation, BackendId},
+    },
 };
 
 /// Bumped when the file's meaning changes; a file of another version is ignored.
@@ -46,6 +49,13 @@ pub struct SavedBackend {
     /// `drain --timeout` (ms), when given.
     #[serde(default)]
     pub drain_timeout_ms: Option<u64>,
+    /// The stamp of the admin write that set `admin`, `weight` and the drain (`core::admin`):
+    /// after a restart the cluster's newer writes win over it.
+    #[serde(default)]
+    pub admin_stamp: Option<Stamp>,
+    /// With `writer`: the stamp of the write that made this backend the writer, if one did.
+    #[serde(default)]
+    pub writer_stamp: Option<Stamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,13 +159,23 @@ mod tests {
             writer: true,
             drain_started_ms: Some(1_700_000_000_000),
             drain_timeout_ms: Some(30_000),
+            admin_stamp: Some(Stamp {
+                at: 1_700_000_000_001,
+                origin: "ctl2".into(),
+            }),
+            writer_stamp: None,
         });
         save(&path, &s).unwrap();
         assert_eq!(load(&path).unwrap(), Some(s));
         // A file of a vipd without writer and drain fields still reads.
         let mut old: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for field in ["writer", "drain_started_ms", "drain_timeout_ms"] {
+        for field in [
+            "writer",
+            "drain_started_ms",
+            "drain_timeout_ms",
+            "admin_stamp",
+        ] {
             old["backends"][0].as_object_mut().unwrap().remove(field);
         }
         std::fs::write(&path, old.to_string()).unwrap();
