@@ -228,9 +228,7 @@ impl Daemon {
                         "drain timeout passed: the backend gives up its established flows"
                     );
                 }
-                if self.backend_entry(index) != self.model.backends[index] {
-                    self.write_backend(index);
-                }
+                self.write_backend(index);
             }
         }
     }

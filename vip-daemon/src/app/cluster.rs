@@ -127,7 +127,7 @@ impl Daemon {
         let addrs: Vec<IpAddr> = c.addresses.values().copied().collect();
         for a in addrs {
             let key = Self::lease_key(&a);
-            if let Err(e) = self.dp.set_lease(&key, &Lease::default()) {
+            if let Err(e) = self.maps.lease(key, Lease::default()) {
                 tracing::error!(vip = %a, error = %e, "LEASES write failed");
             }
         }
@@ -299,7 +299,7 @@ impl Daemon {
                     tracing::info!(%vip, epoch, "releasing VIP");
                     if let Some(&addr) = c.addresses.get(&vip) {
                         let key = Self::lease_key(&addr);
-                        let _ = self.dp.set_lease(&key, &Lease::default());
+                        let _ = self.maps.lease(key, Lease::default());
                         for iface in self.config.node.interfaces.clone() {
                             if let Err(e) = vipaddr::remove(&self.netlink, &iface, addr).await {
                                 tracing::error!(%vip, %iface, error = %e, "removing the VIP address failed");
@@ -325,7 +325,7 @@ impl Daemon {
                             epoch: epoch as u32,
                             _pad: 0,
                         };
-                        if let Err(e) = self.dp.set_lease(&Self::lease_key(&addr), &lease) {
+                        if let Err(e) = self.maps.lease(Self::lease_key(&addr), lease) {
                             tracing::error!(%vip, error = %e, "lease write failed");
                         }
                     }

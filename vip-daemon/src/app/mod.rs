@@ -22,10 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     config::Config,
-    core::{drain::Drain, model::ModelState, plan::Plan},
+    core::{drain::Drain, plan::Plan},
     shell::{
         control::{self, AdminAction, Call, Request, Response},
-        dataplane::{Dataplane, TablePublisher},
+        dataplane::MapWriter,
         metrics::Metrics,
         probes::ProbeEvent,
     },
@@ -93,14 +93,13 @@ pub struct Daemon {
     /// A backend went up without a resolved next hop: refresh now, not at the next tick
     /// (its probes have just made the kernel resolve it).
     pub neighbours_due: bool,
-    pub dp: Dataplane,
-    pub tables: TablePublisher,
+    /// The maps, written only through it; its image is the host model of what they hold.
+    pub maps: MapWriter,
     pub interfaces: Vec<(String, String)>,
     pub backends: Vec<BackendRt>,
     /// Backend index -> VIP position in `plan.vips` (`usize::MAX`: index unused).
     pub vip_of: Vec<usize>,
     pub vips: Vec<VipRt>,
-    pub model: ModelState,
     pub metrics: Metrics,
     pub verdict_latencies: Vec<Duration>,
     pub started: Instant,

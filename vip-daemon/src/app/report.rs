@@ -51,12 +51,17 @@ impl Daemon {
     }
 
     pub(super) fn status(&self) -> Status {
-        let vip_stats = self.dp.counters(maps::MAP_VIP_STATS).unwrap_or_default();
+        let vip_stats = self
+            .maps
+            .dp()
+            .counters(maps::MAP_VIP_STATS)
+            .unwrap_or_default();
         let be_stats = self
-            .dp
+            .maps
+            .dp()
             .counters(maps::MAP_BACKEND_STATS)
             .unwrap_or_default();
-        let reasons = self.dp.stats().unwrap_or_default();
+        let reasons = self.maps.dp().stats().unwrap_or_default();
         // A full walk of the flow table: only when some drain wants its progress, once.
         let flows = self.drain_flows();
         let now_ms = super::unix_ms();
@@ -243,7 +248,7 @@ impl Daemon {
             limits: Some(self.limits_status()),
             flow_table: maps::flow_stat::NAMES
                 .iter()
-                .zip(self.dp.flow_stats().unwrap_or_default())
+                .zip(self.maps.dp().flow_stats().unwrap_or_default())
                 .map(|(n, c)| (n.to_string(), c.packets))
                 .collect(),
         }
@@ -279,7 +284,8 @@ impl Daemon {
         if !draining {
             return None;
         }
-        self.dp
+        self.maps
+            .dp()
             .flows_per_backend()
             .inspect_err(|e| tracing::warn!(error = %e, "counting flow table entries failed"))
             .ok()
@@ -311,7 +317,7 @@ impl Daemon {
             proto,
             family,
         };
-        let Some(choice) = self.model.choose(&flow) else {
+        let Some(choice) = self.maps.image().choose(&flow) else {
             return Ok(TraceReport {
                 agree: true,
                 explanation: "not a VIP: the data plane passes it to the local stack".into(),
@@ -328,8 +334,8 @@ impl Daemon {
                 .map(|x| format!("{} ({}:{})", x.conf.name, x.conf.address, x.conf.port))
                 .unwrap_or_else(|| format!("index {b}"))
         };
-        let live_slot = self.tables.live_table(&v.region).and_then(|t| {
-            t.get((choice.slot - self.model.active[index]) as usize)
+        let live_slot = self.maps.live_table(&v.region).and_then(|t| {
+            t.get((choice.slot - self.maps.image().active[index]) as usize)
                 .copied()
         });
         let model_backend = choice.backend.map(name_of);
@@ -341,13 +347,13 @@ impl Daemon {
                 "hash {:#010x} of the {} picks slot {} of the live table",
                 choice.hash,
                 if v.info.flags & maps::VIP_F_SRC_HASH != 0 { "source address" } else { "5-tuple" },
-                choice.slot - self.model.active[index]
+                choice.slot - self.maps.image().active[index]
             ),
             (_, false) => "the live map differs from the table vipd published: another writer, or a publish in flight".into(),
         };
         Ok(TraceReport {
             vip: Some(v.name.clone()),
-            slot: Some(choice.slot - self.model.active[index]),
+            slot: Some(choice.slot - self.maps.image().active[index]),
             generation: self.vips[index].generation,
             model_backend,
             live_backend,
@@ -357,9 +363,14 @@ impl Daemon {
     }
 
     pub(super) fn refresh_metrics(&mut self) {
-        let vip_stats = self.dp.counters(maps::MAP_VIP_STATS).unwrap_or_default();
+        let vip_stats = self
+            .maps
+            .dp()
+            .counters(maps::MAP_VIP_STATS)
+            .unwrap_or_default();
         let be_stats = self
-            .dp
+            .maps
+            .dp()
             .counters(maps::MAP_BACKEND_STATS)
             .unwrap_or_default();
         for (i, v) in self.plan.vips.iter().enumerate() {
@@ -413,7 +424,7 @@ impl Daemon {
         }
         for (name, c) in maps::flow_stat::NAMES
             .iter()
-            .zip(self.dp.flow_stats().unwrap_or_default())
+            .zip(self.maps.dp().flow_stats().unwrap_or_default())
         {
             let l = FlowLabels {
                 result: name.to_string(),
@@ -422,7 +433,7 @@ impl Daemon {
         }
         for (name, c) in reason::NAMES
             .iter()
-            .zip(self.dp.stats().unwrap_or_default())
+            .zip(self.maps.dp().stats().unwrap_or_default())
         {
             let l = ReasonLabels {
                 reason: name.to_string(),

@@ -3,7 +3,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Backend, Settings, NO_BACKEND, SETTINGS_F_PEERS};
+use vip_common::maps::{Backend, NO_BACKEND, SETTINGS_F_PEERS};
 
 use crate::{
     config::{Config, Limits, Selection},
@@ -11,11 +11,12 @@ use crate::{
         alloc::{self, Allocation, BackendId},
         drain::Drain,
         health::{Health, HealthState},
+        image,
         model::ModelState,
         plan::{self, BackendPlan, Plan, VipPlan},
     },
     shell::{
-        dataplane::{Attached, Dataplane, DataplaneError, Sizing},
+        dataplane::{Attached, Dataplane, DataplaneError, MapWriter, Sizing},
         metrics::Metrics,
         neighbours,
         probes::ProbeEvent,
@@ -24,20 +25,6 @@ use crate::{
 };
 
 use super::{backends::Admin, BackendRt, Daemon, Options, Precomputed, VipRt};
-
-fn settings(config: &Config, layout_id: u32) -> Settings {
-    Settings {
-        hash_seed: config.cluster.hash_seed,
-        encap_src_v4: config.cluster.encap_source_v4.octets(),
-        layout_id,
-        flags: if config.vips.iter().any(|v| v.port == 0) {
-            vip_common::maps::SETTINGS_F_ALL_PORTS
-        } else {
-            0
-        },
-        encap_src_v6: config.cluster.encap_source_v6.octets(),
-    }
-}
 
 /// A new data plane for `sizing`, built beside the pinned one that cannot be adopted: the
 /// old one keeps forwarding until the new program takes over its links (see
@@ -270,14 +257,24 @@ pub async fn start(
             backends[b.index as usize].next_hop = hops.get(&b.conf.address).copied();
         }
     }
-    let settings = settings(&config, layout_id);
-    let model = ModelState {
-        settings,
+    // The image starts as what the maps hold where it matters for skipping writes: backend
+    // entries (a previous vipd's stale ones are zeroed by `apply_layout`) and live tables.
+    let mut image = ModelState {
+        settings: image::settings(&config, layout_id, false),
         backends: vec![Default::default(); plan.sizing.backends as usize],
         active: vec![0; (plan.sizing.vips + plan.sizing.fallbacks).max(1) as usize],
         slots: vec![NO_BACKEND; plan.sizing.slot_capacity() as usize],
         ..Default::default()
     };
+    for (i, entry) in image.backends.iter_mut().enumerate() {
+        *entry = dp.backend(i as u32).unwrap_or_default();
+    }
+    let mut maps = MapWriter::new(dp, tables, image);
+    for (v, rt) in plan.vips.iter().zip(&vips) {
+        if let Some(gen) = rt.generation {
+            maps.record_table(&v.region, gen, &rt.live);
+        }
+    }
     let mut d = Daemon {
         opts,
         state_path: state::path(&config),
@@ -291,13 +288,11 @@ pub async fn start(
         alloc,
         limits,
         layout_id,
-        dp,
-        tables,
+        maps,
         interfaces: Vec::new(),
         backends,
         vip_of,
         vips,
-        model,
         metrics: Metrics::default(),
         verdict_latencies: Vec::new(),
         started: Instant::now(),
@@ -307,23 +302,17 @@ pub async fn start(
         netlink,
         cluster: None,
     };
-    for (i, v) in d.plan.vips.iter().enumerate() {
-        if let Some(gen) = d.vips[i].generation {
-            let base = v.region.base + gen * v.region.size;
-            d.model.slots[base as usize..(base + v.region.size) as usize]
-                .copy_from_slice(&d.vips[i].live);
-            d.model.active[v.region.vip_index as usize] = base;
-        }
-    }
     if let Some(s) = &saved {
         d.seed_admin(s);
     }
     d.apply_layout(None)?;
     d.save_state();
     for iface in d.config.node.interfaces.clone() {
-        let how =
-            d.dp.attach(&iface)
-                .with_context(|| format!("attach XDP to {iface}"))?;
+        let how = d
+            .maps
+            .dp_mut()
+            .attach(&iface)
+            .with_context(|| format!("attach XDP to {iface}"))?;
         let mode = match how {
             Attached::Native => "native",
             Attached::Generic => "generic",
@@ -336,18 +325,20 @@ pub async fn start(
             .filter(|mac| *mac != [0; 6])
             .zip(crate::shell::dataplane::if_index(&iface).ok());
         match listed {
-            Some((mac, ifindex)) => {
-                d.dp.set_iface(ifindex, mac)
-                    .with_context(|| format!("list {iface}'s MAC in IFACES"))?
-            }
+            Some((mac, ifindex)) => d
+                .maps
+                .iface(ifindex, mac)
+                .with_context(|| format!("list {iface}'s MAC in IFACES"))?,
             None => {
                 tracing::warn!(%iface, "no Ethernet MAC: frames for other hosts are not filtered")
             }
         }
         d.interfaces.push((iface, mode.to_owned()));
     }
-    if d.dp.is_replacing() {
-        d.dp.finish_replacement()
+    if d.maps.dp().is_replacing() {
+        d.maps
+            .dp_mut()
+            .finish_replacement()
             .context("removing the replaced data plane")?;
         tracing::info!("the new data plane took over every link; the old maps are gone");
     }
@@ -369,7 +360,9 @@ impl Daemon {
     /// backend entries first, then every table, then the VIPS entries that point at them,
     /// and only then removals (VIPs first, then the backend entries no table uses any more).
     fn apply_layout(&mut self, old: Option<&Plan>) -> anyhow::Result<()> {
-        self.dp.set_settings(&self.model.settings)?;
+        let peers = self.maps.image().settings.flags & SETTINGS_F_PEERS != 0;
+        self.maps
+            .settings(image::settings(&self.config, self.layout_id, peers))?;
         for v in 0..self.plan.vips.len() {
             for pos in 0..self.plan.vips[v].backends.len() {
                 let index = self.plan.vips[v].backends[pos].index as usize;
@@ -379,17 +372,8 @@ impl Daemon {
         for i in 0..self.plan.vips.len() {
             self.republish(i, None);
         }
-        self.model.vips.clear();
-        for v in &self.plan.vips {
-            self.dp.set_vip(&v.key, &v.info)?;
-            self.model.vips.insert(v.key, v.info);
-        }
-        let wanted: Vec<_> = self.plan.vips.iter().map(|v| v.key).collect();
-        for (key, _) in self.dp.vips()? {
-            if !wanted.contains(&key) {
-                self.dp.remove_vip(&key)?;
-            }
-        }
+        let wanted: Vec<_> = self.plan.vips.iter().map(|v| (v.key, v.info)).collect();
+        self.maps.vips(&wanted)?;
         let in_use: BTreeSet<u32> = self
             .plan
             .vips
@@ -406,8 +390,7 @@ impl Daemon {
         };
         for index in retired.into_iter().filter(|i| !in_use.contains(i)) {
             // Mode 0: a stale reference (none should remain) drops instead of forwarding.
-            self.dp.set_backend(index, &Backend::default())?;
-            self.model.backends[index as usize] = Backend::default();
+            self.maps.backend(index, Backend::default())?;
         }
         Ok(())
     }
@@ -539,9 +522,6 @@ impl Daemon {
         self.vip_of = vip_of;
         self.vips = vips;
         self.alloc = alloc;
-        let peers = self.model.settings.flags & SETTINGS_F_PEERS;
-        self.model.settings = settings(&config, self.layout_id);
-        self.model.settings.flags |= peers;
         self.config = config;
         // Next hops of new backends before their entries are written.
         for v in &self.plan.vips {
@@ -674,19 +654,16 @@ impl Daemon {
         for (i, ip) in ips.iter().enumerate() {
             if let Some(mac) = table.get(ip) {
                 any = true;
-                if !self.model.peers.contains(mac) {
-                    match self.dp.set_peer(*mac, i as u32 + 1) {
-                        Ok(()) => {
-                            self.model.peers.insert(*mac);
-                        }
-                        Err(e) => tracing::warn!(peer = %ip, error = %e, "PEERS write failed"),
+                if !self.maps.image().peers.contains(mac) {
+                    if let Err(e) = self.maps.peer(*mac, i as u32 + 1) {
+                        tracing::warn!(peer = %ip, error = %e, "PEERS write failed");
                     }
                 }
             }
         }
-        if any && self.model.settings.flags & vip_common::maps::SETTINGS_F_PEERS == 0 {
-            self.model.settings.flags |= vip_common::maps::SETTINGS_F_PEERS;
-            if let Err(e) = self.dp.set_settings(&self.model.settings) {
+        if any && self.maps.image().settings.flags & SETTINGS_F_PEERS == 0 {
+            let settings = image::settings(&self.config, self.layout_id, true);
+            if let Err(e) = self.maps.settings(settings) {
                 tracing::error!(error = %e, "SETTINGS write failed");
             }
         }

@@ -1,14 +1,11 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND};
+use vip_common::maps::{Backend, NO_BACKEND};
 
 use crate::{
-    config::{Forward, Selection},
-    core::{
-        plan::{self, addr16},
-        writer,
-    },
+    config::Selection,
+    core::{image, plan, writer},
 };
 
 use super::{Daemon, Precomputed};
@@ -34,9 +31,7 @@ impl Daemon {
         // good gives up its established flows along with its slots.
         for pos in 0..self.plan.vips[vip].backends.len() {
             let index = self.plan.vips[vip].backends[pos].index as usize;
-            if self.backend_entry(index) != self.model.backends[index] {
-                self.write_backend(index);
-            }
+            self.write_backend(index);
         }
         let weights = self.weights(vip);
         let v = &self.plan.vips[vip];
@@ -141,11 +136,7 @@ impl Daemon {
         region: &crate::core::layout::TableRegion,
         table: &[u32],
     ) -> Result<u32, crate::shell::dataplane::DataplaneError> {
-        let (gen, _) = self.tables.publish(region, table)?;
-        let base = region.base + gen * region.size;
-        self.model.slots[base as usize..(base + region.size) as usize].copy_from_slice(table);
-        self.model.active[region.vip_index as usize] = base;
-        Ok(gen)
+        self.maps.table(region, table)
     }
 
     fn publish(&mut self, vip: usize, table: Vec<u32>) {
@@ -298,28 +289,15 @@ impl Daemon {
         let (vip, pos) = self.locate_backend(index);
         let conf = &self.plan.vips[vip].backends[pos].conf;
         let rt = &self.backends[index];
-        let (addr, family) = addr16(&conf.address);
-        let mode = if rt.local {
-            FWD_LOCAL
-        } else if conf.forward == Forward::Encap {
-            FWD_ENCAP
-        } else {
-            FWD_L2
-        };
-        // A draining (or weight 0) backend keeps its established flows while it is healthy;
-        // down or disabled, they move.
-        let keep_flows = rt.keeps_flows(conf);
-        Backend {
-            addr,
-            mac: rt.next_hop.and_then(|h| h.mac).unwrap_or_default(),
-            family,
-            mode,
-            // Never another backend's (core::alloc): a flow entry of a removed backend is
-            // ignored when its index is reused.
+        let facts = image::BackendFacts {
+            local: rt.local,
+            mac: rt.next_hop.and_then(|h| h.mac),
             serial: rt.serial,
-            flags: if keep_flows { BACKEND_F_KEEP_FLOWS } else { 0 },
-            _pad: [0; 3],
-        }
+            // A draining (or weight 0) backend keeps its established flows while it is
+            // healthy; down or disabled, they move.
+            keep_flows: rt.keeps_flows(conf),
+        };
+        image::backend_entry(&conf.address, conf.forward, facts)
     }
 
     /// (VIP index, position in its backend list) of a backend index.
@@ -333,13 +311,12 @@ impl Daemon {
         (vip, pos)
     }
 
-    /// Writes a backend's entry to the map and the model.
+    /// Writes a backend's entry, when it changed.
     pub(super) fn write_backend(&mut self, index: usize) {
         let entry = self.backend_entry(index);
-        if let Err(e) = self.dp.set_backend(index as u32, &entry) {
+        if let Err(e) = self.maps.backend(index as u32, entry) {
             tracing::error!(backend = index, error = %e, "writing BACKENDS failed");
         }
-        self.model.backends[index] = entry;
     }
 }
 

@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod drain;
 pub mod flap;
 pub mod health;
+pub mod image;
 pub mod layout;
 pub mod log_limit;
 pub mod maglev;

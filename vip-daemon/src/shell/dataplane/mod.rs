@@ -20,8 +20,10 @@ use vip_common::maps::{
 };
 
 mod tables;
+mod writer;
 pub use crate::core::layout::{Sizing, TableRegion};
 pub use tables::TablePublisher;
+pub use writer::MapWriter;
 
 /// The XDP object built by build.rs from the `vip-ebpf` crate.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vip-xdp"));

@@ -1,0 +1,99 @@
+//! Map values computed from the config and the daemon's state, purely: what
+//! `shell::dataplane::MapWriter` writes. VIPS entries come from `core::plan`, tables from
+//! `core::maglev` / `plan::build_table`; this module holds the rest.
+use std::net::IpAddr;
+
+use vip_common::maps::{
+    Backend, Settings, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, SETTINGS_F_ALL_PORTS,
+    SETTINGS_F_PEERS,
+};
+
+use crate::{
+    config::{Config, Forward},
+    core::plan::addr16,
+};
+
+/// The SETTINGS entry. `peers`: PEERS lists at least one other node's MAC.
+pub fn settings(config: &Config, layout_id: u32, peers: bool) -> Settings {
+    let mut flags = 0;
+    if config.vips.iter().any(|v| v.port == 0) {
+        flags |= SETTINGS_F_ALL_PORTS;
+    }
+    if peers {
+        flags |= SETTINGS_F_PEERS;
+    }
+    Settings {
+        hash_seed: config.cluster.hash_seed,
+        encap_src_v4: config.cluster.encap_source_v4.octets(),
+        layout_id,
+        flags,
+        encap_src_v6: config.cluster.encap_source_v6.octets(),
+    }
+}
+
+/// What a backend's BACKENDS entry depends on besides its config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendFacts {
+    /// The service runs on this node: delivered locally, never forwarded.
+    pub local: bool,
+    /// The next hop's MAC, when resolved.
+    pub mac: Option<[u8; 6]>,
+    /// The identity's serial (`core::alloc`): a flow entry of a removed backend whose index
+    /// was reused is recognised and ignored.
+    pub serial: u32,
+    /// Established flows may stay on it (in the table, or drained / weight 0 while healthy).
+    pub keep_flows: bool,
+}
+
+/// The BACKENDS entry of a backend at `address`.
+pub fn backend_entry(address: &IpAddr, forward: Forward, facts: BackendFacts) -> Backend {
+    let (addr, family) = addr16(address);
+    let mode = match (facts.local, forward) {
+        (true, _) => FWD_LOCAL,
+        (false, Forward::Encap) => FWD_ENCAP,
+        (false, _) => FWD_L2,
+    };
+    Backend {
+        addr,
+        mac: facts.mac.unwrap_or_default(),
+        family,
+        mode,
+        serial: facts.serial,
+        flags: if facts.keep_flows {
+            BACKEND_F_KEEP_FLOWS
+        } else {
+            0
+        },
+        _pad: [0; 3],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_wins_over_the_forward_mode_and_flags_follow_the_facts() {
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let facts = BackendFacts {
+            local: true,
+            mac: None,
+            serial: 9,
+            keep_flows: true,
+        };
+        let local = backend_entry(&a, Forward::Encap, facts);
+        assert_eq!(
+            (local.mode, local.serial, local.flags),
+            (FWD_LOCAL, 9, BACKEND_F_KEEP_FLOWS)
+        );
+        let remote = BackendFacts {
+            local: false,
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            keep_flows: false,
+            ..facts
+        };
+        let l2 = backend_entry(&a, Forward::L2, remote);
+        assert_eq!((l2.mode, l2.mac, l2.flags), (FWD_L2, [2, 0, 0, 0, 0, 1], 0));
+        assert_eq!(backend_entry(&a, Forward::Encap, remote).mode, FWD_ENCAP);
+    }
+}

@@ -1,0 +1,115 @@
+//! The one writer of vipd's maps. Every map value the daemon changes goes through a
+//! [`MapWriter`], which writes the kernel and the host model (`core::model::ModelState`)
+//! together: the model is exactly the image the kernel holds, which `vipd trace` replays and
+//! the kernel == model tests compare. Values are computed elsewhere, purely (`core::plan`,
+//! `core::image`); the writer skips a write whose value is already there. The order of a
+//! change (new backends, tables, VIPs, removals) is the caller's: see `app/startup.rs`
+//! `apply_layout`.
+use vip_common::maps::{Backend, Lease, LeaseKey, Settings, VipInfo, VipKey};
+
+use super::{Dataplane, DataplaneError, TablePublisher, TableRegion};
+use crate::core::model::ModelState;
+
+pub struct MapWriter {
+    dp: Dataplane,
+    tables: TablePublisher,
+    image: ModelState,
+}
+
+impl MapWriter {
+    /// `image`: what the maps hold now (tables read back from adopted maps, the rest as it
+    /// will be rewritten by the first `apply_layout`).
+    pub fn new(dp: Dataplane, tables: TablePublisher, image: ModelState) -> Self {
+        Self { dp, tables, image }
+    }
+
+    /// What the maps hold, as the host model.
+    pub fn image(&self) -> &ModelState {
+        &self.image
+    }
+
+    /// Reads (counters, flow stats) and program attachment; never map values.
+    pub fn dp(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    pub fn dp_mut(&mut self) -> &mut Dataplane {
+        &mut self.dp
+    }
+
+    pub fn settings(&mut self, settings: Settings) -> Result<(), DataplaneError> {
+        self.dp.set_settings(&settings)?;
+        self.image.settings = settings;
+        Ok(())
+    }
+
+    /// Writes backend `index`'s entry when it differs from what the maps hold; true if written.
+    pub fn backend(&mut self, index: u32, entry: Backend) -> Result<bool, DataplaneError> {
+        if self.image.backends[index as usize] == entry {
+            return Ok(false);
+        }
+        self.dp.set_backend(index, &entry)?;
+        self.image.backends[index as usize] = entry;
+        Ok(true)
+    }
+
+    /// Makes `VIPS` hold exactly `wanted`: every entry (re)written, then the others removed
+    /// (also those a previous vipd left, which the image does not know).
+    pub fn vips(&mut self, wanted: &[(VipKey, VipInfo)]) -> Result<(), DataplaneError> {
+        self.image.vips.clear();
+        for (key, info) in wanted {
+            self.dp.set_vip(key, info)?;
+            self.image.vips.insert(*key, *info);
+        }
+        for (key, _) in self.dp.vips()? {
+            if !self.image.vips.contains_key(&key) {
+                self.dp.remove_vip(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes `table` into `region` (`TablePublisher::publish`); the generation now live.
+    pub fn table(&mut self, region: &TableRegion, table: &[u32]) -> Result<u32, DataplaneError> {
+        let (gen, _) = self.tables.publish(region, table)?;
+        self.record_table(region, gen, table);
+        Ok(gen)
+    }
+
+    /// Records in the image a table the maps already hold (adopted from a previous vipd).
+    pub fn record_table(&mut self, region: &TableRegion, gen: u32, table: &[u32]) {
+        let base = region.base + gen * region.size;
+        self.image.slots[base as usize..(base + region.size) as usize].copy_from_slice(table);
+        self.image.active[region.vip_index as usize] = base;
+    }
+
+    /// The table the kernel has live for `region` (to check it against the image).
+    pub fn live_table(&mut self, region: &TableRegion) -> Option<Vec<u32>> {
+        self.tables.live_table(region)
+    }
+
+    pub fn lease(&mut self, key: LeaseKey, lease: Lease) -> Result<(), DataplaneError> {
+        self.dp.set_lease(&key, &lease)?;
+        self.image.leases.insert(key, lease);
+        Ok(())
+    }
+
+    pub fn remove_lease(&mut self, key: LeaseKey) -> Result<(), DataplaneError> {
+        self.dp.remove_lease(&key)?;
+        self.image.leases.remove(&key);
+        Ok(())
+    }
+
+    /// Lists a peer node's MAC (second chance: segments from it are not bounced back).
+    pub fn peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
+        self.dp.set_peer(mac, node_id)?;
+        self.image.peers.insert(mac);
+        Ok(())
+    }
+
+    /// Lists an attached interface's MAC (`IFACES`). Per interface, so the image keeps none:
+    /// a traced frame's interface MAC is the trace's input.
+    pub fn iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+        self.dp.set_iface(ifindex, mac)
+    }
+}
