@@ -2,7 +2,7 @@
 use std::time::{Duration, Instant};
 
 use crate::{
-    config::{BackendConf, CheckKind, Forward},
+    config::{BackendConf, Forward},
     core::{
         drain::{Drain, Phase},
         health::{Health, HealthState},
@@ -11,7 +11,7 @@ use crate::{
     },
     shell::{
         neighbours::NextHop,
-        probes::{ProbeEvent, ProbeKind, ProbeResult, ProbeSpec},
+        probes::{ProbeEvent, ProbeResult, ProbeSpec},
     },
 };
 
@@ -179,25 +179,7 @@ impl BackendRt {
 pub fn probe_spec(b: &BackendPlan) -> ProbeSpec {
     let c = &b.conf.check;
     ProbeSpec {
-        kind: match &c.kind {
-            CheckKind::Tcp => ProbeKind::Tcp,
-            CheckKind::Http {
-                path,
-                expect,
-                host,
-                tls,
-                tls_verify,
-            } => ProbeKind::Http {
-                path: path.clone(),
-                expect: *expect,
-                host: host.clone(),
-                tls: *tls,
-                tls_verify: *tls_verify,
-            },
-            CheckKind::Exec { command } => ProbeKind::Exec {
-                command: command.clone(),
-            },
-        },
+        kind: c.kind.clone(),
         target: std::net::SocketAddr::new(b.conf.address, b.conf.port),
         timeout: c.timeout,
     }

@@ -285,12 +285,16 @@ pub struct Check {
     pub damping: crate::core::health::Damping,
 }
 
+/// What a health check does; the probes (`shell::probes`) run it as is and the importer
+/// (`import`) writes it back as config keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
-    /// TCP connect.
+    /// TCP connect: healthy iff the backend accepts a TCP connection.
     Tcp,
-    /// HTTP(S) GET of `path`, healthy iff the status is `expect`. `tls` is true for kind
-    /// "https"; `tls_verify` is always false for plain http.
+    /// HTTP(S) GET of `path`, healthy iff the status is `expect`. `host` is the Host header
+    /// and TLS SNI (default: the target address). `tls` is true for kind "https";
+    /// `tls_verify` checks the chain against the system CAs, and is always false for plain
+    /// http.
     Http {
         path: String,
         expect: u16,
@@ -298,6 +302,7 @@ pub enum CheckKind {
         tls: bool,
         tls_verify: bool,
     },
-    /// Run `command` (argv, non-empty); healthy iff it exits 0.
+    /// Run `command` (argv, non-empty, e.g. Galera's clustercheck); healthy iff it exits 0.
+    /// It gets the target in `VIPD_BACKEND_ADDRESS` / `VIPD_BACKEND_PORT`.
     Exec { command: Vec<String> },
 }

@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use super::haproxy::{Server, Settings, Src};
-use super::plan::{fmt_duration, CheckPlan, KindPlan, Timing};
+use super::plan::{fmt_duration, CheckPlan, Timing};
 use super::probe::Probe;
 use super::Notes;
+use crate::config::CheckKind;
 
 /// haproxy's built-in check timing.
 const INTER: Duration = Duration::from_secs(2);
@@ -60,11 +61,11 @@ pub(crate) fn check(
     }
     let probe = &settings.probe;
     let kind = match &probe.probe {
-        Probe::Tcp | Probe::Protocol(_) => KindPlan::Tcp,
+        Probe::Tcp | Probe::Protocol(_) => CheckKind::Tcp,
         Probe::External => match &probe.command {
             Some((command, src)) => {
                 report(notes, file, src, EXTERNAL);
-                KindPlan::Exec {
+                CheckKind::Exec {
                     command: command.clone(),
                 }
             }
@@ -72,7 +73,7 @@ pub(crate) fn check(
                 if let Some(src) = &probe.src {
                     report(notes, file, src, NO_COMMAND);
                 }
-                KindPlan::Tcp
+                CheckKind::Tcp
             }
         },
         Probe::Http => http(settings, server, file, notes),
@@ -80,7 +81,7 @@ pub(crate) fn check(
     CheckPlan { kind, timing }
 }
 
-fn http(settings: &Settings, server: &Server, file: &str, notes: &mut Notes) -> KindPlan {
+fn http(settings: &Settings, server: &Server, file: &str, notes: &mut Notes) -> CheckKind {
     let probe = &settings.probe;
     let expect = match &probe.expect {
         Some((status, _)) => status.unwrap_or(200),
@@ -123,7 +124,7 @@ fn http(settings: &Settings, server: &Server, file: &str, notes: &mut Notes) -> 
         }
     }
     let tls = server.opts.ssl || server.opts.check_ssl;
-    KindPlan::Http {
+    CheckKind::Http {
         path,
         expect,
         host,

@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 
 use super::keepalived::Keepalived;
-use super::plan::{fmt_duration, BackendPlan, CheckPlan, Item, KindPlan, Plan, Timing, VipPlan};
+use super::plan::{fmt_duration, BackendPlan, CheckPlan, Item, Plan, Timing, VipPlan};
 use super::{Anchor, Notes};
+use crate::config::CheckKind;
 
 const WIDTH: usize = 100;
 
@@ -310,12 +311,12 @@ fn backend(out: &mut Out, notes: &Notes, v: &VipPlan, b: &BackendPlan) {
 
 /// The keys of a check table: the kind keys unless the kind is `inherited`, and the timing
 /// keys that differ from `base`.
-fn check_keys(c: &CheckPlan, inherited: Option<&KindPlan>, base: &Timing) -> Vec<String> {
+fn check_keys(c: &CheckPlan, inherited: Option<&CheckKind>, base: &Timing) -> Vec<String> {
     let mut keys = Vec::new();
     if inherited != Some(&c.kind) {
         match &c.kind {
-            KindPlan::Tcp => keys.push("kind = \"tcp\"".to_owned()),
-            KindPlan::Http {
+            CheckKind::Tcp => keys.push("kind = \"tcp\"".to_owned()),
+            CheckKind::Http {
                 path,
                 expect,
                 host,
@@ -333,7 +334,7 @@ fn check_keys(c: &CheckPlan, inherited: Option<&KindPlan>, base: &Timing) -> Vec
                     keys.push("tls_verify = true".to_owned());
                 }
             }
-            KindPlan::Exec { command } => {
+            CheckKind::Exec { command } => {
                 let argv: Vec<String> = command.iter().map(|a| quote(a)).collect();
                 keys.push("kind = \"exec\"".to_owned());
                 keys.push(format!("command = [{}]", argv.join(", ")));

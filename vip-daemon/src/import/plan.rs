@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::Anchor;
+use crate::config::CheckKind;
 
 /// The whole generated file.
 #[derive(Debug, Clone)]
@@ -69,23 +70,8 @@ pub(crate) struct BackendPlan {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CheckPlan {
-    pub kind: KindPlan,
+    pub kind: CheckKind,
     pub timing: Timing,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KindPlan {
-    Tcp,
-    Http {
-        path: String,
-        expect: u16,
-        host: Option<String>,
-        tls: bool,
-        tls_verify: bool,
-    },
-    Exec {
-        command: Vec<String>,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

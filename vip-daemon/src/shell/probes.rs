@@ -29,30 +29,12 @@ use tokio::{
     time::timeout_at,
 };
 
+use crate::config::CheckKind;
 use crate::core::health::{first_probe_at, next_probe_at};
-
-/// What to check.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ProbeKind {
-    /// The backend accepts a TCP connection.
-    Tcp,
-    /// `GET path` answers with status `expect`. `host` is the Host header and TLS SNI
-    /// (default: the target address); `tls_verify` checks the chain against the system CAs.
-    Http {
-        path: String,
-        expect: u16,
-        host: Option<String>,
-        tls: bool,
-        tls_verify: bool,
-    },
-    /// A command (e.g. Galera's clustercheck) exits 0. It gets the target in
-    /// `VIPD_BACKEND_ADDRESS` / `VIPD_BACKEND_PORT`.
-    Exec { command: Vec<String> },
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProbeSpec {
-    pub kind: ProbeKind,
+    pub kind: CheckKind,
     pub target: SocketAddr,
     pub timeout: Duration,
 }
@@ -85,7 +67,7 @@ pub async fn probe(spec: &ProbeSpec) -> ProbeResult {
     // prober woken late does not lose the lateness from the probe's time.
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let outcome = match &spec.kind {
-        ProbeKind::Exec { command } => exec(command, spec.target, deadline, spec.timeout).await,
+        CheckKind::Exec { command } => exec(command, spec.target, deadline, spec.timeout).await,
         kind => within(deadline, spec.timeout, net(kind, spec.target))
             .await
             .unwrap_or(Err(Timeout)),
@@ -152,14 +134,14 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-async fn net(kind: &ProbeKind, target: SocketAddr) -> Outcome {
+async fn net(kind: &CheckKind, target: SocketAddr) -> Outcome {
     let stream = TcpStream::connect(target)
         .await
         .map_err(|e| match e.kind() {
             io::ErrorKind::ConnectionRefused => Fail("connect refused".into()),
             _ => Fail(format!("connect failed: {e}")),
         })?;
-    let ProbeKind::Http {
+    let CheckKind::Http {
         path,
         expect,
         host,
@@ -470,7 +452,7 @@ mod tests {
     use rustls::pki_types::PrivateKeyDer;
     use tokio::net::TcpListener;
 
-    async fn run(kind: ProbeKind, target: SocketAddr, timeout_ms: u64) -> ProbeResult {
+    async fn run(kind: CheckKind, target: SocketAddr, timeout_ms: u64) -> ProbeResult {
         let timeout = Duration::from_millis(timeout_ms);
         probe(&ProbeSpec {
             kind,
@@ -480,9 +462,9 @@ mod tests {
         .await
     }
 
-    fn https(host: Option<&str>, tls: bool, tls_verify: bool, path: &str) -> ProbeKind {
+    fn https(host: Option<&str>, tls: bool, tls_verify: bool, path: &str) -> CheckKind {
         let (path, host) = (path.into(), host.map(Into::into));
-        ProbeKind::Http {
+        CheckKind::Http {
             path,
             expect: 200,
             host,
@@ -491,12 +473,12 @@ mod tests {
         }
     }
 
-    fn get(path: &str) -> ProbeKind {
+    fn get(path: &str) -> CheckKind {
         https(None, false, false, path)
     }
 
-    fn exec(args: &[&str]) -> ProbeKind {
-        ProbeKind::Exec {
+    fn exec(args: &[&str]) -> CheckKind {
+        CheckKind::Exec {
             command: args.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -562,10 +544,10 @@ mod tests {
     #[tokio::test]
     async fn tcp_ok_and_refused() {
         let (l, addr) = listener().await;
-        let r = run(ProbeKind::Tcp, addr, 1000).await;
+        let r = run(CheckKind::Tcp, addr, 1000).await;
         assert_eq!((r.ok, r.detail.as_str()), (true, "connected"));
         drop(l);
-        let r = run(ProbeKind::Tcp, addr, 1000).await;
+        let r = run(CheckKind::Tcp, addr, 1000).await;
         assert_eq!((r.ok, r.detail.as_str()), (false, "connect refused"));
     }
 
@@ -808,7 +790,7 @@ mod tests {
             timeout: ms(300),
         };
         let fast = ProbeSpec {
-            kind: ProbeKind::Tcp,
+            kind: CheckKind::Tcp,
             target: fast_addr,
             timeout: ms(300),
         };
