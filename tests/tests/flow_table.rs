@@ -418,3 +418,63 @@ fn the_kernel_bounds_the_flow_table() {
     let stats = f.b.dp.flow_stats().expect("FLOW_STATS");
     assert_eq!(stats[MISS_NEW as usize].packets, 200);
 }
+
+/// A restart with another map layout builds new maps beside the pinned ones; the flow table's
+/// entries are copied across before the program swap, so established flows of `VIP_F_FLOWS`
+/// VIPs keep their backends (the entries' serials still guard against reused indices).
+#[test]
+fn flow_table_is_carried_into_a_replacing_data_plane() {
+    use aya::maps::{HashMap, Map, MapData};
+    use vip_common::maps::{FlowEntry, FlowKey, MAP_FLOWS};
+    use vip_daemon::shell::dataplane::Dataplane;
+    if !privileged("flow_table_is_carried_into_a_replacing_data_plane") {
+        return;
+    }
+    let pins = vip_tests::PinDir::new();
+    let small = Sizing {
+        flows: FLOWS,
+        ..Sizing::default()
+    };
+    let old = Dataplane::load_pinned(&pins.path, &small).expect("old data plane");
+    let key = |i: u16| FlowKey {
+        src: a4(CLIENT),
+        dst: a4(VIP_L2),
+        sport: 40_000 + i,
+        dport: 80,
+        proto: IPPROTO_TCP,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
+    let entry = |i: u16| FlowEntry {
+        backend: u32::from(i % 3),
+        serial: 7,
+    };
+    {
+        let pinned = MapData::from_pin(pins.path.join(MAP_FLOWS)).expect("pinned FLOWS");
+        let mut flows: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(Map::LruHashMap(pinned)).expect("FLOWS");
+        for i in 0..100 {
+            flows.insert(key(i), entry(i), 0).expect("insert");
+        }
+    }
+    drop(old);
+    let bigger = Sizing {
+        backends: small.backends * 2,
+        flows: FLOWS * 2,
+        ..small
+    };
+    let mut new = Dataplane::load_beside(&pins.path, &bigger).expect("new data plane");
+    assert_eq!(new.carry_flows().expect("carry"), 100);
+    new.finish_replacement().expect("finish");
+    let pinned = MapData::from_pin(pins.path.join(MAP_FLOWS)).expect("new pinned FLOWS");
+    assert_eq!(
+        pinned.info().expect("info").max_entries(),
+        bigger.flow_entries(possible_cpus().expect("cpus")),
+        "the replacing map took the pin's place"
+    );
+    let flows: HashMap<_, FlowKey, FlowEntry> =
+        HashMap::try_from(Map::LruHashMap(pinned)).expect("FLOWS");
+    for i in 0..100 {
+        assert_eq!(flows.get(&key(i), 0).ok(), Some(entry(i)), "flow {i}");
+    }
+}

@@ -306,6 +306,13 @@ pub async fn start(
         d.seed_admin(s);
     }
     d.apply_layout(None)?;
+    match d.maps.dp_mut().carry_flows() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(entries = n, "flow table carried into the new data plane"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not carry the flow table over: established flows re-hash")
+        }
+    }
     d.save_state();
     for iface in d.config.node.interfaces.clone() {
         let how = d

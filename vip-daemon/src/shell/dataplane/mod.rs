@@ -238,6 +238,37 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Replacing a data plane: copies the old flow table's entries into the new one before
+    /// the program swap, so connections of `VIP_F_FLOWS` VIPs keep their backends through a
+    /// restart with another layout. Entries whose backend index changed owner carry another
+    /// serial and are ignored by the program. Flows the old program makes between this copy
+    /// and the swap are not carried (they re-hash: the same backend unless the tables
+    /// changed). Returns the entries copied; 0 when not replacing or when the old map has
+    /// another key or value layout (older contract).
+    pub fn carry_flows(&mut self) -> Result<u64, DataplaneError> {
+        let Some(old_dir) = self.replacing.clone() else {
+            return Ok(0);
+        };
+        let Ok(old) = aya::maps::MapData::from_pin(old_dir.join(contract::MAP_FLOWS)) else {
+            return Ok(0);
+        };
+        let info = old.info()?;
+        if expected_shape(contract::MAP_FLOWS) != Some((info.key_size(), info.value_size())) {
+            return Ok(0);
+        }
+        let old: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(aya::maps::Map::LruHashMap(old))?;
+        let mut new: HashMap<_, FlowKey, FlowEntry> =
+            HashMap::try_from(self.map_mut(contract::MAP_FLOWS)?)?;
+        let mut copied = 0;
+        // Keys evicted while walking are skipped; a full new map evicts its oldest entries.
+        for (key, entry) in old.iter().filter_map(Result::ok) {
+            new.insert(key, entry, 0)?;
+            copied += 1;
+        }
+        Ok(copied)
+    }
+
     /// Whether this data plane replaces a pinned one (built by [`Dataplane::load_beside`]).
     pub fn is_replacing(&self) -> bool {
         self.replacing.is_some()
