@@ -94,9 +94,19 @@ impl Daemon {
         }
     }
 
-    /// Records that the writer of primary/backup VIP `vip` changed here (a promote, or a
-    /// failover away from a writer that became ineligible) and tells the cluster.
-    pub(super) fn share_writer(&mut self, vip: usize) {
+    /// Records that the writer of primary/backup VIP `vip` changed here and tells the cluster:
+    /// after a promote (`operator`), or a failover this node's tables made. A node without
+    /// quorum keeps its failovers to itself: cut off, it sees the others' backends die, and
+    /// its pick must not outrank the majority's when the partition heals (the lab's act 5
+    /// once left a rebooted node with another writer for good).
+    pub(super) fn share_writer(&mut self, vip: usize, operator: bool) {
+        let in_quorum = self
+            .cluster
+            .as_ref()
+            .is_none_or(|c| c.ownership.in_quorum());
+        if !operator && !in_quorum {
+            return;
+        }
         let Some(index) = self.current_writer(vip) else {
             return;
         };
@@ -175,8 +185,10 @@ impl Daemon {
         tracing::info!("admin from {by}: {summary}");
     }
 
-    /// Another node's writer of a primary/backup VIP: taken when it is the newest; it keeps
-    /// the slot while eligible here (`core::writer`).
+    /// Another node's writer of a primary/backup VIP: the newest write is the writer, also
+    /// when this node's differs for reasons of its own (a failover made without quorum, a
+    /// state file's writer after a reboot); it keeps the slot while eligible here
+    /// (`core::writer`).
     pub(super) fn on_writer_item(&mut self, body: ItemBody) {
         let ItemBody::Writer {
             vip,
@@ -190,28 +202,34 @@ impl Daemon {
         let Some(v) = self.plan.vips.iter().position(|p| p.name == vip) else {
             return;
         };
+        if !self.plan.vips[v]
+            .backends
+            .iter()
+            .any(|b| b.conf.name == backend)
+        {
+            return;
+        }
+        let stamp = Stamp { at, origin: by };
+        let by = stamp.origin.clone();
+        self.writer_book.merge(
+            vip.clone(),
+            Write {
+                stamp,
+                value: backend,
+            },
+        );
+        let Some(newest) = self.writer_book.get(&vip).map(|w| w.value.clone()) else {
+            return;
+        };
         let Some(b) = self.plan.vips[v]
             .backends
             .iter()
-            .find(|b| b.conf.name == backend)
+            .find(|b| b.conf.name == newest)
         else {
             return;
         };
-        let (index, serial) = (b.index, b.serial);
-        let stamp = Stamp { at, origin: by };
-        let by = stamp.origin.clone();
-        if self
-            .writer_book
-            .merge(
-                vip.clone(),
-                Write {
-                    stamp,
-                    value: backend.clone(),
-                },
-            )
-            .is_none()
-            || self.current_writer(v) == Some(index)
-        {
+        let (index, serial, backend) = (b.index, b.serial, newest);
+        if self.current_writer(v) == Some(index) {
             return;
         }
         self.vips[v].writer = Some((index, serial));

@@ -353,7 +353,7 @@ impl Daemon {
         }
         self.vips[v].writer = Some((b as u32, self.backends[b].serial));
         self.republish(v, Some(now));
-        self.share_writer(v);
+        self.share_writer(v, true);
         self.save_state();
         let was = before.map_or("none".to_owned(), |i| {
             let (vi, p) = self.locate_backend(i as usize);

@@ -115,6 +115,7 @@ impl Daemon {
                                 age_s: at.elapsed().as_secs_f64(),
                             }),
                             flapping: rt.health.flapping(),
+                            writer: self.current_writer(i) == Some(b.index),
                             held_s: rt
                                 .health
                                 .held_for(std::time::Instant::now())

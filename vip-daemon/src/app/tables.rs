@@ -149,10 +149,10 @@ impl Daemon {
                     None => self.writer_of(vip, &table),
                 };
                 let rt = &mut self.vips[vip];
-                // The writer became ineligible here: the others must follow this node's pick
-                // (they would pick the same from the same view, but a node that missed the
-                // change, or restarted, must not keep or restore the old one).
-                let failover = rt.writer.is_some() && writer.is_some() && rt.writer != writer;
+                // A new writer (the old one became ineligible, or there was none): the others
+                // follow this node's pick. They would pick the same from the same view, but a
+                // node that missed the change, or restarted, must not keep or restore an old one.
+                let failover = writer.is_some() && rt.writer != writer;
                 if rt.writer != writer {
                     // The writer must survive a restart that recreates the maps.
                     self.state_dirty = true;
@@ -168,7 +168,7 @@ impl Daemon {
                 let rt = &mut self.vips[vip];
                 rt.writer = writer;
                 if failover {
-                    self.share_writer(vip);
+                    self.share_writer(vip, false);
                 }
                 let rt = &mut self.vips[vip];
                 // The replaced table is where connections live only across an operator's

@@ -1,8 +1,11 @@
 //! Who holds the single slot of a primary/backup VIP (the "writer", e.g. of a Galera cluster).
 //!
 //! Sticky, like HAProxy's `stick on dst`: once a backend holds the slot it keeps it for as long
-//! as it is eligible, whatever the priorities say, because moving the slot resets every
-//! connection to it and a Galera writer switch is a disruption of its own. Only when the
+//! as it is eligible, whatever the priorities say, because a Galera writer switch is a
+//! disruption of its own. Moving the slot moves new connections only: established ones stay
+//! on the old writer through the flow table or second chance until they end (as with HAProxy,
+//! which keeps established sessions on a server switch), so for a while after a `promote`
+//! both backends take writes; `disable` the old writer to cut them. Only when the
 //! current writer becomes ineligible does the slot go to the eligible backend with the lowest
 //! priority. Going back to the preferred backend is an operator decision (`vipd backend
 //! promote`, which names the new writer) or the VIP's opt-in `failback = true`.

@@ -146,6 +146,9 @@ pub struct BackendStatus {
     /// Held down by flap damping (its health says "down" even if probes pass).
     #[serde(default)]
     pub flapping: bool,
+    /// Primary-backup VIPs: this backend holds the single slot (the writer).
+    #[serde(default)]
+    pub writer: bool,
     /// While flapping: the least time the hold lasts if the backend stays stable (it ends on
     /// the first passing probe after that).
     #[serde(default)]
@@ -282,7 +285,7 @@ impl Status {
                     b.port,
                     b.forward,
                     health,
-                    b.admin,
+                    if b.writer { "writer" } else { &b.admin },
                     b.weight,
                     b.slots,
                     b.transitions,
