@@ -209,7 +209,9 @@ pub enum Input {
     /// The new VIP set of a config reload, replacing [`OwnershipConfig::vips`] (voters,
     /// witness, lease and margin stay; the shell refuses changing them). See
     /// "Reconfiguration" in the module docs. Refused with a status line, changing nothing,
-    /// when the new set fails [`OwnershipConfig::validate`].
+    /// when the new set fails [`OwnershipConfig::validate`]. The shell must deliver gossip
+    /// about an added VIP again even when its transport already delivered the same item
+    /// (ignored then): an added VIP learns its owner from the next re-broadcasts.
     Reconfigure(Vec<VipPolicy>),
 }
 
