@@ -196,6 +196,12 @@ impl Cluster {
 
     /// Nodes (among `among`) that hold the VIP with lease time left, with that time.
     pub fn holders(&self, among: &[usize]) -> Vec<(usize, Duration)> {
+        self.holders_of(&VIP.to_string(), among)
+    }
+
+    /// Nodes (among `among`) that hold the VIP address `vip` with lease time left, with that
+    /// time.
+    pub fn holders_of(&self, vip: &str, among: &[usize]) -> Vec<(usize, Duration)> {
         among
             .iter()
             .filter_map(|&i| {
@@ -204,7 +210,7 @@ impl Cluster {
                 let owners = s["cluster"]["owners"].as_array()?.clone();
                 owners
                     .iter()
-                    .find(|o| o["vip"] == VIP.to_string())
+                    .find(|o| o["vip"] == vip)
                     .and_then(|o| o["lease_left_ms"].as_f64())
                     .map(|ms| (i, Duration::from_secs_f64(ms / 1e3)))
             })

@@ -112,7 +112,7 @@ fn monotonic_ns(at: Instant) -> u64 {
 }
 
 impl Daemon {
-    fn lease_key(addr: &IpAddr) -> LeaseKey {
+    pub(super) fn lease_key(addr: &IpAddr) -> LeaseKey {
         let (a, family) = addr16(addr);
         LeaseKey {
             addr: a,
@@ -278,7 +278,7 @@ impl Daemon {
         }
     }
 
-    async fn apply_ownership(&mut self, actions: Vec<Action>) {
+    pub(super) async fn apply_ownership(&mut self, actions: Vec<Action>) {
         for action in actions {
             let Some(c) = self.cluster.as_mut() else {
                 return;

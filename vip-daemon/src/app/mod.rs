@@ -183,7 +183,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = hup.recv() => {
-                if d.reload().is_ok() {
+                if d.reload().await.is_ok() {
                     d.refresh_neighbours().await;
                 }
             }
@@ -229,7 +229,7 @@ impl Daemon {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
-            Request::Reload => match self.reload() {
+            Request::Reload => match self.reload().await {
                 Ok(message) => {
                     // New backends get their next hops now, not at the next 1 s refresh.
                     self.refresh_neighbours().await;
@@ -365,10 +365,11 @@ impl Daemon {
     }
 
     /// SIGHUP / `vipd reload`: a bad file leaves everything as it was and says why.
-    pub fn reload(&mut self) -> Result<String, String> {
-        let outcome = crate::config::load(&self.opts.config_path)
-            .map_err(|e| e.to_string())
-            .and_then(|config| self.apply_reload(config));
+    pub async fn reload(&mut self) -> Result<String, String> {
+        let outcome = match crate::config::load(&self.opts.config_path) {
+            Ok(config) => self.apply_reload(config).await,
+            Err(e) => Err(e.to_string()),
+        };
         let stamp = format!("{:.0}s after start", self.started.elapsed().as_secs_f64());
         match &outcome {
             Ok(m) => {

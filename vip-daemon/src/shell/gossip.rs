@@ -276,6 +276,10 @@ pub enum GossipCmd {
     Leave(tokio::sync::oneshot::Sender<()>),
     /// Stop at once, silently (as a crashed or cut-off node would).
     Stop,
+    /// Forget which ownership items about this VIP address were received, so that their next
+    /// re-broadcasts are delivered again: a VIP added by a reload, whose items arrived (and
+    /// were ignored) while it was not configured here.
+    ForgetVip(String),
 }
 
 enum Input {
@@ -449,6 +453,12 @@ pub async fn spawn(
                 Input::Cmd(GossipCmd::Stop) => {
                     receiver.abort();
                     return;
+                }
+                Input::Cmd(GossipCmd::ForgetVip(vip)) => {
+                    let prefix = format!("vip/{vip}/"); // see `Item::subject`
+                    let mut newest = newest.lock().expect("newest");
+                    newest.retain(|subject, _| !subject.starts_with(&prefix));
+                    Ok(())
                 }
                 Input::Announce => {
                     // Seeds that are not members yet (start-up, or after a partition heals).

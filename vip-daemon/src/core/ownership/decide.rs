@@ -78,11 +78,7 @@ impl Ownership {
             (false, false) => return Step::Idle,
             (false, true) => {}
         }
-        if let Some(end) = self
-            .quorum_since
-            .map(|t| t + self.cfg.lease)
-            .filter(|e| now < *e)
-        {
+        if let Some(end) = self.settle_end(i).filter(|e| now < *e) {
             return Step::Settling(end);
         }
         let unowned = Step::Claim {
@@ -125,6 +121,14 @@ impl Ownership {
                 false => Step::WaitLease(o.clone(), expired),
             }
         }
+    }
+
+    /// When VIP `i` may first be claimed or adopted: `lease` after this node became active,
+    /// or after the VIP was added here if that was later. `None` while not active.
+    pub(super) fn settle_end(&self, i: usize) -> Option<Instant> {
+        let active = self.quorum_since?;
+        let since = self.vips[i].added.map_or(active, |added| added.max(active));
+        Some(since + self.cfg.lease)
     }
 
     /// Sticky placement: the alive eligible owner, else [`placement`].

@@ -26,6 +26,9 @@ pub struct Ownership {
     pub(super) fenced: BTreeSet<String>,
     pub(super) fences: BTreeMap<String, FenceTry>,
     pub(super) vips: Vec<VipState>,
+    /// Removed VIPs whose last record names this node (released), by name: still re-gossiped
+    /// so that a node that missed the release learns it (see `reconfigure.rs`).
+    pub(super) retired: BTreeMap<String, Record>,
     /// Since when this node is *active*: membership quorum and a quorum heard within the
     /// lease. Claims wait `lease` (settle) after it; losing it releases everything.
     pub(super) quorum_since: Option<Instant>,
@@ -40,6 +43,7 @@ impl Ownership {
         Self {
             alive: BTreeSet::from([config.me.clone()]),
             vips: vec![VipState::default(); config.vips.len()],
+            retired: BTreeMap::new(),
             cfg: config,
             started: now,
             now,
@@ -90,6 +94,7 @@ impl Ownership {
                 )));
             }
             Input::Move { vip, to } => self.on_move(vip, to, &mut out),
+            Input::Reconfigure(vips) => self.reconfigure(vips, now, &mut out),
         }
         self.reconcile(now, &mut out);
         out
@@ -183,6 +188,7 @@ impl Ownership {
 
     fn merge(&mut self, c: Claim, released: bool, now: Instant, out: &mut Vec<Action>) {
         let Some(i) = self.cfg.vips.iter().position(|v| v.name == c.vip) else {
+            self.merge_unknown(c, released, out);
             return;
         };
         let (me, st) = (&self.cfg.me, &mut self.vips[i]);
@@ -227,7 +233,7 @@ impl Ownership {
         st.record = Some(new);
         // A live claim in our name that we do not hold: a move's handover, or a previous
         // incarnation's claim. Adopted by `reconcile` once safe, if we can serve it at all.
-        let settled = self.quorum_since.is_some_and(|t| now >= t + self.cfg.lease);
+        let settled = self.settle_end(i).is_some_and(|end| now >= end);
         if mine && !(settled && !self.leaving && self.usable(i, &self.cfg.me)) {
             self.disown(i, out);
         }

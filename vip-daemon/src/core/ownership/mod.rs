@@ -63,11 +63,50 @@
 //! alive set, so restarted nodes learn claims within their settle time and lost messages
 //! (a handover, a release) are repaired.
 //!
+//! # Reconfiguration
+//! [`Input::Reconfigure`] (a config reload) replaces the VIP set; voters, witness, lease and
+//! margin stay (the shell refuses to change them). Each rule's test is in
+//! `tests/reconfigure.rs`; `chaos_with_reloads_keeps_one_server_per_vip_and_converges` mixes
+//! reloads (nodes running different VIP sets and fencing) into the other faults.
+//! * *Kept* (same name): record, claimants and held lease stay; the new policy applies from
+//!   now. Stickiness keeps a live owner where it is whatever the new preferences say; a
+//!   holder no longer eligible here releases by the usual `Release` step, and the new target
+//!   claims only once that release is heard. Tests:
+//!   `kept_vip_keeps_owner_epoch_and_lease_and_takes_the_new_policy`,
+//!   `kept_vip_no_longer_eligible_here_is_released_to_placement`.
+//! * *Removed*: released if held (`Release`, `Released`, a status line), a claim in our name
+//!   disowned, then forgotten; nodes still configured with it place it by the usual rules.
+//!   Test: `removed_vip_is_released_and_a_node_still_configured_takes_it_over_by_the_usual_rules`.
+//! * *Retired*: our last record on a removed VIP, released, is still re-gossiped until another
+//!   node's newer record is heard: nobody else repeats our release, and a node that missed
+//!   it would keep the VIP on us (alive) forever. Re-added, the VIP starts from that record.
+//!   Test: `a_release_missed_during_a_partition_is_repeated_after_removal`.
+//! * *Gossip about a VIP not configured here* is ignored, except a live claim in our name (a
+//!   handover from a node that still has the VIP): disowned with a `Released` and retired,
+//!   else the VIP would stay on us, unserved. Tests:
+//!   `a_handover_to_a_node_that_removed_the_vip_is_disowned`,
+//!   `gossip_about_an_unknown_vip_is_ignored_but_claims_in_our_name_are_disowned`.
+//! * *Added*: settles `lease` from when it was added here before anything is claimed or
+//!   adopted, as after gaining quorum: gossip about it was ignored until now, and the
+//!   re-broadcast every `lease / 3` brings any live claim within that time; claiming earlier
+//!   could claim over a node that added it first. Test:
+//!   `added_vip_settles_then_the_first_adder_claims_and_later_adders_never_claim_over_it`.
+//! * Placement does not know which nodes have a VIP configured: a VIP placed on a node that
+//!   has not added it yet stays unowned until that node does
+//!   (`added_vip_waits_for_the_node_placement_picks`); a rolling removal likewise leaves it
+//!   unowned from when its holder removes it, if the others place it on that node.
+//! * A set that fails [`OwnershipConfig::validate`] is refused with a status line and changes
+//!   nothing (`an_invalid_vip_set_is_refused_and_changes_nothing`).
+//!
 //! # Known limits
 //! A successful fence is known only to the node that ran it (another node taking over another
 //! of the dead node's VIPs fences again: hooks must be idempotent). Connected nodes whose
 //! membership views disagree may both claim a VIP at the same epoch: the tie-break resolves
-//! it, but both serve until the loser hears the winner (one message delay).
+//! it, but both serve until the loser hears the winner (one message delay). So may nodes
+//! whose configs give a VIP different preferences (e.g. midway through a rolling reload that
+//! changes them) when they claim it unowned at the same time: at settle end, after a release,
+//! or after its owner died. A VIP whose owner is alive is safe from this (stickiness); the
+//! chaos test with reloads changes preferences on every node at once for this reason.
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +114,7 @@ mod decide;
 mod machine;
 mod placement;
 mod reconcile;
+mod reconfigure;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -166,6 +206,13 @@ pub enum Input {
         vip: String,
         to: String,
     },
+    /// The new VIP set of a config reload, replacing [`OwnershipConfig::vips`] (voters,
+    /// witness, lease and margin stay; the shell refuses changing them). See
+    /// "Reconfiguration" in the module docs. Refused with a status line, changing nothing,
+    /// when the new set fails [`OwnershipConfig::validate`]. The shell must deliver gossip
+    /// about an added VIP again even when its transport already delivered the same item
+    /// (ignored then): an added VIP learns its owner from the next re-broadcasts.
+    Reconfigure(Vec<VipPolicy>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -55,6 +55,9 @@ impl Ownership {
                     out.push(Action::Broadcast(g));
                 }
             }
+            for (vip, r) in &self.retired {
+                out.push(Action::Broadcast(Gossip::Released(r.claim(vip))));
+            }
         }
     }
 

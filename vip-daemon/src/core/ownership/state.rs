@@ -50,6 +50,9 @@ pub(super) struct VipState {
     /// The last move this node forwarded to the owner: (target, epoch it applied to). A
     /// move is forwarded once per owner epoch, so re-delivered gossip cannot loop.
     pub(super) forwarded: Option<(String, u64)>,
+    /// When [`super::Input::Reconfigure`] added the VIP here (`None`: configured from the
+    /// start). It settles `lease` from then before anything is claimed, as at quorum.
+    pub(super) added: Option<Instant>,
 }
 
 /// Fencing of one dead node: one attempt in flight at a time, retried with backoff.

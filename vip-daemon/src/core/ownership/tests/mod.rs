@@ -3,6 +3,7 @@
 
 mod chaos;
 mod placement;
+mod reconfigure;
 mod sim;
 mod unit;
 

@@ -63,6 +63,10 @@ pub struct Sim {
     voters: Vec<String>,
     witness: Option<String>,
     vips: Vec<VipPolicy>,
+    /// Per-node VIP sets given by [`Sim::reconfigure`]; a (re)start uses them.
+    node_vips: BTreeMap<String, Vec<VipPolicy>>,
+    /// Every VIP name configured anywhere so far: what the safety check covers.
+    names: Vec<String>,
     group: BTreeMap<String, u8>,
     queue: VecDeque<(String, Input)>,
 }
@@ -81,7 +85,9 @@ impl Sim {
             detect: BTreeMap::new(),
             voters: voters.iter().map(|v| v.to_string()).collect(),
             witness: witness.map(str::to_string),
+            names: vips.iter().map(|v| v.name.clone()).collect(),
             vips,
+            node_vips: BTreeMap::new(),
             group: BTreeMap::new(),
             queue: VecDeque::new(),
         };
@@ -92,8 +98,8 @@ impl Sim {
     }
 
     pub fn config(&self, me: &str) -> OwnershipConfig {
-        let (voters, witness, vips) =
-            (self.voters.clone(), self.witness.clone(), self.vips.clone());
+        let vips = self.vips_of(me);
+        let (voters, witness) = (self.voters.clone(), self.witness.clone());
         let cfg = OwnershipConfig {
             me: me.into(),
             voters,
@@ -117,6 +123,22 @@ impl Sim {
             view,
         };
         self.nodes.insert(name.to_string(), node);
+    }
+
+    /// A config reload on `name` (running or not: a later start uses `vips` too).
+    pub fn reconfigure(&mut self, name: &str, vips: Vec<VipPolicy>) {
+        for v in &vips {
+            if !self.names.contains(&v.name) {
+                self.names.push(v.name.clone());
+            }
+        }
+        self.node_vips.insert(name.to_string(), vips.clone());
+        self.deliver(name, Input::Reconfigure(vips));
+    }
+
+    /// The VIP set `name` runs (or starts with).
+    pub fn vips_of(&self, name: &str) -> Vec<VipPolicy> {
+        self.node_vips.get(name).unwrap_or(&self.vips).clone()
     }
 
     /// Crash: the daemon and its data-plane state vanish.
@@ -224,17 +246,16 @@ impl Sim {
 
     /// At most one node serves each VIP with an unexpired lease.
     fn check_safety(&self) {
-        for vip in &self.vips {
+        for vip in &self.names {
             let serving: Vec<&String> = (self.nodes.iter())
-                .filter(|(_, n)| n.own.owned().contains(&vip.name))
-                .filter(|(_, n)| n.until.get(&vip.name).is_some_and(|u| *u > self.now))
+                .filter(|(_, n)| n.own.owned().contains(vip))
+                .filter(|(_, n)| n.until.get(vip).is_some_and(|u| *u > self.now))
                 .map(|(name, _)| name)
                 .collect();
             let t = self.now - self.t0;
             assert!(
                 serving.len() <= 1,
-                "at {t:?} vip {} served by {serving:?}",
-                vip.name
+                "at {t:?} vip {vip} served by {serving:?}"
             );
         }
     }
@@ -304,7 +325,7 @@ impl Sim {
     /// Owners of each VIP according to the nodes actually holding it.
     pub fn holders(&self) -> BTreeMap<String, Vec<String>> {
         let mut m: BTreeMap<String, Vec<String>> =
-            self.vips.iter().map(|v| (v.name.clone(), vec![])).collect();
+            self.names.iter().map(|v| (v.clone(), vec![])).collect();
         for (name, node) in &self.nodes {
             for v in node.own.owned() {
                 m.get_mut(&v).expect("configured").push(name.clone());
