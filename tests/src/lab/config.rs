@@ -75,8 +75,16 @@ pub fn ctl_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 0, 2, ctl_host(i))
 }
 
-/// The vipd config of controller `i`.
-pub fn vipd_config(names: &Names, bins: &Bins, i: usize) -> String {
+/// A backend added to one service by the lab's config (act 8): a host that does not run vipd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtraBackend {
+    pub service: &'static str,
+    pub name: &'static str,
+    pub address: Ipv4Addr,
+}
+
+/// The vipd config of controller `i`, with `extra` backends after the controllers.
+pub fn vipd_config(names: &Names, bins: &Bins, i: usize, extra: &[ExtraBackend]) -> String {
     let name = CONTROLLERS[i];
     let peers: Vec<String> = (0..3)
         .map(|j| format!("\"{}:7946\"", ctl_addr(j)))
@@ -155,8 +163,25 @@ jitter = 0.0
                 let _ = writeln!(c, "  priority = {j}");
             }
         }
+        for e in extra.iter().filter(|e| e.service == s.name) {
+            let _ = write!(
+                c,
+                "  [[vip.backend]]\n  name = \"{}\"\n  address = \"{}\"\n",
+                e.name, e.address
+            );
+        }
     }
     c
+}
+
+/// Rewrites every controller's config file (what an operator's config management does before
+/// `vipd reload`).
+pub fn write_configs(names: &Names, bins: &Bins, extra: &[ExtraBackend]) -> anyhow::Result<()> {
+    for (i, name) in CONTROLLERS.iter().enumerate() {
+        let text = vipd_config(names, bins, i, extra);
+        write_mode(&names.config(name), &text, 0o644)?;
+    }
+    Ok(())
 }
 
 /// The fencing hook: "powers off" controller $VIPD_FENCE_NODE by freezing every process in its
@@ -190,11 +215,10 @@ pub fn write_all(names: &Names, bins: &Bins) -> anyhow::Result<()> {
     write_mode(&state.join("cluster.key"), &format!("{hex}\n"), 0o600)?;
     write_mode(&state.join("fence.sh"), &fence_script(names), 0o755)?;
     write_mode(&names.fence_log(), "", 0o644)?;
-    for (i, name) in CONTROLLERS.iter().enumerate() {
+    for name in CONTROLLERS {
         std::fs::create_dir_all(names.node_dir(name))?;
-        write_mode(&names.config(name), &vipd_config(names, bins, i), 0o644)?;
     }
-    Ok(())
+    write_configs(names, bins, &[])
 }
 
 fn write_mode(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {

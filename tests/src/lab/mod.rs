@@ -8,10 +8,12 @@
 //! Cleanup is one sweep over that prefix, run before starting (a crashed run's leftovers) and
 //! when the [`Lab`] is dropped (normal exit, error, panic, Ctrl-C).
 pub mod bench;
+mod chatter;
 mod config;
 mod display;
 mod http;
 mod node;
+mod reload;
 mod restart;
 mod running;
 mod scenarios;
@@ -19,6 +21,7 @@ mod services;
 mod story;
 mod topology;
 mod traffic;
+mod writer;
 
 use std::{
     mem::ManuallyDrop,
@@ -32,6 +35,7 @@ use anyhow::{bail, Context as _};
 pub use config::{Service, ServiceKind, API_VIP, DB_VIP, SERVICES};
 pub use display::live;
 pub use node::{ask, status_of, Node};
+pub use reload::{backend_added_by_reload, BackendAdded};
 pub use restart::{restart_under_load, RestartUnderLoad};
 pub use running::{agreed_owner, holders, Lab};
 pub use scenarios::{
@@ -42,6 +46,7 @@ pub use services::{probe_udp, serve};
 pub use story::{demo, Story};
 pub use topology::Names;
 pub use traffic::{Counts, Traffic};
+pub use writer::{primary_backup_keeps_writer, WriterKept};
 
 use crate::NetNs;
 

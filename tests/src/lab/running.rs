@@ -21,6 +21,7 @@ pub struct Lab {
     pub names: Names,
     pub nodes: Vec<Node>,
     pub traffic: Option<Traffic>,
+    pub bins: Bins,
     /// Keep `/run/<prefix>` (configs, logs, fence log) after cleanup, e.g. after a failure.
     pub keep_state: bool,
 }
@@ -44,6 +45,7 @@ impl Lab {
                 .collect(),
             names,
             traffic: None,
+            bins: bins.clone(),
             keep_state: false,
         };
         progress("network: namespaces, bridge, veths (client 192.0.2.1, ctl1-3 192.0.2.11-13)");
@@ -102,6 +104,45 @@ impl Lab {
             }
             pause(Duration::from_millis(20))?;
         }
+    }
+
+    /// `vipd reload` on every controller, in order: each one's answer, or the first refusal.
+    pub fn reload_all(&self) -> anyhow::Result<Vec<String>> {
+        use vip_daemon::shell::control::{Request, Response};
+        self.nodes
+            .iter()
+            .map(
+                |n| match super::ask(&n.control, &Request::Reload, Duration::from_secs(5)) {
+                    Some(Response::Ok { message }) => Ok(message),
+                    other => bail!("vipd reload on {}: {other:?}", n.name),
+                },
+            )
+            .collect()
+    }
+
+    /// `vipd backend ACTION VIP BACKEND` on every controller, in order (admin state is per
+    /// node).
+    pub fn admin_all(
+        &self,
+        action: vip_daemon::shell::control::AdminAction,
+        vip: &str,
+        backend: &str,
+    ) -> anyhow::Result<()> {
+        use vip_daemon::shell::control::{Request, Response};
+        for n in &self.nodes {
+            let req = Request::Backend {
+                action,
+                vip: vip.into(),
+                backend: backend.into(),
+                weight: None,
+                timeout_ms: None,
+            };
+            match super::ask(&n.control, &req, Duration::from_secs(2)) {
+                Some(Response::Ok { .. }) => {}
+                other => bail!("{}: backend {action:?} {vip}/{backend}: {other:?}", n.name),
+            }
+        }
+        Ok(())
     }
 
     /// Powers controller `i` back on after a crash or fencing: a reboot (fresh namespace and

@@ -17,14 +17,14 @@ use super::{
 };
 use crate::servers::LineClient;
 
-fn traffic(lab: &Lab) -> Snapshot {
+pub(super) fn traffic(lab: &Lab) -> Snapshot {
     lab.traffic
         .as_ref()
         .map(|t| t.snapshot())
         .unwrap_or_default()
 }
 
-fn errors(s: &Snapshot) -> u64 {
+pub(super) fn errors(s: &Snapshot) -> u64 {
     s.values().map(|c| c.errors).sum()
 }
 
@@ -99,7 +99,7 @@ pub fn backend_loss(lab: &mut Lab, story: &Story) -> anyhow::Result<BackendLoss>
 
 /// Until every node sees `service`/`node` up with slots (`up`), or down without; time since
 /// `from`.
-fn wait_backend(
+pub(super) fn wait_backend(
     lab: &Lab,
     service: &str,
     node: &str,
@@ -178,7 +178,10 @@ pub fn rejoin(
 
 /// Twelve long-lived connections from the client to `stream`, each with the backend that
 /// answered its first line.
-fn open_streams(lab: &Lab, stream: SocketAddr) -> std::io::Result<Vec<(LineClient, String)>> {
+pub(super) fn open_streams(
+    lab: &Lab,
+    stream: SocketAddr,
+) -> std::io::Result<Vec<(LineClient, String)>> {
     borrowed_ns(&lab.names.ns("client")).run(move || {
         (0..12)
             .map(|_| {
@@ -401,7 +404,7 @@ pub struct DrainUnderLoad {
 /// backend of the stream VIP runs vipd, so the previous-table second chance carries them),
 /// then `enable` brings it back with nothing broken.
 pub fn drain_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<DrainUnderLoad> {
-    use vip_daemon::shell::control::{AdminAction, Request, Response};
+    use vip_daemon::shell::control::AdminAction;
     let stream = SocketAddr::new(IpAddr::V4(API_VIP), 7000);
     let streams = open_streams(lab, stream)?;
     let mut counts = std::collections::BTreeMap::<&'static str, usize>::new();
@@ -413,24 +416,8 @@ pub fn drain_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<DrainUnd
     let Some((&node, _)) = counts.iter().max_by_key(|(_, c)| **c) else {
         bail!("no long-lived connection answered");
     };
-    let admin = |lab: &Lab, action: AdminAction| -> anyhow::Result<()> {
-        for n in &lab.nodes {
-            let req = Request::Backend {
-                action,
-                vip: "stream".into(),
-                backend: node.into(),
-                weight: None,
-                timeout_ms: None,
-            };
-            match super::node::ask(&n.control, &req, Duration::from_secs(2)) {
-                Some(Response::Ok { .. }) => {}
-                other => bail!("{}: backend {action:?} stream/{node}: {other:?}", n.name),
-            }
-        }
-        Ok(())
-    };
     let before = traffic(lab);
-    admin(lab, AdminAction::Drain)?;
+    lab.admin_all(AdminAction::Drain, "stream", node)?;
     story.say(format!(
         "stream/{node} drained on every controller ({} of 12 long-lived connections on it)",
         counts[node]
@@ -458,7 +445,7 @@ pub fn drain_under_load(lab: &mut Lab, story: &Story) -> anyhow::Result<DrainUnd
     story.say(format!(
         "new connections while drained: {new_on_drained} of 20 on {node}"
     ));
-    admin(lab, AdminAction::Enable)?;
+    lab.admin_all(AdminAction::Enable, "stream", node)?;
     story.say(format!("stream/{node} enabled again on every controller"));
     pause(Duration::from_millis(500))?;
     let results = borrowed_ns(&client).run(move || {

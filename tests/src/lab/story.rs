@@ -4,10 +4,12 @@ use std::{fmt::Display, time::Duration, time::Instant};
 
 use super::{
     display::traffic_table,
+    reload::{self, BackendAdded},
     restart::RestartUnderLoad,
     running::Lab,
     scenarios::{self, BackendLoss, DrainUnderLoad, OwnerLoss, Partition},
     topology::Names,
+    writer::{self, WriterKept},
     Bins,
 };
 
@@ -59,6 +61,8 @@ struct Acts {
     partition: Partition,
     restart: RestartUnderLoad,
     drain: DrainUnderLoad,
+    added: BackendAdded,
+    writer: WriterKept,
 }
 
 fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
@@ -104,6 +108,10 @@ fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
     }
     story.chapter("7. a backend drained under load, then enabled");
     let drain = scenarios::drain_under_load(lab, story)?;
+    story.chapter("8. a backend added by reload under load, then drained and removed");
+    let added = reload::backend_added_by_reload(lab, story)?;
+    story.chapter("9. primary/backup: the writer's service dies and comes back");
+    let writer = writer::primary_backup_keeps_writer(lab, story)?;
     Ok(Acts {
         backend,
         owner,
@@ -111,6 +119,8 @@ fn acts(lab: &mut Lab, story: &Story) -> anyhow::Result<Acts> {
         partition,
         restart,
         drain,
+        added,
+        writer,
     })
 }
 
@@ -126,6 +136,8 @@ fn print_summary(acts: &Acts) {
         partition: p,
         restart: r,
         drain: d,
+        added: a,
+        writer: w,
     } = acts;
     let rows = [
         (
@@ -209,6 +221,71 @@ fn print_summary(acts: &Acts) {
                 "{} of {} / {}",
                 d.others_kept, d.streams_to_others, d.errors
             ),
+        ),
+        (
+            format!(
+                "{}/{} added by reload: in every table",
+                a.service, a.backend
+            ),
+            ms(a.in_tables_after),
+        ),
+        (
+            "  its share of new requests / failed new requests".into(),
+            format!(
+                "{} of {} / {}",
+                a.new_on_added, a.new_answered, a.errors_add
+            ),
+        ),
+        (
+            "  drained, removed: failed new / new to it after".into(),
+            format!("{} / {}", a.errors_remove, a.new_on_added_after_removal),
+        ),
+        (
+            "  opened before the add, kept: talking / quiet".into(),
+            format!(
+                "{} of {} / {} of {}",
+                a.talking_kept, a.talking, a.quiet_kept_removal, a.quiet
+            ),
+        ),
+        (
+            "  opened while it was in, kept through the removal".into(),
+            format!("{} of {}", a.opened_while_in_kept, a.opened_while_in),
+        ),
+        (
+            "galera writer before act 9 (ctl1, ctl2, ctl3)".into(),
+            w.writers_at_start.join(", "),
+        ),
+        (
+            format!("galera/{} killed: {} writes", w.primary, w.backup),
+            ms(w.failover),
+        ),
+        (
+            format!("  {} back: writer after its return", w.primary),
+            w.writer_after_return
+                .clone()
+                .unwrap_or("no agreement".into()),
+        ),
+        (
+            format!("  connections to {} kept through the return", w.backup),
+            format!("{} of {}", w.to_backup_kept, w.to_backup),
+        ),
+        (
+            "  rounds disagreeing / split / moved back".into(),
+            format!(
+                "{} / {} / {} of {} (+{} in the failover)",
+                w.disagreements, w.split, w.moved_back, w.samples, w.failover_disagreements
+            ),
+        ),
+        (
+            format!("  promoted {}: its share of new connections", w.primary),
+            format!(
+                "{} of {}",
+                w.new_on_primary_after_promote, w.new_after_promote
+            ),
+        ),
+        (
+            format!("  connections to {} still on it after", w.backup),
+            format!("{} of {}", w.to_backup_after_promote, w.to_backup),
         ),
     ];
     println!("\n=== summary ===");

@@ -161,6 +161,33 @@ fn add_host(names: &Names, role: &str, n: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A backend host that runs no vipd (act 8): on the bridge at 192.0.2.`n`, with `vip` on its
+/// `lo` for direct server return, never answering ARP for it.
+pub fn add_backend_host(names: &Names, role: &str, n: u8, vip: &str) -> anyhow::Result<()> {
+    add_host(names, role, n)?;
+    let ns = names.ns(role);
+    for (k, v) in [
+        ("net.ipv4.conf.all.arp_ignore", "1"),
+        ("net.ipv4.conf.all.arp_announce", "2"),
+    ] {
+        ns_cmd(&ns, &["sysctl", "-qw", &format!("{k}={v}")])?;
+    }
+    ns_cmd(
+        &ns,
+        &["ip", "addr", "add", &format!("{vip}/32"), "dev", "lo"],
+    )?;
+    Ok(())
+}
+
+/// Removes a host made by [`add_backend_host`]: its processes, bridge port and namespace.
+pub fn remove_host(names: &Names, role: &str) -> anyhow::Result<()> {
+    let ns = names.ns(role);
+    kill_all_in(&ns);
+    ns_cmd(&names.ns("lan"), &["ip", "link", "del", role])?;
+    cmd(&["ip", "netns", "del", &ns])?;
+    Ok(())
+}
+
 /// A controller reboots: its namespace (processes, link, addresses) and its pins (bpffs does
 /// not survive a reboot) go, and it comes back as at first boot.
 pub fn reboot_host(names: &Names, node: &str, n: u8) -> anyhow::Result<()> {
