@@ -5,6 +5,7 @@
 mod admin;
 mod backends;
 mod cluster;
+mod cluster_reload;
 mod liveness;
 mod report;
 mod startup;
