@@ -4,7 +4,10 @@
 use std::{ffi::CString, net::IpAddr};
 
 use futures::TryStreamExt as _;
-use rtnetlink::Handle;
+use rtnetlink::{
+    packet_route::address::{AddressAttribute, AddressFlags, CacheInfo},
+    Handle,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipAddrError {
@@ -38,16 +41,29 @@ fn prefix(vip: &IpAddr) -> u8 {
 }
 
 /// Adds `vip` to `iface` (idempotent).
+///
+/// An IPv6 VIP is added deprecated (preferred lifetime 0, valid forever), without duplicate
+/// address detection and without a prefix route: a /128 matches a backend's address better
+/// than the node's own, so the kernel would otherwise pick the VIP as the source of vipd's
+/// probes and the backends would answer to their own `lo`; DAD would keep a taken-over VIP
+/// unusable for a second. A deprecated address still receives and answers everything sent
+/// to it. IPv4 needs none of this (a /32 is never preferred over the subnet's primary).
 pub async fn add(handle: &Handle, iface: &str, vip: IpAddr) -> Result<(), VipAddrError> {
     let idx = ifindex(iface)?;
     if present(handle, idx, vip).await? {
         return Ok(());
     }
-    handle
-        .address()
-        .add(idx, vip, prefix(&vip))
-        .execute()
-        .await?;
+    let mut req = handle.address().add(idx, vip, prefix(&vip));
+    if vip.is_ipv6() {
+        let msg = req.message_mut();
+        msg.attributes.push(AddressAttribute::Flags(
+            AddressFlags::Nodad | AddressFlags::Noprefixroute,
+        ));
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_valid = u32::MAX;
+        msg.attributes.push(AddressAttribute::CacheInfo(lifetimes));
+    }
+    req.execute().await?;
     Ok(())
 }
 
