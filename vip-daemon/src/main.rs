@@ -133,6 +133,55 @@ fn init_logging() {
     }
 }
 
+/// Exit codes: 0 done, 1 failed (the error on stderr), 2 bad command line (clap's), 3 `trace`
+/// found the host model and the live table disagreeing.
+const EXIT_ERROR: i32 = 1;
+const EXIT_TRACE_MISMATCH: i32 = 3;
+
+/// Writes to stdout. A reader that went away (`vipd status | head -1`) ends the command
+/// quietly with success: it has what it wanted.
+fn write_stdout(args: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    match o.write_fmt(args).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("write to stdout"),
+    }
+}
+
+/// `print!` that neither panics on a closed pipe nor ignores other write errors.
+macro_rules! out {
+    ($($t:tt)*) => { write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!`, likewise.
+macro_rules! outln {
+    ($($t:tt)*) => { write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// A line for stderr; nothing to do if stderr is gone too.
+fn warn(line: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// The error and its causes on one line, `outer: inner: root`, each said once: a message
+/// that already includes its cause's text (many `thiserror` types do) does not repeat it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(msg.trim()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(msg.trim());
+    }
+    out
+}
+
 fn ask(cli: &Cli, req: Request) -> anyhow::Result<Response> {
     match control::call(&cli.control, &req)? {
         Response::Error { message } => anyhow::bail!("{message}"),
@@ -140,9 +189,21 @@ fn ask(cli: &Cli, req: Request) -> anyhow::Result<Response> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     init_logging();
     let cli = Cli::parse();
+    let code = match command(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            warn(format_args!("error: {}", one_line(&e)));
+            EXIT_ERROR
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Runs the command; Ok(exit code).
+fn command(cli: &Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Run { config } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -162,23 +223,23 @@ fn main() -> anyhow::Result<()> {
             outcome?;
         }
         Command::Validate { file } => match config::load(file) {
-            Ok(c) => println!(
+            Ok(c) => outln!(
                 "{}: valid ({} VIPs, {} backends)",
                 file.display(),
                 c.vips.len(),
                 c.vips.iter().map(|v| v.backends.len()).sum::<usize>()
-            ),
+            )?,
             Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
+                warn(format_args!("{e}"));
+                return Ok(EXIT_ERROR);
             }
         },
         Command::Status { json } => {
-            if let Response::Status(s) = ask(&cli, Request::Status)? {
+            if let Response::Status(s) = ask(cli, Request::Status)? {
                 if *json {
-                    println!("{}", serde_json::to_string_pretty(&s)?);
+                    outln!("{}", serde_json::to_string_pretty(&s)?)?;
                 } else {
-                    print!("{}", s.render());
+                    out!("{}", s.render())?;
                 }
             }
         }
@@ -188,10 +249,10 @@ fn main() -> anyhow::Result<()> {
                 vip: *vip,
                 proto: proto.clone(),
             };
-            if let Response::Trace(t) = ask(&cli, req)? {
-                print!("{}", t.render());
+            if let Response::Trace(t) = ask(cli, req)? {
+                out!("{}", t.render())?;
                 if !t.agree {
-                    std::process::exit(2);
+                    return Ok(EXIT_TRACE_MISMATCH);
                 }
             }
         }
@@ -222,13 +283,13 @@ fn main() -> anyhow::Result<()> {
                 weight,
                 timeout_ms,
             };
-            if let Response::Ok { message } = ask(&cli, req)? {
-                println!("{message}");
+            if let Response::Ok { message } = ask(cli, req)? {
+                outln!("{message}")?;
             }
         }
         Command::Leave => {
-            if let Response::Ok { message } = ask(&cli, Request::Leave)? {
-                println!("{message}");
+            if let Response::Ok { message } = ask(cli, Request::Leave)? {
+                outln!("{message}")?;
             }
         }
         Command::Vip {
@@ -238,8 +299,8 @@ fn main() -> anyhow::Result<()> {
                 vip: vip.clone(),
                 to: node.clone(),
             };
-            if let Response::Ok { message } = ask(&cli, req)? {
-                println!("{message}");
+            if let Response::Ok { message } = ask(cli, req)? {
+                outln!("{message}")?;
             }
         }
         Command::ImportHaproxy { file, keepalived } => {
@@ -255,20 +316,20 @@ fn main() -> anyhow::Result<()> {
                 ka.as_deref().zip(ka_name.as_deref()),
             )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{}", out.toml);
+            out!("{}", out.toml)?;
             for w in &out.warnings {
-                eprintln!("not carried over: {w}");
+                warn(format_args!("not carried over: {w}"));
             }
         }
         Command::Keygen => {
-            println!(
+            outln!(
                 "{}",
                 vip_daemon::shell::keyfile::generate_key(&mut rand::thread_rng())
-            );
+            )?;
         }
         Command::Reload => {
-            if let Response::Ok { message } = ask(&cli, Request::Reload)? {
-                println!("{message}");
+            if let Response::Ok { message } = ask(cli, Request::Reload)? {
+                outln!("{message}")?;
             }
         }
         Command::Attach { iface } => {
@@ -281,21 +342,21 @@ fn main() -> anyhow::Result<()> {
                 Attached::Generic => "attached (generic mode: native was refused)",
                 Attached::Adopted => "already attached; adopted the pinned link",
             };
-            println!("{iface}: {what}; pinned under {}", cli.pin_dir.display());
+            outln!("{iface}: {what}; pinned under {}", cli.pin_dir.display())?;
         }
         Command::Detach { iface } => {
             if dataplane::detach(&cli.pin_dir, iface)? {
-                println!("{iface}: detached");
+                outln!("{iface}: detached")?;
             } else {
-                println!("{iface}: nothing was attached");
+                outln!("{iface}: nothing was attached")?;
             }
         }
         Command::Stats => {
             let stats = dataplane::pinned_counters(&cli.pin_dir, MAP_STATS)?;
             for (name, c) in reason::NAMES.iter().zip(&stats) {
-                println!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes);
+                outln!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes)?;
             }
         }
     }
-    Ok(())
+    Ok(0)
 }

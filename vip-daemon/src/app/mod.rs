@@ -118,6 +118,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let config = crate::config::load(&opts.config_path)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("config {}", opts.config_path.display()))?;
+    // The endpoints first: a taken port or a live control socket fails the start here,
+    // before the data plane is touched and before READY. Requests wait for the loop.
+    let metrics_listener = match config.metrics_listen {
+        Some(listen) => Some(crate::shell::metrics::bind(listen).await?),
+        None => None,
+    };
+    let control_listener = control::bind(&config.control_socket)?;
+    let health = crate::shell::metrics::Health::default();
+    let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
+    tokio::spawn(control::serve(control_listener, call_tx));
+    let (scrape_tx, mut scrape_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
+    if let Some(listener) = metrics_listener {
+        let serve = crate::shell::metrics::serve(listener, scrape_tx.clone(), health.clone());
+        tokio::spawn(serve);
+    }
     let (probe_tx, mut probe_rx) = mpsc::channel(1024);
     let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
     let mut d = startup::start(opts, config, probe_tx, precomputed_tx).await?;
@@ -129,21 +144,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut watch_rx = d.start_sockwatch();
     let mut ownership_tick = tokio::time::interval(Duration::from_millis(50));
 
-    let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
-    let socket = d.config.control_socket.clone();
-    tokio::spawn(async move {
-        if let Err(e) = control::serve(socket.clone(), call_tx).await {
-            tracing::error!(socket = %socket.display(), error = %e, "control socket failed");
-        }
-    });
-    let (scrape_tx, mut scrape_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
-    if let Some(listen) = d.config.metrics_listen {
-        tokio::spawn(async move {
-            if let Err(e) = crate::shell::metrics::serve(listen, scrape_tx).await {
-                tracing::error!(%listen, error = %e, "metrics endpoint failed");
-            }
-        });
-    }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -151,6 +151,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
+    health.set(d.readiness());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(node = %d.config.node.name, vips = d.plan.vips.len(), "vipd ready");
 
@@ -179,6 +180,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if d.state_dirty {
                     d.save_state();
                 }
+                health.set(d.readiness());
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -193,6 +195,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    health.set(Err("stopping".into()));
     d.save_state();
     tracing::info!("vipd stopping; the data plane stays attached and keeps forwarding");
     Ok(())
@@ -386,6 +389,43 @@ impl Daemon {
             }
         }
         outcome
+    }
+
+    /// `/healthz`: Ok when the data plane is attached to every configured interface and
+    /// every VIP has a published table, else Err saying what is missing.
+    fn readiness(&self) -> Result<String, String> {
+        let wanted = &self.config.node.interfaces;
+        if wanted.is_empty() {
+            return Err(
+                "the data plane is attached to no interface (node.interfaces is empty)".into(),
+            );
+        }
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !self.interfaces.iter().any(|(i, _)| i == *w))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the data plane is not attached to {}",
+                missing.join(", ")
+            ));
+        }
+        let unpublished: Vec<&str> = (self.plan.vips.iter().zip(&self.vips))
+            .filter(|(_, rt)| rt.generation.is_none())
+            .map(|(v, _)| v.name.as_str())
+            .collect();
+        if !unpublished.is_empty() {
+            return Err(format!(
+                "no table published for VIP {}",
+                unpublished.join(", ")
+            ));
+        }
+        Ok(format!(
+            "data plane attached to {}; tables of {} VIPs published",
+            wanted.join(", "),
+            self.plan.vips.len()
+        ))
     }
 
     fn scrape(&mut self) -> String {

@@ -4,14 +4,16 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    io::AsyncWriteExt as _,
     sync::{mpsc, oneshot},
 };
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -73,79 +75,300 @@ pub type Call = (Request, oneshot::Sender<Response>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error(
-        "cannot reach vipd at {path}: {source} (is vipd running? is --control the right path?)"
-    )]
+    // The io::Error is part of each message and deliberately not a `source`: printed as a
+    // chain (`{:#}`), it would be said twice.
+    #[error("cannot reach vipd at {}: {error} ({hint})", path.display())]
     Connect {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+        hint: &'static str,
     },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("bad answer from vipd: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
 }
 
-/// Serves the control socket, handing each request to the event loop through `calls`.
-pub async fn serve(path: PathBuf, calls: mpsc::Sender<Call>) -> std::io::Result<()> {
+/// Longest request line the control socket reads; a longer one is answered with an error and
+/// the connection closed, so a client cannot make vipd buffer without limit.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// A connection whose next request line has not fully arrived this long after it was opened
+/// or after the previous answer is closed (the CLI sends its line at once).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An answer the client does not read within this long closes the connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Binds the control socket (mode 0600). A live socket at `path` (another vipd answering
+/// there) is an error, not something to take over; a stale one is replaced.
+pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    let at = || format!("control socket {}", path.display());
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("create {}", dir.display()))
+            .with_context(at)?;
     }
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                anyhow::bail!(
+                    "{}: another process (another vipd?) is listening there; stop it or set \
+                     [control] socket to another path",
+                    at()
+                );
+            }
+            std::fs::remove_file(path)
+                .context("remove the stale socket")
+                .with_context(at)?;
+        }
+        Ok(_) => anyhow::bail!("{}: exists and is not a socket; not replacing it", at()),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path).with_context(at)?;
     // Root only: the socket changes what the data plane does.
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .context("chmod 0600")
+        .with_context(at)?;
+    Ok(listener)
+}
+
+/// What an accept loop does about failed accepts: a full file table (EMFILE, ENFILE), memory
+/// pressure or the like passes, so wait a little and accept again, and say so once per burst
+/// of failures, not once per try. The loop never ends on an accept error.
+pub struct AcceptErrors {
+    what: &'static str,
+    burst: Option<Burst>,
+}
+
+struct Burst {
+    started: Instant,
+    last: Instant,
+    failures: u64,
+}
+
+/// Pause after a failed accept: short enough that an endpoint answers again within a fraction
+/// of a second once descriptors are free, long enough not to spin on a full table.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// A burst of accept failures ends after this long without one (a table that is just full
+/// alternates: a few accepts, a failure, ...; that is one burst, logged once).
+pub const BURST_QUIET: Duration = Duration::from_secs(1);
+
+impl AcceptErrors {
+    pub fn new(what: &'static str) -> Self {
+        Self { what, burst: None }
+    }
+
+    /// A connection was accepted: ends the burst of failures once they have stopped.
+    pub fn accepted(&mut self) {
+        if let Some(b) = self.burst.take_if(|b| b.last.elapsed() >= BURST_QUIET) {
+            tracing::info!(
+                endpoint = self.what,
+                failures = b.failures,
+                lasted_ms = (b.last - b.started).as_millis() as u64,
+                "accepting connections again"
+            );
+        }
+    }
+
+    /// An accept failed: logs the first failure of a burst, then waits before the next try.
+    pub async fn failed(&mut self, e: &std::io::Error) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+        // The peer gave up before we took its connection: nothing is wrong here.
+        if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
+            return;
+        }
+        let now = Instant::now();
+        match &mut self.burst {
+            Some(b) => {
+                b.failures += 1;
+                b.last = now;
+            }
+            None => {
+                tracing::warn!(
+                    endpoint = self.what,
+                    error = %e,
+                    "accept failed; retrying every {} ms until it works (logged once per burst)",
+                    ACCEPT_BACKOFF.as_millis()
+                );
+                self.burst = Some(Burst {
+                    started: now,
+                    last: now,
+                    failures: 1,
+                });
+            }
+        }
+        tokio::time::sleep(ACCEPT_BACKOFF).await;
+    }
+}
+
+/// Serves the control socket bound by [`bind`], handing each request to the event loop
+/// through `calls`. Runs until the process ends: accept errors are waited out.
+pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut errors = AcceptErrors::new("control socket");
     loop {
-        let (stream, _) = listener.accept().await?;
-        let calls = calls.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = tokio::io::BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let response = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => {
-                        let (tx, rx) = oneshot::channel();
-                        if calls.send((req, tx)).await.is_err() {
-                            return;
-                        }
-                        rx.await.unwrap_or(Response::Error {
-                            message: "vipd is shutting down".into(),
-                        })
-                    }
-                    Err(e) => Response::Error {
-                        message: format!("bad request: {e}"),
-                    },
-                };
-                let mut out = serde_json::to_vec(&response).unwrap_or_default();
-                out.push(b'\n');
-                if write.write_all(&out).await.is_err() {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                errors.accepted();
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, calls).await;
+                    drop(slot);
+                });
+            }
+            Err(e) => errors.failed(&e).await,
+        }
+    }
+}
+
+fn encode(response: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_vec(response).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+/// One client: request lines of at most [`MAX_REQUEST_BYTES`], each answered in turn; closed
+/// on a too-long line (after an error answer), on [`IDLE_TIMEOUT`] and on [`WRITE_TIMEOUT`].
+async fn serve_connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REQUEST_BYTES));
+    loop {
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, lines.next()).await {
+            Ok(Some(Ok(line))) => line,
+            Ok(Some(Err(LinesCodecError::MaxLineLengthExceeded))) => {
+                let answer = encode(&Response::Error {
+                    message: format!(
+                        "request line longer than {MAX_REQUEST_BYTES} bytes; closing the \
+                         connection"
+                    ),
+                });
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&answer)).await;
+                return;
+            }
+            // Closed, broken, or silent for too long (an idle client or a slow sender).
+            Ok(None) | Ok(Some(Err(LinesCodecError::Io(_)))) | Err(_) => return,
+        };
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let (tx, rx) = oneshot::channel();
+                if calls.send((req, tx)).await.is_err() {
                     return;
                 }
+                rx.await.unwrap_or(Response::Error {
+                    message: "vipd is shutting down".into(),
+                })
             }
-        });
+            Err(e) => Response::Error {
+                message: format!("bad request: {e}"),
+            },
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&encode(&response))).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
     }
 }
 
 /// One request from the command line (blocking).
 pub fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io {
+    let io = |error| ControlError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
-    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
-        path: path.to_owned(),
-        source,
+    let mut stream = UnixStream::connect(path).map_err(|error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::PermissionDenied => "the control socket is root's: run as root",
+            _ => "is vipd running? is --control the right path?",
+        };
+        ControlError::Connect {
+            path: path.to_owned(),
+            error,
+            hint,
+        }
     })?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    let mut line = serde_json::to_vec(request)?;
+    let mut line = serde_json::to_vec(request).map_err(ControlError::Decode)?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).map_err(io)?;
-    Ok(serde_json::from_str(&answer)?)
+    serde_json::from_str(&answer).map_err(ControlError::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+
+    use super::*;
+
+    /// A connection served against an event loop that answers every request with Ok.
+    fn served() -> tokio::net::UnixStream {
+        let (client, server) = tokio::net::UnixStream::pair().expect("pair");
+        let (calls, mut rx) = mpsc::channel::<Call>(4);
+        tokio::spawn(async move {
+            while let Some((_, reply)) = rx.recv().await {
+                let _ = reply.send(Response::Ok {
+                    message: "done".into(),
+                });
+            }
+        });
+        tokio::spawn(serve_connection(server, calls));
+        client
+    }
+
+    #[tokio::test]
+    async fn a_too_long_line_gets_an_error_and_the_connection_closes() {
+        let mut client = served();
+        let line = vec![b'a'; MAX_REQUEST_BYTES + 10_000];
+        // vipd stops reading at the limit: the rest may fail to go out.
+        let _ = client.write_all(&line).await;
+        let mut answer = Vec::new();
+        let _ = client.read_to_end(&mut answer).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("{\"kind\":\"error\"") && text.contains("longer than 65536 bytes"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_line_gets_an_error_and_the_next_one_is_served() {
+        let client = served();
+        let (read, mut write) = client.into_split();
+        write
+            .write_all(b"hello\n{\"cmd\":\"reload\"}\n")
+            .await
+            .expect("write");
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let first = lines.next_line().await.expect("read").expect("answer");
+        assert!(first.contains("bad request"), "{first}");
+        let second = lines.next_line().await.expect("read").expect("answer");
+        assert_eq!(second, "{\"kind\":\"ok\",\"message\":\"done\"}");
+    }
+
+    #[tokio::test]
+    async fn a_line_just_under_the_limit_is_read() {
+        let client = served();
+        let (read, mut write) = client.into_split();
+        // Valid JSON padded with spaces to just under the limit.
+        let mut line = b"{\"cmd\":\"reload\"}".to_vec();
+        line.resize(MAX_REQUEST_BYTES - 1, b' ');
+        line.push(b'\n');
+        write.write_all(&line).await.expect("write");
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let answer = lines.next_line().await.expect("read").expect("answer");
+        assert!(answer.contains("\"kind\":\"ok\""), "{answer}");
+    }
 }

@@ -1,15 +1,22 @@
-//! Prometheus metrics (prometheus-client) and the tiny HTTP endpoint serving them. Data-plane
-//! counters are read from the per-CPU maps at scrape time by the event loop, which owns the
-//! maps; this module only holds the registry and speaks HTTP.
+//! Prometheus metrics (prometheus-client) and the HTTP endpoint (hyper) serving them and
+//! `/healthz`. Data-plane counters are read from the per-CPU maps at scrape time by the event
+//! loop, which owns the maps; this module only holds the registry and speaks HTTP.
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    sync::{mpsc, oneshot},
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
+
+use hyper::{
+    header::{self, HeaderValue},
+    Method, Request, Response, StatusCode,
+};
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VipLabels {
@@ -271,32 +278,248 @@ pub fn counter_to(c: &Counter, value: u64) {
     }
 }
 
-/// Serves `GET /metrics` on `listen`; each scrape asks the event loop for fresh text.
+/// Content type of [`Metrics::encode`]'s text: prometheus-client writes OpenMetrics 1.0.0
+/// (with `# EOF`), not the Prometheus 0.0.4 text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+/// A request's headers must arrive within this long, the first one's counted from the
+/// connection's opening and the next one's from the previous answer: idle keep-alive
+/// connections and slow senders are closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is asked to close after this long whatever it does (a client that does not
+/// read its answers), and dropped 5 s later.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
+/// How long a scrape waits for the event loop.
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog. Keeps file descriptors for
+/// the probes and the data plane when something opens connections by the hundred.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// What `/healthz` says: set by the daemon, read by the HTTP server. Starts "not ready".
+#[derive(Clone)]
+pub struct Health(Arc<Mutex<Result<String, String>>>);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Err(
+            "starting: the data plane is not attached yet".into(),
+        ))))
+    }
+}
+
+impl Health {
+    /// Ok(what is fine) answers 200, Err(why not) 503; the text is the body.
+    pub fn set(&self, state: Result<String, String>) {
+        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if *now != state {
+            match &state {
+                Ok(why) => tracing::info!("healthz: ok: {why}"),
+                Err(why) => tracing::warn!("healthz: not ready: {why}"),
+            }
+            *now = state;
+        }
+    }
+
+    pub fn get(&self) -> Result<String, String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Binds the metrics listener (a taken port is the caller's start failure, not a log line).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use anyhow::Context as _;
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("metrics listener {listen} ([metrics] listen)"))
+}
+
+/// Serves `/metrics` (GET, HEAD; each scrape asks the event loop for fresh text) and
+/// `/healthz` on the listener from [`bind`], over HTTP/1.1 (hyper). Runs until the process
+/// ends: accept errors are waited out.
 pub async fn serve(
-    listen: std::net::SocketAddr,
+    listener: tokio::net::TcpListener,
     scrapes: mpsc::Sender<oneshot::Sender<String>>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    health: Health,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut errors = crate::shell::control::AcceptErrors::new("metrics");
     loop {
-        let (mut conn, _) = listener.accept().await?;
-        let scrapes = scrapes.clone();
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                errors.failed(&e).await;
+                continue;
+            }
+        };
+        errors.accepted();
+        let (scrapes, health) = (scrapes.clone(), health.clone());
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                let (tx, rx) = oneshot::channel();
-                let _ = scrapes.send(tx).await;
-                ("200 OK", rx.await.unwrap_or_default())
-            } else {
-                ("404 Not Found", "try /metrics\n".to_owned())
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes()).await;
-            let _ = conn.write_all(body.as_bytes()).await;
+            let service = hyper::service::service_fn(move |req| {
+                let (scrapes, health) = (scrapes.clone(), health.clone());
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &scrapes, &health).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = tokio::time::sleep(MAX_CONNECTION_AGE) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+            drop(slot);
         });
+    }
+}
+
+type Body = http_body_util::Full<bytes::Bytes>;
+
+fn response(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Routes one request. HEAD gets GET's headers (hyper leaves the body out).
+async fn answer<B>(
+    req: &Request<B>,
+    scrapes: &mpsc::Sender<oneshot::Sender<String>>,
+    health: &Health,
+) -> Response<Body> {
+    let path = req.uri().path();
+    if !matches!(path, "/metrics" | "/healthz") {
+        return response(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found: vipd serves /metrics and /healthz\n".into(),
+        );
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "method not allowed: GET or HEAD\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if path == "/healthz" {
+        return match health.get() {
+            Ok(why) => response(StatusCode::OK, TEXT, format!("ok: {why}\n")),
+            Err(why) => response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                TEXT,
+                format!("not ready: {why}\n"),
+            ),
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    let scraped = async {
+        scrapes.send(tx).await.ok()?;
+        rx.await.ok()
+    };
+    match tokio::time::timeout(SCRAPE_TIMEOUT, scraped).await {
+        Ok(Some(text)) => response(StatusCode::OK, CONTENT_TYPE, text),
+        Ok(None) => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "vipd is shutting down\n".into(),
+        ),
+        Err(_) => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!(
+                "vipd's event loop did not answer within {} s\n",
+                SCRAPE_TIMEOUT.as_secs()
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Routes `method path` with an event loop that scrapes "# EOF\n": (status, content
+    /// type, body).
+    async fn route(method: &str, path: &str, health: &Health) -> (StatusCode, String, String) {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<String>>(1);
+        tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send("# EOF\n".into());
+            }
+        });
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .expect("request");
+        let r = answer(&req, &tx, health).await;
+        let status = r.status();
+        let content_type = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn exactly_metrics_and_healthz_with_their_content_types() {
+        let health = Health::default();
+        for method in ["GET", "HEAD"] {
+            let (status, ct, body) = route(method, "/metrics", &health).await;
+            assert_eq!((status, ct.as_str()), (StatusCode::OK, CONTENT_TYPE));
+            assert_eq!(body, "# EOF\n");
+        }
+        let (status, ..) = route("GET", "/metrics?name[]=x", &health).await;
+        assert_eq!(status, StatusCode::OK);
+        for path in ["/", "/metricsx", "/metrics/", "/metrics/x", "/healthz/x"] {
+            let (status, ..) = route("GET", path, &health).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        }
+        for method in ["POST", "PUT", "DELETE"] {
+            let (status, ..) = route(method, "/metrics", &health).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        }
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_the_shared_state() {
+        let health = Health::default();
+        let (status, ct, body) = route("GET", "/healthz", &health).await;
+        assert_eq!(
+            (status, ct.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, TEXT)
+        );
+        assert!(body.starts_with("not ready: starting"), "{body}");
+        health.set(Ok("data plane attached to eth0".into()));
+        let (status, _, body) = route("HEAD", "/healthz", &health).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "ok: data plane attached to eth0\n");
+        health.set(Err("no table published for VIP web".into()));
+        let (status, _, body) = route("GET", "/healthz", &health).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body, "not ready: no table published for VIP web\n");
     }
 }
