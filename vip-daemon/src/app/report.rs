@@ -16,7 +16,7 @@ use crate::{
         plan::{addr16, vip_key},
     },
     shell::{
-        metrics::{counter_to, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
+        metrics::{counter_to, AdminLabels, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
         status::{
             BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus, MemberStatus,
             ProbeStatus, Status, TraceReport, Usage, VipStatus,
@@ -403,6 +403,21 @@ impl Daemon {
                     &self.metrics.backend_transitions.get_or_create(&l),
                     rt.health.transitions(),
                 );
+                self.metrics
+                    .backend_weight
+                    .get_or_create(&l)
+                    .set(i64::from(rt.weight));
+                for state in [Admin::Enabled, Admin::Drained, Admin::Disabled] {
+                    let l = AdminLabels {
+                        vip: l.vip.clone(),
+                        backend: l.backend.clone(),
+                        state: state.as_str().into(),
+                    };
+                    self.metrics
+                        .backend_admin
+                        .get_or_create(&l)
+                        .set(i64::from(rt.admin == state));
+                }
             }
         }
         let flows = self.drain_flows();
@@ -442,6 +457,7 @@ impl Daemon {
             counter_to(&self.metrics.reasons_packets.get_or_create(&l), c.packets);
         }
         if let Some(c) = &self.cluster {
+            self.metrics.set_cluster_mode();
             self.metrics
                 .in_quorum
                 .set(i64::from(c.ownership.in_quorum()));
@@ -466,6 +482,7 @@ impl Daemon {
             }
         }
         self.metrics.resident_bytes.set(resident_bytes() as i64);
+        self.metrics.refresh_process();
         self.metrics.map_bytes.set(self.map_bytes() as i64);
     }
 }

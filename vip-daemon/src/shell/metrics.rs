@@ -8,7 +8,7 @@ use prometheus_client::{
 };
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{atomic::AtomicU64, Arc, Mutex},
     time::Duration,
 };
 
@@ -34,15 +34,41 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// A backend's admin state: one series per state, 1 for the current one.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminLabels {
+    pub vip: String,
+    pub backend: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
 /// What the flow table did (`vip_common::maps::flow_stat::NAMES`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlowLabels {
     pub result: String,
 }
 
-/// Every metric vipd exports.
+/// Every metric vipd exports. The cluster-only families live in their own registry, rendered
+/// only once [`Metrics::set_cluster_mode`] was called: a single node exports no
+/// `vipd_in_quorum 0`.
 pub struct Metrics {
     pub registry: Registry,
+    cluster_registry: Registry,
+    cluster_mode: bool,
+    /// 1, labelled with vipd's version.
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// Admin state per backend: `state` = enabled, drained, disabled; 1 for the current one.
+    pub backend_admin: Family<AdminLabels, Gauge>,
+    /// Runtime weight per backend (config or control socket).
+    pub backend_weight: Family<BackendLabels, Gauge>,
+    pub process_open_fds: Gauge,
+    pub process_start_time: Gauge<f64, AtomicU64>,
+    pub process_cpu_seconds: Counter<f64, AtomicU64>,
     pub vip_packets: Family<VipLabels, Counter>,
     pub vip_bytes: Family<VipLabels, Counter>,
     pub backend_packets: Family<BackendLabels, Counter>,
@@ -90,7 +116,16 @@ fn probe_histogram() -> Histogram {
 impl Default for Metrics {
     fn default() -> Self {
         let mut r = Registry::with_prefix("vipd");
+        let mut cluster = Registry::with_prefix("vipd");
         let m = Self {
+            cluster_registry: Registry::default(),
+            cluster_mode: false,
+            build_info: Family::default(),
+            backend_admin: Family::default(),
+            backend_weight: Family::default(),
+            process_open_fds: Gauge::default(),
+            process_start_time: Gauge::default(),
+            process_cpu_seconds: Counter::default(),
             vip_packets: Family::default(),
             vip_bytes: Family::default(),
             backend_packets: Family::default(),
@@ -214,60 +249,202 @@ impl Default for Metrics {
             m.reload_failures.clone(),
         );
         r.register(
-            "in_quorum",
-            "Cluster mode: 1 while this node is in a quorum of voters",
-            m.in_quorum.clone(),
-        );
-        r.register(
-            "members_alive",
-            "Cluster members this node sees alive, itself included",
-            m.members_alive.clone(),
-        );
-        r.register(
-            "vip_owned",
-            "1 while this node owns the VIP address (valid lease)",
-            m.vip_owned.clone(),
-        );
-        r.register(
-            "vip_epoch",
-            "Ownership epoch of each VIP as this node knows it",
-            m.vip_epoch.clone(),
-        );
-        r.register(
-            "gossip_rejected",
-            "Gossip datagrams rejected (forged, replayed, truncated, ...)",
-            m.gossip_rejected.clone(),
-        );
-        r.register(
-            "fencing_failures",
-            "Fencing hook runs that failed or timed out (no takeover followed)",
-            m.fencing_failures.clone(),
-        );
-        r.register(
-            "member_down_events",
-            "Members this node saw declared down (each one can move VIPs)",
-            m.member_down_events.clone(),
-        );
-        r.register(
-            "local_health",
-            "Lifeguard local health score: 0 healthy, more = own timers late, slower verdicts",
-            m.local_health.clone(),
-        );
-        r.register(
             "local_service_gone",
             "Local backend services seen losing their socket (sock_diag), each taken out at once",
             m.service_gone.clone(),
         );
-        Self { registry: r, ..m }
+        // Cluster mode only.
+        {
+            let r = &mut cluster;
+            r.register(
+                "in_quorum",
+                "Cluster mode: 1 while this node is in a quorum of voters",
+                m.in_quorum.clone(),
+            );
+            r.register(
+                "members_alive",
+                "Cluster members this node sees alive, itself included",
+                m.members_alive.clone(),
+            );
+            r.register(
+                "vip_owned",
+                "1 while this node owns the VIP address (valid lease)",
+                m.vip_owned.clone(),
+            );
+            r.register(
+                "vip_epoch",
+                "Ownership epoch of each VIP as this node knows it",
+                m.vip_epoch.clone(),
+            );
+            r.register(
+                "gossip_rejected",
+                "Gossip datagrams rejected (forged, replayed, truncated, ...)",
+                m.gossip_rejected.clone(),
+            );
+            r.register(
+                "fencing_failures",
+                "Fencing hook runs that failed or timed out (no takeover followed)",
+                m.fencing_failures.clone(),
+            );
+            r.register(
+                "member_down_events",
+                "Members this node saw declared down (each one can move VIPs)",
+                m.member_down_events.clone(),
+            );
+            r.register(
+                "local_health",
+                "Lifeguard local health score: 0 healthy, more = own timers late, slower verdicts",
+                m.local_health.clone(),
+            );
+        }
+        r.register(
+            "build_info",
+            "vipd's version: always 1",
+            m.build_info.clone(),
+        );
+        r.register(
+            "backend_admin",
+            "Admin state of the backend: 1 for the current state (enabled, drained, disabled), 0 for the others",
+            m.backend_admin.clone(),
+        );
+        r.register(
+            "backend_weight",
+            "Runtime weight of the backend",
+            m.backend_weight.clone(),
+        );
+        r.register(
+            "process_open_fds",
+            "File descriptors vipd has open",
+            m.process_open_fds.clone(),
+        );
+        r.register(
+            "process_start_time_seconds",
+            "When vipd started, in seconds since the Unix epoch",
+            m.process_start_time.clone(),
+        );
+        r.register(
+            "process_cpu_seconds",
+            "User and system CPU time vipd used",
+            m.process_cpu_seconds.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        m.process_start_time.set(process_start_time());
+        Self {
+            registry: r,
+            cluster_registry: cluster,
+            ..m
+        }
     }
 }
 
 impl Metrics {
+    /// The OpenMetrics text of every family, the cluster ones in cluster mode only.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &self.registry);
+        if self.cluster_mode {
+            let _ = text::encode_registry(&mut out, &self.cluster_registry);
+        }
+        let _ = text::encode_eof(&mut out);
         out
     }
+
+    /// Renders the cluster-only families from now on.
+    pub fn set_cluster_mode(&mut self) {
+        self.cluster_mode = true;
+    }
+
+    /// Reads the process metrics from /proc/self (resident memory is set by the caller).
+    pub fn refresh_process(&self) {
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // Less the descriptor of the directory being read.
+            self.process_open_fds.set((dir.count() as i64 - 1).max(0));
+        }
+        if let Some(ticks) = proc_self_stat().and_then(|f| Some(f.get(11)? + f.get(12)?)) {
+            let secs = ticks as f64 / clock_ticks();
+            let now = self.process_cpu_seconds.get();
+            if secs > now {
+                self.process_cpu_seconds.inc_by(secs - now);
+            }
+        }
+    }
+}
+
+/// /proc/self/stat's fields after the command name, as numbers: index i is proc(5)'s field
+/// i + 3 (the state, field 3, reads as 0), so utime (14) is index 11, starttime (22) 19.
+fn proc_self_stat() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// The process start time (proc(5) field 22 and the boot time), or now.
+fn process_start_time() -> f64 {
+    let from_proc = || -> Option<f64> {
+        let start_ticks = *proc_self_stat()?.get(19)?;
+        let btime: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(btime + start_ticks as f64 / clock_ticks())
+    };
+    from_proc().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default()
+    })
+}
+
+/// The Prometheus text format 0.0.4 of [`Metrics::encode`]'s OpenMetrics text, for clients
+/// that ask for `text/plain` (and `promtool check metrics`): counter families are named
+/// with their `_total` suffix, `# UNIT` and `# EOF` lines go.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Brings a monotonic counter up to `value` (data-plane counters are read as totals).
@@ -281,6 +458,9 @@ pub fn counter_to(c: &Counter, value: u64) {
 /// Content type of [`Metrics::encode`]'s text: prometheus-client writes OpenMetrics 1.0.0
 /// (with `# EOF`), not the Prometheus 0.0.4 text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of [`to_prometheus_text`]'s text, served when the request's `Accept` names
+/// `text/plain` and not OpenMetrics.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 /// A request's headers must arrive within this long, the first one's counted from the
 /// connection's opening and the next one's from the previous answer: idle keep-alive
@@ -424,12 +604,24 @@ async fn answer<B>(
             ),
         };
     }
+    let accept = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    let prometheus_text = accept.contains("text/plain") && !accept.contains("openmetrics");
     let (tx, rx) = oneshot::channel();
     let scraped = async {
         scrapes.send(tx).await.ok()?;
         rx.await.ok()
     };
     match tokio::time::timeout(SCRAPE_TIMEOUT, scraped).await {
+        Ok(Some(text)) if prometheus_text => {
+            response(StatusCode::OK, PROMETHEUS_TEXT, to_prometheus_text(&text))
+        }
         Ok(Some(text)) => response(StatusCode::OK, CONTENT_TYPE, text),
         Ok(None) => response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -521,5 +713,209 @@ mod tests {
         let (status, _, body) = route("GET", "/healthz", &health).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body, "not ready: no table published for VIP web\n");
+    }
+
+    /// Every family with a label set, as after a cluster node's first scrape.
+    fn populated(cluster: bool) -> Metrics {
+        let mut m = Metrics::default();
+        let vip = VipLabels { vip: "web".into() };
+        let be = BackendLabels {
+            vip: "web".into(),
+            backend: "b0".into(),
+        };
+        let reason = ReasonLabels {
+            reason: "forged".into(),
+        };
+        m.vip_packets.get_or_create(&vip).inc();
+        m.vip_bytes.get_or_create(&vip).inc();
+        m.backend_packets.get_or_create(&be).inc();
+        m.backend_bytes.get_or_create(&be).inc();
+        m.backend_up.get_or_create(&be).set(1);
+        m.backend_live.get_or_create(&be).set(1);
+        m.backend_flapping.get_or_create(&be).set(0);
+        m.backend_transitions.get_or_create(&be).inc();
+        m.backend_drain_flows.get_or_create(&be).set(3);
+        m.backend_weight.get_or_create(&be).set(100);
+        m.backend_admin
+            .get_or_create(&AdminLabels {
+                vip: "web".into(),
+                backend: "b0\"\\x".into(),
+                state: "enabled".into(),
+            })
+            .set(1);
+        m.flow_table
+            .get_or_create(&FlowLabels {
+                result: "hit".into(),
+            })
+            .inc();
+        m.probe_latency.get_or_create(&be).observe(0.001);
+        m.probe_failures.get_or_create(&be).inc();
+        m.publishes.get_or_create(&vip).inc();
+        m.reasons_packets.get_or_create(&reason).inc();
+        m.vip_owned.get_or_create(&vip).set(1);
+        m.vip_epoch.get_or_create(&vip).set(2);
+        m.gossip_rejected.get_or_create(&reason).inc();
+        m.refresh_process();
+        if cluster {
+            m.set_cluster_mode();
+        }
+        m
+    }
+
+    fn families(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| Some(l.strip_prefix("# TYPE ")?.split(' ').next()?.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_families_only_in_cluster_mode() {
+        let single = families(&populated(false).encode());
+        let cluster = families(&populated(true).encode());
+        for name in [
+            "vipd_in_quorum",
+            "vipd_members_alive",
+            "vipd_vip_owned",
+            "vipd_gossip_rejected",
+        ] {
+            assert!(!single.iter().any(|f| f == name), "{name} in single mode");
+            assert!(
+                cluster.iter().any(|f| f == name),
+                "{name} missing in cluster mode"
+            );
+        }
+        for name in [
+            "vipd_build_info",
+            "vipd_backend_admin",
+            "vipd_backend_weight",
+            "vipd_process_open_fds",
+            "vipd_process_start_time_seconds",
+            "vipd_process_cpu_seconds",
+            "vipd_resident_memory_bytes",
+        ] {
+            assert!(single.iter().any(|f| f == name), "{name} missing");
+        }
+        let text = populated(false).encode();
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("vipd_build_info{{version=\"{version}\"}} 1\n")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn process_metrics_read_proc_self() {
+        let m = populated(false);
+        assert!(
+            m.process_open_fds.get() >= 3,
+            "{}",
+            m.process_open_fds.get()
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        let start = m.process_start_time.get();
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0,
+            "{start} vs {now}"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_with_total_and_has_no_eof() {
+        let text = to_prometheus_text(&populated(true).encode());
+        assert!(
+            text.contains("# TYPE vipd_vip_packets_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP vipd_vip_packets_total "), "{text}");
+        assert!(text.contains("# TYPE vipd_backend_up gauge\n"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+
+    /// `promtool check metrics` (package prometheus, `cargo xtask setup`) accepts the
+    /// Prometheus text of every family in both modes. Without promtool: skipped loudly, a
+    /// failure under CI=true.
+    #[test]
+    fn promtool_accepts_the_prometheus_text() {
+        use std::io::Write as _;
+        let Ok(version) = std::process::Command::new("promtool")
+            .arg("--version")
+            .output()
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool missing: cargo xtask setup"
+            );
+            eprintln!("SKIPPED promtool_accepts_the_prometheus_text: no promtool");
+            return;
+        };
+        assert!(version.status.success());
+        for cluster in [false, true] {
+            let text = to_prometheus_text(&populated(cluster).encode());
+            let mut child = std::process::Command::new("promtool")
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("promtool");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+            let out = child.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "cluster={cluster}: promtool: {}{}\n{text}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn accept_text_plain_gets_prometheus_text() {
+        let (tx, mut rx) = mpsc::channel::<oneshot::Sender<String>>(1);
+        tokio::spawn(async move {
+            while let Some(reply) = rx.recv().await {
+                let _ = reply.send(Metrics::default().encode());
+            }
+        });
+        for (accept, want) in [
+            ("text/plain; version=0.0.4", PROMETHEUS_TEXT),
+            ("text/plain", PROMETHEUS_TEXT),
+            (
+                "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3",
+                CONTENT_TYPE,
+            ),
+            ("*/*", CONTENT_TYPE),
+        ] {
+            let req = Request::builder()
+                .uri("/metrics")
+                .header(header::ACCEPT, accept)
+                .body(())
+                .expect("request");
+            let r = answer(&req, &tx, &Health::default()).await;
+            assert_eq!(r.headers()[header::CONTENT_TYPE], want, "{accept}");
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(
+                body.contains("# EOF"),
+                want == CONTENT_TYPE,
+                "{accept}: {body}"
+            );
+        }
     }
 }
