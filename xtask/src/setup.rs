@@ -26,7 +26,41 @@ const APT_PACKAGES: &[&str] = &[
     "haproxy",
     "keepalived",
     "wrk",
+    // promtool, for the metrics tests (`promtool check metrics`, `promtool test rules`).
+    // Its service is not started: see `NoServiceStarts`.
+    "prometheus",
 ];
+
+/// While alive, `/usr/sbin/policy-rc.d` answers 101 (action forbidden), so packages installed
+/// meanwhile (prometheus, haproxy, keepalived) do not start or restart their services here:
+/// setup installs tools, it does not run daemons. An existing policy-rc.d is left alone.
+struct NoServiceStarts(Option<&'static Path>);
+
+impl NoServiceStarts {
+    fn new() -> anyhow::Result<Self> {
+        let path = Path::new("/usr/sbin/policy-rc.d");
+        if path.exists() {
+            return Ok(Self(None));
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("write {}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {}", path.display()))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
 
 pub fn workspace_root() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -107,6 +141,7 @@ fn ensure_apt_packages() -> anyhow::Result<String> {
         );
     }
     run_loud(Command::new("apt-get").args(["update", "-q"]))?;
+    let _no_starts = NoServiceStarts::new()?;
     run_loud(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
