@@ -244,3 +244,82 @@ fn alert_rules_pass_promtool_and_their_unit_tests() {
     let (ok, out) = run_promtool(dir, &["test", "rules", "alerts.test.yml"], "");
     assert!(ok, "promtool test rules: {out}");
 }
+
+/// Every `vipd_*` family named in `text` (PromQL), less the exposition suffixes.
+fn families_used(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("vipd_") {
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name)
+            .to_owned();
+        out.push(base);
+    }
+    out
+}
+
+/// The families documented in docs/operations.md (kept equal to the registry by
+/// vip-daemon/tests/docs.rs).
+fn documented_families() -> Vec<String> {
+    let ops = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/operations.md"
+    ))
+    .expect("docs/operations.md");
+    ops.lines()
+        .filter_map(|l| l.strip_prefix("| `vipd_"))
+        .filter_map(|l| Some(format!("vipd_{}", l.split_once('`')?.0)))
+        .collect()
+}
+
+#[test]
+fn dashboard_and_alerts_query_only_real_families_in_valid_promql() {
+    let test = "dashboard_and_alerts_query_only_real_families_in_valid_promql";
+    let documented = documented_families();
+    assert!(documented.len() > 20, "{documented:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(PACKAGING).join("grafana-dashboard.json"))
+            .expect("grafana-dashboard.json"),
+    )
+    .expect("dashboard JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    assert!(exprs.len() >= 5, "{exprs:?}");
+    let alerts = std::fs::read_to_string(Path::new(PACKAGING).join("alerts.yml")).expect("alerts");
+    let mut unknown = Vec::new();
+    for text in exprs.iter().map(String::as_str).chain([alerts.as_str()]) {
+        for name in families_used(text) {
+            if !documented.contains(&name) {
+                unknown.push(name);
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "not vipd families: {unknown:?}");
+    // The dashboard's queries parse: promtool checks them as recording rules.
+    if !promtool(test) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(vip_tests::unique("vipd-dash-"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard:expr{i}\n        expr: {}\n",
+            serde_json::to_string(e).expect("quoted")
+        ));
+    }
+    std::fs::write(dir.join("dashboard.yml"), &rules).expect("write rules");
+    let (ok, out) = run_promtool(&dir, &["check", "rules", "dashboard.yml"], "");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ok, "dashboard queries: {out}\n{rules}");
+}
