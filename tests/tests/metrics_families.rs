@@ -6,6 +6,9 @@
 //! - the alert rules in packaging/alerts.yml pass `promtool check rules` and their unit tests
 //!   (`promtool test rules packaging/alerts.test.yml`).
 //!
+//! - a real three-node cluster's `/metrics` passes `promtool check metrics` too, with the
+//!   cluster-only families (`vipd_in_quorum 1` once the cluster formed).
+//!
 //! promtool comes with the `prometheus` package (`cargo xtask setup`). Without it the tests
 //! skip loudly, or fail under CI=true.
 use std::{
@@ -16,6 +19,9 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
+use common::{node_ip, Cluster};
 use vip_tests::{privileged, vipd::Vipd, NetNs, PinDir};
 
 const METRICS: &str = "127.0.0.1:9479";
@@ -322,4 +328,38 @@ fn dashboard_and_alerts_query_only_real_families_in_valid_promql() {
     let (ok, out) = run_promtool(&dir, &["check", "rules", "dashboard.yml"], "");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ok, "dashboard queries: {out}\n{rules}");
+}
+
+#[test]
+fn cluster_metrics_pass_promtool_with_the_cluster_families() {
+    let test = "cluster_metrics_pass_promtool_with_the_cluster_families";
+    if !privileged(test) || !promtool(test) {
+        return;
+    }
+    let cluster = Cluster::start("");
+    cluster.wait_single_owner(Duration::from_secs(20));
+    for i in 0..cluster.nodes.len() {
+        let url = format!("http://{}:9100/metrics", node_ip(i));
+        let text = cluster
+            .client()
+            .ns
+            .exec(&["curl", "-sf", "-H", "Accept: text/plain", &url]);
+        let (ok, out) = run_promtool(Path::new("."), &["check", "metrics"], &text);
+        assert!(ok, "node {i}: promtool check metrics: {out}\n{text}");
+        assert_eq!(
+            value(&text, "vipd_in_quorum"),
+            Some(1.0),
+            "node {i}:\n{text}"
+        );
+        assert_eq!(
+            value(&text, "vipd_members_alive"),
+            Some(3.0),
+            "node {i}:\n{text}"
+        );
+        assert!(
+            // (vipd_gossip_rejected has no series before the first rejection.)
+            text.contains("# TYPE vipd_vip_epoch gauge"),
+            "node {i}:\n{text}"
+        );
+    }
 }
