@@ -18,7 +18,7 @@ const DEFAULT_CONTROL: &str = "/run/vip-fabric/vipd.sock";
 #[derive(Parser)]
 #[command(name = "vipd", version, about = "eBPF/XDP VIP and health fabric")]
 struct Cli {
-    /// Control socket of the running vipd (status, trace, backend, reload).
+    /// Control socket of the running vipd (status, trace, backend, reload, leave, vip).
     #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
     control: PathBuf,
     /// bpffs directory of the pinned program, links and maps (attach, detach, stats).
@@ -32,21 +32,29 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Run {
+        /// Config file to run with.
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Check a config file without touching the system.
-    Validate { file: PathBuf },
+    Validate {
+        /// Config file to check.
+        file: PathBuf,
+    },
     /// Node, data plane, VIPs and backends of the running vipd.
     Status {
+        /// Print the same data as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Which backend a flow goes to, and why: `vipd trace 198.51.100.7:40000 192.0.2.100:5000 tcp`.
     Trace {
+        /// Client address and port of the flow (ADDR:PORT, IPv6 as [ADDR]:PORT).
         src: SocketAddr,
+        /// VIP address and port the flow is sent to.
         vip: SocketAddr,
-        #[arg(default_value = "tcp")]
+        /// Transport protocol of the flow.
+        #[arg(default_value = "tcp", value_parser = ["tcp", "udp"])]
         proto: String,
     },
     /// Runtime admin of one backend of one VIP.
@@ -68,17 +76,21 @@ enum Command {
     /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
     /// be carried over is listed on stderr and as comments.
     ImportHaproxy {
+        /// haproxy.cfg to convert.
         file: PathBuf,
+        /// keepalived.conf of the same node: its virtual addresses and interfaces are carried over too.
         #[arg(long)]
         keepalived: Option<PathBuf>,
     },
     /// Development: load the XDP program, attach it to IFACE and pin everything.
     Attach {
+        /// Network interface to attach to (e.g. eth0).
         #[arg(long)]
         iface: String,
     },
     /// Detach from IFACE; with no interface left, remove every pin.
     Detach {
+        /// Network interface to detach from.
         #[arg(long)]
         iface: String,
     },
@@ -90,31 +102,57 @@ enum Command {
 enum BackendCmd {
     /// No new flows; established ones stay on it (flow table) until the drain timeout.
     Drain {
+        /// VIP name (`name` in its [[vip]] table).
         vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
         backend: String,
         /// How long established flows stay (e.g. 30s, 10m); default: the VIP's drain_timeout.
         #[arg(long, value_parser = vip_daemon::config::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
     /// Out of the table and not probed.
-    Disable { vip: String, backend: String },
+    Disable {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
     /// Back to its configured weight.
-    Enable { vip: String, backend: String },
+    Enable {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
     /// Set a runtime weight (0..=65535).
     Weight {
+        /// VIP name (`name` in its [[vip]] table).
         vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
         backend: String,
+        /// The runtime weight, 0..=65535 (0 = drained, as in the config).
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=65535))]
         weight: u32,
     },
     /// Primary-backup VIP: make BACKEND (eligible) the writer; it keeps the slot while eligible.
-    Promote { vip: String, backend: String },
+    Promote {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum VipCmd {
     /// Run on the owner: hand the VIP's address (VIP name or address) to NODE, which
     /// takes it at once, without fencing; connections survive (same tables everywhere).
-    Move { vip: String, node: String },
+    Move {
+        /// VIP name or address.
+        vip: String,
+        /// Name of the node that takes the address (`node.name` in its config).
+        node: String,
+    },
 }
 
 fn init_logging() {

@@ -55,3 +55,94 @@ fn import_haproxy_output_validates() {
     assert!(ok && out.contains("16 VIPs"), "{out}{err}");
     let _ = std::fs::remove_file(file);
 }
+
+/// The subcommand names listed under `Commands:` in `vipd ARGS --help`.
+fn subcommands(args: &[&str]) -> Vec<String> {
+    let mut argv = args.to_vec();
+    argv.push("--help");
+    let (ok, out, err) = vipd(&argv);
+    assert!(ok, "vipd {argv:?}: {err}");
+    let Some((_, list)) = out.split_once("Commands:\n") else {
+        return Vec::new();
+    };
+    list.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every entry under `Commands:`, `Arguments:` and `Options:` of `vipd ARGS --help` that
+/// has no help text (nothing after its name, and no more-indented line below it).
+fn entries_without_help(args: &[&str]) -> Vec<String> {
+    let mut argv = args.to_vec();
+    argv.push("--help");
+    let (_, out, _) = vipd(&argv);
+    let lines: Vec<&str> = out.lines().collect();
+    let mut missing = Vec::new();
+    let mut in_list = false;
+    for (i, line) in lines.iter().enumerate() {
+        if ["Commands:", "Arguments:", "Options:"].contains(line) {
+            in_list = true;
+            continue;
+        }
+        if line.trim().is_empty() || !line.starts_with(' ') {
+            in_list = false;
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if !in_list || indent != 2 {
+            continue;
+        }
+        let entry = line.trim();
+        let same_line = entry.contains("  ");
+        let next_line = lines
+            .get(i + 1)
+            .is_some_and(|n| n.len() - n.trim_start().len() > indent && !n.trim().is_empty());
+        if !same_line && !next_line {
+            missing.push(format!("vipd {}: {entry}", args.join(" ")));
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_subcommand_and_argument_has_help() {
+    let mut missing = entries_without_help(&[]);
+    let mut seen = 0;
+    let mut todo: Vec<Vec<String>> = subcommands(&[]).into_iter().map(|c| vec![c]).collect();
+    while let Some(path) = todo.pop() {
+        seen += 1;
+        let args: Vec<&str> = path.iter().map(String::as_str).collect();
+        missing.extend(entries_without_help(&args));
+        for sub in subcommands(&args) {
+            let mut deeper = path.clone();
+            deeper.push(sub);
+            todo.push(deeper);
+        }
+    }
+    assert!(seen >= 19, "only {seen} subcommands found");
+    assert!(missing.is_empty(), "no help text:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn enum_like_values_are_checked_by_clap() {
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["trace", "198.51.100.7:40000", "192.0.2.100:5000", "icmp"],
+            "[possible values: tcp, udp]",
+        ),
+        (&["backend", "weight", "web", "b1", "65536"], "65536"),
+    ];
+    for (args, says) in cases {
+        let out = Command::new(VIPD)
+            .args(["--control", "/nonexistent/vipd.sock"])
+            .args(args)
+            .output()
+            .expect("run vipd");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "vipd {args:?}: {err}");
+        assert!(err.contains(says), "vipd {args:?}: {err}");
+    }
+}
