@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use vip_common::maps::{reason, MAP_STATS};
 use vip_daemon::{
     app,
@@ -96,6 +96,58 @@ enum Command {
     },
     /// Data-plane reason counters, read from the pinned maps.
     Stats,
+    /// Print a completion script for SHELL to stdout (e.g. `vipd completions bash >
+    /// /etc/bash_completion.d/vipd`).
+    Completions {
+        /// Shell to complete for.
+        shell: CompletionShell,
+    },
+    /// Write man pages into DIR: vipd.1 and one per subcommand (vipd-status.1,
+    /// vipd-backend-drain.1, ...).
+    Man {
+        /// Directory to write them to; created if missing.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `vipd completions` writes scripts for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => Self::Bash,
+            CompletionShell::Zsh => Self::Zsh,
+            CompletionShell::Fish => Self::Fish,
+        }
+    }
+}
+
+/// Writes the man page of `cmd` and of each of its subcommands (not the `help` one) into
+/// `dir`; the paths written, subcommands first.
+fn write_man_pages(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(
+        cmd: clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, dir, out)?;
+        }
+        out.push(clap_mangen::Man::new(cmd).generate_to(dir)?);
+        Ok(())
+    }
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, dir, &mut out)?;
+    Ok(out)
 }
 
 #[derive(Subcommand)]
@@ -393,6 +445,24 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
             let stats = dataplane::pinned_counters(&cli.pin_dir, MAP_STATS)?;
             for (name, c) in reason::NAMES.iter().zip(&stats) {
                 outln!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes)?;
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                clap_complete::Shell::from(*shell),
+                &mut Cli::command(),
+                "vipd",
+                &mut script,
+            );
+            out!("{}", String::from_utf8_lossy(&script))?;
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            let written = write_man_pages(Cli::command(), dir)
+                .with_context(|| format!("write man pages into {}", dir.display()))?;
+            for path in written {
+                outln!("{}", path.display())?;
             }
         }
     }

@@ -146,3 +146,78 @@ fn enum_like_values_are_checked_by_clap() {
         assert!(err.contains(says), "vipd {args:?}: {err}");
     }
 }
+
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    for (shell, starts) in [
+        ("bash", "_vipd()"),
+        ("zsh", "#compdef vipd"),
+        ("fish", "complete -c vipd"),
+    ] {
+        let (ok, script, err) = vipd(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        assert!(
+            script.contains(starts),
+            "{shell}: no {starts:?} in\n{script}"
+        );
+        for word in ["import-haproxy", "promote", "pin-dir"] {
+            assert!(script.contains(word), "{shell}: {word} is not completed");
+        }
+    }
+    // The bash script at least parses.
+    let (_, script, _) = vipd(&["completions", "bash"]);
+    let file = std::env::temp_dir().join(format!("vipd-completion-{}.bash", std::process::id()));
+    std::fs::write(&file, script).unwrap();
+    let status = Command::new("bash").arg("-n").arg(&file).status();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        status.expect("run bash -n").success(),
+        "bash -n refused the script"
+    );
+    // Another shell is a usage error.
+    let out = Command::new(VIPD)
+        .args(["completions", "powershell"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_for_vipd_and_every_subcommand() {
+    let dir = std::env::temp_dir().join(format!("vipd-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, listed, err) = vipd(&["man", dir.join("man1").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let page = |name: &str| {
+        std::fs::read_to_string(dir.join("man1").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}; listed:\n{listed}"))
+    };
+    let main = page("vipd.1");
+    assert!(main.contains(".TH vipd 1"), "{main}");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH SUBCOMMANDS"] {
+        assert!(main.contains(section), "vipd.1 has no {section}");
+    }
+    let mut pages = 1;
+    for sub in subcommands(&[]) {
+        let text = page(&format!("vipd-{sub}.1"));
+        assert!(
+            text.contains(&format!(".TH vipd-{sub} 1")),
+            "vipd-{sub}.1:\n{text}"
+        );
+        pages += 1;
+        for action in subcommands(&[&sub]) {
+            let text = page(&format!("vipd-{sub}-{action}.1"));
+            assert!(
+                text.contains(".SH SYNOPSIS"),
+                "vipd-{sub}-{action}.1:\n{text}"
+            );
+            pages += 1;
+        }
+    }
+    assert_eq!(listed.lines().count(), pages, "{listed}");
+    assert!(page("vipd-trace.1").contains("tcp"));
+    // A directory that cannot be made is an error (exit 1), not a panic.
+    let (ok, _, err) = vipd(&["man", dir.join("man1/vipd.1/x").to_str().unwrap()]);
+    assert!(!ok && err.starts_with("error: create"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
