@@ -15,8 +15,19 @@ use vip_daemon::{
 
 const DEFAULT_CONTROL: &str = "/run/vip-fabric/vipd.sock";
 
+/// `vipd --version`: the crate version, the git commit it was built from ("unknown" without
+/// git) and FNV-1a 64 of the embedded XDP object (`shell::dataplane::XDP_OBJECT`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("VIPD_GIT_COMMIT"),
+    ", bpf fnv1a64 ",
+    env!("VIPD_BPF_FNV"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "vipd", version, about = "eBPF/XDP VIP and health fabric")]
+#[command(name = "vipd", version = VERSION, about = "eBPF/XDP VIP and health fabric")]
 struct Cli {
     /// Control socket of the running vipd (status, trace, backend, reload, leave, vip).
     #[arg(long, global = true, default_value = DEFAULT_CONTROL)]

@@ -221,3 +221,41 @@ fn man_pages_for_vipd_and_every_subcommand() {
     assert!(!ok && err.starts_with("error: create"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn version_names_the_commit_and_the_embedded_bpf_object() {
+    let (ok, out, err) = vipd(&["--version"]);
+    assert!(ok, "{err}");
+    let object = vip_daemon::shell::dataplane::XDP_OBJECT;
+    let fnv = object.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let want_tail = format!(", bpf fnv1a64 {fnv:016x})\n");
+    let version = env!("CARGO_PKG_VERSION");
+    let commit = out
+        .strip_prefix(&format!("vipd {version} (git "))
+        .and_then(|rest| rest.strip_suffix(&want_tail))
+        .unwrap_or_else(|| panic!("not `vipd {version} (git COMMIT{want_tail}`: {out:?}"));
+    if commit != "unknown" {
+        assert!(
+            commit.len() >= 4 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{out}"
+        );
+        // The commit is one of this repository's (when git is here to ask).
+        if let Ok(o) = Command::new("git")
+            .args([
+                "-C",
+                ROOT,
+                "cat-file",
+                "-e",
+                &format!("{commit}^{{commit}}"),
+            ])
+            .output()
+        {
+            assert!(o.status.success(), "{commit} is not a commit here");
+        }
+    }
+    // `-V` says the same.
+    let (_, short, _) = vipd(&["-V"]);
+    assert_eq!(short, out);
+}
