@@ -2,7 +2,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use vip_common::maps::{reason, MAP_STATS};
 use vip_daemon::{
     app,
@@ -15,10 +15,21 @@ use vip_daemon::{
 
 const DEFAULT_CONTROL: &str = "/run/vip-fabric/vipd.sock";
 
+/// `vipd --version`: the crate version, the git commit it was built from ("unknown" without
+/// git) and FNV-1a 64 of the embedded XDP object (`shell::dataplane::XDP_OBJECT`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("VIPD_GIT_COMMIT"),
+    ", bpf fnv1a64 ",
+    env!("VIPD_BPF_FNV"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "vipd", version, about = "eBPF/XDP VIP and health fabric")]
+#[command(name = "vipd", version = VERSION, about = "eBPF/XDP VIP and health fabric")]
 struct Cli {
-    /// Control socket of the running vipd (status, trace, backend, reload).
+    /// Control socket of the running vipd (status, trace, backend, reload, leave, vip).
     #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
     control: PathBuf,
     /// bpffs directory of the pinned program, links and maps (attach, detach, stats).
@@ -32,21 +43,29 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Run {
+        /// Config file to run with.
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
     /// Check a config file without touching the system.
-    Validate { file: PathBuf },
+    Validate {
+        /// Config file to check.
+        file: PathBuf,
+    },
     /// Node, data plane, VIPs and backends of the running vipd.
     Status {
+        /// Print the same data as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Which backend a flow goes to, and why: `vipd trace 198.51.100.7:40000 192.0.2.100:5000 tcp`.
     Trace {
+        /// Client address and port of the flow (ADDR:PORT, IPv6 as [ADDR]:PORT).
         src: SocketAddr,
+        /// VIP address and port the flow is sent to.
         vip: SocketAddr,
-        #[arg(default_value = "tcp")]
+        /// Transport protocol of the flow.
+        #[arg(default_value = "tcp", value_parser = ["tcp", "udp"])]
         proto: String,
     },
     /// Runtime admin of one backend of one VIP.
@@ -68,53 +87,135 @@ enum Command {
     /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
     /// be carried over is listed on stderr and as comments.
     ImportHaproxy {
+        /// haproxy.cfg to convert.
         file: PathBuf,
+        /// keepalived.conf of the same node: its virtual addresses and interfaces are carried over too.
         #[arg(long)]
         keepalived: Option<PathBuf>,
     },
     /// Development: load the XDP program, attach it to IFACE and pin everything.
     Attach {
+        /// Network interface to attach to (e.g. eth0).
         #[arg(long)]
         iface: String,
     },
     /// Detach from IFACE; with no interface left, remove every pin.
     Detach {
+        /// Network interface to detach from.
         #[arg(long)]
         iface: String,
     },
     /// Data-plane reason counters, read from the pinned maps.
     Stats,
+    /// Print a completion script for SHELL to stdout (e.g. `vipd completions bash >
+    /// /etc/bash_completion.d/vipd`).
+    Completions {
+        /// Shell to complete for.
+        shell: CompletionShell,
+    },
+    /// Write man pages into DIR: vipd.1 and one per subcommand (vipd-status.1,
+    /// vipd-backend-drain.1, ...).
+    Man {
+        /// Directory to write them to; created if missing.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `vipd completions` writes scripts for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl From<CompletionShell> for clap_complete::Shell {
+    fn from(s: CompletionShell) -> Self {
+        match s {
+            CompletionShell::Bash => Self::Bash,
+            CompletionShell::Zsh => Self::Zsh,
+            CompletionShell::Fish => Self::Fish,
+        }
+    }
+}
+
+/// Writes the man page of `cmd` and of each of its subcommands (not the `help` one) into
+/// `dir`; the paths written, subcommands first.
+fn write_man_pages(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(
+        cmd: clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            walk(sub, dir, out)?;
+        }
+        out.push(clap_mangen::Man::new(cmd).generate_to(dir)?);
+        Ok(())
+    }
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, dir, &mut out)?;
+    Ok(out)
 }
 
 #[derive(Subcommand)]
 enum BackendCmd {
     /// No new flows; established ones stay on it (flow table) until the drain timeout.
     Drain {
+        /// VIP name (`name` in its [[vip]] table).
         vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
         backend: String,
         /// How long established flows stay (e.g. 30s, 10m); default: the VIP's drain_timeout.
         #[arg(long, value_parser = vip_daemon::config::parse_duration)]
         timeout: Option<std::time::Duration>,
     },
     /// Out of the table and not probed.
-    Disable { vip: String, backend: String },
+    Disable {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
     /// Back to its configured weight.
-    Enable { vip: String, backend: String },
+    Enable {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
     /// Set a runtime weight (0..=65535).
     Weight {
+        /// VIP name (`name` in its [[vip]] table).
         vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
         backend: String,
+        /// The runtime weight, 0..=65535 (0 = drained, as in the config).
+        #[arg(value_parser = clap::value_parser!(u32).range(0..=65535))]
         weight: u32,
     },
     /// Primary-backup VIP: make BACKEND (eligible) the writer; it keeps the slot while eligible.
-    Promote { vip: String, backend: String },
+    Promote {
+        /// VIP name (`name` in its [[vip]] table).
+        vip: String,
+        /// Backend name (`name` in its [[vip.backend]] table).
+        backend: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum VipCmd {
     /// Run on the owner: hand the VIP's address (VIP name or address) to NODE, which
     /// takes it at once, without fencing; connections survive (same tables everywhere).
-    Move { vip: String, node: String },
+    Move {
+        /// VIP name or address.
+        vip: String,
+        /// Name of the node that takes the address (`node.name` in its config).
+        node: String,
+    },
 }
 
 fn init_logging() {
@@ -355,6 +456,24 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
             let stats = dataplane::pinned_counters(&cli.pin_dir, MAP_STATS)?;
             for (name, c) in reason::NAMES.iter().zip(&stats) {
                 outln!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes)?;
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(
+                clap_complete::Shell::from(*shell),
+                &mut Cli::command(),
+                "vipd",
+                &mut script,
+            );
+            out!("{}", String::from_utf8_lossy(&script))?;
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            let written = write_man_pages(Cli::command(), dir)
+                .with_context(|| format!("write man pages into {}", dir.display()))?;
+            for path in written {
+                outln!("{}", path.display())?;
             }
         }
     }
