@@ -625,3 +625,118 @@ address = "192.0.2.11"
         .to_string();
     assert!(err.contains("only applies in cluster mode"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Unknown keys and type errors: all of them in one run, with "did you mean".
+
+#[test]
+fn unknown_keys_and_type_errors_all_at_once() {
+    let src = format!(
+        "[node]\nnmae = \"ctl1\"\ninterfaces = \"eth0\"\n{}\
+         [[vip]]\nname = \"b\"\naddress = \"192.0.2.101\"\nport = \"80\"\n\
+         check = {{ kind = \"http\", pth = \"/\", rise = \"2\" }}\n\
+         [[vip.backend]]\nname = \"x\"\naddress = \"192.0.2.12\"\nwieght = 2\n\
+         [metrics]\nlisten = 9478\n",
+        VIP
+    );
+    let d = errors(&src);
+    assert_eq!(
+        located(&d),
+        vec![
+            (2, "node.nmae"),
+            (3, "node.interfaces"),
+            (15, "vip[1].port"),
+            (16, "vip[1].check.pth"),
+            (16, "vip[1].check.rise"),
+            (20, "vip[1].backend[0].wieght"),
+            (22, "metrics.listen"),
+        ],
+        "{d:#?}"
+    );
+    check(
+        &d[0],
+        2,
+        "node.nmae",
+        &["unknown key `nmae` (did you mean `name`?)"],
+    );
+    check(
+        &d[1],
+        3,
+        "node.interfaces",
+        &["wrong type", "array of interface names"],
+    );
+    check(
+        &d[3],
+        16,
+        "vip[1].check.pth",
+        &["did you mean `path`?", "valid keys here"],
+    );
+    check(
+        &d[5],
+        20,
+        "vip[1].backend[0].wieght",
+        &["did you mean `weight`?"],
+    );
+    check(
+        &d[6],
+        22,
+        "metrics.listen",
+        &["wrong type", "found integer"],
+    );
+    assert!(d.iter().all(|d| d.file == "t.toml"));
+}
+
+#[test]
+fn no_suggestion_for_a_key_unlike_any() {
+    let d = one_error(
+        "[metrics]\nlisten = \"off\"\nzzzz = 1\n",
+        3,
+        "metrics.zzzz",
+        &["unknown key `zzzz`; the only valid key here is `listen`"],
+    );
+    assert!(!d.message.contains("did you mean"), "{d}");
+}
+
+#[test]
+fn unknown_top_level_tables_and_bad_array_elements_together() {
+    let src = VIP.to_owned()
+        + "[nodes]\nname = \"x\"\n[cluster]\nhash_seed = \"1\"\n[vip.check]\nkind = 5\n";
+    let d = errors(&src);
+    assert_eq!(
+        located(&d),
+        vec![
+            (9, "nodes"),
+            (12, "cluster.hash_seed"),
+            (14, "vip[0].check.kind")
+        ],
+        "{d:#?}"
+    );
+    check(&d[0], 9, "nodes", &["did you mean `node`?"]);
+}
+
+#[test]
+fn shape_errors_are_capped() {
+    let mut src = VIP.to_owned();
+    for i in 0..200 {
+        src += &format!("bogus{i} = 1\n");
+    }
+    let d = errors(&src);
+    assert_eq!(d.len(), config::MAX_SHAPE_ERRORS, "{}", d.len());
+    assert_eq!(
+        (d[0].line, d[0].field.as_str()),
+        (9, "vip[0].backend[0].bogus0")
+    );
+}
+
+#[test]
+fn a_semantic_error_waits_for_shape_errors_to_be_fixed() {
+    // Shape errors are reported on their own (the values they leave out would make the
+    // semantic checks noise); once fixed, the semantic ones come all at once.
+    let src = edit(VIP, 8, r#"address = "192.0.2.300""#) + "wieght = 1\n";
+    one_error(
+        &src,
+        9,
+        "vip[0].backend[0].wieght",
+        &["did you mean `weight`?"],
+    );
+}

@@ -38,13 +38,28 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&source, &path.display().to_string())
 }
 
-/// Parses and validates `source`; diagnostics name `file_name`. Syntax and type errors
-/// stop at the first; every semantic problem is reported.
+/// Parses and validates `source`; diagnostics name `file_name`. A syntax error stops at the
+/// first; unknown keys and type errors are all reported (up to [`MAX_SHAPE_ERRORS`]), and
+/// when there are none, every semantic problem is.
 pub fn parse(source: &str, file_name: &str) -> Result<Config, ConfigError> {
     let locator = locate::Locator::new(source);
-    let raw: raw::RawConfig = toml::from_str(source)
-        .map_err(|e| ConfigError::Invalid(vec![diag::from_toml_error(&locator, file_name, &e)]))?;
+    let raw: raw::RawConfig = match toml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => {
+            if !locator.parsed() {
+                let syntax = diag::from_toml_error(&locator, file_name, &e);
+                return Err(ConfigError::Invalid(vec![syntax]));
+            }
+            return Err(ConfigError::Invalid(diag::shape_errors(
+                &locator, file_name, &e,
+            )));
+        }
+    };
     let mut cx = diag::Ctx::new(&locator, file_name);
     let config = validate::validate(&raw, &mut cx);
     cx.finish().map(|()| config)
 }
+
+/// At most this many unknown-key and type errors are reported per run (each one found costs
+/// a parse of the file).
+pub const MAX_SHAPE_ERRORS: usize = 50;
