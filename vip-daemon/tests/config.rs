@@ -382,6 +382,31 @@ error_test! { multicast_backend: edit(VIP, 8, r#"address = "239.1.2.3""#)
 => 8 "vip[0].backend[0].address" "239.1.2.3 is a multicast address" }
 error_test! { link_local_backend: edit(VIP, 8, r#"address = "169.254.7.7""#)
 => 8 "vip[0].backend[0].address" "169.254.7.7 is link-local" "like \"192.0.2.11\"" }
+error_test! { this_network_backend: edit(VIP, 8, r#"address = "0.10.0.1""#)
+=> 8 "vip[0].backend[0].address" "0.10.0.1 is not a unicast destination" "\"this network\"" }
+error_test! { reserved_backend: edit(VIP, 8, r#"address = "240.0.0.9""#)
+=> 8 "vip[0].backend[0].address" "240.0.0.9 is not a unicast destination" "reserved" }
+
+#[test]
+fn every_unusable_backend_address_in_one_run() {
+    let mut src = VIP.to_owned();
+    for a in [
+        "127.0.0.2",
+        "169.254.0.1",
+        "0.0.0.0",
+        "224.0.0.5",
+        "240.1.1.1",
+    ] {
+        let n = src.matches("[[vip.backend]]").count();
+        src += &format!("[[vip.backend]]\nname = \"b{n}\"\naddress = \"{a}\"\n");
+    }
+    let d = errors(&src);
+    let want: Vec<(usize, String)> = (1..=5)
+        .map(|n| (8 + 3 * n, format!("vip[0].backend[{n}].address")))
+        .collect();
+    let got: Vec<(usize, String)> = d.iter().map(|d| (d.line, d.field.clone())).collect();
+    assert_eq!(got, want, "{d:#?}");
+}
 
 /// VIP turned IPv6 (line 3), its backend's address on line 8.
 fn v6_backend(address: &str) -> String {

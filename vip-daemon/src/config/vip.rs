@@ -304,6 +304,9 @@ pub enum BackendAddressProblem {
     /// Either way a backend on one is a misconfiguration waiting to happen, so both are
     /// refused rather than half-supported.
     LinkLocal,
+    /// 0.0.0.0/8 ("this network": valid only as a source) or 240.0.0.0/4 (reserved, not
+    /// routed): IPv4 addresses that are not unicast destinations.
+    Reserved,
 }
 
 impl BackendAddressProblem {
@@ -321,6 +324,10 @@ impl BackendAddressProblem {
             Self::LinkLocal => {
                 "link-local: an IPv6 link-local address needs an interface scope this file \
                  cannot give, and an IPv4 one (169.254/16) is self-assigned and changes"
+            }
+            Self::Reserved => {
+                "not a unicast destination: 0.0.0.0/8 is \"this network\" (a source only) \
+                 and 240.0.0.0/4 is reserved and not routed"
             }
         }
     }
@@ -359,6 +366,8 @@ pub fn backend_address_problem(a: IpAddr) -> Option<BackendAddressProblem> {
         Some(Loopback)
     } else if link_local {
         Some(LinkLocal)
+    } else if matches!(a, IpAddr::V4(v4) if v4.octets()[0] == 0 || v4.octets()[0] >= 240) {
+        Some(Reserved)
     } else {
         None
     }
@@ -478,6 +487,11 @@ mod tests {
             ("169.254.1.1", Some(LinkLocal)),
             ("fe80::1", Some(LinkLocal)),
             ("febf::1", Some(LinkLocal)),
+            ("0.1.2.3", Some(Reserved)),
+            ("240.0.0.1", Some(Reserved)),
+            ("255.255.255.254", Some(Reserved)),
+            ("::ffff:0.0.0.7", Some(Reserved)),
+            ("223.255.255.254", None),
             ("192.0.2.11", None),
             ("10.0.0.255", None),
             ("100.64.0.1", None),
