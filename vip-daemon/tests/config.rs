@@ -765,3 +765,111 @@ fn a_semantic_error_waits_for_shape_errors_to_be_fixed() {
         &["did you mean `weight`?"],
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Reading the file: `-`, non-regular files, the size cap.
+
+fn load_error(path: &Path) -> String {
+    match config::load(path) {
+        Ok(_) => panic!("{} accepted", path.display()),
+        Err(e @ ConfigError::Io { .. }) => e.to_string(),
+        Err(e) => panic!("not an I/O error: {e}"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vipd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[test]
+fn devices_fifos_and_directories_are_refused_without_blocking() {
+    let e = load_error(Path::new("/dev/zero"));
+    assert!(
+        e.contains("/dev/zero") && e.contains("a character device"),
+        "{e}"
+    );
+    assert!(e.contains("expected a regular file, or `-`"), "{e}");
+    let e = load_error(Path::new("/tmp"));
+    assert!(e.contains("a directory"), "{e}");
+    let fifo = scratch("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // No writer: a blocking open would hang here.
+    let e = load_error(&fifo);
+    assert!(e.contains("a FIFO"), "{e}");
+    std::fs::remove_file(&fifo).unwrap();
+}
+
+#[test]
+fn files_over_the_cap_are_refused() {
+    let big = scratch("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(config::MAX_FILE_BYTES + 1).unwrap(); // sparse: costs no disk
+    let e = load_error(&big);
+    assert!(e.contains("larger than 16 MiB"), "{e}");
+    std::fs::remove_file(&big).unwrap();
+    let ok = scratch("ok.toml");
+    std::fs::write(&ok, VIP).unwrap();
+    assert!(config::load(&ok).is_ok());
+    std::fs::write(&ok, b"name = \"\xff\"\n").unwrap();
+    assert!(load_error(&ok).contains("not UTF-8"));
+    std::fs::remove_file(&ok).unwrap();
+}
+
+fn validate_stdin(stdin: std::process::Stdio) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["validate", "-"])
+        .stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dash_reads_stdin_capped() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = edit(VIP, 8, r#"address = "127.0.0.1""#);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("<stdin>:8: vip[0].backend[0].address"),
+        "{err}"
+    );
+
+    // /dev/zero as stdin: stops at the cap instead of reading forever.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let started = std::time::Instant::now();
+    let out = validate_stdin(zero.into());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("larger than 16 MiB"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let ok = scratch("stdin.toml");
+    std::fs::write(&ok, VIP).unwrap();
+    let out = validate_stdin(std::fs::File::open(&ok).unwrap().into());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 VIPs"));
+    std::fs::remove_file(&ok).unwrap();
+}
