@@ -873,3 +873,48 @@ fn dash_reads_stdin_capped() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 VIPs"));
     std::fs::remove_file(&ok).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// Scale: validation is linear in the number of VIPs.
+
+/// `n` VIPs with one backend each, on distinct ports of a few addresses.
+fn many_vips(n: usize) -> String {
+    let mut s = String::with_capacity(n * 120);
+    for i in 0..n {
+        let (a, port) = (i / 60_000, 1 + i % 60_000);
+        s += &format!(
+            "[[vip]]\nname = \"v{i}\"\naddress = \"192.0.2.{}\"\nport = {port}\ntable_size = 251\n\
+             [[vip.backend]]\nname = \"b\"\naddress = \"198.51.100.1\"\n",
+            100 + a
+        );
+    }
+    s
+}
+
+#[test]
+fn validation_time_is_linear_in_vips() {
+    let time = |n: usize| {
+        let src = many_vips(n);
+        let started = std::time::Instant::now();
+        let c = config::parse(&src, "t.toml").unwrap();
+        assert_eq!(c.vips.len(), n);
+        started.elapsed()
+    };
+    let small = time(5_000);
+    let large = time(40_000);
+    // 8x the VIPs: about 8x the time when linear, 64x when quadratic.
+    assert!(
+        large < small * 24 + Duration::from_millis(200),
+        "5k VIPs: {small:?}, 40k VIPs: {large:?}"
+    );
+    // The clashes are still found among many.
+    let src =
+        many_vips(3_000) + &edit(VIP, 3, r#"address = "192.0.2.100""#).replace("5000", "2999");
+    let d = errors(&src);
+    assert_eq!(located(&d), vec![(24_004, "vip[3000].port")], "{d:#?}");
+    assert!(
+        d[0].message.contains("as vip[2998] \"v2998\""),
+        "{}",
+        d[0].message
+    );
+}

@@ -94,12 +94,12 @@ impl<'a> Ctx<'a> {
 
     /// `Ok` if nothing was reported; else every distinct diagnostic, sorted by line.
     pub fn finish(self) -> Result<(), ConfigError> {
-        let mut out: Vec<Diagnostic> = Vec::new();
-        for d in self.diags {
-            if !out.contains(&d) {
-                out.push(d);
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Diagnostic> = self
+            .diags
+            .into_iter()
+            .filter(|d| seen.insert((d.line, d.field.clone(), d.message.clone())))
+            .collect();
         out.sort_by_key(|d| d.line);
         if out.is_empty() {
             Ok(())
