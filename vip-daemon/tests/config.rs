@@ -382,6 +382,31 @@ error_test! { multicast_backend: edit(VIP, 8, r#"address = "239.1.2.3""#)
 => 8 "vip[0].backend[0].address" "239.1.2.3 is a multicast address" }
 error_test! { link_local_backend: edit(VIP, 8, r#"address = "169.254.7.7""#)
 => 8 "vip[0].backend[0].address" "169.254.7.7 is link-local" "like \"192.0.2.11\"" }
+error_test! { this_network_backend: edit(VIP, 8, r#"address = "0.10.0.1""#)
+=> 8 "vip[0].backend[0].address" "0.10.0.1 is not a unicast destination" "\"this network\"" }
+error_test! { reserved_backend: edit(VIP, 8, r#"address = "240.0.0.9""#)
+=> 8 "vip[0].backend[0].address" "240.0.0.9 is not a unicast destination" "reserved" }
+
+#[test]
+fn every_unusable_backend_address_in_one_run() {
+    let mut src = VIP.to_owned();
+    for a in [
+        "127.0.0.2",
+        "169.254.0.1",
+        "0.0.0.0",
+        "224.0.0.5",
+        "240.1.1.1",
+    ] {
+        let n = src.matches("[[vip.backend]]").count();
+        src += &format!("[[vip.backend]]\nname = \"b{n}\"\naddress = \"{a}\"\n");
+    }
+    let d = errors(&src);
+    let want: Vec<(usize, String)> = (1..=5)
+        .map(|n| (8 + 3 * n, format!("vip[0].backend[{n}].address")))
+        .collect();
+    let got: Vec<(usize, String)> = d.iter().map(|d| (d.line, d.field.clone())).collect();
+    assert_eq!(got, want, "{d:#?}");
+}
 
 /// VIP turned IPv6 (line 3), its backend's address on line 8.
 fn v6_backend(address: &str) -> String {
@@ -624,4 +649,272 @@ address = "192.0.2.11"
         .expect_err("invalid")
         .to_string();
     assert!(err.contains("only applies in cluster mode"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Unknown keys and type errors: all of them in one run, with "did you mean".
+
+#[test]
+fn unknown_keys_and_type_errors_all_at_once() {
+    let src = format!(
+        "[node]\nnmae = \"ctl1\"\ninterfaces = \"eth0\"\n{}\
+         [[vip]]\nname = \"b\"\naddress = \"192.0.2.101\"\nport = \"80\"\n\
+         check = {{ kind = \"http\", pth = \"/\", rise = \"2\" }}\n\
+         [[vip.backend]]\nname = \"x\"\naddress = \"192.0.2.12\"\nwieght = 2\n\
+         [metrics]\nlisten = 9478\n",
+        VIP
+    );
+    let d = errors(&src);
+    assert_eq!(
+        located(&d),
+        vec![
+            (2, "node.nmae"),
+            (3, "node.interfaces"),
+            (15, "vip[1].port"),
+            (16, "vip[1].check.pth"),
+            (16, "vip[1].check.rise"),
+            (20, "vip[1].backend[0].wieght"),
+            (22, "metrics.listen"),
+        ],
+        "{d:#?}"
+    );
+    check(
+        &d[0],
+        2,
+        "node.nmae",
+        &["unknown key `nmae` (did you mean `name`?)"],
+    );
+    check(
+        &d[1],
+        3,
+        "node.interfaces",
+        &["wrong type", "array of interface names"],
+    );
+    check(
+        &d[3],
+        16,
+        "vip[1].check.pth",
+        &["did you mean `path`?", "valid keys here"],
+    );
+    check(
+        &d[5],
+        20,
+        "vip[1].backend[0].wieght",
+        &["did you mean `weight`?"],
+    );
+    check(
+        &d[6],
+        22,
+        "metrics.listen",
+        &["wrong type", "found integer"],
+    );
+    assert!(d.iter().all(|d| d.file == "t.toml"));
+}
+
+#[test]
+fn no_suggestion_for_a_key_unlike_any() {
+    let d = one_error(
+        "[metrics]\nlisten = \"off\"\nzzzz = 1\n",
+        3,
+        "metrics.zzzz",
+        &["unknown key `zzzz`; the only valid key here is `listen`"],
+    );
+    assert!(!d.message.contains("did you mean"), "{d}");
+}
+
+#[test]
+fn unknown_top_level_tables_and_bad_array_elements_together() {
+    let src = VIP.to_owned()
+        + "[nodes]\nname = \"x\"\n[cluster]\nhash_seed = \"1\"\n[vip.check]\nkind = 5\n";
+    let d = errors(&src);
+    assert_eq!(
+        located(&d),
+        vec![
+            (9, "nodes"),
+            (12, "cluster.hash_seed"),
+            (14, "vip[0].check.kind")
+        ],
+        "{d:#?}"
+    );
+    check(&d[0], 9, "nodes", &["did you mean `node`?"]);
+}
+
+#[test]
+fn shape_errors_are_capped() {
+    let mut src = VIP.to_owned();
+    for i in 0..200 {
+        src += &format!("bogus{i} = 1\n");
+    }
+    let d = errors(&src);
+    assert_eq!(d.len(), config::MAX_SHAPE_ERRORS, "{}", d.len());
+    assert_eq!(
+        (d[0].line, d[0].field.as_str()),
+        (9, "vip[0].backend[0].bogus0")
+    );
+}
+
+#[test]
+fn a_semantic_error_waits_for_shape_errors_to_be_fixed() {
+    // Shape errors are reported on their own (the values they leave out would make the
+    // semantic checks noise); once fixed, the semantic ones come all at once.
+    let src = edit(VIP, 8, r#"address = "192.0.2.300""#) + "wieght = 1\n";
+    one_error(
+        &src,
+        9,
+        "vip[0].backend[0].wieght",
+        &["did you mean `weight`?"],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the file: `-`, non-regular files, the size cap.
+
+fn load_error(path: &Path) -> String {
+    match config::load(path) {
+        Ok(_) => panic!("{} accepted", path.display()),
+        Err(e @ ConfigError::Io { .. }) => e.to_string(),
+        Err(e) => panic!("not an I/O error: {e}"),
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vipd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[test]
+fn devices_fifos_and_directories_are_refused_without_blocking() {
+    let e = load_error(Path::new("/dev/zero"));
+    assert!(
+        e.contains("/dev/zero") && e.contains("a character device"),
+        "{e}"
+    );
+    assert!(e.contains("expected a regular file, or `-`"), "{e}");
+    let e = load_error(Path::new("/tmp"));
+    assert!(e.contains("a directory"), "{e}");
+    let fifo = scratch("fifo.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // No writer: a blocking open would hang here.
+    let e = load_error(&fifo);
+    assert!(e.contains("a FIFO"), "{e}");
+    std::fs::remove_file(&fifo).unwrap();
+}
+
+#[test]
+fn files_over_the_cap_are_refused() {
+    let big = scratch("big.toml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(config::MAX_FILE_BYTES + 1).unwrap(); // sparse: costs no disk
+    let e = load_error(&big);
+    assert!(e.contains("larger than 16 MiB"), "{e}");
+    std::fs::remove_file(&big).unwrap();
+    let ok = scratch("ok.toml");
+    std::fs::write(&ok, VIP).unwrap();
+    assert!(config::load(&ok).is_ok());
+    std::fs::write(&ok, b"name = \"\xff\"\n").unwrap();
+    assert!(load_error(&ok).contains("not UTF-8"));
+    std::fs::remove_file(&ok).unwrap();
+}
+
+fn validate_stdin(stdin: std::process::Stdio) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["validate", "-"])
+        .stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn dash_reads_stdin_capped() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .args(["validate", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = edit(VIP, 8, r#"address = "127.0.0.1""#);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("<stdin>:8: vip[0].backend[0].address"),
+        "{err}"
+    );
+
+    // /dev/zero as stdin: stops at the cap instead of reading forever.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let started = std::time::Instant::now();
+    let out = validate_stdin(zero.into());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("larger than 16 MiB"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let ok = scratch("stdin.toml");
+    std::fs::write(&ok, VIP).unwrap();
+    let out = validate_stdin(std::fs::File::open(&ok).unwrap().into());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 VIPs"));
+    std::fs::remove_file(&ok).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Scale: validation is linear in the number of VIPs.
+
+/// `n` VIPs with one backend each, on distinct ports of a few addresses.
+fn many_vips(n: usize) -> String {
+    let mut s = String::with_capacity(n * 120);
+    for i in 0..n {
+        let (a, port) = (i / 60_000, 1 + i % 60_000);
+        s += &format!(
+            "[[vip]]\nname = \"v{i}\"\naddress = \"192.0.2.{}\"\nport = {port}\ntable_size = 251\n\
+             [[vip.backend]]\nname = \"b\"\naddress = \"198.51.100.1\"\n",
+            100 + a
+        );
+    }
+    s
+}
+
+#[test]
+fn validation_time_is_linear_in_vips() {
+    let time = |n: usize| {
+        let src = many_vips(n);
+        let started = std::time::Instant::now();
+        let c = config::parse(&src, "t.toml").unwrap();
+        assert_eq!(c.vips.len(), n);
+        started.elapsed()
+    };
+    let small = time(5_000);
+    let large = time(40_000);
+    // 8x the VIPs: about 8x the time when linear, 64x when quadratic.
+    assert!(
+        large < small * 24 + Duration::from_millis(200),
+        "5k VIPs: {small:?}, 40k VIPs: {large:?}"
+    );
+    // The clashes are still found among many.
+    let src =
+        many_vips(3_000) + &edit(VIP, 3, r#"address = "192.0.2.100""#).replace("5000", "2999");
+    let d = errors(&src);
+    assert_eq!(located(&d), vec![(24_004, "vip[3000].port")], "{d:#?}");
+    assert!(
+        d[0].message.contains("as vip[2998] \"v2998\""),
+        "{}",
+        d[0].message
+    );
 }

@@ -470,3 +470,66 @@ fn malformed_input_names_the_line() {
         assert!(what.contains(fragment), "{what:?} lacks {fragment:?}");
     }
 }
+
+#[test]
+fn port_range_and_unix_binds_are_notes_not_errors() {
+    let h = "frontend api\n  bind 192.0.2.100:5000,192.0.2.100:6000-6010\n  \
+             bind unix@/run/haproxy/api.sock\n  default_backend api_be\n\
+             backend api_be\n  server a 192.0.2.11:5000 check\n\
+             listen stats\n  bind /run/haproxy/stats.sock\n  server s 192.0.2.12:9000\n";
+    let (out, c) = run(h, None);
+    assert_eq!(c.vips.len(), 1, "{}", out.toml);
+    assert_eq!(
+        (c.vips[0].address.to_string(), c.vips[0].port),
+        ("192.0.2.100".to_owned(), 5000)
+    );
+    assert_warned(&out, "h.cfg", 2, "binds the port range 6000-6010");
+    assert_warned(&out, "h.cfg", 2, "port = 0");
+    assert_warned(
+        &out,
+        "h.cfg",
+        3,
+        "`unix@/run/haproxy/api.sock` is a UNIX socket",
+    );
+    assert_warned(
+        &out,
+        "h.cfg",
+        8,
+        "`/run/haproxy/stats.sock` is a UNIX socket",
+    );
+    // The section with nothing else to bind is skipped, and says so.
+    assert_warned(&out, "h.cfg", 7, "no usable bind address");
+    assert!(!out
+        .warnings
+        .iter()
+        .any(|w| w.why.starts_with("no VIP generated")));
+}
+
+#[test]
+fn old_listen_syntax_with_a_port_range_is_a_note() {
+    let h = "listen web 192.0.2.100:80,192.0.2.100:8000-8001\n  server a 192.0.2.11 check\n";
+    let (out, c) = run(h, None);
+    assert_eq!(c.vips.len(), 1);
+    assert_warned(&out, "h.cfg", 1, "port range 8000-8001");
+}
+
+#[test]
+fn an_input_without_vips_warns() {
+    for h in [
+        "",
+        "# nothing\nglobal\n  maxconn 100\n",
+        "listen s\n  bind unix@/x.sock\n",
+    ] {
+        let (out, c) = run(h, None);
+        assert!(c.vips.is_empty());
+        assert_warned(&out, "h.cfg", 1, "no VIP generated");
+        assert_warned(&out, "h.cfg", 1, "balances nothing");
+    }
+}
+
+#[test]
+fn a_bind_without_any_address_is_still_an_error() {
+    let (_, line, what) = error("listen web\n  bind ,\n  server a 192.0.2.11:80\n", None);
+    assert_eq!(line, 2);
+    assert!(what.contains("bind needs an address"), "{what}");
+}

@@ -6,7 +6,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::locate::{FieldPath, Locator};
+use super::locate::{FieldPath, Locator, Seg};
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,7 @@ impl fmt::Display for Diagnostic {
 pub enum ConfigError {
     #[error("cannot read config {}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
-    /// Every problem found, sorted by line (syntax and type errors stop at the first).
+    /// Every problem found, sorted by line (a syntax error stops at the first).
     #[error("{}", DiagnosticList(.0))]
     Invalid(Vec<Diagnostic>),
 }
@@ -94,12 +94,12 @@ impl<'a> Ctx<'a> {
 
     /// `Ok` if nothing was reported; else every distinct diagnostic, sorted by line.
     pub fn finish(self) -> Result<(), ConfigError> {
-        let mut out: Vec<Diagnostic> = Vec::new();
-        for d in self.diags {
-            if !out.contains(&d) {
-                out.push(d);
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<Diagnostic> = self
+            .diags
+            .into_iter()
+            .filter(|d| seen.insert((d.line, d.field.clone(), d.message.clone())))
+            .collect();
         out.sort_by_key(|d| d.line);
         if out.is_empty() {
             Ok(())
@@ -185,11 +185,31 @@ pub(crate) fn from_toml_error(loc: &Locator<'_>, file: &str, e: &toml::de::Error
             message,
         };
     }
+    let (path, message) = describe(loc, e);
+    Diagnostic {
+        file,
+        line,
+        field: path.to_string(),
+        message,
+    }
+}
+
+/// The field path and message of a serde error (unknown key, wrong type) in a document
+/// that parses.
+fn describe(loc: &Locator<'_>, e: &toml::de::Error) -> (FieldPath, String) {
+    let offset = e.span().map_or(0, |s| s.start);
+    let message = e.message().trim().to_owned();
     let path = loc.path_at(offset);
     let message = if let Some(rest) = message.strip_prefix("unknown field ") {
+        let suggestion = suggest(rest)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
         let rest = rest.replacen(", expected one of ", "; valid keys here: ", 1);
         let rest = rest.replacen(", expected ", "; the only valid key here is ", 1);
-        format!("unknown key {rest}")
+        match rest.split_once("; ") {
+            Some((key, list)) => format!("unknown key {key}{suggestion}; {list}"),
+            None => format!("unknown key {rest}{suggestion}"),
+        }
     } else if let Some(rest) = message.strip_prefix("invalid type: ") {
         let (found, serde_expected) = rest.rsplit_once(", expected ").unwrap_or((rest, "?"));
         let expected = expectation(&path).unwrap_or(serde_expected);
@@ -197,12 +217,115 @@ pub(crate) fn from_toml_error(loc: &Locator<'_>, file: &str, e: &toml::de::Error
     } else {
         message
     };
-    Diagnostic {
-        file,
-        line,
-        field: path.to_string(),
-        message,
+    (path, message)
+}
+
+/// For serde's "`key`, expected one of `a`, `b`": the valid key closest to `key`, if close
+/// enough to be a likely typo.
+fn suggest(serde_rest: &str) -> Option<String> {
+    let mut names = serde_rest.split('`').skip(1).step_by(2);
+    let key = names.next()?;
+    names
+        .map(|n| (strsim::jaro_winkler(key, n), n))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, n)| n.to_owned())
+}
+
+/// Every unknown key and type error of a syntactically valid file, `first` (serde's first)
+/// included: each offending key is removed and the file parsed again, so that the next one
+/// shows, up to [`super::MAX_SHAPE_ERRORS`]. Lines come from the original file.
+pub(crate) fn shape_errors(
+    orig: &Locator<'_>,
+    file: &str,
+    first: &toml::de::Error,
+) -> Vec<Diagnostic> {
+    let mut out = vec![from_toml_error(orig, file, first)];
+    let Ok(mut doc) = orig.source().parse::<toml_edit::DocumentMut>() else {
+        return out;
+    };
+    let mut path = orig.path_at(first.span().map_or(0, |s| s.start));
+    while out.len() < super::MAX_SHAPE_ERRORS {
+        if path.len() == 0 || !remove(doc.as_item_mut(), path.segs()) {
+            break;
+        }
+        let text = doc.to_string();
+        let Err(e) = toml::from_str::<super::raw::RawConfig>(&text) else {
+            break;
+        };
+        let cur = Locator::new(&text);
+        if !cur.parsed() {
+            break;
+        }
+        let (next, message) = describe(&cur, &e);
+        if next.len() == 0 {
+            break;
+        }
+        out.push(Diagnostic {
+            file: file.to_owned(),
+            line: orig.line_of(&next),
+            field: next.to_string(),
+            message,
+        });
+        path = next;
     }
+    out.sort_by_key(|d| d.line);
+    out
+}
+
+/// Removes the key at `segs` (its innermost key: an offending array element takes its
+/// array with it, so that indices of tables stay those of the original file).
+fn remove(item: &mut toml_edit::Item, segs: &[Seg]) -> bool {
+    let Some(end) = segs.iter().rposition(|s| matches!(s, Seg::Key(_))) else {
+        return false;
+    };
+    let Seg::Key(key) = &segs[end] else {
+        return false;
+    };
+    remove_in_item(item, &segs[..end], key)
+}
+
+fn remove_in_item(item: &mut toml_edit::Item, segs: &[Seg], key: &str) -> bool {
+    use toml_edit::Item;
+    match segs.split_first() {
+        None => item
+            .as_table_like_mut()
+            .is_some_and(|t| t.remove(key).is_some()),
+        Some((Seg::Key(k), rest)) => item
+            .as_table_like_mut()
+            .and_then(|t| t.get_mut(k))
+            .is_some_and(|child| remove_in_item(child, rest, key)),
+        Some((Seg::Index(n), rest)) => match item {
+            Item::ArrayOfTables(a) => a.get_mut(*n).is_some_and(|t| {
+                let mut tmp = Item::Table(std::mem::take(t));
+                let ok = remove_in_item(&mut tmp, rest, key);
+                if let Item::Table(back) = tmp {
+                    *t = back;
+                }
+                ok
+            }),
+            Item::Value(v) => remove_in_value(v, &[Seg::Index(*n)], rest, key),
+            _ => false,
+        },
+    }
+}
+
+fn remove_in_value(v: &mut toml_edit::Value, index: &[Seg], rest: &[Seg], key: &str) -> bool {
+    let Some(Seg::Index(n)) = index.first() else {
+        return false;
+    };
+    let Some(elem) = v.as_array_mut().and_then(|a| a.get_mut(*n)) else {
+        return false;
+    };
+    let Some(t) = elem.as_inline_table_mut() else {
+        return false;
+    };
+    let mut tmp = toml_edit::Item::Value(toml_edit::Value::InlineTable(std::mem::take(t)));
+    let ok = remove_in_item(&mut tmp, rest, key);
+    if let toml_edit::Item::Value(toml_edit::Value::InlineTable(back)) = tmp {
+        *t = back;
+    }
+    ok
 }
 
 /// What the key at `path` takes, in words (for type errors).

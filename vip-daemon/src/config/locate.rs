@@ -52,6 +52,11 @@ impl FieldPath {
         matches!(self.0.last(), Some(Seg::Index(_)))
     }
 
+    /// The segments, outermost first.
+    pub fn segs(&self) -> &[Seg] {
+        &self.0
+    }
+
     /// Number of segments (deeper paths are more specific).
     pub fn len(&self) -> usize {
         self.0.len()

@@ -304,6 +304,9 @@ pub enum BackendAddressProblem {
     /// Either way a backend on one is a misconfiguration waiting to happen, so both are
     /// refused rather than half-supported.
     LinkLocal,
+    /// 0.0.0.0/8 ("this network": valid only as a source) or 240.0.0.0/4 (reserved, not
+    /// routed): IPv4 addresses that are not unicast destinations.
+    Reserved,
 }
 
 impl BackendAddressProblem {
@@ -321,6 +324,10 @@ impl BackendAddressProblem {
             Self::LinkLocal => {
                 "link-local: an IPv6 link-local address needs an interface scope this file \
                  cannot give, and an IPv4 one (169.254/16) is self-assigned and changes"
+            }
+            Self::Reserved => {
+                "not a unicast destination: 0.0.0.0/8 is \"this network\" (a source only) \
+                 and 240.0.0.0/4 is reserved and not routed"
             }
         }
     }
@@ -359,6 +366,8 @@ pub fn backend_address_problem(a: IpAddr) -> Option<BackendAddressProblem> {
         Some(Loopback)
     } else if link_local {
         Some(LinkLocal)
+    } else if matches!(a, IpAddr::V4(v4) if v4.octets()[0] == 0 || v4.octets()[0] >= 240) {
+        Some(Reserved)
     } else {
         None
     }
@@ -408,28 +417,50 @@ fn sibling_conflicts(
 
 /// Unique VIP names and non-overlapping (address, port, protocol) keys, reported at the
 /// later VIP.
+/// Duplicate names and overlapping (address, port, protocol) keys, each reported at the
+/// later VIP against the first earlier one it clashes with. Linear: the earlier VIPs are
+/// looked up by key, not scanned (a file may hold tens of thousands of VIPs).
 fn cross_vip(raws: &[RawVip], vips: &[Vip], cx: &mut Ctx) {
+    use std::collections::hash_map::{Entry, HashMap};
     let at = |i: usize| FieldPath::root().key("vip").index(i);
+    // First VIP by name; by (address, protocol); by (address, protocol, port); and first
+    // port-0 VIP by (address, protocol).
+    let mut by_name: HashMap<&str, usize> = HashMap::new();
+    let mut by_addr: HashMap<(IpAddr, Protocol), usize> = HashMap::new();
+    let mut by_port: HashMap<(IpAddr, Protocol, u16), usize> = HashMap::new();
+    let mut all_ports: HashMap<(IpAddr, Protocol), usize> = HashMap::new();
     for (j, v) in vips.iter().enumerate() {
-        let earlier = &vips[..j];
-        if raws[j].name.is_some() {
-            if let Some(i) = earlier.iter().position(|e| e.name == v.name) {
+        match by_name.entry(v.name.as_str()) {
+            Entry::Occupied(first) if raws[j].name.is_some() => {
                 let msg = format!(
-                    "duplicate vip name {:?} (already vip[{i}]); VIP names must be unique",
-                    v.name
+                    "duplicate vip name {:?} (already vip[{}]); VIP names must be unique",
+                    v.name,
+                    first.get()
                 );
                 cx.error(&at(j).key("name"), msg);
             }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(e) => _ = e.insert(j),
         }
         if v.address.is_unspecified() {
             continue; // missing or invalid: already reported
         }
-        let overlaps = |e: &Vip| {
-            e.address == v.address
-                && e.protocol == v.protocol
-                && (e.port == v.port || e.port == 0 || v.port == 0)
+        let ap = (v.address, v.protocol);
+        // The first earlier VIP that overlaps: same address and protocol, and the same port
+        // or port 0 on either side.
+        let clash = if v.port == 0 {
+            by_addr.get(&ap).copied()
+        } else {
+            let same = by_port.get(&(v.address, v.protocol, v.port)).copied();
+            let zero = all_ports.get(&ap).copied();
+            same.into_iter().chain(zero).min()
         };
-        let Some((i, e)) = earlier.iter().enumerate().find(|(_, e)| overlaps(e)) else {
+        by_addr.entry(ap).or_insert(j);
+        by_port.entry((v.address, v.protocol, v.port)).or_insert(j);
+        if v.port == 0 {
+            all_ports.entry(ap).or_insert(j);
+        }
+        let Some((i, e)) = clash.map(|i| (i, &vips[i])) else {
             continue;
         };
         let proto = if v.protocol == Protocol::Tcp {
@@ -478,6 +509,11 @@ mod tests {
             ("169.254.1.1", Some(LinkLocal)),
             ("fe80::1", Some(LinkLocal)),
             ("febf::1", Some(LinkLocal)),
+            ("0.1.2.3", Some(Reserved)),
+            ("240.0.0.1", Some(Reserved)),
+            ("255.255.255.254", Some(Reserved)),
+            ("::ffff:0.0.0.7", Some(Reserved)),
+            ("223.255.255.254", None),
             ("192.0.2.11", None),
             ("10.0.0.255", None),
             ("100.64.0.1", None),

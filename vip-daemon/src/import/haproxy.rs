@@ -201,9 +201,15 @@ pub(crate) fn interpret(
         };
         // Old syntax: `listen NAME ADDR:PORT[,...]`.
         if let (Kind::Listen, Some(addrs)) = (kind, s.header.words.get(2)) {
-            let addrs = lex::bind_addrs(addrs).map_err(at(&s.header))?;
+            let list = lex::bind_addrs(addrs).map_err(at(&s.header))?;
+            for why in &list.skipped {
+                cx.drop_line(&s.header, why);
+            }
             let src = cx.src(&s.header);
-            proxy.binds.push(Bind { src, addrs });
+            proxy.binds.push(Bind {
+                src,
+                addrs: list.addrs,
+            });
         }
         for line in &s.body {
             let mut settings = std::mem::take(&mut proxy.settings);
@@ -288,10 +294,15 @@ fn directive(
         }
         "bind" => {
             only([Kind::Listen, Kind::Frontend], "bind")?;
-            let addrs = lex::bind_addrs(line.word(1))?;
-            if addrs.is_empty() {
+            let list = lex::bind_addrs(line.word(1))?;
+            if list.addrs.is_empty() && list.skipped.is_empty() {
                 return Err("bind needs an address, e.g. bind 192.0.2.100:5000".to_owned());
             }
+            // Noted at the section: its notes are printed whether or not a VIP comes of it.
+            for why in &list.skipped {
+                cx.drop_line(line, why);
+            }
+            let addrs = list.addrs;
             let dropped = options::bind(line.words.get(2..).unwrap_or_default())?;
             cx.drop_options(line, Anchor::Bind(line.no), dropped);
             proxy.iter_mut().for_each(|p| {

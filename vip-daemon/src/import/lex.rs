@@ -201,15 +201,55 @@ pub(crate) fn host_port(s: &str) -> Result<(Host, Option<&str>), String> {
 }
 
 /// `ADDR:PORT[,ADDR:PORT...]` of a bind; every address needs a port.
-pub(crate) fn bind_addrs(list: &str) -> Result<Vec<(Host, u16)>, String> {
-    list.split(',')
-        .filter(|a| !a.is_empty())
-        .map(|a| {
-            let (host, p) = host_port(a)?;
-            let p = p.ok_or_else(|| format!("bind address `{a}` needs a port, e.g. {a}:80"))?;
-            Ok((host, port(p)?))
-        })
-        .collect()
+pub(crate) fn bind_addrs(list: &str) -> Result<BindAddrs, String> {
+    let mut out = BindAddrs::default();
+    for a in list.split(',').filter(|a| !a.is_empty()) {
+        if let Some(why) = not_carried(a) {
+            out.skipped.push(why);
+            continue;
+        }
+        let (host, p) = host_port(a)?;
+        let p = p.ok_or_else(|| format!("bind address `{a}` needs a port, e.g. {a}:80"))?;
+        out.addrs.push((host, port(p)?));
+    }
+    Ok(out)
+}
+
+/// The elements of a bind address list: the network addresses vipd can hold as VIPs, and
+/// why each of the others (UNIX sockets, port ranges) is skipped.
+#[derive(Debug, Default)]
+pub(crate) struct BindAddrs {
+    pub addrs: Vec<(Host, u16)>,
+    pub skipped: Vec<String>,
+}
+
+/// Why a bind address element cannot become a VIP (None: it is an address and port).
+fn not_carried(a: &str) -> Option<String> {
+    let local = [
+        "unix@",
+        "abns@",
+        "abnsz@",
+        "uxst@",
+        "uxdg@",
+        "fd@",
+        "sockpair@",
+    ];
+    if a.starts_with('/') || local.iter().any(|p| a.starts_with(p)) {
+        return Some(format!(
+            "`{a}` is a UNIX socket (or inherited file descriptor) bind: local IPC, not network \
+             traffic a VIP receives; skipped"
+        ));
+    }
+    let (_, Some(p)) = host_port(a).ok()? else {
+        return None;
+    };
+    let (lo, hi) = p.split_once('-')?;
+    let (lo, hi) = (port(lo).ok()?, port(hi).ok()?);
+    Some(format!(
+        "`{a}` binds the port range {lo}-{hi}: a vipd VIP has one port (or all ports, \
+         port = 0); skipped: add a [[vip]] per port, or one with port = 0 if every port of the \
+         address is this service's"
+    ))
 }
 
 /// A port 1..=65535.

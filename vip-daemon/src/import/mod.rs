@@ -105,6 +105,12 @@ pub fn import(
         None => None,
     };
     let plan = build::build(&hap, ka.as_ref(), haproxy_name, &mut notes)?;
+    if !plan.items.iter().any(|i| matches!(i, plan::Item::Vip(_))) {
+        let why = "no VIP generated: the file has no listen or frontend section with a usable \
+                   bind and servers (see the other notes, if any); the generated config has no \
+                   [[vip]] and balances nothing";
+        notes.add(Anchor::Top, haproxy_name, 1, "(whole file)", why);
+    }
     let toml = emit::emit(&plan, &notes, haproxy_name, ka.as_ref());
     if let Err(e) = crate::config::parse(&toml, "generated.toml") {
         return Err(ImportError::Generated(format!(
