@@ -5,7 +5,7 @@
 use crate::{cargo, lab, run, setup};
 
 pub fn bench(which: &str, extra: &[String]) -> anyhow::Result<()> {
-    if matches!(which, "throughput" | "failover" | "changes") {
+    if matches!(which, "throughput" | "failover" | "changes" | "memory") {
         return lab::bench(which, extra);
     }
     setup::require_built_toolchain()?;

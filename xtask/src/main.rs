@@ -43,9 +43,10 @@ enum Cmd {
     /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
     /// and table publish time; root), `maglev`, `swim` (simulated membership at 3 and 1,000
     /// nodes), `throughput` and `failover` (the lab, against HAProxy + keepalived; root),
-    /// `changes` (day-2 changes on one vipd under load; root).
+    /// `changes` (day-2 changes on one vipd under load; root), `memory` (50 VIPs x 10 backends:
+    /// resident memory, maps and verdict-to-live during the ramp-up; root).
     Bench {
-        /// Which benchmark: xdp, maglev, swim, throughput, failover or changes.
+        /// Which benchmark: xdp, maglev, swim, throughput, failover, changes or memory.
         which: String,
         /// Extra arguments for it (e.g. `--rounds 9`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

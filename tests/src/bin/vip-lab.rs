@@ -11,6 +11,7 @@ const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or th
                                    (root: vip-fabric vs HAProxy + keepalived in the lab)
        vip-lab bench changes [--report-dir D]
                                    (root: day-2 changes on one vipd under load)
+       vip-lab bench memory              (root: 50 VIPs x 10 backends: RSS, maps, ramp-up)
        vip-lab serve http|tcp|udp --port P --name N --vip A
        vip-lab probe-udp                 (vipd exec check; VIPD_BACKEND_ADDRESS/PORT)";
 
@@ -20,7 +21,9 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [] => run(false),
         ["--demo"] => run(true),
-        ["bench", which @ ("throughput" | "failover" | "changes"), rest @ ..] => bench(which, rest),
+        ["bench", which @ ("throughput" | "failover" | "changes" | "memory"), rest @ ..] => {
+            bench(which, rest)
+        }
         ["serve", kind, rest @ ..] => {
             let port = flag(rest, "--port")?.parse().context("--port")?;
             let vip: Ipv4Addr = flag(rest, "--vip")?.parse().context("--vip")?;
@@ -48,6 +51,7 @@ fn bench(which: &str, args: &[&str]) -> anyhow::Result<()> {
     match which {
         "throughput" => bench::throughput(names, &bins, &opts),
         "changes" => bench::changes(&bins, &opts),
+        "memory" => bench::memory(&bins, &opts),
         _ => bench::failover(names, &bins, &opts),
     }
 }

@@ -68,6 +68,8 @@ pub struct BackendRt {
     pub local: bool,
     pub next_hop: Option<NextHop>,
     pub last_probe: Option<(ProbeResult, Instant)>,
+    /// When the prober starts the next probe (a verdict it may bring is prepared for).
+    pub next_probe: Option<Instant>,
     pub prober: Option<tokio::task::JoinHandle<()>>,
     /// Cluster mode: the majority verdict of the nodes probing this backend, which the tables
     /// follow so that every node builds the same ones. None: this node's own verdict rules.
@@ -101,6 +103,7 @@ impl BackendRt {
             local: false,
             next_hop: None,
             last_probe: None,
+            next_probe: None,
             prober: None,
             cluster_health: None,
             listening: None,
@@ -112,11 +115,16 @@ impl BackendRt {
     /// Weight in the table, or None when the backend must not get traffic: down, drained,
     /// disabled, weight 0, or (not local) no resolved next hop / an L2 backend off-link.
     pub fn effective_weight(&self, conf: &BackendConf) -> Option<u32> {
+        self.weight_if(conf, self.cluster_health.unwrap_or(self.health.health()))
+    }
+
+    /// [`BackendRt::effective_weight`] were its health `health`.
+    pub fn weight_if(&self, conf: &BackendConf, health: Health) -> Option<u32> {
         let reachable = self.local
             || self
                 .next_hop
                 .is_some_and(|h| h.mac.is_some() && (h.on_link || conf.forward == Forward::Encap));
-        (self.cluster_health.unwrap_or(self.health.health()) == Health::Up
+        (health == Health::Up
             && self.listening != Some(false)
             && self.admin == Admin::Enabled
             && self.weight > 0
@@ -259,6 +267,7 @@ impl Daemon {
             rt.health.on_result(ev.at, ev.result.ok)
         };
         rt.last_probe = Some((ev.result, ev.at));
+        rt.next_probe = Some(ev.next_at);
         let vip_name = &self.plan.vips[vip].name;
         let (flapping, transitions) = (rt.health.flapping(), rt.health.transitions());
         if flapping && !was_flapping {
@@ -278,7 +287,11 @@ impl Daemon {
                 "backend no longer flapping: its health follows its probes again"
             );
         }
-        let Some(v) = verdict else { return };
+        let Some(v) = verdict else {
+            // The next probe may now be one short of a verdict: prepare its table.
+            self.precompute(vip);
+            return;
+        };
         match rt.verdict_log.admit(v.at) {
             Some(0) => tracing::info!(
                 vip = %vip_name,
@@ -302,9 +315,11 @@ impl Daemon {
             ),
         }
         self.share_verdict(index, v.health);
-        // At once, not at the next tick: a restart that replaces the maps has only the
-        // state file to know which backends were up (flap damping bounds how often).
-        self.save_state();
+        // Soon, not at the next tick: a restart that replaces the maps has only the state
+        // file to know which backends were up. Within SAVE_DELAY, so that a burst of
+        // verdicts writes the file once (on its own thread).
+        self.state_dirty = true;
+        self.save_at.get_or_insert(ev.at + super::SAVE_DELAY);
         let rt = &self.backends[index];
         if v.health == Health::Up && !rt.local && rt.next_hop.and_then(|h| h.mac).is_none() {
             self.neighbours_due = true;

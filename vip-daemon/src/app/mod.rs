@@ -7,12 +7,12 @@ mod backends;
 mod cluster;
 mod cluster_reload;
 mod liveness;
+mod precompute;
 mod report;
 mod startup;
 mod tables;
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -39,25 +39,21 @@ pub struct Options {
     pub config_path: PathBuf,
 }
 
-/// A precomputed set of tables for one VIP: the table without each live backend, so that a
-/// down verdict only has to copy an existing table (design note "verdict to live").
-pub struct Precomputed {
-    /// Where the VIP's table lives and its backends' indices when the set was computed: a
-    /// reload in between makes the set useless (and the VIP position may name another VIP).
-    pub region: crate::core::layout::TableRegion,
-    pub indices: Vec<u32>,
-    /// Effective weights the set was computed from (None: not in the table).
-    pub basis: Vec<Option<u32>>,
-    /// Backend index -> table without that backend.
-    pub without: HashMap<u32, Vec<u32>>,
-}
-
 #[derive(Default)]
 pub struct VipRt {
-    pub live: Vec<u32>,
     pub generation: Option<u32>,
     pub publishes: u64,
-    pub precomputed: Option<Precomputed>,
+    pub publishes_precomputed: u64,
+    /// Tables computed ahead as steps from the live one (`core::precompute`).
+    pub steps: crate::core::precompute::Steps,
+    /// The effective weights the live table was built from (where steps start).
+    pub basis: crate::core::precompute::Weights,
+    /// What was last asked of the precompute worker: not asked twice.
+    pub asked_chain: Option<(
+        crate::core::precompute::Weights,
+        Vec<crate::core::precompute::Weights>,
+    )>,
+    pub asked_singles: Option<crate::core::precompute::Weights>,
     /// Second chance: the published fallback table (empty until the first publish).
     pub fallback: Vec<u32>,
     /// The live table before the last change (empty until there was one): where
@@ -85,6 +81,9 @@ pub struct Daemon {
     pub state_path: PathBuf,
     /// A verdict or admin change not yet in the state file.
     pub state_dirty: bool,
+    /// When to save the state file for the verdicts since the last save.
+    pub save_at: Option<Instant>,
+    pub saver: crate::shell::state::Saver,
     /// The publish under way follows an operator's change (drain, enable, weight): only then
     /// does the table it replaces become the fallback's previous table (see `publish`).
     pub admin_publish: bool,
@@ -106,7 +105,7 @@ pub struct Daemon {
     pub started: Instant,
     pub last_reload: Option<String>,
     pub probe_tx: mpsc::Sender<ProbeEvent<(u32, u32)>>,
-    pub precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
+    pub precompute: crate::shell::precompute::Worker,
     pub netlink: rtnetlink::Handle,
     /// Cluster mode state, when `[cluster] listen` is set.
     pub cluster: Option<cluster::ClusterRt>,
@@ -135,7 +134,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let (probe_tx, mut probe_rx) = mpsc::channel(1024);
     let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
-    let mut d = startup::start(opts, config, probe_tx, precomputed_tx).await?;
+    let worker = crate::shell::precompute::Worker::spawn(precomputed_tx);
+    let mut d = startup::start(opts, config, probe_tx, worker).await?;
     let (fence_tx, mut fence_rx) = mpsc::channel::<(String, bool)>(16);
     let mut gossip_rx = match d.config.cluster.membership.clone() {
         Some(m) => Some(d.start_cluster(m, fence_tx).await?),
@@ -156,15 +156,26 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(node = %d.config.node.name, vips = d.plan.vips.len(), "vipd ready");
 
     loop {
+        let save_at = d.save_at;
         tokio::select! {
             Some(ev) = probe_rx.recv() => {
                 d.on_probe(ev);
-                if std::mem::take(&mut d.neighbours_due) {
+                // Once per burst of probe results: each refresh costs a netlink dump.
+                if probe_rx.is_empty() && std::mem::take(&mut d.neighbours_due) {
                     d.refresh_neighbours().await;
                 }
             }
-            Some((vip, pre)) = precomputed_rx.recv() => d.on_precomputed(vip, pre),
+            Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
+            _ = sleep_until_some(save_at), if save_at.is_some() => {
+                d.save_at = None;
+                d.save_state_soon();
+            }
             Some((req, reply)) = call_rx.recv() => {
+                // What a command shows, or changes, is on disk: a verdict seen in `status`
+                // survives a kill -9 right after.
+                if d.save_at.take().is_some() {
+                    d.save_state();
+                }
                 let resp = d.on_request(req).await;
                 let _ = reply.send(resp);
             }
@@ -178,7 +189,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.drain_tick();
                 d.restored_writer_tick();
                 if d.state_dirty {
-                    d.save_state();
+                    d.save_state_soon();
                 }
                 health.set(d.readiness());
             }
@@ -434,18 +445,51 @@ impl Daemon {
     }
 }
 
-/// Resident memory of this process (VmRSS), in bytes.
+/// How long verdicts wait for the state file's write: a burst of them writes it once.
+const SAVE_DELAY: Duration = Duration::from_millis(100);
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// vipd's own resident memory, in bytes: VmRSS without the pages of the BPF maps it has
+/// mmapped (the table maps), which are kernel memory counted in the maps' total.
 pub fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    let kib = |line: &str| {
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-        })
-        .map_or(0, |kib| kib * 1024)
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).map(kib))
+        .unwrap_or(0);
+    let maps = std::fs::read_to_string("/proc/self/smaps")
+        .map(|s| bpf_map_rss_kib(&s, kib))
+        .unwrap_or(0);
+    rss.saturating_sub(maps) * 1024
+}
+
+/// Sum of the `Rss:` lines of the mappings of BPF maps in an smaps text.
+fn bpf_map_rss_kib(smaps: &str, kib: impl Fn(&str) -> u64) -> u64 {
+    let mut in_map = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        // A mapping's header starts with its address range; its fields are `Name: value`.
+        let header = line.split_whitespace().next().is_some_and(|f| {
+            f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        });
+        if header {
+            in_map = line.ends_with("bpf-map");
+        } else if in_map && line.starts_with("Rss:") {
+            total += kib(line);
+        }
+    }
+    total
 }
 
 /// Wall-clock milliseconds since the Unix epoch: drain starts must mean the same after a
@@ -458,4 +502,24 @@ pub fn unix_ms() -> u64 {
 
 fn ip_string(a: &IpAddr) -> String {
     a.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_bpf_map_mappings_are_counted_as_maps() {
+        let smaps = "\
+55d0c0000000-55d0c0100000 r-xp 00000000 08:01 123 /usr/bin/vipd
+Rss:                1024 kB
+7f0000000000-7f0000400000 rw-s 00000000 00:0e 99 anon_inode:bpf-map
+Rss:                 512 kB
+Pss:                 512 kB
+7f0000400000-7f0000401000 rw-s 00000000 00:0e 98 anon_inode:bpf-map
+Rss:                   4 kB
+7f0000500000-7f0000600000 rw-p 00000000 00:00 0
+Rss:                 256 kB
+";
+        let kib = |l: &str| l.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(super::bpf_map_rss_kib(smaps, kib), 516);
+    }
 }

@@ -72,7 +72,7 @@ impl Daemon {
             .zip(&self.config.vips)
             .enumerate()
             .map(|(i, (v, conf))| {
-                let live = &self.vips[i].live;
+                let live = self.live(i);
                 let backends = v
                     .backends
                     .iter()
@@ -190,6 +190,8 @@ impl Daemon {
             rss_bytes: resident_bytes(),
             map_bytes: self.map_bytes(),
             publishes: self.vips.iter().map(|v| v.publishes).sum(),
+            publishes_precomputed: self.vips.iter().map(|v| v.publishes_precomputed).sum(),
+            precomputed_bytes: self.vips.iter().map(|v| v.steps.bytes() as u64).sum(),
             verdict_to_live_p99_us: self.verdict_p99_us(),
             vips,
             reasons: reason::NAMES
@@ -394,7 +396,7 @@ impl Daemon {
                 self.metrics
                     .backend_live
                     .get_or_create(&l)
-                    .set(i64::from(self.vips[i].live.contains(&b.index)));
+                    .set(i64::from(self.live(i).contains(&b.index)));
                 self.metrics
                     .backend_flapping
                     .get_or_create(&l)

@@ -3,7 +3,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Backend, NO_BACKEND, SETTINGS_F_PEERS};
+use vip_common::maps::{Backend, SETTINGS_F_PEERS};
 
 use crate::{
     config::{Config, Limits, Selection},
@@ -24,7 +24,7 @@ use crate::{
     },
 };
 
-use super::{backends::Admin, BackendRt, Daemon, Options, Precomputed, VipRt};
+use super::{backends::Admin, BackendRt, Daemon, Options, VipRt};
 
 /// A new data plane for `sizing`, built beside the pinned one that cannot be adopted: the
 /// old one keeps forwarding until the new program takes over its links (see
@@ -114,7 +114,7 @@ pub async fn start(
     opts: Options,
     config: Config,
     probe_tx: mpsc::Sender<ProbeEvent<(u32, u32)>>,
-    precomputed_tx: mpsc::Sender<(usize, Precomputed)>,
+    precompute: crate::shell::precompute::Worker,
 ) -> anyhow::Result<Daemon> {
     let Opened {
         mut dp,
@@ -146,6 +146,8 @@ pub async fn start(
     let mut vip_of = vec![usize::MAX; limits.backends as usize];
     let mut backends: Vec<BackendRt> = (0..limits.backends).map(|_| BackendRt::unused()).collect();
     let mut vips = Vec::with_capacity(plan.vips.len());
+    // Tables adopted from the pinned maps, recorded in the image once it exists.
+    let mut adopted_tables: Vec<Option<Vec<u32>>> = Vec::with_capacity(plan.vips.len());
     for (i, v) in plan.vips.iter().enumerate() {
         // Tables are read back only where this layout keeps the adopted one's place.
         let kept = adopted
@@ -241,12 +243,12 @@ pub async fn start(
             generation: live
                 .as_ref()
                 .and_then(|_| tables.live_generation(&v.region)),
-            live: live.unwrap_or_default(),
             publishes: 0,
-            precomputed: None,
             fallback: Vec::new(),
             previous: Vec::new(),
+            ..VipRt::default()
         });
+        adopted_tables.push(live);
     }
     let netlink = neighbours::connect()?;
     let hops = neighbours::resolve(&netlink, &non_local_addresses(&plan, &backends))
@@ -263,22 +265,25 @@ pub async fn start(
         settings: image::settings(&config, layout_id, false),
         backends: vec![Default::default(); plan.sizing.backends as usize],
         active: vec![0; (plan.sizing.vips + plan.sizing.fallbacks).max(1) as usize],
-        slots: vec![NO_BACKEND; plan.sizing.slot_capacity() as usize],
+        // Zeros, as in fresh maps, from calloc: only the regions written become resident.
+        slots: vec![0; plan.sizing.slot_capacity() as usize],
         ..Default::default()
     };
     for (i, entry) in image.backends.iter_mut().enumerate() {
         *entry = dp.backend(i as u32).unwrap_or_default();
     }
     let mut maps = MapWriter::new(dp, tables, image);
-    for (v, rt) in plan.vips.iter().zip(&vips) {
-        if let Some(gen) = rt.generation {
-            maps.record_table(&v.region, gen, &rt.live);
+    for ((v, rt), live) in plan.vips.iter().zip(&vips).zip(adopted_tables) {
+        if let (Some(gen), Some(live)) = (rt.generation, live) {
+            maps.record_table(&v.region, gen, &live);
         }
     }
     let mut d = Daemon {
         opts,
         state_path: state::path(&config),
         state_dirty: true,
+        save_at: None,
+        saver: state::Saver::spawn(),
         neighbours_due: false,
         admin_publish: false,
         admin_book: Default::default(),
@@ -298,7 +303,7 @@ pub async fn start(
         started: Instant::now(),
         last_reload: None,
         probe_tx,
-        precomputed_tx,
+        precompute,
         netlink,
         cluster: None,
     };
@@ -508,7 +513,10 @@ impl Daemon {
                 {
                     Some(at) => {
                         let mut rt = old_vips.swap_remove(at).2;
-                        rt.precomputed = None;
+                        // Steps and their basis were for the old plan's backends.
+                        rt.steps = Default::default();
+                        rt.basis = Vec::new();
+                        (rt.asked_chain, rt.asked_singles) = (None, None);
                         if v.fallback.is_none() {
                             rt.fallback.clear();
                         }
@@ -581,8 +589,23 @@ impl Daemon {
         Ok(summary)
     }
 
-    /// Writes the state file (layout, verdicts, admin) when something in it changed.
+    /// Writes the state file (layout, verdicts, admin) now: on disk when it returns.
     pub(super) fn save_state(&mut self) {
+        let saved = self.saved_state();
+        match self.saver.save_now(&self.state_path, &saved) {
+            Ok(()) => self.state_dirty = false,
+            Err(e) => tracing::warn!(error = %e, "could not save the state file"),
+        }
+    }
+
+    /// Queues the state file's write on its own thread (verdicts: the loop goes on).
+    pub(super) fn save_state_soon(&mut self) {
+        let saved = self.saved_state();
+        self.saver.save(&self.state_path, saved);
+        self.state_dirty = false;
+    }
+
+    fn saved_state(&self) -> SavedState {
         let mut saved = SavedState::new(self.layout_id, self.limits, self.alloc.clone());
         for (vi, v) in self.plan.vips.iter().enumerate() {
             for b in &v.backends {
@@ -607,10 +630,7 @@ impl Daemon {
                 });
             }
         }
-        match state::save(&self.state_path, &saved) {
-            Ok(()) => self.state_dirty = false,
-            Err(e) => tracing::warn!(error = %e, "could not save the state file"),
-        }
+        saved
     }
 
     /// Re-reads next hops; a changed MAC is written at once, and a backend that became

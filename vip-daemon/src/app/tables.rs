@@ -5,14 +5,10 @@ use vip_common::maps::{Backend, NO_BACKEND};
 
 use crate::{
     config::Selection,
-    core::{image, plan, writer},
+    core::{image, plan, precompute, writer},
 };
 
-use super::{Daemon, Precomputed};
-
-/// Precomputing "one backend fewer" tables costs one Maglev build per backend; above this
-/// many backends a VIP rebuilds on demand instead.
-const PRECOMPUTE_MAX_BACKENDS: usize = 64;
+use super::Daemon;
 
 impl Daemon {
     /// Effective weights of a VIP's backends, in plan order.
@@ -34,33 +30,34 @@ impl Daemon {
             self.write_backend(index);
         }
         let weights = self.weights(vip);
-        let v = &self.plan.vips[vip];
-        // A single backend lost since the precomputed set: its table already exists.
-        // Taken, not cloned: copying 256 KiB through a fresh allocation would cost more than
-        // the publish itself. Any change invalidates the set anyway.
-        let precomputed = self.vips[vip].precomputed.take().and_then(|mut pre| {
-            let lost: Vec<usize> = (0..weights.len())
-                .filter(|&i| weights[i] != pre.basis[i])
-                .collect();
-            match lost.as_slice() {
-                [i] if weights[*i].is_none() => pre.without.remove(&v.backends[*i].index),
-                _ => None,
+        // A step computed ahead (`core::precompute`) patches the live table: tens of
+        // microseconds instead of a build.
+        let published = match self.take_step(vip, &weights) {
+            Some(step) if step.diff.is_empty() => false,
+            Some(step) => {
+                self.vips[vip].publishes_precomputed += 1;
+                self.publish(vip, NewTable::Patch(&step.diff))
             }
-        });
-        let writer = self.current_writer(vip);
-        let mut table = precomputed.unwrap_or_else(|| {
-            plan::build_table(self.plan.seed, v, |b| weight_in(v, &weights, b), writer)
-        });
-        if let Some(deadline) = self.vips[vip].awaiting_writer {
-            let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
-            if !v.failback && writer::hold_for_restored(writer, chosen, Instant::now(), deadline) {
-                table = vec![NO_BACKEND];
-            } else {
-                self.vips[vip].awaiting_writer = None;
+            None => {
+                let v = &self.plan.vips[vip];
+                let writer = self.current_writer(vip);
+                let mut table =
+                    plan::build_table(self.plan.seed, v, |b| weight_in(v, &weights, b), writer);
+                if let Some(deadline) = self.vips[vip].awaiting_writer {
+                    let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
+                    if !v.failback
+                        && writer::hold_for_restored(writer, chosen, Instant::now(), deadline)
+                    {
+                        table = vec![NO_BACKEND];
+                    } else {
+                        self.vips[vip].awaiting_writer = None;
+                    }
+                }
+                let changed = self.vips[vip].generation.is_none() || table != self.live(vip);
+                changed && self.publish(vip, NewTable::Whole(table))
             }
-        }
-        if table != self.vips[vip].live || self.vips[vip].generation.is_none() {
-            self.publish(vip, table);
+        };
+        if published {
             if let Some(at) = cause {
                 let took = at.elapsed();
                 self.metrics.verdict_to_live.observe(took.as_secs_f64());
@@ -69,8 +66,14 @@ impl Daemon {
                 }
                 self.verdict_latencies.push(took);
             }
-            self.precompute(vip, weights.clone());
         }
+        // Maglev: the live table is the one of these weights now (built, patched, or equal).
+        if self.plan.vips[vip].selection == Selection::Maglev {
+            let rt = &mut self.vips[vip];
+            rt.steps.advance(&weights);
+            rt.basis = weights.clone();
+        }
+        self.precompute(vip);
         self.refresh_fallback(vip, weights);
     }
 
@@ -139,14 +142,38 @@ impl Daemon {
         self.maps.table(region, table)
     }
 
-    fn publish(&mut self, vip: usize, table: Vec<u32>) {
+    /// The VIP's live table (empty before its first publish).
+    pub(super) fn live(&self, vip: usize) -> &[u32] {
+        match self.vips[vip].generation {
+            Some(_) => self.maps.image_table(&self.plan.vips[vip].region),
+            None => &[],
+        }
+    }
+
+    /// Publishes the VIP's new table; whether it went live.
+    fn publish(&mut self, vip: usize, table: NewTable) -> bool {
         let region = self.plan.vips[vip].region;
-        match self.publish_region(&region, &table) {
+        // The replaced table is where connections live only across an operator's change (a
+        // drain, an enable, a weight). Health and membership changes keep the
+        // table-without-this-node fallback, which is right for a dead or returning service,
+        // and an older previous table would point at stale homes.
+        let replaced = if self.admin_publish {
+            self.live(vip).to_vec()
+        } else {
+            Vec::new()
+        };
+        let result = match &table {
+            NewTable::Whole(t) => self.publish_region(&region, t),
+            NewTable::Patch(diff) => self.maps.patch_table(&region, diff),
+        };
+        match result {
             Ok(gen) => {
                 // An empty slot held for a restored writer keeps it as the writer.
-                let writer = match self.vips[vip].awaiting_writer {
-                    Some(_) => self.vips[vip].writer,
-                    None => self.writer_of(vip, &table),
+                let writer = match (self.vips[vip].awaiting_writer, &table) {
+                    (Some(_), _) => self.vips[vip].writer,
+                    (None, NewTable::Whole(t)) => self.writer_of(vip, t),
+                    // Steps are for Maglev VIPs only: no writer.
+                    (None, NewTable::Patch(_)) => None,
                 };
                 let rt = &mut self.vips[vip];
                 // A new writer (the old one became ineligible, or there was none): the others
@@ -171,81 +198,19 @@ impl Daemon {
                     self.share_writer(vip, false);
                 }
                 let rt = &mut self.vips[vip];
-                // The replaced table is where connections live only across an operator's
-                // change (a drain, an enable, a weight). Health and membership changes keep
-                // the table-without-this-node fallback, which is right for a dead or
-                // returning service, and an older previous table would point at stale homes.
-                let replaced = std::mem::replace(&mut rt.live, table);
-                rt.previous = if self.admin_publish {
-                    replaced
-                } else {
-                    Vec::new()
-                };
+                rt.previous = replaced;
                 rt.generation = Some(gen);
                 rt.publishes += 1;
                 let labels = crate::shell::metrics::VipLabels {
                     vip: self.plan.vips[vip].name.clone(),
                 };
                 self.metrics.publishes.get_or_create(&labels).inc();
+                true
             }
             Err(e) => {
-                tracing::error!(vip = %self.plan.vips[vip].name, error = %e, "publish failed")
+                tracing::error!(vip = %self.plan.vips[vip].name, error = %e, "publish failed");
+                false
             }
-        }
-    }
-
-    /// Computes, off the loop, the table without each live backend of a Maglev VIP.
-    fn precompute(&mut self, vip: usize, basis: Vec<Option<u32>>) {
-        self.vips[vip].precomputed = None;
-        let v = self.plan.vips[vip].clone();
-        if v.selection != Selection::Maglev || v.backends.len() > PRECOMPUTE_MAX_BACKENDS {
-            return;
-        }
-        let (seed, tx) = (self.plan.seed, self.precomputed_tx.clone());
-        let indices: Vec<u32> = v.backends.iter().map(|b| b.index).collect();
-        tokio::task::spawn_blocking(move || {
-            let mut without = std::collections::HashMap::new();
-            for (i, b) in v.backends.iter().enumerate() {
-                if basis[i].is_none() {
-                    continue;
-                }
-                // Maglev only (checked above): no writer.
-                let table = plan::build_table(
-                    seed,
-                    &v,
-                    |x| {
-                        let j = v.backends.iter().position(|y| y.index == x.index)?;
-                        if j == i {
-                            None
-                        } else {
-                            basis[j]
-                        }
-                    },
-                    None,
-                );
-                without.insert(b.index, table);
-            }
-            let pre = Precomputed {
-                region: v.region,
-                indices,
-                basis,
-                without,
-            };
-            let _ = tx.blocking_send((vip, pre));
-        });
-    }
-
-    pub(super) fn on_precomputed(&mut self, vip: usize, pre: Precomputed) {
-        // Only useful if nothing changed while it was being computed.
-        let same_vip = self.plan.vips.get(vip).is_some_and(|v| {
-            v.region == pre.region
-                && v.backends
-                    .iter()
-                    .map(|b| b.index)
-                    .eq(pre.indices.iter().copied())
-        });
-        if same_vip && pre.basis == self.weights(vip) {
-            self.vips[vip].precomputed = Some(pre);
         }
     }
 
@@ -318,6 +283,12 @@ impl Daemon {
             tracing::error!(backend = index, error = %e, "writing BACKENDS failed");
         }
     }
+}
+
+/// A table to publish: whole, or as the slots that differ from the live one.
+enum NewTable<'a> {
+    Whole(Vec<u32>),
+    Patch(&'a precompute::SlotDiff),
 }
 
 /// `b`'s entry in `weights` (one per backend of `v`, in plan order).

@@ -12,6 +12,7 @@ pub mod maglev;
 pub mod model;
 pub mod ownership;
 pub mod plan;
+pub mod precompute;
 pub mod seal;
 pub mod shared_health;
 pub mod swim;

@@ -8,6 +8,7 @@ pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;
 pub mod offload;
+pub mod precompute;
 pub mod probes;
 pub mod sockwatch;
 pub mod state;

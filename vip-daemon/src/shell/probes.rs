@@ -402,6 +402,9 @@ pub struct ProbeEvent<K> {
     /// Monotonic completion time (`std::time::Instant::now()` when the probe ended),
     /// the `now` to feed into `HealthState::on_result`.
     pub at: Instant,
+    /// When the next probe of this backend starts: the verdict it may bring can be
+    /// prepared for (`core::precompute`).
+    pub next_at: Instant,
 }
 
 /// Intervals below this are treated as this, so a zero interval cannot spin a core.
@@ -436,11 +439,17 @@ pub fn spawn_prober<K: Clone + Send + 'static>(
                 },
             };
             let at = Instant::now();
+            next = next_probe_at(at, interval, jitter, &mut rng);
             let key = key.clone();
-            if tx.send(ProbeEvent { key, result, at }).await.is_err() {
+            let event = ProbeEvent {
+                key,
+                result,
+                at,
+                next_at: next,
+            };
+            if tx.send(event).await.is_err() {
                 break;
             }
-            next = next_probe_at(at, interval, jitter, &mut rng);
         }
         tracing::debug!(backend = %spec.target, "prober stopped: receiver closed");
     })

@@ -16,6 +16,12 @@ pub struct Status {
     pub rss_bytes: u64,
     pub map_bytes: u64,
     pub publishes: u64,
+    /// Publishes whose table was computed ahead (`core::precompute`), not built on a verdict.
+    #[serde(default)]
+    pub publishes_precomputed: u64,
+    /// Heap held by those tables computed ahead.
+    #[serde(default)]
+    pub precomputed_bytes: u64,
     pub verdict_to_live_p99_us: Option<f64>,
     pub vips: Vec<VipStatus>,
     /// Data-plane reason counters: (reason, packets, bytes).
@@ -221,8 +227,10 @@ impl Status {
             .map_or("-".to_owned(), |v| format!("{v:.1} us"));
         let _ = writeln!(
             s,
-            "tables: {} publishes, verdict to live p99 {p99}",
-            self.publishes
+            "tables: {} publishes ({} computed ahead, {} held), verdict to live p99 {p99}",
+            self.publishes,
+            self.publishes_precomputed,
+            human_bytes(self.precomputed_bytes)
         );
         self.render_limits(&mut s);
         if let Some(r) = &self.last_reload {

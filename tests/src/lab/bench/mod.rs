@@ -3,9 +3,11 @@
 //! numbers, ends with one summary line, and writes a markdown report and an SVG plot.
 //! `vip-lab bench changes`: day-2 changes (reloads, restarts, drain, crash, weight, flap) on
 //! one vipd under load, without the competitors; a markdown report and one summary line.
+//! `vip-lab bench memory`: one vipd with 50 VIPs x 10 backends: resident memory, maps, ramp-up.
 mod changes;
 mod competitor;
 mod failover;
+mod memory;
 mod probe;
 mod svg;
 mod throughput;
@@ -17,6 +19,7 @@ use anyhow::Context as _;
 
 pub use changes::changes;
 pub use failover::failover;
+pub use memory::memory;
 pub use throughput::throughput;
 
 use self::competitor::Competitors;

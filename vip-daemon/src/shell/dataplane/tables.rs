@@ -144,6 +144,34 @@ impl TablePublisher {
                 got: table.len(),
             });
         }
+        self.publish_with(region, |next, _| next.copy_from_slice(table))
+    }
+
+    /// Publishes the live table of `region` changed by `patch`: the inactive generation gets
+    /// a copy of the live one, patched, then the flip. Fails without a live table.
+    pub fn publish_patched(
+        &mut self,
+        region: &TableRegion,
+        patch: impl FnOnce(&mut [u32]),
+    ) -> Result<(u32, Duration), DataplaneError> {
+        if self.live_generation(region).is_none() {
+            return Err(DataplaneError::TableSize {
+                expected: region.size,
+                got: 0,
+            });
+        }
+        self.publish_with(region, |next, live| {
+            next.copy_from_slice(live);
+            patch(next);
+        })
+    }
+
+    /// Fills the inactive generation with `fill(inactive, the other generation)`, then flips.
+    fn publish_with(
+        &mut self,
+        region: &TableRegion,
+        fill: impl FnOnce(&mut [u32], &[u32]),
+    ) -> Result<(u32, Duration), DataplaneError> {
         let end = (region.base + region.slots()) as usize;
         if end > self.slots.len || region.vip_index as usize >= self.active.len / ACTIVE_STRIDE {
             return Err(DataplaneError::TableSize {
@@ -163,7 +191,16 @@ impl TablePublisher {
         }
         let started = Instant::now();
         let start = (region.base + next * region.size) as usize;
-        self.slots.slice_mut()[start..start + table.len()].copy_from_slice(table);
+        let size = region.size as usize;
+        // The region's two generations are adjacent: split to borrow both.
+        let (before, rest) = self.slots.slice_mut().split_at_mut(start);
+        let (next_gen, after) = rest.split_at_mut(size);
+        let other_gen = if next == 1 {
+            &before[region.base as usize..start]
+        } else {
+            &after[..size]
+        };
+        fill(next_gen, other_gen);
         self.active_word(region.vip_index)
             .store(start as u32, Ordering::Release);
         let took = started.elapsed();

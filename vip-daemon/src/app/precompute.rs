@@ -1,0 +1,117 @@
+//! The loop's side of `core::precompute`: which steps to ask the worker
+//! (`shell::precompute`) for, storing what it returns, and taking a step when a verdict
+//! needs it.
+use crate::{
+    config::Selection,
+    core::precompute::{self, Step, Weights},
+    shell::precompute::{Done, Job, Kind},
+};
+
+use super::Daemon;
+
+/// Precomputing costs one Maglev build per backend and step; above this many backends a VIP
+/// builds on demand instead.
+const PRECOMPUTE_MAX_BACKENDS: usize = 64;
+
+impl Daemon {
+    /// The step from the live table to the table of `weights`, if one was computed (taken:
+    /// the live table moves on).
+    pub(super) fn take_step(&mut self, vip: usize, weights: &Weights) -> Option<Step> {
+        let selection = self.plan.vips[vip].selection;
+        let rt = &mut self.vips[vip];
+        if selection != Selection::Maglev || rt.generation.is_none() {
+            return None;
+        }
+        rt.steps.take(&rt.basis, weights)
+    }
+
+    /// Asks the precompute worker for the steps the VIP's next verdicts will want, unless
+    /// they are computed or asked for already (Maglev VIPs up to PRECOMPUTE_MAX_BACKENDS).
+    pub(super) fn precompute(&mut self, vip: usize) {
+        let v = &self.plan.vips[vip];
+        let rt = &self.vips[vip];
+        if v.selection != Selection::Maglev
+            || v.backends.len() > PRECOMPUTE_MAX_BACKENDS
+            || rt.generation.is_none()
+            || rt.basis.len() != v.backends.len()
+        {
+            return;
+        }
+        let wanted = precompute::predicted_chain(&rt.basis, &self.expected_verdicts(vip));
+        let shared = precompute::shared_chain(&rt.steps.chain, &wanted);
+        let rt = &mut self.vips[vip];
+        rt.steps.chain.truncate(shared);
+        if shared < wanted.len() {
+            let from = rt.steps.chain_end(&rt.basis).clone();
+            let targets = wanted[shared..].to_vec();
+            let ask = Some((from.clone(), targets.clone()));
+            if rt.asked_chain != ask {
+                rt.asked_chain = ask;
+                self.submit(vip, Kind::Chain, from, targets);
+            }
+        }
+        let rt = &mut self.vips[vip];
+        if rt.steps.singles.is_empty() && rt.asked_singles.as_ref() != Some(&rt.basis) {
+            let basis = rt.basis.clone();
+            rt.asked_singles = Some(basis.clone());
+            let targets = precompute::singles(&basis);
+            self.submit(vip, Kind::Singles, basis, targets);
+        }
+    }
+
+    fn submit(&self, vip: usize, kind: Kind, from: Weights, targets: Vec<Weights>) {
+        if targets.is_empty() {
+            return;
+        }
+        self.precompute.submit(Job {
+            vip,
+            kind,
+            plan: self.plan.vips[vip].clone(),
+            seed: self.plan.seed,
+            from,
+            targets,
+        });
+    }
+
+    /// The verdicts this VIP's backends will most likely reach at their next probe: those
+    /// one result short of flipping whose last result points that way. Cluster mode's
+    /// majority verdicts are not predicted (they come from other nodes too).
+    fn expected_verdicts(&self, vip: usize) -> Vec<precompute::Expected> {
+        let v = &self.plan.vips[vip];
+        v.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, b)| {
+                let rt = &self.backends[b.index as usize];
+                let (last, _) = rt.last_probe.as_ref()?;
+                let at = rt.next_probe?;
+                if rt.cluster_health.is_some() {
+                    return None;
+                }
+                let mut health = rt.health.clone();
+                let verdict = health.on_result(at, last.ok)?;
+                let weight = rt.weight_if(&b.conf, verdict.health);
+                Some(precompute::Expected { pos, at, weight })
+            })
+            .collect()
+    }
+
+    pub(super) fn on_precomputed(&mut self, done: Done) {
+        let Some(v) = self.plan.vips.get(done.vip) else {
+            return;
+        };
+        if !done.still_for(v) {
+            return;
+        }
+        let rt = &mut self.vips[done.vip];
+        match done.kind {
+            // Continues the chain where it ends now, or replaces it from the live table.
+            Kind::Chain if done.from == rt.basis => rt.steps.chain = done.steps,
+            Kind::Chain if &done.from == rt.steps.chain_end(&rt.basis) => {
+                rt.steps.chain.extend(done.steps)
+            }
+            Kind::Singles if done.from == rt.basis => rt.steps.singles = done.steps,
+            _ => {}
+        }
+    }
+}

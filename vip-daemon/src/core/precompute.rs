@@ -1,0 +1,343 @@
+//! Tables computed before a verdict needs them, kept as the slots that differ.
+//!
+//! A Maglev build of the default 65537 slots costs about a millisecond; a verdict should be
+//! live in tens of microseconds. So a worker builds, off the event loop, the tables the next
+//! verdicts will most likely ask for, and the loop only patches the live table with a
+//! [`SlotDiff`] when the verdict comes. Which tables (pure, here):
+//! * **Predicted steps** ([`predicted_chain`]): a backend whose next probe will flip its
+//!   verdict if its last result repeats (one success short of `rise`, one failure short of
+//!   `fall`) will most likely flip at its next probe, whose time the prober announces. The
+//!   chain holds the cumulative tables in that order, each a step from the one before, so a
+//!   ramp-up of ten backends costs ten builds, not one per backend per verdict.
+//! * **Singles** ([`singles`]): the table without each live backend, for the verdicts nobody
+//!   can predict (a refused connection with `fall = 1`, a lost next hop or socket).
+//!
+//! A step applies only to the exact weights it was computed from ([`Steps::find`]), so a
+//! stale or out-of-order prediction is a miss (the loop builds), never a wrong table.
+//!
+//! Memory: a step stores only the slots that differ, as varint slot gaps and 16-bit indices
+//! into a small palette of backend indices: ~3 bytes per changed slot, ~20 KiB for "one of
+//! ten backends fewer" at 65537 slots instead of 256 KiB for the whole table (issue 14:
+//! 50 VIPs x 10 backends held 415 MiB with whole tables).
+use std::time::Instant;
+
+/// Effective weights of a VIP's backends, in plan order (None: not in the table).
+pub type Weights = Vec<Option<u32>>;
+
+/// The slots of one table that differ from another, compactly.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotDiff {
+    /// Gap from the previous changed slot (the first: from slot 0), LEB128 varints.
+    gaps: Vec<u8>,
+    /// New value of each changed slot, as an index into `palette`.
+    values: Vec<u16>,
+    /// The distinct new values.
+    palette: Vec<u32>,
+}
+
+impl SlotDiff {
+    /// What turns `old` into `new`. None when the tables have different sizes or more than
+    /// 65536 distinct new values (cannot happen below the backend limit; the caller builds).
+    pub fn between(old: &[u32], new: &[u32]) -> Option<Self> {
+        if old.len() != new.len() {
+            return None;
+        }
+        let mut diff = SlotDiff::default();
+        let mut last = 0usize;
+        for (slot, (&o, &n)) in old.iter().zip(new).enumerate() {
+            if o == n {
+                continue;
+            }
+            let pos = match diff.palette.iter().position(|&p| p == n) {
+                Some(pos) => pos,
+                None => {
+                    diff.palette.push(n);
+                    diff.palette.len() - 1
+                }
+            };
+            diff.values.push(u16::try_from(pos).ok()?);
+            push_varint(&mut diff.gaps, (slot - last) as u64);
+            last = slot;
+        }
+        diff.gaps.shrink_to_fit();
+        diff.values.shrink_to_fit();
+        Some(diff)
+    }
+
+    /// Patches `table` (the `old` of [`SlotDiff::between`]) into the `new` one.
+    pub fn apply(&self, table: &mut [u32]) {
+        let mut slot = 0usize;
+        let mut gaps = self.gaps.as_slice();
+        for &v in &self.values {
+            slot += read_varint(&mut gaps) as usize;
+            table[slot] = self.palette[v as usize];
+        }
+    }
+
+    /// Slots changed.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        self.gaps.capacity() + 2 * self.values.capacity() + 4 * self.palette.capacity()
+    }
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn read_varint(input: &mut &[u8]) -> u64 {
+    let (mut v, mut shift) = (0u64, 0);
+    while let Some((&b, rest)) = input.split_first() {
+        *input = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    v
+}
+
+/// One precomputed change of a VIP's table: from the table of `from` to that of `to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub from: Weights,
+    pub to: Weights,
+    pub diff: SlotDiff,
+}
+
+/// A VIP's precomputed steps: the predicted chain and the singles of the current table.
+#[derive(Clone, Debug, Default)]
+pub struct Steps {
+    pub chain: Vec<Step>,
+    pub singles: Vec<Step>,
+}
+
+impl Steps {
+    /// The step from the live table's weights to `to`, if one was computed.
+    pub fn find(&self, from: &Weights, to: &Weights) -> Option<&Step> {
+        self.chain
+            .iter()
+            .chain(&self.singles)
+            .find(|s| &s.from == from && &s.to == to)
+    }
+
+    /// Takes the step from `from` to `to` out, if one was computed.
+    pub fn take(&mut self, from: &Weights, to: &Weights) -> Option<Step> {
+        let matches = |s: &Step| &s.from == from && &s.to == to;
+        if let Some(i) = self.chain.iter().position(matches) {
+            return Some(self.chain.remove(i));
+        }
+        let i = self.singles.iter().position(matches)?;
+        Some(self.singles.swap_remove(i))
+    }
+
+    /// After the table of `now` went live: the steps that still start from it or from a
+    /// later step of the chain stay; the rest cannot apply any more.
+    pub fn advance(&mut self, now: &Weights) {
+        match self.chain.iter().position(|s| &s.from == now) {
+            Some(first) => {
+                self.chain.drain(..first);
+            }
+            None => self.chain.clear(),
+        }
+        self.singles.retain(|s| &s.from == now);
+    }
+
+    /// The weights at the end of the chain (where a longer chain continues), else `basis`.
+    pub fn chain_end<'a>(&'a self, basis: &'a Weights) -> &'a Weights {
+        self.chain.last().map_or(basis, |s| &s.to)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.chain
+            .iter()
+            .chain(&self.singles)
+            .map(|s| s.diff.bytes() + 8 * (s.from.capacity() + s.to.capacity()))
+            .sum()
+    }
+}
+
+/// A verdict expected at a backend's next probe: position in the VIP's backend list, when,
+/// and the weight the backend will have in the table then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub pos: usize,
+    pub at: Instant,
+    pub weight: Option<u32>,
+}
+
+/// The cumulative weights after each expected verdict, in the order they are expected
+/// (ties by position), skipping those that would not change the table.
+pub fn predicted_chain(basis: &Weights, expected: &[Expected]) -> Vec<Weights> {
+    let mut order: Vec<&Expected> = expected.iter().collect();
+    order.sort_by_key(|e| (e.at, e.pos));
+    let mut current = basis.clone();
+    let mut chain = Vec::new();
+    for e in order {
+        if e.pos >= current.len() || current[e.pos] == e.weight {
+            continue;
+        }
+        current[e.pos] = e.weight;
+        chain.push(current.clone());
+    }
+    chain
+}
+
+/// The weights without each backend in the table, one per such backend.
+pub fn singles(basis: &Weights) -> Vec<Weights> {
+    (0..basis.len())
+        .filter(|&i| basis[i].is_some())
+        .map(|i| {
+            let mut w = basis.clone();
+            w[i] = None;
+            w
+        })
+        .collect()
+}
+
+/// How much of the chain already computed is still wanted: the length of the prefix of
+/// `have` whose targets are the first of `wanted`. The rest of `have` is stale; the rest of
+/// `wanted` is still to compute, continuing from the last shared step (or the basis).
+pub fn shared_chain(have: &[Step], wanted: &[Weights]) -> usize {
+    have.iter()
+        .zip(wanted)
+        .take_while(|(s, w)| &s.to == *w)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::maglev::{self, MaglevBackend};
+    use std::time::Duration;
+
+    fn table(weights: &Weights) -> Vec<u32> {
+        let members: Vec<MaglevBackend> = weights
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| {
+                w.map(|weight| MaglevBackend {
+                    id: i as u32,
+                    weight,
+                })
+            })
+            .collect();
+        maglev::build(7, &members, 65537).unwrap()
+    }
+
+    #[test]
+    fn a_diff_turns_the_old_table_into_the_new_one_in_a_fraction_of_its_size() {
+        let all: Weights = vec![Some(1); 10];
+        let mut fewer = all.clone();
+        fewer[3] = None;
+        let (old, new) = (table(&all), table(&fewer));
+        let diff = SlotDiff::between(&old, &new).unwrap();
+        let mut patched = old.clone();
+        diff.apply(&mut patched);
+        assert_eq!(patched, new);
+        assert_eq!(diff.len(), maglev::diff(&old, &new).len());
+        // ~10 % of the slots change; at ~3 bytes each, under a tenth of a whole table.
+        assert!(diff.bytes() < old.len() * 4 / 10, "{} bytes", diff.bytes());
+        assert!(SlotDiff::between(&old, &new[1..]).is_none());
+        assert!(SlotDiff::between(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn large_gaps_and_the_last_slot_round_trip() {
+        let old = vec![0u32; 70_000];
+        let mut new = old.clone();
+        new[0] = 5;
+        new[300] = 9;
+        new[69_999] = 5;
+        let diff = SlotDiff::between(&old, &new).unwrap();
+        let mut patched = old;
+        diff.apply(&mut patched);
+        assert_eq!(patched, new);
+    }
+
+    #[test]
+    fn the_chain_follows_the_expected_order_and_skips_no_ops() {
+        let t0 = Instant::now();
+        let basis: Weights = vec![None, None, Some(1)];
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let expected = [
+            Expected {
+                pos: 1,
+                at: at(20),
+                weight: Some(1),
+            },
+            Expected {
+                pos: 0,
+                at: at(10),
+                weight: Some(2),
+            },
+            // Already so: no step.
+            Expected {
+                pos: 2,
+                at: at(5),
+                weight: Some(1),
+            },
+        ];
+        let chain = predicted_chain(&basis, &expected);
+        assert_eq!(
+            chain,
+            vec![
+                vec![Some(2), None, Some(1)],
+                vec![Some(2), Some(1), Some(1)]
+            ]
+        );
+    }
+
+    #[test]
+    fn steps_apply_only_from_their_exact_basis_and_survive_along_the_chain() {
+        let basis: Weights = vec![None, None];
+        let a: Weights = vec![Some(1), None];
+        let ab: Weights = vec![Some(1), Some(1)];
+        let step = |from: &Weights, to: &Weights| Step {
+            from: from.clone(),
+            to: to.clone(),
+            diff: SlotDiff::between(&table(from), &table(to)).unwrap(),
+        };
+        let mut steps = Steps {
+            chain: vec![step(&basis, &a), step(&a, &ab)],
+            singles: vec![],
+        };
+        assert!(steps.find(&basis, &a).is_some());
+        // Out of order (b before a): a miss, not a wrong table.
+        assert!(steps.find(&basis, &vec![None, Some(1)]).is_none());
+        steps.advance(&a);
+        assert_eq!(steps.chain.len(), 1);
+        assert!(steps.find(&a, &ab).is_some());
+        assert_eq!(
+            shared_chain(&steps.chain, &[ab.clone(), vec![Some(2), Some(1)]]),
+            1
+        );
+        assert_eq!(steps.chain_end(&a), &ab);
+        assert_eq!(shared_chain(&steps.chain, &[vec![Some(2), None]]), 0);
+        // Something else went live: nothing applies any more.
+        steps.advance(&vec![None, Some(1)]);
+        assert!(steps.chain.is_empty());
+    }
+
+    #[test]
+    fn singles_drop_each_backend_in_the_table() {
+        let basis: Weights = vec![Some(1), None, Some(3)];
+        assert_eq!(
+            singles(&basis),
+            vec![vec![None, None, Some(3)], vec![Some(1), None, None]]
+        );
+    }
+}
