@@ -127,7 +127,7 @@ pub const FENCE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Cap of the fencing retry delay: a broken fence device is retried at least this often.
 pub const FENCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OwnershipConfig {
     /// This node's name, as in `voters`.
     pub me: String,
@@ -145,7 +145,7 @@ pub struct OwnershipConfig {
     pub vips: Vec<VipPolicy>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VipPolicy {
     pub name: String,
     /// Ordered: the first alive, eligible node is placed; empty means rendezvous hashing.
@@ -167,7 +167,7 @@ pub struct Claim {
 
 /// What nodes tell each other. The shell maps each received gossip to the matching
 /// [`Input`] (`Claim`, `Released`, `Move`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Gossip {
     Claim(Claim),
     /// The owner gave the claim up; the placement's node may claim at once, without fencing.
@@ -179,7 +179,7 @@ pub enum Gossip {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Input {
     /// The full alive set from membership; replaces the previous one (self is always alive).
     Alive(Vec<String>),
@@ -215,7 +215,7 @@ pub enum Input {
     Reconfigure(Vec<VipPolicy>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Add the address and send gratuitous ARP. Always followed by the claim's
     /// [`Action::RenewLease`] and [`Action::Broadcast`], so the shell does neither itself.
