@@ -107,6 +107,13 @@
 //! changes them) when they claim it unowned at the same time: at settle end, after a release,
 //! or after its owner died. A VIP whose owner is alive is safe from this (stickiness); the
 //! chaos test with reloads changes preferences on every node at once for this reason.
+//!
+//! The model checker (`vip-verify`, `docs/architecture.md` "Model-checked ownership") found
+//! two more, open: a partition longer than `margin` but shorter than failure detection
+//! leaves a taker's `last_seen` of the owner stale, so if the owner dies as it heals the
+//! lease takeover can precede the end of the owner's lease (by up to the partition minus
+//! `margin`); and a (re)started node that loses every re-broadcast during its settle time
+//! claims over a live owner until the owner's next re-broadcast reaches it.
 
 use std::time::{Duration, Instant};
 
