@@ -2,6 +2,7 @@
 mod bench;
 mod lab;
 mod setup;
+mod verify;
 
 use std::process::Command;
 
@@ -52,6 +53,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Model-check the VIP ownership core (stateright, the real code): deeper and larger
+    /// exhaustive runs than the tests (minutes). Arguments go to one `vip-verify` run
+    /// instead (e.g. `--nodes 5 --depth 14`, `--moves`, `--fencing`).
+    Verify {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,6 +75,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which, args } => bench::bench(&which, &args),
         Cmd::Lab { demo } => lab::lab(demo),
+        Cmd::Verify { args } => verify::verify(&args),
     }
 }
 

@@ -11,7 +11,10 @@ use super::{Action, Claim, Gossip, Input, OwnershipConfig, VipView};
 use super::{FENCE_BACKOFF_FIRST, FENCE_BACKOFF_MAX};
 
 /// VIP ownership of one node. See the module docs for the protocol.
-#[derive(Clone, Debug)]
+///
+/// `PartialEq`, `Eq` and `Hash` compare the whole state: the model checker (`vip-verify`)
+/// stores and deduplicates explored states of the real machine by them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ownership {
     pub(super) cfg: OwnershipConfig,
     pub(super) started: Instant,
@@ -34,6 +37,9 @@ pub struct Ownership {
     pub(super) quorum_since: Option<Instant>,
     pub(super) next_gossip: Instant,
     pub(super) leaving: bool,
+    /// Test-only fault injection, set only by [`Ownership::inject_bug_skip_fresh_word`]:
+    /// re-introduces a split-owner bug so the model checker can show it finds it.
+    pub(super) bug_skip_fresh_word: bool,
 }
 
 impl Ownership {
@@ -55,7 +61,17 @@ impl Ownership {
             quorum_since: None,
             next_gossip: now,
             leaving: false,
+            bug_skip_fresh_word: false,
         }
+    }
+
+    /// **Breaks safety on purpose; for the model checker's teeth test only.** Drops the
+    /// *Fresh word* rule (module docs): this node then claims, adopts and fences from a
+    /// quorum heard within the lease instead of within `margin`, the split-owner bug the
+    /// chaos test once found. No configuration reaches this: only code can call it.
+    #[doc(hidden)]
+    pub fn inject_bug_skip_fresh_word(&mut self) {
+        self.bug_skip_fresh_word = true;
     }
 
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {

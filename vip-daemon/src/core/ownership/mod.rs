@@ -107,6 +107,13 @@
 //! changes them) when they claim it unowned at the same time: at settle end, after a release,
 //! or after its owner died. A VIP whose owner is alive is safe from this (stickiness); the
 //! chaos test with reloads changes preferences on every node at once for this reason.
+//!
+//! The model checker (`vip-verify`, `docs/architecture.md` "Model-checked ownership") found
+//! two more, open: a partition longer than `margin` but shorter than failure detection
+//! leaves a taker's `last_seen` of the owner stale, so if the owner dies as it heals the
+//! lease takeover can precede the end of the owner's lease (by up to the partition minus
+//! `margin`); and a (re)started node that loses every re-broadcast during its settle time
+//! claims over a live owner until the owner's next re-broadcast reaches it.
 
 use std::time::{Duration, Instant};
 
@@ -127,7 +134,7 @@ pub const FENCE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Cap of the fencing retry delay: a broken fence device is retried at least this often.
 pub const FENCE_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct OwnershipConfig {
     /// This node's name, as in `voters`.
     pub me: String,
@@ -145,7 +152,7 @@ pub struct OwnershipConfig {
     pub vips: Vec<VipPolicy>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VipPolicy {
     pub name: String,
     /// Ordered: the first alive, eligible node is placed; empty means rendezvous hashing.
@@ -167,7 +174,7 @@ pub struct Claim {
 
 /// What nodes tell each other. The shell maps each received gossip to the matching
 /// [`Input`] (`Claim`, `Released`, `Move`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Gossip {
     Claim(Claim),
     /// The owner gave the claim up; the placement's node may claim at once, without fencing.
@@ -179,7 +186,7 @@ pub enum Gossip {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Input {
     /// The full alive set from membership; replaces the previous one (self is always alive).
     Alive(Vec<String>),
@@ -215,7 +222,7 @@ pub enum Input {
     Reconfigure(Vec<VipPolicy>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Add the address and send gratuitous ARP. Always followed by the claim's
     /// [`Action::RenewLease`] and [`Action::Broadcast`], so the shell does neither itself.

@@ -8,7 +8,7 @@ use super::Claim;
 
 /// The best claim known for a VIP. Ordered by [`Record::key`]; merging keeps the maximum, a
 /// join-semilattice, so gossip converges in any order and survives duplicates.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Record {
     pub(super) epoch: u64,
     pub(super) owner: String,
@@ -29,14 +29,14 @@ impl Record {
 }
 
 /// A VIP this node serves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Held {
     pub(super) epoch: u64,
     pub(super) until: Instant,
     pub(super) next_renew: Instant,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct VipState {
     pub(super) record: Option<Record>,
     /// Safety ledger: every node whose live claim we received recently, with the highest
@@ -56,7 +56,7 @@ pub(super) struct VipState {
 }
 
 /// Fencing of one dead node: one attempt in flight at a time, retried with backoff.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct FenceTry {
     pub(super) failures: u32,
     pub(super) in_flight: bool,

@@ -1,0 +1,189 @@
+//! The exhaustive runs CI affords, the teeth test, and the counterexamples the checker found
+//! kept as replayable regression tests. `cargo xtask verify` runs deeper and larger.
+
+use vip_verify::model::{Step, World};
+use vip_verify::properties::{self, owners};
+use vip_verify::{check, replay, Setup};
+
+use Step::*;
+
+const TICK: Step = Tick { slow: None };
+
+fn exhaustive(setup: Setup, depth: usize) {
+    let report = check(setup.clone(), depth, 2);
+    println!("{setup:?}, depth {depth}: {report}");
+    assert!(
+        report.violations.is_empty() && report.unreached.is_empty(),
+        "{report}"
+    );
+    assert_eq!(report.depth, depth, "the search ended early");
+}
+
+/// 3 nodes, 1 VIP, every behaviour with up to 2 faults, 18 steps from the cold start and from
+/// a running cluster (984k states, about 20 s on 2 cores).
+#[test]
+fn three_nodes_one_vip_no_fencing_all_properties_hold() {
+    exhaustive(Setup::three(), 18);
+}
+
+/// With fencing, depth 16 reaches finding 2 (below), and nothing else: every violation must
+/// be a (re)started node's claim at its settle end, i.e. involve a `Restart`, and only the
+/// two properties that finding breaks. Anything new fails here.
+#[test]
+fn three_nodes_one_vip_fencing_only_finding_2() {
+    let setup = Setup {
+        fencing: true,
+        ..Setup::three()
+    };
+    let report = check(setup.clone(), 16, 2);
+    println!("{setup:?}, depth 16: {report}");
+    assert!(report.unreached.is_empty(), "{report}");
+    let finding_2 = [properties::ONE_OWNER, properties::OLD_OWNER_GONE];
+    for (property, trace) in &report.violations {
+        assert!(finding_2.contains(property), "new violation: {report}");
+        assert!(trace.contains("Restart("), "not finding 2: {report}");
+    }
+}
+
+fn never_two_owners(states: &[World]) -> bool {
+    states
+        .iter()
+        .all(|w| owners(w) <= 1 && !w.seen.claim_over_owner)
+}
+
+/// Teeth: with the "Fresh word" rule removed (a split-owner bug the chaos test found), the
+/// checker finds a claim from a stale quorum and prints its trace; the real code, in the
+/// same configuration and bound, never claims so.
+#[test]
+fn the_checker_finds_a_claim_without_fresh_quorum_when_the_rule_is_removed() {
+    // Failure detection slower than the margin by 2 ticks: the window the rule closes.
+    let setup = Setup {
+        detect: 4,
+        ..Setup::three()
+    };
+    let bugged = check(
+        Setup {
+            bug: true,
+            ..setup.clone()
+        },
+        12,
+        2,
+    );
+    let found = bugged
+        .violations
+        .iter()
+        .find(|(p, _)| *p == properties::QUORUM);
+    let Some((_, trace)) = found else {
+        panic!("the checker missed the injected bug: {bugged}")
+    };
+    println!("injected bug found ({bugged}):\n{trace}");
+    let real = check(setup, 12, 2);
+    assert!(
+        real.violations
+            .iter()
+            .all(|(p, _)| *p != properties::QUORUM),
+        "{real}"
+    );
+}
+
+/// The shortest trace of the injected bug, replayed: cut off at t=2, the node's detector
+/// late by a tick, it claims at t=6 from word 4 ticks old (margin 2).
+#[test]
+fn injected_bug_trace_replays() {
+    let setup = Setup {
+        detect: 4,
+        ..Setup::three()
+    };
+    let steps = [TICK, TICK, Cut(1), TICK, TICK, TICK, Stall(1), TICK];
+    let quorate = |s: &Setup| {
+        let (trace, states) = replay(s, false, &steps);
+        (states.iter().all(|w| !w.seen.claim_without_quorum), trace)
+    };
+    let (ok, trace) = quorate(&Setup {
+        bug: true,
+        ..setup.clone()
+    });
+    assert!(!ok, "the injected bug no longer shows:\n{trace}");
+    let (ok, trace) = quorate(&setup);
+    assert!(ok, "{trace}");
+}
+
+/// FINDING 1 (open, see docs/architecture.md "Model-checked ownership"): a partition
+/// shorter than failure detection but longer than `margin` leaves a node's `last_seen` of
+/// the owner stale while the owner keeps renewing with the rest of the quorum. If the owner
+/// then dies right as the partition heals, that node takes over at `last_seen + lease +
+/// margin`, before the owner's lease (capped at its last quorum contact + lease) ends.
+/// Here n0 is cut off t=7..10 (detection 4 ticks, margin 2), n1 crashes at the heal with
+/// its lease valid until 16, n0 claims at 15.
+#[test]
+#[ignore = "finding 1: stale last_seen after an undetected partition; protocol fix open"]
+fn finding_1_undetected_partition_then_owner_crash() {
+    let setup = Setup {
+        detect: 4,
+        ..Setup::three()
+    };
+    let mut steps = vec![Cut(0), TICK, TICK, TICK, Heal, Crash(1)];
+    steps.extend([TICK; 5]);
+    let (trace, states) = replay(&setup, true, &steps);
+    assert!(never_two_owners(&states), "{trace}");
+}
+
+/// FINDING 2 (open): settling assumes a (re)started node hears the current record within
+/// `lease`. n1 leaves (handing the VIP to n0) and its daemon starts again at once; the
+/// first re-broadcast it gets is n0's record from before the handover, the next ones are
+/// lost to a 2-tick partition (shorter than detection), and at settle end n1 claims epoch 2
+/// with n0 serving epoch 2. The tie-break resolves it one message later.
+#[test]
+#[ignore = "finding 2: a joiner whose settle-time gossip is lost claims over the owner"]
+fn finding_2_rejoin_with_lost_settle_gossip() {
+    let setup = Setup {
+        moves: true,
+        ..Setup::three()
+    };
+    let mut steps = vec![TICK, TICK, Leave(1), Restart(1), TICK, TICK, TICK, Cut(1)];
+    steps.extend([TICK, TICK, Heal, TICK, TICK]);
+    let (trace, states) = replay(&setup, true, &steps);
+    assert!(never_two_owners(&states), "{trace}");
+}
+
+/// FINDING 2 without moves: a false suspicion makes n0 fence the healthy owner n1 (the
+/// fencing contract: it is powered off), n1 restarts, loses its settle-time gossip to a
+/// partition, and claims epoch 1 while n0 serves epoch 2 (then loses to it at once).
+#[test]
+#[ignore = "finding 2: a joiner whose settle-time gossip is lost claims over the owner"]
+fn finding_2_after_fencing_a_falsely_suspected_owner() {
+    let setup = Setup {
+        fencing: true,
+        ..Setup::three()
+    };
+    let mut steps = vec![
+        Suspect { at: 0, whom: 1 },
+        TICK,
+        Restart(1),
+        TICK,
+        TICK,
+        Cut(1),
+    ];
+    steps.extend([TICK, TICK, Heal, TICK, TICK, TICK]);
+    let (trace, states) = replay(&setup, true, &steps);
+    assert!(never_two_owners(&states), "{trace}");
+}
+
+/// The findings' traces still reproduce (so the ignored tests above stay meaningful).
+#[test]
+fn findings_still_reproduce() {
+    let f1 = Setup {
+        detect: 4,
+        ..Setup::three()
+    };
+    let mut steps = vec![Cut(0), TICK, TICK, TICK, Heal, Crash(1)];
+    steps.extend([TICK; 5]);
+    assert!(!never_two_owners(&replay(&f1, true, &steps).1));
+    let f2 = Setup {
+        moves: true,
+        ..Setup::three()
+    };
+    let mut steps = vec![TICK, TICK, Leave(1), Restart(1), TICK, TICK, TICK, Cut(1)];
+    steps.extend([TICK, TICK, Heal, TICK, TICK]);
+    assert!(!never_two_owners(&replay(&f2, true, &steps).1));
+}
