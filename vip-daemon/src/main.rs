@@ -324,12 +324,23 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
             outcome?;
         }
         Command::Validate { file } => match config::load(file) {
-            Ok(c) => outln!(
-                "{}: valid ({} VIPs, {} backends)",
-                file.display(),
-                c.vips.len(),
-                c.vips.iter().map(|v| v.backends.len()).sum::<usize>()
-            )?,
+            Ok(c) => {
+                let cost = vip_daemon::core::budget::estimate(
+                    &c,
+                    &c.default_limits(),
+                    config::limits_cpus(),
+                );
+                let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+                outln!(
+                    "{}: valid ({} VIPs, {} backends); memory: maps {:.1} MiB + vipd about \
+                     {:.1} MiB",
+                    file.display(),
+                    c.vips.len(),
+                    c.vips.iter().map(|v| v.backends.len()).sum::<usize>(),
+                    mib(cost.maps),
+                    mib(cost.vipd)
+                )?
+            }
             Err(e) => {
                 warn(format_args!("{e}"));
                 return Ok(EXIT_ERROR);

@@ -19,6 +19,8 @@ fn validate_examples_and_a_broken_file() {
     for example in ["minimal.toml", "openstack-controllers.toml"] {
         let (ok, out, err) = vipd(&["validate", &format!("{ROOT}/examples/{example}")]);
         assert!(ok && out.contains("valid"), "{example}: {out}{err}");
+        // What it will cost, before it runs.
+        assert!(out.contains("memory: maps") && out.contains("MiB"), "{out}");
     }
     let bad = std::env::temp_dir().join(format!("vipd-cli-{}.toml", std::process::id()));
     std::fs::write(

@@ -12,6 +12,7 @@ const MAX_VIPS: i64 = 65_536;
 const MAX_BACKENDS: i64 = 1 << 20;
 const MAX_TABLE_SLOTS: i64 = 1 << 27;
 const MAX_FLOWS: i64 = 1 << 24;
+const MAX_MEMORY_MIB: i64 = 1 << 20;
 
 pub(crate) fn limits(raw: &RawLimits, config: &Config, cx: &mut Ctx) -> LimitSettings {
     let at = FieldPath::root().key("limits");
@@ -40,7 +41,33 @@ pub(crate) fn limits(raw: &RawLimits, config: &Config, cx: &mut Ctx) -> LimitSet
             "slots (two generations of every VIP's table, and of its fallback table)",
         ),
         flows: key(raw.flows, "flows", MAX_FLOWS, 1, "entry"),
+        memory_mib: key(raw.memory_mib, "memory_mib", MAX_MEMORY_MIB, 1, "MiB"),
     }
+}
+
+/// `[limits] memory_mib`: the config's estimated cost (`core::budget`, maps made with the
+/// limits of a first start) must fit.
+pub(crate) fn check_memory(config: &Config, cx: &mut Ctx) {
+    let Some(cap) = config.limits.memory_mib else {
+        return;
+    };
+    let cost = crate::core::budget::estimate(config, &config.default_limits(), cpus());
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    if mib(cost.total()) > u64::from(cap) {
+        let msg = format!(
+            "this file needs about {} MiB (maps {} MiB + vipd about {} MiB), over the cap of \
+             {cap} MiB: raise it, or lower table_size, the VIP count or [limits]",
+            mib(cost.total()),
+            mib(cost.maps),
+            mib(cost.vipd)
+        );
+        cx.error(&FieldPath::root().key("limits").key("memory_mib"), msg);
+    }
+}
+
+/// CPUs the per-CPU maps are counted for (as `vipd status` counts them).
+pub fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 #[cfg(test)]
@@ -85,5 +112,19 @@ mod tests {
         assert!(err.contains("t.toml:2"), "{err}");
         assert!(err.contains("limits.table_slots"), "{err}");
         assert!(err.contains("502"), "{err}");
+    }
+
+    #[test]
+    fn a_config_over_its_memory_cap_is_refused_naming_the_cost() {
+        // One VIP of the default 65537 slots: maps of at least 4 generations' slots (1 MiB)
+        // plus vipd's base; a cap of 1 MiB cannot hold it, a generous one can.
+        let big = BASE.replace("table_size = 251\n", "");
+        let text = format!("[limits]\nmemory_mib = 1\n{big}");
+        let err = parse(&text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("t.toml:2"), "{err}");
+        assert!(err.contains("limits.memory_mib"), "{err}");
+        assert!(err.contains("over the cap of 1 MiB"), "{err}");
+        let text = format!("[limits]\nmemory_mib = 4096\n{big}");
+        assert!(parse(&text, "t.toml").is_ok());
     }
 }

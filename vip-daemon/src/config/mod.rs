@@ -25,6 +25,7 @@ use std::path::Path;
 
 pub use check::{fmt_duration, parse_duration};
 pub use diag::{ConfigError, Diagnostic};
+pub use limits::cpus as limits_cpus;
 pub use restart::restart_only_changes;
 pub use types::*;
 pub use vip::{backend_address_problem, BackendAddressProblem};

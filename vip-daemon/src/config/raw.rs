@@ -42,6 +42,7 @@ pub(crate) struct RawLimits {
     pub backends: Option<i64>,
     pub table_slots: Option<i64>,
     pub flows: Option<i64>,
+    pub memory_mib: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -76,6 +76,8 @@ pub struct LimitSettings {
     pub backends: Option<u32>,
     pub table_slots: Option<u32>,
     pub flows: Option<u32>,
+    /// Cap on what the config may cost, maps plus vipd (`core::budget`), in MiB.
+    pub memory_mib: Option<u32>,
 }
 
 /// Capacities of the data plane's maps. Fixed when vipd creates the maps: a reload may

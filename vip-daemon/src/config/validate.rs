@@ -66,6 +66,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
         limits: LimitSettings::default(),
     };
     config.limits = super::limits::limits(&raw.limits, &config, cx);
+    super::limits::check_memory(&config, cx);
     config
 }
 
