@@ -7,7 +7,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::Protocol,
-    core::shared_health::{cluster_verdict, Host},
+    core::{
+        backends::Input,
+        shared_health::{cluster_verdict, Host},
+    },
     shell::{
         gossip::{GossipCmd, Item, ItemBody},
         sockwatch::{self, WatchEvent, Watched},
@@ -56,40 +59,29 @@ impl Daemon {
     }
 
     pub(super) fn on_service_watch(&mut self, ev: WatchEvent) {
-        let index = ev.key as usize;
-        let Some(rt) = self.backends.get_mut(index) else {
-            return;
-        };
-        let was = rt.listening;
-        rt.listening = Some(ev.listening);
-        if was == Some(ev.listening) {
-            return;
-        }
-        let (vip, pos) = self.locate_backend(index);
-        let (vip_name, backend) = (
-            self.plan.vips[vip].name.clone(),
-            self.plan.vips[vip].backends[pos].conf.name.clone(),
-        );
-        if was.is_some() || !ev.listening {
-            tracing::warn!(vip = %vip_name, %backend, listening = ev.listening, "local service socket");
-        }
-        if !ev.listening {
-            self.metrics.service_gone.inc();
-        }
+        self.backend_input(Input::Listening {
+            index: ev.key,
+            listening: ev.listening,
+            at: ev.at,
+        });
+    }
+
+    /// Cluster mode: tells the others whether this node's local service is listening.
+    pub(super) fn share_service(&mut self, index: usize, listening: bool) {
+        let (vip, backend) = self.backend_names(index);
         if let Some(c) = self.cluster.as_mut() {
             c.item_version += 1;
             let item = Item {
                 origin: self.config.node.name.clone(),
                 version: c.item_version,
                 body: ItemBody::Service {
-                    vip: vip_name.clone(),
-                    backend: backend.clone(),
-                    listening: ev.listening,
+                    vip,
+                    backend,
+                    listening,
                 },
             };
             let _ = c.gossip.try_send(GossipCmd::Broadcast(item));
         }
-        self.republish(vip, Some(ev.at));
     }
 
     /// A host's report about its own service (gossip).
@@ -139,17 +131,10 @@ impl Daemon {
         }
     }
 
-    /// The cluster's verdict on one backend (see `core::shared_health`); republishes its VIP
-    /// when it changes.
+    /// The cluster's verdict on one backend (see `core::shared_health`), fed to the backend
+    /// core (which republishes its VIP when it changes).
     pub(super) fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
-        let Some(v) = self.plan.vips.iter().position(|v| v.name == vip) else {
-            return;
-        };
-        let Some(b) = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == backend)
-        else {
+        let Some((_, b)) = self.backend_named(vip, backend) else {
             return;
         };
         let (index, address) = (b.index as usize, b.conf.address);
@@ -172,9 +157,9 @@ impl Daemon {
         ) else {
             return;
         };
-        if self.backends[index].cluster_health != Some(verdict) {
-            self.backends[index].cluster_health = Some(verdict);
-            self.republish(v, Some(std::time::Instant::now()));
-        }
+        self.backend_input(Input::ClusterView {
+            index: index as u32,
+            verdict,
+        });
     }
 }

@@ -56,10 +56,11 @@ pub enum Input {
         index: u32,
         hop: Option<NextHop>,
     },
-    /// A local backend's service socket exists or not (sock_diag).
+    /// A local backend's service socket exists or not (sock_diag), seen at `at`.
     Listening {
         index: u32,
         listening: bool,
+        at: Instant,
     },
     /// The cluster's verdict (`core::shared_health::cluster_verdict`: majority of live
     /// observers, a dead host's backends down, a host's own socket report).
@@ -223,7 +224,11 @@ impl Backends {
                     },
                 ]
             }
-            Input::Listening { index, listening } => self.on_listening(index, listening, now),
+            Input::Listening {
+                index,
+                listening,
+                at,
+            } => self.on_listening(index, listening, at),
             Input::ClusterView { index, verdict } => {
                 let Some(b) = self.rows.get_mut(index as usize).filter(|b| b.in_use()) else {
                     return Vec::new();
@@ -372,7 +377,7 @@ impl Backends {
         out
     }
 
-    fn on_listening(&mut self, index: u32, listening: bool, now: Now) -> Vec<Action> {
+    fn on_listening(&mut self, index: u32, listening: bool, at: Instant) -> Vec<Action> {
         let Some(b) = self.rows.get_mut(index as usize).filter(|b| b.in_use()) else {
             return Vec::new();
         };
@@ -393,7 +398,7 @@ impl Backends {
         out.push(Action::Broadcast(Share::Service { index, listening }));
         out.push(Action::Publish {
             vip: b.vip,
-            at: now.at,
+            at,
             admin: false,
         });
         out
@@ -436,7 +441,7 @@ impl Backends {
             .filter(|b| b.in_use())
             .filter_map(|b| Some((b.address?, b.next_hop?)))
             .collect();
-        let mut old = std::mem::replace(&mut self.rows, Vec::new());
+        let mut old = std::mem::take(&mut self.rows);
         self.rows = (0..old.len()).map(|_| Backend::unused()).collect();
         let mut out = Vec::new();
         for spec in &specs {

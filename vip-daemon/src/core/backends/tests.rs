@@ -350,12 +350,14 @@ fn listening_false_takes_a_local_backend_out_and_is_shared() {
     let out = sim.handle(Input::Listening {
         index: 0,
         listening: true,
+        at: sim.now().at,
     });
     assert!(!out.iter().any(|a| matches!(a, Action::Log(..))));
     assert_eq!(sim.m[0].effective_weight(&c), Some(100));
     let out = sim.handle(Input::Listening {
         index: 0,
         listening: false,
+        at: sim.now().at,
     });
     assert!(out.contains(&Action::ServiceGone));
     assert!(out.contains(&Action::Broadcast(Share::Service {
@@ -378,7 +380,8 @@ fn listening_false_takes_a_local_backend_out_and_is_shared() {
     assert!(sim
         .handle(Input::Listening {
             index: 0,
-            listening: false
+            listening: false,
+            at: sim.now().at,
         })
         .is_empty());
 }
