@@ -9,7 +9,7 @@ use crate::{
     config::{Config, Limits, Selection},
     core::{
         alloc::{self, Allocation, BackendId},
-        backends::{Backend as BackendState, Backends, Input},
+        backends::{restart_health, Backend as BackendState, Backends, Input, Remembered},
         drain::Drain,
         health::Health,
         image,
@@ -166,19 +166,17 @@ pub async fn start(
             vip_of[b.index as usize] = i;
             let id = backend_id(v, b);
             let remembered = saved.as_ref().and_then(|s| s.backend(&id));
-            // A verdict survives a restart. With the adopted maps' table read back, the
-            // kernel is the truth: in the live table means up (the state file may be a
-            // moment older); out of it, up only when the state file says so and an admin
-            // state explains the absence. Replacing maps: the state file's, saved at every
-            // verdict. Fresh maps: a file left beside them may be from anything, so down.
-            let was_live = live.as_ref().is_some_and(|t| t.contains(&b.index));
-            let up = match (remembered, &live) {
-                (Some(r), Some(_)) => was_live || (r.up && r.admin != Admin::Enabled.as_str()),
-                (Some(r), None) if adopted.is_some() || replacing => r.up,
-                _ => was_live,
-            };
+            // A verdict survives a restart (`core::backends::restart_health`); replacing
+            // maps, the state file is saved at every verdict.
+            let initial = restart_health(
+                remembered.map(|r| Remembered {
+                    up: r.up,
+                    admin: Admin::parse(&r.admin),
+                }),
+                live.as_ref().map(|t| t.contains(&b.index)),
+                adopted.is_some() || replacing,
+            );
             let c = &b.conf.check;
-            let initial = if up { Health::Up } else { Health::Down };
             let mut rt = BackendState::new(&spec_of(&config, i, b), initial);
             if let Some(r) = remembered {
                 rt.admin = Admin::parse(&r.admin).unwrap_or(Admin::Enabled);

@@ -4,6 +4,8 @@
 //! returned [`Action`]s (publish a VIP's table, write a BACKENDS entry, gossip, save the state
 //! file, log). No IO, no clock: tests replay timelines with simulated instants.
 //!
+//! Its BACKENDS entry is computed from this state by `core::image::backend_value`.
+//!
 //! Backends are keyed by their index in the allocation plus the identity's serial
 //! (`core::alloc`): a reload that gives an index to another backend changes the serial, so
 //! results of the old backend's prober are recognised and dropped. The shell keeps only what
@@ -29,6 +31,9 @@
 //! * *Reload* keeps the state of an unchanged identity (verdict, penalty, admin state, next
 //!   hop; new thresholds, and the file's weight when the file's weight changed) and starts a
 //!   changed one afresh, down. `reload_keeps_a_verdict_for_an_unchanged_identity_only`.
+//! * *Restart* ([`restart_health`]): a verdict survives a restart of vipd; the live table
+//!   read back from adopted maps is the truth, else a state file as fresh as the maps.
+//!   `a_restart_keeps_verdicts_from_the_kernel_or_a_fresh_state_file`.
 //! * *Operator changes* are shared (except the cluster's own register, applied as is),
 //!   publish the VIP marked as an operator's change, and are saved at once.
 //!   `drain_then_timeout_gives_up_flows_once`.
@@ -36,7 +41,7 @@ mod machine;
 mod state;
 
 pub use machine::{Action, AdminChange, Backends, Input, Level, Note, Now, Share};
-pub use state::{Admin, Backend, BackendAdmin, Spec};
+pub use state::{restart_health, Admin, Backend, BackendAdmin, Remembered, Spec};
 
 #[cfg(test)]
 mod tests;

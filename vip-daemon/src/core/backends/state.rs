@@ -232,3 +232,36 @@ impl Backend {
         }
     }
 }
+
+/// What a restarted vipd knows of a backend it ran before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    /// The state file's verdict.
+    pub up: bool,
+    /// The state file's admin state (None: unknown to this version).
+    pub admin: Option<Admin>,
+}
+
+/// A backend's health when vipd starts: a verdict survives a restart. `live`: whether the
+/// backend is in its VIP's live table read back from adopted maps (None: not read back);
+/// `file_is_fresh`: the maps were adopted or are being replaced, so the state file is as
+/// fresh as they are. With the live table read back the kernel is the truth: in it means
+/// up (the state file may be a moment older); out of it, up only when the state file says
+/// so and an admin state explains the absence. Without it, the state file's verdict when
+/// fresh; fresh maps with a file left beside them may be from anything, so down.
+pub fn restart_health(
+    remembered: Option<Remembered>,
+    live: Option<bool>,
+    file_is_fresh: bool,
+) -> Health {
+    let up = match (remembered, live) {
+        (Some(r), Some(in_table)) => in_table || (r.up && r.admin != Some(Admin::Enabled)),
+        (Some(r), None) if file_is_fresh => r.up,
+        (_, live) => live == Some(true),
+    };
+    if up {
+        Health::Up
+    } else {
+        Health::Down
+    }
+}

@@ -406,3 +406,23 @@ fn next_hop_changes_write_the_entry_and_publish() {
         })
         .is_empty());
 }
+
+#[test]
+fn a_restart_keeps_verdicts_from_the_kernel_or_a_fresh_state_file() {
+    let up_enabled = Some(Remembered {
+        up: true,
+        admin: Some(Admin::Enabled),
+    });
+    let up_drained = Some(Remembered {
+        up: true,
+        admin: Some(Admin::Drained),
+    });
+    // The live table read back rules: in it is up; out of it only an admin state explains.
+    assert_eq!(restart_health(None, Some(true), false), Health::Up);
+    assert_eq!(restart_health(up_enabled, Some(false), true), Health::Down);
+    assert_eq!(restart_health(up_drained, Some(false), true), Health::Up);
+    // No table read back: the state file when it is as fresh as the maps.
+    assert_eq!(restart_health(up_enabled, None, true), Health::Up);
+    assert_eq!(restart_health(up_enabled, None, false), Health::Down);
+    assert_eq!(restart_health(None, None, true), Health::Down);
+}
