@@ -98,21 +98,18 @@ impl Daemon {
         self.recompute_cluster_health(vip, backend);
     }
 
-    /// Membership changed: every backend's verdict may follow its host.
+    /// Membership changed: every backend's verdict may follow its host. The changes are
+    /// applied together, so a member's death publishes each VIP once, not once per backend.
     pub(super) fn recompute_all_cluster_health(&mut self) {
-        let names: Vec<(String, String)> = self
-            .plan
-            .vips
-            .iter()
-            .flat_map(|v| {
-                v.backends
-                    .iter()
-                    .map(|b| (v.name.clone(), b.conf.name.clone()))
-            })
+        let inputs: Vec<Input> = (self.plan.vips.iter())
+            .flat_map(|v| v.backends.iter().map(move |b| (&v.name, &b.conf.name)))
+            .filter_map(|(vip, backend)| self.cluster_view(vip, backend))
             .collect();
-        for (v, b) in names {
-            self.recompute_cluster_health(&v, &b);
-        }
+        let now = super::backends::now();
+        let actions = (inputs.into_iter())
+            .flat_map(|input| self.backends.handle(input, now))
+            .collect();
+        self.apply_backend_actions(actions);
     }
 
     /// The member a backend runs on: this node for local backends, else the member whose
@@ -134,14 +131,18 @@ impl Daemon {
     /// The cluster's verdict on one backend (see `core::shared_health`), fed to the backend
     /// core (which republishes its VIP when it changes).
     pub(super) fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
-        let Some((_, b)) = self.backend_named(vip, backend) else {
-            return;
-        };
-        let (index, address) = (b.index as usize, b.conf.address);
-        let (host, host_name) = self.host_of(index, address);
-        let Some(c) = self.cluster.as_ref() else {
-            return;
-        };
+        if let Some(input) = self.cluster_view(vip, backend) {
+            self.backend_input(input);
+        }
+    }
+
+    /// The cluster's verdict on one backend as the backend core's input (None: no cluster,
+    /// no such backend, or nobody has an opinion yet).
+    fn cluster_view(&self, vip: &str, backend: &str) -> Option<Input> {
+        let (_, b) = self.backend_named(vip, backend)?;
+        let (index, address) = (b.index, b.conf.address);
+        let (host, host_name) = self.host_of(index as usize, address);
+        let c = self.cluster.as_ref()?;
         let me = &self.config.node.name;
         let key = (vip.to_owned(), backend.to_owned());
         // Only the host's own report counts; this node's own watch acts directly.
@@ -149,17 +150,12 @@ impl Daemon {
             .not_listening
             .get(&key)
             .is_some_and(|origin| Some(origin) == host_name.as_ref() && origin != me);
-        let Some(verdict) = cluster_verdict(
+        let verdict = cluster_verdict(
             c.views.get(&key),
             |origin| origin == me || c.alive.contains(origin),
             host,
             not_listening,
-        ) else {
-            return;
-        };
-        self.backend_input(Input::ClusterView {
-            index: index as u32,
-            verdict,
-        });
+        )?;
+        Some(Input::ClusterView { index, verdict })
     }
 }

@@ -164,6 +164,13 @@ impl Backend {
         self.cluster_health.unwrap_or(self.health.health())
     }
 
+    /// Whether this node's own probes disagree with the cluster's verdict (bad NIC, local
+    /// firewall): shown in status.
+    pub fn disagrees(&self) -> bool {
+        self.cluster_health
+            .is_some_and(|h| h != self.health.health())
+    }
+
     /// Weight in the table, or None when the backend must not get traffic: down, drained,
     /// disabled, weight 0, or (not local) no resolved next hop / an L2 backend off-link.
     pub fn effective_weight(&self, conf: &BackendConf) -> Option<u32> {
