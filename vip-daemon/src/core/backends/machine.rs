@@ -6,13 +6,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::state::{Admin, Backend, BackendAdmin, Spec};
-use crate::{
-    core::{
-        drain::{Drain, Phase},
-        health::Health,
-    },
-    shell::{neighbours::NextHop, probes::ProbeResult},
+use super::{
+    reach::NextHop,
+    state::{Admin, Backend, BackendAdmin, ProbeResult, Spec},
+};
+use crate::core::{
+    drain::{Drain, Phase},
+    health::Health,
 };
 
 /// A moment as the machine sees it: monotonic for probes and damping, wall-clock ms for

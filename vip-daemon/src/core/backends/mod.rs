@@ -38,10 +38,12 @@
 //!   publish the VIP marked as an operator's change, and are saved at once.
 //!   `drain_then_timeout_gives_up_flows_once`.
 mod machine;
+mod reach;
 mod state;
 
 pub use machine::{Action, AdminChange, Backends, Input, Level, Note, Now, Share};
-pub use state::{restart_health, Admin, Backend, BackendAdmin, Remembered, Spec};
+pub use reach::{NextHop, NoRoute};
+pub use state::{restart_health, Admin, Backend, BackendAdmin, ProbeResult, Remembered, Spec};
 
 #[cfg(test)]
 mod tests;

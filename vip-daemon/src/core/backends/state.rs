@@ -14,8 +14,18 @@ use crate::{
         health::{Health, HealthState},
         log_limit::LogLimiter,
     },
-    shell::{neighbours::NextHop, probes::ProbeResult},
 };
+
+use super::reach::NextHop;
+
+/// One probe's outcome (`shell::probes` runs them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub latency: Duration,
+    /// Short human text: "connect refused", "HTTP 503 (want 200)", "timeout after 1s", ...
+    pub detail: String,
+}
 
 /// Operator's say over a backend (control socket), on top of its health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

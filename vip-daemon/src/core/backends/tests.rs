@@ -8,7 +8,6 @@ use super::*;
 use crate::{
     config::{BackendConf, Check, CheckKind, Forward},
     core::{flap::Damping, health::Health},
-    shell::{neighbours::NextHop, probes::ProbeResult},
 };
 
 const S: Duration = Duration::from_secs(1);
