@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crate::{
     core::{
         admin::{Book, Stamp, Write},
+        backends::{AdminChange, BackendAdmin, Input},
         drain::Drain,
     },
     shell::{
@@ -16,15 +17,6 @@ use crate::{
 };
 
 use super::{backends::Admin, cluster::ClusterRt, unix_ms, Daemon};
-
-/// A backend's operator state as the cluster agrees on it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BackendAdmin {
-    pub admin: Admin,
-    /// Set through the control socket; None: the config's weight.
-    pub weight: Option<u32>,
-    pub drain: Option<Drain>,
-}
 
 /// (VIP name, backend name) -> its admin state.
 pub type AdminBook = Book<(String, String), BackendAdmin>;
@@ -71,15 +63,19 @@ fn writer_body(vip: &str, w: &Write<String>) -> ItemBody {
 impl Daemon {
     /// The backend's (VIP name, backend name) and its admin state now.
     fn admin_of(&self, index: usize) -> ((String, String), BackendAdmin) {
-        let (vip, pos) = self.locate_backend(index);
-        let (v, rt) = (&self.plan.vips[vip], &self.backends[index]);
-        let conf = &v.backends[pos].conf;
-        let value = BackendAdmin {
-            admin: rt.admin,
-            weight: (rt.weight != conf.weight).then_some(rt.weight),
-            drain: rt.drain.filter(|_| rt.admin == Admin::Drained),
-        };
-        ((v.name.clone(), conf.name.clone()), value)
+        (
+            self.backend_names(index),
+            self.backends[index].admin_value(),
+        )
+    }
+
+    /// A reload's config weight replaced backend `index`'s runtime weight: a runtime weight
+    /// in the cluster's register is overwritten by sharing the new one.
+    pub(super) fn weight_from_config(&mut self, index: usize) {
+        let key = self.backend_names(index);
+        if (self.admin_book.get(&key)).is_some_and(|w| w.value.weight.is_some()) {
+            self.share_admin(index);
+        }
     }
 
     /// Records an operator change of backend `index` made here and tells the cluster.
@@ -137,17 +133,10 @@ impl Daemon {
         else {
             return;
         };
-        let Some(v) = self.plan.vips.iter().position(|p| p.name == vip) else {
+        let Some((_, b)) = self.backend_named(&vip, &backend) else {
             return; // not configured here (yet): a reload adding it starts enabled
         };
-        let Some(b) = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == backend)
-        else {
-            return;
-        };
-        let (index, conf_weight) = (b.index as usize, b.conf.weight);
+        let index = b.index;
         let Some(admin) = Admin::parse(&admin) else {
             tracing::warn!(%vip, %backend, %by, %admin, "admin item with an unknown state ignored");
             return;
@@ -168,20 +157,16 @@ impl Daemon {
         else {
             return;
         };
-        let rt = &mut self.backends[index];
-        rt.admin = value.admin;
-        rt.weight = value.weight.unwrap_or(conf_weight);
-        rt.drain = value.drain.filter(|_| value.admin == Admin::Drained);
+        self.backend_input(Input::Admin {
+            index,
+            change: AdminChange::Set(value),
+        });
+        let rt = &self.backends[index as usize];
         let summary = format!(
             "{vip}/{backend}: {} weight {}",
             rt.admin.as_str(),
             rt.weight
         );
-        self.drain_tick();
-        self.admin_publish = true;
-        self.republish(v, Some(Instant::now()));
-        self.admin_publish = false;
-        self.save_state();
         tracing::info!("admin from {by}: {summary}");
     }
 
@@ -199,14 +184,7 @@ impl Daemon {
         else {
             return;
         };
-        let Some(v) = self.plan.vips.iter().position(|p| p.name == vip) else {
-            return;
-        };
-        if !self.plan.vips[v]
-            .backends
-            .iter()
-            .any(|b| b.conf.name == backend)
-        {
+        if self.backend_named(&vip, &backend).is_none() {
             return;
         }
         let stamp = Stamp { at, origin: by };
@@ -221,11 +199,7 @@ impl Daemon {
         let Some(newest) = self.writer_book.get(&vip).map(|w| w.value.clone()) else {
             return;
         };
-        let Some(b) = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == newest)
-        else {
+        let Some((v, b)) = self.backend_named(&vip, &newest) else {
             return;
         };
         let (index, serial, backend) = (b.index, b.serial, newest);

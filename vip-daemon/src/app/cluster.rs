@@ -609,7 +609,6 @@ impl Daemon {
     /// Whether this node's own probes disagree with the cluster's verdict (bad NIC, local
     /// firewall): shown in status.
     pub(super) fn disagrees(&self, index: usize) -> bool {
-        let rt = &self.backends[index];
-        rt.cluster_health.is_some_and(|h| h != rt.health.health())
+        self.backends[index].disagrees()
     }
 }

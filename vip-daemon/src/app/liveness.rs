@@ -7,7 +7,10 @@ use tokio::sync::mpsc;
 
 use crate::{
     config::Protocol,
-    core::shared_health::{cluster_verdict, Host},
+    core::{
+        backends::Input,
+        shared_health::{cluster_verdict, Host},
+    },
     shell::{
         gossip::{GossipCmd, Item, ItemBody},
         sockwatch::{self, WatchEvent, Watched},
@@ -56,40 +59,29 @@ impl Daemon {
     }
 
     pub(super) fn on_service_watch(&mut self, ev: WatchEvent) {
-        let index = ev.key as usize;
-        let Some(rt) = self.backends.get_mut(index) else {
-            return;
-        };
-        let was = rt.listening;
-        rt.listening = Some(ev.listening);
-        if was == Some(ev.listening) {
-            return;
-        }
-        let (vip, pos) = self.locate_backend(index);
-        let (vip_name, backend) = (
-            self.plan.vips[vip].name.clone(),
-            self.plan.vips[vip].backends[pos].conf.name.clone(),
-        );
-        if was.is_some() || !ev.listening {
-            tracing::warn!(vip = %vip_name, %backend, listening = ev.listening, "local service socket");
-        }
-        if !ev.listening {
-            self.metrics.service_gone.inc();
-        }
+        self.backend_input(Input::Listening {
+            index: ev.key,
+            listening: ev.listening,
+            at: ev.at,
+        });
+    }
+
+    /// Cluster mode: tells the others whether this node's local service is listening.
+    pub(super) fn share_service(&mut self, index: usize, listening: bool) {
+        let (vip, backend) = self.backend_names(index);
         if let Some(c) = self.cluster.as_mut() {
             c.item_version += 1;
             let item = Item {
                 origin: self.config.node.name.clone(),
                 version: c.item_version,
                 body: ItemBody::Service {
-                    vip: vip_name.clone(),
-                    backend: backend.clone(),
-                    listening: ev.listening,
+                    vip,
+                    backend,
+                    listening,
                 },
             };
             let _ = c.gossip.try_send(GossipCmd::Broadcast(item));
         }
-        self.republish(vip, Some(ev.at));
     }
 
     /// A host's report about its own service (gossip).
@@ -106,21 +98,18 @@ impl Daemon {
         self.recompute_cluster_health(vip, backend);
     }
 
-    /// Membership changed: every backend's verdict may follow its host.
+    /// Membership changed: every backend's verdict may follow its host. The changes are
+    /// applied together, so a member's death publishes each VIP once, not once per backend.
     pub(super) fn recompute_all_cluster_health(&mut self) {
-        let names: Vec<(String, String)> = self
-            .plan
-            .vips
-            .iter()
-            .flat_map(|v| {
-                v.backends
-                    .iter()
-                    .map(|b| (v.name.clone(), b.conf.name.clone()))
-            })
+        let inputs: Vec<Input> = (self.plan.vips.iter())
+            .flat_map(|v| v.backends.iter().map(move |b| (&v.name, &b.conf.name)))
+            .filter_map(|(vip, backend)| self.cluster_view(vip, backend))
             .collect();
-        for (v, b) in names {
-            self.recompute_cluster_health(&v, &b);
-        }
+        let now = super::backends::now();
+        let actions = (inputs.into_iter())
+            .flat_map(|input| self.backends.handle(input, now))
+            .collect();
+        self.apply_backend_actions(actions, super::backends::Save::Now);
     }
 
     /// The member a backend runs on: this node for local backends, else the member whose
@@ -139,24 +128,21 @@ impl Daemon {
         }
     }
 
-    /// The cluster's verdict on one backend (see `core::shared_health`); republishes its VIP
-    /// when it changes.
+    /// The cluster's verdict on one backend (see `core::shared_health`), fed to the backend
+    /// core (which republishes its VIP when it changes).
     pub(super) fn recompute_cluster_health(&mut self, vip: &str, backend: &str) {
-        let Some(v) = self.plan.vips.iter().position(|v| v.name == vip) else {
-            return;
-        };
-        let Some(b) = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == backend)
-        else {
-            return;
-        };
-        let (index, address) = (b.index as usize, b.conf.address);
-        let (host, host_name) = self.host_of(index, address);
-        let Some(c) = self.cluster.as_ref() else {
-            return;
-        };
+        if let Some(input) = self.cluster_view(vip, backend) {
+            self.backend_input(input);
+        }
+    }
+
+    /// The cluster's verdict on one backend as the backend core's input (None: no cluster,
+    /// no such backend, or nobody has an opinion yet).
+    fn cluster_view(&self, vip: &str, backend: &str) -> Option<Input> {
+        let (_, b) = self.backend_named(vip, backend)?;
+        let (index, address) = (b.index, b.conf.address);
+        let (host, host_name) = self.host_of(index as usize, address);
+        let c = self.cluster.as_ref()?;
         let me = &self.config.node.name;
         let key = (vip.to_owned(), backend.to_owned());
         // Only the host's own report counts; this node's own watch acts directly.
@@ -164,17 +150,12 @@ impl Daemon {
             .not_listening
             .get(&key)
             .is_some_and(|origin| Some(origin) == host_name.as_ref() && origin != me);
-        let Some(verdict) = cluster_verdict(
+        let verdict = cluster_verdict(
             c.views.get(&key),
             |origin| origin == me || c.alive.contains(origin),
             host,
             not_listening,
-        ) else {
-            return;
-        };
-        if self.backends[index].cluster_health != Some(verdict) {
-            self.backends[index].cluster_health = Some(verdict);
-            self.republish(v, Some(std::time::Instant::now()));
-        }
+        )?;
+        Some(Input::ClusterView { index, verdict })
     }
 }

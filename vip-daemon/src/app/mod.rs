@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     config::Config,
-    core::{drain::Drain, plan::Plan},
+    core::{
+        backends::{AdminChange, Backends, Input},
+        plan::Plan,
+    },
     shell::{
         control::{self, AdminAction, Call, Request, Response},
         dataplane::MapWriter,
@@ -31,7 +34,7 @@ use crate::{
         probes::ProbeEvent,
     },
 };
-pub use backends::{Admin, BackendRt};
+pub use backends::Admin;
 
 /// Command-line options of `vipd run`.
 #[derive(Clone, Debug)]
@@ -96,7 +99,10 @@ pub struct Daemon {
     /// The maps, written only through it; its image is the host model of what they hold.
     pub maps: MapWriter,
     pub interfaces: Vec<(String, String)>,
-    pub backends: Vec<BackendRt>,
+    /// Every backend's state and the decisions made from it (`core::backends`).
+    pub backends: Backends,
+    /// Backend index -> its prober (the IO beside the core's state).
+    pub probers: Vec<Option<backends::Prober>>,
     /// Backend index -> VIP position in `plan.vips` (`usize::MAX`: index unused).
     pub vip_of: Vec<usize>,
     pub vips: Vec<VipRt>,
@@ -266,55 +272,36 @@ impl Daemon {
         drain_timeout: Option<Duration>,
     ) -> Result<String, String> {
         let now = Instant::now();
-        let v = self
-            .plan
-            .vips
-            .iter()
-            .position(|v| v.name == vip)
-            .ok_or_else(|| format!("no VIP named {vip:?}"))?;
-        let b = self.plan.vips[v]
-            .backends
-            .iter()
-            .find(|b| b.conf.name == backend)
-            .map(|b| b.index as usize)
-            .ok_or_else(|| format!("VIP {vip} has no backend named {backend:?}"))?;
+        let (v, b) = match self.backend_named(vip, backend) {
+            Some((v, b)) => (v, b.index as usize),
+            None if self.plan.vips.iter().any(|v| v.name == vip) => {
+                return Err(format!("VIP {vip} has no backend named {backend:?}"));
+            }
+            None => return Err(format!("no VIP named {vip:?}")),
+        };
         if drain_timeout.is_some() && action != AdminAction::Drain {
             return Err("`--timeout` only applies to `drain`".into());
         }
-        if action == AdminAction::Promote {
-            return self.promote(v, b, now);
-        }
-        let rt = &mut self.backends[b];
-        match action {
-            AdminAction::Drain => {
-                // Draining again keeps the original start (the connections have been winding
-                // down since then) and takes the new timeout, if one is given.
-                rt.drain = Some(match rt.drain {
-                    Some(d) if rt.admin == Admin::Drained => Drain {
-                        timeout_override: drain_timeout.or(d.timeout_override),
-                        ..d
-                    },
-                    _ => Drain {
-                        started_ms: unix_ms(),
-                        timeout_override: drain_timeout,
-                    },
-                });
-                rt.admin = Admin::Drained;
-            }
-            AdminAction::Disable => rt.admin = Admin::Disabled,
-            AdminAction::Enable => rt.admin = Admin::Enabled,
+        let change = match action {
+            AdminAction::Promote => return self.promote(v, b, now),
+            AdminAction::Drain => AdminChange::Drain {
+                timeout: drain_timeout,
+            },
+            AdminAction::Disable => AdminChange::Disable,
+            AdminAction::Enable => AdminChange::Enable,
             AdminAction::Weight => {
                 let w = weight.ok_or("`weight` needs a value")?;
                 if w > 65_535 {
                     return Err(format!("weight {w} out of range 0..=65535"));
                 }
-                rt.weight = w;
+                AdminChange::Weight(w)
             }
-            AdminAction::Promote => unreachable!("handled above"),
-        }
-        if rt.admin != Admin::Drained {
-            rt.drain = None;
-        }
+        };
+        self.backend_input(Input::Admin {
+            index: b as u32,
+            change,
+        });
+        let rt = &self.backends[b];
         let mut summary = format!(
             "{vip}/{backend}: {} weight {}",
             rt.admin.as_str(),
@@ -327,13 +314,6 @@ impl Daemon {
                 crate::config::fmt_duration(timeout)
             ));
         }
-        self.share_admin(b);
-        // A zero or already passed timeout takes effect with this change, not a tick later.
-        self.drain_tick();
-        self.admin_publish = true;
-        self.republish(v, Some(now));
-        self.admin_publish = false;
-        self.save_state();
         tracing::info!("admin: {summary}");
         Ok(summary)
     }

@@ -84,13 +84,14 @@ impl Daemon {
             .filter_map(|(pos, b)| {
                 let rt = &self.backends[b.index as usize];
                 let (last, _) = rt.last_probe.as_ref()?;
-                let at = rt.next_probe?;
+                let at = self.probers.get(b.index as usize)?.as_ref()?.next_at?;
                 if rt.cluster_health.is_some() {
                     return None;
                 }
-                let mut health = rt.health.clone();
-                let verdict = health.on_result(at, last.ok)?;
-                let weight = rt.weight_if(&b.conf, verdict.health);
+                // The backend as it will be if its next probe says what its last one did.
+                let mut then = rt.clone();
+                then.health.on_result(at, last.ok)?;
+                let weight = then.effective_weight(&b.conf);
                 Some(precompute::Expected { pos, at, weight })
             })
             .collect()

@@ -91,10 +91,7 @@ impl Daemon {
                                 "l2"
                             }
                             .into(),
-                            health: match (
-                                rt.cluster_health.unwrap_or(rt.health.health()),
-                                self.disagrees(b.index as usize),
-                            ) {
+                            health: match (rt.verdict(), self.disagrees(b.index as usize)) {
                                 (Health::Up, false) => "up",
                                 (Health::Down, false) => "down",
                                 (Health::Up, true) => "up (cluster; LOCAL PROBES SAY DOWN)",

@@ -9,8 +9,9 @@ use crate::{
     config::{Config, Limits, Selection},
     core::{
         alloc::{self, Allocation, BackendId},
+        backends::{restart_health, Backend as BackendState, Backends, Input, Remembered},
         drain::Drain,
-        health::{Health, HealthState},
+        health::Health,
         image,
         model::ModelState,
         plan::{self, BackendPlan, Plan, VipPlan},
@@ -24,7 +25,10 @@ use crate::{
     },
 };
 
-use super::{backends::Admin, BackendRt, Daemon, Options, VipRt};
+use super::{
+    backends::{spec_of, Admin},
+    Daemon, Options, VipRt,
+};
 
 /// A new data plane for `sizing`, built beside the pinned one that cannot be adopted: the
 /// old one keeps forwarding until the new program takes over its links (see
@@ -37,7 +41,7 @@ fn beside(config: &Config, sizing: &Sizing, why: &str) -> anyhow::Result<Datapla
     Ok(Dataplane::load_beside(&config.node.pin_dir, sizing)?)
 }
 
-fn non_local_addresses(plan: &Plan, backends: &[BackendRt]) -> Vec<IpAddr> {
+fn non_local_addresses(plan: &Plan, backends: &Backends) -> Vec<IpAddr> {
     let set: BTreeSet<IpAddr> = plan
         .vips
         .iter()
@@ -144,7 +148,7 @@ pub async fn start(
     let mut tables = dp.table_publisher()?;
 
     let mut vip_of = vec![usize::MAX; limits.backends as usize];
-    let mut backends: Vec<BackendRt> = (0..limits.backends).map(|_| BackendRt::unused()).collect();
+    let mut backends = Backends::new(limits.backends as usize);
     let mut vips = Vec::with_capacity(plan.vips.len());
     // Tables adopted from the pinned maps, recorded in the image once it exists.
     let mut adopted_tables: Vec<Option<Vec<u32>>> = Vec::with_capacity(plan.vips.len());
@@ -164,28 +168,18 @@ pub async fn start(
             vip_of[b.index as usize] = i;
             let id = backend_id(v, b);
             let remembered = saved.as_ref().and_then(|s| s.backend(&id));
-            // A verdict survives a restart. With the adopted maps' table read back, the
-            // kernel is the truth: in the live table means up (the state file may be a
-            // moment older); out of it, up only when the state file says so and an admin
-            // state explains the absence. Replacing maps: the state file's, saved at every
-            // verdict. Fresh maps: a file left beside them may be from anything, so down.
-            let was_live = live.as_ref().is_some_and(|t| t.contains(&b.index));
-            let up = match (remembered, &live) {
-                (Some(r), Some(_)) => was_live || (r.up && r.admin != Admin::Enabled.as_str()),
-                (Some(r), None) if adopted.is_some() || replacing => r.up,
-                _ => was_live,
-            };
-            let c = &b.conf.check;
-            let mut rt = BackendRt::unused();
-            rt.serial = b.serial;
-            rt.health = HealthState::new(
-                c.rise,
-                c.fall,
-                c.damping,
-                if up { Health::Up } else { Health::Down },
+            // A verdict survives a restart (`core::backends::restart_health`); replacing
+            // maps, the state file is saved at every verdict.
+            let initial = restart_health(
+                remembered.map(|r| Remembered {
+                    up: r.up,
+                    admin: Admin::parse(&r.admin),
+                }),
+                live.as_ref().map(|t| t.contains(&b.index)),
+                adopted.is_some() || replacing,
             );
-            rt.weight = b.conf.weight;
-            rt.local = plan::is_local(&config, &b.conf);
+            let c = &b.conf.check;
+            let mut rt = BackendState::new(&spec_of(&config, i, b), initial);
             if let Some(r) = remembered {
                 rt.admin = Admin::parse(&r.admin).unwrap_or(Admin::Enabled);
                 rt.weight = r.weight.unwrap_or(b.conf.weight);
@@ -203,7 +197,7 @@ pub async fn start(
                         .then(|| Instant::now() + c.interval * (c.rise + 1) + c.timeout);
                 }
             }
-            backends[b.index as usize] = rt;
+            backends.restore(b.index, rt);
         }
         // Primary/backup: the writer is the adopted live table's slot; maps created afresh
         // have none, so the state file's writer (it keeps the slot while eligible).
@@ -256,7 +250,7 @@ pub async fn start(
         .unwrap_or_default();
     for v in &plan.vips {
         for b in &v.backends {
-            backends[b.index as usize].next_hop = hops.get(&b.conf.address).copied();
+            backends.set_next_hop(b.index, hops.get(&b.conf.address).copied());
         }
     }
     // The image starts as what the maps hold where it matters for skipping writes: backend
@@ -295,6 +289,7 @@ pub async fn start(
         layout_id,
         maps,
         interfaces: Vec::new(),
+        probers: (0..backends.len()).map(|_| None).collect(),
         backends,
         vip_of,
         vips,
@@ -444,52 +439,25 @@ impl Daemon {
         let cluster = self.cluster_reload(&config)?;
         let mut summary = describe_change(&self.plan, &plan);
 
-        // Backends: the same identity keeps its runtime state (same index and serial).
-        let mut old_rt: Vec<BackendRt> = std::mem::take(&mut self.backends);
-        let mut backends: Vec<BackendRt> = (0..self.limits.backends)
-            .map(|_| BackendRt::unused())
-            .collect();
+        // Backends: the same identity keeps its runtime state (same index and serial); its
+        // prober restarts when its check changed.
         let mut vip_of = vec![usize::MAX; self.limits.backends as usize];
+        let mut specs = Vec::new();
         let mut restart_probe = Vec::new();
-        // The file's new weight replaces one set at runtime, on every node that reloads it.
-        let mut weight_reset = Vec::new();
         for (vi, v) in plan.vips.iter().enumerate() {
             for (pos, b) in v.backends.iter().enumerate() {
-                let i = b.index as usize;
-                vip_of[i] = vi;
+                vip_of[b.index as usize] = vi;
+                specs.push(spec_of(&config, vi, b));
                 let old_conf = self
                     .plan
                     .vips
                     .iter()
                     .flat_map(|v| v.backends.iter())
                     .find(|o| o.index == b.index && o.serial == b.serial)
-                    .map(|o| o.conf.clone());
-                let c = &b.conf.check;
-                let rt = match old_conf {
-                    Some(old) => {
-                        let mut rt = std::mem::replace(&mut old_rt[i], BackendRt::unused());
-                        if old.weight != b.conf.weight {
-                            rt.weight = b.conf.weight;
-                            weight_reset.push(i);
-                        }
-                        // Penalty, hold and transition count survive; thresholds follow the file.
-                        rt.health.reconfigure(c.rise, c.fall, c.damping);
-                        if old.check != b.conf.check || old.port != b.conf.port {
-                            restart_probe.push((vi, pos));
-                        }
-                        rt
-                    }
-                    None => {
-                        let mut rt = BackendRt::unused();
-                        rt.serial = b.serial;
-                        rt.weight = b.conf.weight;
-                        rt.health = HealthState::new(c.rise, c.fall, c.damping, Health::Down);
-                        restart_probe.push((vi, pos));
-                        rt
-                    }
-                };
-                backends[i] = rt;
-                backends[i].local = plan::is_local(&config, &b.conf);
+                    .map(|o| &o.conf);
+                if old_conf.is_none_or(|old| old.check != b.conf.check || old.port != b.conf.port) {
+                    restart_probe.push((vi, pos));
+                }
             }
         }
         // VIPs: a VIP keeping its place keeps its live table (the next publish flips from it).
@@ -534,30 +502,20 @@ impl Daemon {
             })
             .collect();
         let old_plan = std::mem::replace(&mut self.plan, plan);
-        self.backends = backends;
-        drop(old_rt); // stops the probers of removed backends
+        // Next hops of new backends come with this, before their entries are written; the
+        // file's weight replacing a shared runtime one is gossiped after `prune_admin`.
+        let weight_reset = self
+            .backends
+            .handle(Input::Reload(specs), super::backends::now());
+        for (i, prober) in self.probers.iter_mut().enumerate() {
+            if vip_of[i] == usize::MAX {
+                *prober = None; // stops the probers of removed backends
+            }
+        }
         self.vip_of = vip_of;
         self.vips = vips;
         self.alloc = alloc;
         self.config = config;
-        // Next hops of new backends before their entries are written.
-        for v in &self.plan.vips {
-            for b in &v.backends {
-                let i = b.index as usize;
-                if self.backends[i].next_hop.is_none() && !self.backends[i].local {
-                    if let Some(h) = old_plan
-                        .vips
-                        .iter()
-                        .flat_map(|v| v.backends.iter())
-                        .find(|o| o.conf.address == b.conf.address)
-                        .and_then(|o| self.backends.get(o.index as usize))
-                        .and_then(|rt| rt.next_hop)
-                    {
-                        self.backends[i].next_hop = Some(h);
-                    }
-                }
-            }
-        }
         if let Some(c) = &cluster {
             self.reconfigure_ownership(c).await;
             summary.push_str(&c.describe());
@@ -571,20 +529,7 @@ impl Daemon {
             self.start_prober(vi, pos);
         }
         self.prune_admin();
-        for i in weight_reset {
-            let (v, pos) = self.locate_backend(i);
-            let key = (
-                self.plan.vips[v].name.clone(),
-                self.plan.vips[v].backends[pos].conf.name.clone(),
-            );
-            if self
-                .admin_book
-                .get(&key)
-                .is_some_and(|w| w.value.weight.is_some())
-            {
-                self.share_admin(i);
-            }
-        }
+        self.apply_backend_actions(weight_reset, super::backends::Save::Now);
         self.save_state();
         Ok(summary)
     }
@@ -648,24 +593,19 @@ impl Daemon {
                 return;
             }
         };
-        let now = Instant::now();
-        let mut changed = BTreeSet::new();
-        for index in 0..self.backends.len() {
-            if self.vip_of[index] == usize::MAX || self.backends[index].local {
-                continue;
-            }
-            let (vip, pos) = self.locate_backend(index);
-            let addr = self.plan.vips[vip].backends[pos].conf.address;
-            let hop = hops.get(&addr).copied();
-            if hop != self.backends[index].next_hop {
-                self.backends[index].next_hop = hop;
-                self.write_backend(index);
-                changed.insert(vip);
+        let mut actions = Vec::new();
+        let now = super::backends::now();
+        for v in &self.plan.vips {
+            for b in &v.backends {
+                let hop = hops.get(&b.conf.address).copied();
+                let input = Input::NextHop {
+                    index: b.index,
+                    hop,
+                };
+                actions.extend(self.backends.handle(input, now));
             }
         }
-        for vip in changed {
-            self.republish(vip, Some(now));
-        }
+        self.apply_backend_actions(actions, super::backends::Save::Now);
     }
 }
 

@@ -253,16 +253,7 @@ impl Daemon {
     pub(super) fn backend_entry(&self, index: usize) -> Backend {
         let (vip, pos) = self.locate_backend(index);
         let conf = &self.plan.vips[vip].backends[pos].conf;
-        let rt = &self.backends[index];
-        let facts = image::BackendFacts {
-            local: rt.local,
-            mac: rt.next_hop.and_then(|h| h.mac),
-            serial: rt.serial,
-            // A draining (or weight 0) backend keeps its established flows while it is
-            // healthy; down or disabled, they move.
-            keep_flows: rt.keeps_flows(conf),
-        };
-        image::backend_entry(&conf.address, conf.forward, facts)
+        image::backend_value(conf, &self.backends[index])
     }
 
     /// (VIP index, position in its backend list) of a backend index.

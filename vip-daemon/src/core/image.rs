@@ -9,8 +9,8 @@ use vip_common::maps::{
 };
 
 use crate::{
-    config::{Config, Forward},
-    core::plan::addr16,
+    config::{BackendConf, Config, Forward},
+    core::{backends, plan::addr16},
 };
 
 /// The SETTINGS entry. `peers`: PEERS lists at least one other node's MAC.
@@ -66,6 +66,19 @@ pub fn backend_entry(address: &IpAddr, forward: Forward, facts: BackendFacts) ->
         },
         _pad: [0; 3],
     }
+}
+
+/// The BACKENDS entry of a configured backend: its config and the backend core's state.
+pub fn backend_value(conf: &BackendConf, b: &backends::Backend) -> Backend {
+    let facts = BackendFacts {
+        local: b.local,
+        mac: b.next_hop.and_then(|h| h.mac),
+        serial: b.serial,
+        // A draining (or weight 0) backend keeps its established flows while it is
+        // healthy; down or disabled, they move.
+        keep_flows: b.keeps_flows(conf),
+    };
+    backend_entry(&conf.address, conf.forward, facts)
 }
 
 #[cfg(test)]

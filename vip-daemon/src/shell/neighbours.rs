@@ -13,34 +13,7 @@ use rtnetlink::{
     Handle, RouteMessageBuilder,
 };
 
-use crate::config::Forward;
-
-/// Where frames for a backend go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NextHop {
-    /// The on-link address whose MAC we need: the backend itself, or its gateway.
-    pub via: IpAddr,
-    /// True when the backend is directly on-link (L2 DSR needs that).
-    pub on_link: bool,
-    pub mac: Option<[u8; 6]>,
-    /// The kernel's route lookup for the backend, when it found none. `mac` is then None and
-    /// `on_link` false: a leftover neighbour entry must not make it look reachable.
-    pub no_route: Option<NoRoute>,
-}
-
-/// Why the kernel has no usable route to a backend: the lookup's answer, told apart because
-/// the fix differs (add a route, or remove a deliberate reject route).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NoRoute {
-    /// ENETUNREACH: no route matches (typically no default route either).
-    Missing,
-    /// EHOSTUNREACH: an `unreachable` route matches.
-    Unreachable,
-    /// EINVAL: a `blackhole` route matches.
-    Blackhole,
-    /// EACCES: a `prohibit` route matches.
-    Prohibit,
-}
+pub use crate::core::backends::{NextHop, NoRoute};
 
 impl NoRoute {
     /// The route lookup failure `errno` (positive) means "no usable route", or it is
@@ -63,36 +36,6 @@ impl NoRoute {
             RouteType::BlackHole => Some(Self::Blackhole),
             RouteType::Prohibit => Some(Self::Prohibit),
             _ => None,
-        }
-    }
-
-    fn detail(self) -> &'static str {
-        match self {
-            Self::Missing => "",
-            Self::Unreachable => " (an unreachable route matches)",
-            Self::Blackhole => " (a blackhole route matches)",
-            Self::Prohibit => " (a prohibit route matches)",
-        }
-    }
-}
-
-impl NextHop {
-    /// For `vipd status`: why the backend cannot be reached, or the MAC frames go to. Route
-    /// problems come first: "UNRESOLVED neighbour" would send the operator chasing ARP when
-    /// the real problem is the routing table.
-    pub fn describe(&self, backend: IpAddr, forward: Forward) -> String {
-        if let Some(why) = self.no_route {
-            return format!(
-                "no route to {backend}{}: frames for it have nowhere to go",
-                why.detail()
-            );
-        }
-        match self.mac {
-            None => format!("UNRESOLVED neighbour {}", self.via),
-            Some(_) if !self.on_link && forward == Forward::L2 => {
-                format!("NOT ON-LINK (via {}): use forward = \"encap\"", self.via)
-            }
-            Some(mac) => crate::shell::dataplane::fmt_mac(&mac),
         }
     }
 }
@@ -235,6 +178,7 @@ fn next_hop(backend: IpAddr, route: Route, table: &HashMap<IpAddr, [u8; 6]>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Forward;
 
     const MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
 

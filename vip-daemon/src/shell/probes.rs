@@ -39,13 +39,7 @@ pub struct ProbeSpec {
     pub timeout: Duration,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProbeResult {
-    pub ok: bool,
-    pub latency: Duration,
-    /// Short human text: "connect refused", "HTTP 503 (want 200)", "timeout after 1s", ...
-    pub detail: String,
-}
+pub use crate::core::backends::ProbeResult;
 
 /// CA bundle used when `tls_verify` is set; no bundled roots, so the OS's trust store rules.
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
