@@ -3,7 +3,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Backend, NO_BACKEND, SETTINGS_F_PEERS};
+use vip_common::maps::{Backend, NO_BACKEND, SETTINGS_F_PEERS, VIP_F_FLOWS};
 
 use crate::{
     config::{Config, Limits, Selection},
@@ -246,6 +246,9 @@ pub async fn start(
             precomputed: None,
             fallback: Vec::new(),
             previous: Vec::new(),
+            // A restart ends a transition: the flow table (kept, or carried into new maps)
+            // has entries for every connection that sent a segment since the switch.
+            transition: None,
         });
     }
     let netlink = neighbours::connect()?;
@@ -379,7 +382,9 @@ impl Daemon {
         for i in 0..self.plan.vips.len() {
             self.republish(i, None);
         }
-        let wanted: Vec<_> = self.plan.vips.iter().map(|v| (v.key, v.info)).collect();
+        let wanted: Vec<_> = (0..self.plan.vips.len())
+            .map(|i| (self.plan.vips[i].key, self.vip_info(i)))
+            .collect();
         self.maps.vips(&wanted)?;
         let in_use: BTreeSet<u32> = self
             .plan
@@ -511,6 +516,42 @@ impl Daemon {
                         rt.precomputed = None;
                         if v.fallback.is_none() {
                             rt.fallback.clear();
+                        }
+                        if v.previous.is_none() {
+                            rt.transition = None;
+                        }
+                        // Switching from second chance to the flow table: the flow table has
+                        // never seen the established connections; the table they were made
+                        // with becomes the previous table for the transition.
+                        let was_flows = self
+                            .plan
+                            .vips
+                            .iter()
+                            .find(|o| o.name == v.name)
+                            .is_none_or(|o| o.info.flags & VIP_F_FLOWS != 0);
+                        if v.previous.is_some() && !was_flows && !rt.live.is_empty() {
+                            let old = self.plan.vips.iter().find(|o| o.name == v.name);
+                            let timeout = config
+                                .vips
+                                .iter()
+                                .find(|c| c.name == v.name)
+                                .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
+                            tracing::info!(
+                                vip = %v.name,
+                                transition = ?timeout,
+                                "switched from second chance to the flow table: connections \
+                                 made before follow the previous table for the VIP's drain_timeout"
+                            );
+                            rt.transition = Some(super::Transition {
+                                table: rt.live.clone(),
+                                serials: old
+                                    .map(|o| {
+                                        o.backends.iter().map(|b| (b.index, b.serial)).collect()
+                                    })
+                                    .unwrap_or_default(),
+                                until: Instant::now() + timeout,
+                                published: Vec::new(),
+                            });
                         }
                         rt
                     }
