@@ -549,7 +549,10 @@ impl Daemon {
                                         o.backends.iter().map(|b| (b.index, b.serial)).collect()
                                     })
                                     .unwrap_or_default(),
-                                until: Instant::now() + timeout,
+                                // A drain_timeout beyond what Instant holds: a year.
+                                until: Instant::now().checked_add(timeout).unwrap_or_else(|| {
+                                    Instant::now() + std::time::Duration::from_secs(365 * 86_400)
+                                }),
                                 published: Vec::new(),
                             });
                         }
