@@ -6,10 +6,10 @@
 //! entries per backend are compared with the model's at the end.
 use vip_common::{
     maps::{
-        flow_stat::{self, HIT, MISS_MIDSTREAM, MISS_NEW, STALE},
+        flow_stat::{self, HIT, MISS_MIDSTREAM, MISS_NEW, PREVIOUS, STALE},
         reason::*,
         Backend, Counter, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
-        VIP_F_FLOWS,
+        NO_BACKEND, VIP_F_FLOWS, VIP_F_PREV_TABLE,
     },
     wire::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, XDP_TX},
 };
@@ -86,9 +86,10 @@ impl Fixture {
             .collect();
         let sizing = Sizing {
             vips: 4,
-            fallbacks: 0,
+            // One second region (`PREV`): VIP_L2's previous table in the transition tests.
+            fallbacks: 1,
             backends: 5,
-            slots: 8 * M,
+            slots: 10 * M,
             peers: 1,
             interfaces: 1,
             flows,
@@ -263,6 +264,190 @@ fn established_flows_keep_their_backend_through_table_changes() {
     assert_eq!(f.send(&dgram), (mac_of(A), TX_L2, vec![MISS_NEW]));
     f.publish(3, &all(B));
     assert_eq!(f.send(&dgram), (mac_of(A), TX_L2, vec![HIT]));
+    f.assert_entries();
+    f.assert_stats();
+}
+
+/// VIP_L2's previous-table region: `ACTIVE` word 4 (after the four VIPs'), slots after theirs.
+const PREV: TableRegion = TableRegion {
+    vip_index: 4,
+    base: 8 * M,
+    size: M,
+};
+
+impl Fixture {
+    /// VIP_L2's `VipInfo`: the flow table, and with `transition` the previous table in PREV.
+    fn vip_l2(&mut self, transition: bool) {
+        let key = VipKey {
+            addr: a4(VIP_L2),
+            port: 80,
+            proto: IPPROTO_TCP,
+            family: FAMILY_V4,
+        };
+        let info = VipInfo {
+            index: 0,
+            table_size: M,
+            flags: VIP_F_FLOWS | if transition { VIP_F_PREV_TABLE } else { 0 },
+            fallback: if transition { PREV.vip_index + 1 } else { 0 },
+        };
+        self.b.set_vip(key, info);
+    }
+}
+
+/// A VIP that switched from second chance to the flow table has no entry for the
+/// connections made before the switch: during the transition (`VIP_F_PREV_TABLE`) a
+/// mid-stream segment without an entry goes where the previous table sent it, while that
+/// backend keeps its flows; a SYN, a previous pick that gave up its flows, an empty previous
+/// slot, and any segment after the transition follow the live table.
+#[test]
+fn midstream_misses_follow_the_previous_table_during_a_transition() {
+    if !privileged("midstream_misses_follow_the_previous_table_during_a_transition") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    // Before the change every connection went to A; the live table now says B.
+    f.b.publish(&PREV, &all(A));
+    f.vip_l2(true);
+    f.publish(0, &all(B));
+    let quiet = |port| Flow::tcp4(CLIENT, port, VIP_L2, 80);
+
+    // (a) A quiet established connection's first segment since the switch: the previous
+    // table's backend, entered, so the next segments are hits there.
+    let a = packet::l4_frame(&ack(), &quiet(45_000));
+    assert_eq!(f.send(&a), (mac_of(A), TX_L2, vec![PREVIOUS]));
+    assert_eq!(f.send(&a), (mac_of(A), TX_L2, vec![HIT]));
+    // The frame leaves with only its MACs rewritten.
+    let (run, _) = f.b.check(&a);
+    assert_eq!(&run.output[12..], &a[12..]);
+    f.expected[HIT as usize].0 += 1;
+    f.expected[HIT as usize].1 += a.len() as u64;
+
+    // (b) A SYN is a new connection: the live table.
+    let syn_b = packet::l4_frame(&syn(), &quiet(45_001));
+    assert_eq!(f.send(&syn_b), (mac_of(B), TX_L2, vec![MISS_NEW]));
+    // (c) The previous pick gave up its flows (A down or its drain over): the live table.
+    let mut down = backend(A, FWD_L2);
+    down.flags = 0;
+    f.b.set_backend(A, down);
+    let c = packet::l4_frame(&ack(), &quiet(45_002));
+    assert_eq!(f.send(&c), (mac_of(B), TX_L2, vec![MISS_MIDSTREAM]));
+    f.b.set_backend(A, backend(A, FWD_L2));
+    // An empty slot of the previous table (vipd empties a slot whose backend index now
+    // holds another backend): the live table.
+    f.b.publish(&PREV, &vec![NO_BACKEND; M as usize]);
+    let d = packet::l4_frame(&ack(), &quiet(45_003));
+    assert_eq!(f.send(&d), (mac_of(B), TX_L2, vec![MISS_MIDSTREAM]));
+    f.b.publish(&PREV, &all(A));
+
+    // (d) The transition is over (flag cleared): a mid-stream miss follows the live table,
+    // while the entries made during it still hold.
+    f.vip_l2(false);
+    let e = packet::l4_frame(&ack(), &quiet(45_004));
+    assert_eq!(f.send(&e), (mac_of(B), TX_L2, vec![MISS_MIDSTREAM]));
+    assert_eq!(f.send(&a), (mac_of(A), TX_L2, vec![HIT]));
+    assert_eq!(
+        f.assert_entries()[..2],
+        [1, 4],
+        "A: (a); B: (b), (c), (d), (e)"
+    );
+    f.assert_stats();
+}
+
+/// A flow-table VIP's second table is its previous table, never a second chance's
+/// fallback: a local backend without a socket is passed as always.
+#[test]
+fn the_previous_table_is_not_a_second_chance() {
+    use vip_common::maps::FWD_LOCAL;
+    if !privileged("the_previous_table_is_not_a_second_chance") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    f.b.set_backend(A, backend(A, FWD_LOCAL));
+    f.b.model.sockets = Some(Default::default());
+    f.b.publish(&PREV, &all(B));
+    f.vip_l2(true);
+    // A new connection to the local backend: no socket in the test's namespace for it,
+    // yet it is delivered locally, not sent on to the previous table's B.
+    let (run, out) = f.b.check(&packet::l4_frame(
+        &syn(),
+        &Flow::tcp4(CLIENT, 46_000, VIP_L2, 80),
+    ));
+    assert_eq!(
+        (run.action, out.reason),
+        (vip_common::wire::XDP_PASS, PASS_LOCAL)
+    );
+}
+
+/// Kernel == model, packet by packet, for flow-table VIPs through random table changes,
+/// random previous tables, transitions set and cleared, backends giving up and regaining
+/// their flows: SYNs, mid-stream segments, UDP datagrams and PMTU errors over a pool of
+/// flows small enough that the kernel's LRU never evicts (the model never does).
+#[test]
+fn property_flow_table_kernel_equals_model() {
+    if !privileged("property_flow_table_kernel_equals_model") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let table = |next: &mut dyn FnMut() -> u64| -> Vec<u32> {
+        (0..M)
+            .map(|_| [A, B, A, B, NO_BACKEND][(next() % 5) as usize])
+            .collect()
+    };
+    let flags = [0x02u8, 0x10, 0x12, 0x18, 0x04, 0x11];
+    let mut seen = [0u64; flow_stat::COUNT as usize];
+    for i in 0..20_000u32 {
+        if i % 400 == 0 {
+            let live = table(&mut next);
+            f.publish(0, &live);
+            let live = table(&mut next);
+            f.publish(3, &live);
+            let prev = table(&mut next);
+            f.b.publish(&PREV, &prev);
+            f.vip_l2(next() % 3 != 0);
+            for index in [A, B] {
+                let mut b = backend(index, FWD_L2);
+                if next() % 4 == 0 {
+                    b.flags = 0;
+                }
+                f.b.set_backend(index, b);
+            }
+        }
+        let r = next();
+        let port = 47_000 + (r % 100) as u16;
+        let frame = match (r >> 8) % 10 {
+            0 => packet::l4_frame(&syn(), &Flow::udp4(CLIENT, port, VIP_UDP, 80)),
+            1 => {
+                let reply = packet::l3_packet(&ack(), &Flow::tcp4(VIP_L2, 80, CLIENT, port));
+                packet::icmp4_frag_needed(&syn(), [203, 0, 113, 1], VIP_L2, 1400, &reply[..28])
+            }
+            _ => {
+                let fr = Frame {
+                    tcp_flags: flags[((r >> 16) % flags.len() as u64) as usize],
+                    ..Frame::default()
+                };
+                packet::l4_frame(&fr, &Flow::tcp4(CLIENT, port, VIP_L2, 80))
+            }
+        };
+        let (_, _, stats) = f.send(&frame);
+        for s in stats {
+            seen[s as usize] += 1;
+        }
+    }
+    eprintln!(
+        "flow counters over the run: {seen:?} ({:?})",
+        flow_stat::NAMES
+    );
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "every path exercised: {seen:?}"
+    );
     f.assert_entries();
     f.assert_stats();
 }

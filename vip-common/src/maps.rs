@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of this contract: bumped whenever a map's type, key or value layout changes, so
 /// that a vipd never adopts pinned maps laid out by another contract.
-pub const CONTRACT_VERSION: u32 = 2;
+pub const CONTRACT_VERSION: u32 = 3;
 
 /// Directory under bpffs where program, links and maps are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
@@ -173,7 +173,8 @@ pub mod reason {
 }
 
 /// What the flow table did with a packet of a `VIP_F_FLOWS` VIP; index into
-/// [`MAP_FLOW_STATS`]. A packet counts at most one of `HIT`, `MISS_NEW`, `MISS_MIDSTREAM`;
+/// [`MAP_FLOW_STATS`]. A packet counts at most one of `HIT`, `MISS_NEW`, `MISS_MIDSTREAM`,
+/// `PREVIOUS`;
 /// `STALE` counts entries found unusable, and such a packet then counts a miss as well. ICMP
 /// errors (PMTU) only look entries up: they count `HIT` or `STALE`, never a miss.
 pub mod flow_stat {
@@ -190,11 +191,16 @@ pub mod flow_stat {
     /// An entry whose backend index now holds another backend (`Backend::serial` differs)
     /// or whose backend no longer keeps flows (`BACKEND_F_KEEP_FLOWS` clear): ignored.
     pub const STALE: u32 = 3;
+    /// A TCP segment other than a SYN without a usable entry, of a VIP in its transition
+    /// (`VIP_F_PREV_TABLE`): sent to the backend the previous table picks (that backend
+    /// still keeps its flows) and entered. Counted instead of `MISS_MIDSTREAM`.
+    pub const PREVIOUS: u32 = 4;
     /// Number of counters (size of the map).
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
 
     /// Human names, indexed by counter.
-    pub const NAMES: [&str; COUNT as usize] = ["hit", "miss_new", "miss_midstream", "stale"];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["hit", "miss_new", "miss_midstream", "stale", "previous"];
 }
 
 /// A VIP: destination address, port (host order; 0 = every port) and protocol.
@@ -220,6 +226,14 @@ pub const VIP_F_LEASED: u32 = 2;
 /// that does not run vipd cannot hand a stray connection back); VIPs without it never touch
 /// the flow table.
 pub const VIP_F_FLOWS: u32 = 4;
+/// `VipInfo::flags`, with [`VIP_F_FLOWS`]: the VIP is in a transition after a table change
+/// its flow table cannot have seen (it switched from second chance to the flow table, so
+/// connections made before have no entries). A TCP segment other than a SYN without a usable
+/// entry goes to the backend of the previous table (the live table before the change, at
+/// `ACTIVE[fallback - 1]`) while that backend has `BACKEND_F_KEEP_FLOWS`, else to the live
+/// table's pick; either is entered. vipd sets it at the switch and clears it when the
+/// transition ends (the VIP's `drain_timeout`); it never sets it without `fallback`.
+pub const VIP_F_PREV_TABLE: u32 = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -230,10 +244,12 @@ pub struct VipInfo {
     pub table_size: u32,
     /// `VIP_F_*` bits.
     pub flags: u32,
-    /// Second chance: 1 + the `ACTIVE` index of this VIP's fallback table (its live table
-    /// without this node's own backends), 0 for none. A packet that would be delivered
-    /// locally but finds no local socket (the service died) is sent, encapsulated, to the
-    /// backend the fallback table picks. Zero-initialised means off.
+    /// 1 + the `ACTIVE` index of this VIP's second table, 0 for none (zero-initialised means
+    /// off). Without `VIP_F_FLOWS`: second chance's fallback table (its live table without
+    /// this node's own backends): a packet that would be delivered locally but finds no
+    /// local socket (the service died) is sent, encapsulated, to the backend the fallback
+    /// table picks. With `VIP_F_FLOWS`: the previous table, read only while
+    /// `VIP_F_PREV_TABLE` is set; a flow-table VIP never takes a second chance.
     pub fallback: u32,
 }
 const _: () = assert!(core::mem::size_of::<VipInfo>() == 16);

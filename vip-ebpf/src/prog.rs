@@ -13,7 +13,8 @@ use vip_common::{
     maps::{
         flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
         BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS,
-        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH,
+        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_PREV_TABLE,
+        VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -443,6 +444,26 @@ fn table_pick(vip: &VipInfo, hash: u32) -> Result<u32, Verdict> {
     }
 }
 
+/// `VIP_F_PREV_TABLE`: the previous table's pick (at `ACTIVE[fallback - 1]`) and its
+/// serial, when that backend still keeps its flows; None: use the live table.
+#[inline(always)]
+fn previous_pick(vip: &VipInfo, hash: u32) -> Option<(u32, u32)> {
+    if vip.fallback == 0 || vip.table_size == 0 {
+        return None;
+    }
+    let base = ACTIVE.get(vip.fallback - 1)?;
+    let slot = *base + maglev_slot(hash, vip.table_size);
+    let index = SLOTS.get(slot / SLOTS_PER_ELEMENT)?[(slot % SLOTS_PER_ELEMENT) as usize & 1];
+    if index == NO_BACKEND {
+        return None;
+    }
+    let backend = BACKENDS.get(index)?;
+    if backend.flags & BACKEND_F_KEEP_FLOWS == 0 || backend.serial == 0 {
+        return None;
+    }
+    Some((index, backend.serial))
+}
+
 /// A TCP segment opening a connection: SYN without ACK (a truncated header is not one).
 #[inline(always)]
 fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
@@ -485,10 +506,23 @@ fn pick_with_flows(
             }
         }
     }
+    let midstream = !icmp && flow.proto == IPPROTO_TCP && !syn;
+    if midstream && vip.flags & VIP_F_PREV_TABLE != 0 {
+        // In a transition: a connection made before the change lives where the previous
+        // table sent it, while that backend keeps its flows.
+        if let Some((index, serial)) = previous_pick(vip, hash) {
+            count(&FLOW_STATS, flow_stat::PREVIOUS, bytes);
+            let entry = FlowEntry {
+                backend: index,
+                serial,
+            };
+            let _ = FLOWS.insert(&key, &entry, 0);
+            return Ok(index);
+        }
+    }
     let index = table_pick(vip, hash)?;
     if !icmp {
         if let Some(backend) = BACKENDS.get(index) {
-            let midstream = flow.proto == IPPROTO_TCP && !syn;
             let stat = if midstream {
                 flow_stat::MISS_MIDSTREAM
             } else {

@@ -22,7 +22,9 @@ use aya_ebpf::{
 use vip_common::{
     encap::{second_chance_ttl, SECOND_CHANCES},
     flow::{flow_hash, maglev_slot},
-    maps::{reason::*, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_SRC_HASH},
+    maps::{
+        reason::*, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_SRC_HASH,
+    },
     wire::*,
 };
 
@@ -133,8 +135,10 @@ pub fn second_chance(
     icmp: bool,
     taken: u8,
 ) -> Option<Verdict> {
+    // A flow-table VIP's second table is its previous table, not a fallback.
     if taken >= SECOND_CHANCES
         || vip.fallback == 0
+        || vip.flags & VIP_F_FLOWS != 0
         || icmp
         || vip.table_size == 0
         || has_socket(ctx, l3, flow)

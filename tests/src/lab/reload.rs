@@ -8,7 +8,9 @@
 //! session) and quiet ones (a line before the add, one after it, one after the removal, like
 //! an idle pool connection). A VIP with a backend that runs no vipd keeps connections by the
 //! owner's flow table instead of second chance, and the table only knows a connection once a
-//! segment of it passed after the reload: the quiet ones show what that costs.
+//! segment of it passed after the reload: until then, during the transition after the switch,
+//! a segment without an entry follows the table from before the switch (`VIP_F_PREV_TABLE`).
+//! The quiet ones show that it does.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     time::{Duration, Instant},

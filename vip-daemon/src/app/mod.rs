@@ -69,6 +69,24 @@ pub struct VipRt {
     /// Maps recreated at start: until this moment the slot stays empty unless `writer`, the
     /// state file's, is back (`core::writer::hold_for_restored`).
     pub awaiting_writer: Option<Instant>,
+    /// A flow-table VIP in its transition after switching from second chance: its flow table
+    /// has no entry for a connection made before the switch, so the data plane sends such a
+    /// connection's segments to the previous table's pick (`VIP_F_PREV_TABLE`).
+    pub transition: Option<Transition>,
+}
+
+/// The previous table of a VIP in its transition (see `VipRt::transition`).
+pub struct Transition {
+    /// The live table when the VIP switched to the flow table (backend indices).
+    pub table: Vec<u32>,
+    /// (index, serial) of the VIP's backends then: a slot whose index now holds another
+    /// backend (a later reload reused it) is published empty, so the program never sends a
+    /// connection to a backend it did not live on.
+    pub serials: Vec<(u32, u32)>,
+    /// End of the transition: the switch plus the VIP's `drain_timeout`.
+    pub until: Instant,
+    /// What the previous-table region holds (empty until published).
+    pub published: Vec<u32>,
 }
 
 /// Everything the loop owns.
@@ -194,6 +212,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.refresh_neighbours().await;
                 d.drain_tick();
                 d.restored_writer_tick();
+                d.transition_tick();
                 if d.state_dirty {
                     d.save_state_soon();
                 }

@@ -3,7 +3,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Backend, SETTINGS_F_PEERS};
+use vip_common::maps::{Backend, SETTINGS_F_PEERS, VIP_F_FLOWS};
 
 use crate::{
     config::{Config, Limits, Selection},
@@ -240,6 +240,9 @@ pub async fn start(
             publishes: 0,
             fallback: Vec::new(),
             previous: Vec::new(),
+            // A restart ends a transition: the flow table (kept, or carried into new maps)
+            // has entries for every connection that sent a segment since the switch.
+            transition: None,
             ..VipRt::default()
         });
         adopted_tables.push(live);
@@ -379,7 +382,9 @@ impl Daemon {
         for i in 0..self.plan.vips.len() {
             self.republish(i, None);
         }
-        let wanted: Vec<_> = self.plan.vips.iter().map(|v| (v.key, v.info)).collect();
+        let wanted: Vec<_> = (0..self.plan.vips.len())
+            .map(|i| (self.plan.vips[i].key, self.vip_info(i)))
+            .collect();
         self.maps.vips(&wanted)?;
         let in_use: BTreeSet<u32> = self
             .plan
@@ -487,6 +492,50 @@ impl Daemon {
                         (rt.asked_chain, rt.asked_singles) = (None, None);
                         if v.fallback.is_none() {
                             rt.fallback.clear();
+                        }
+                        if v.previous.is_none() {
+                            rt.transition = None;
+                        }
+                        // Switching from second chance to the flow table: the flow table has
+                        // never seen the established connections; the table they were made
+                        // with becomes the previous table for the transition.
+                        let was_flows = self
+                            .plan
+                            .vips
+                            .iter()
+                            .find(|o| o.name == v.name)
+                            .is_none_or(|o| o.info.flags & VIP_F_FLOWS != 0);
+                        // Same place in the maps: the image's table there is the live one.
+                        let live = match rt.generation {
+                            Some(_) => self.maps.image_table(&v.region).to_vec(),
+                            None => Vec::new(),
+                        };
+                        if v.previous.is_some() && !was_flows && !live.is_empty() {
+                            let old = self.plan.vips.iter().find(|o| o.name == v.name);
+                            let timeout = config
+                                .vips
+                                .iter()
+                                .find(|c| c.name == v.name)
+                                .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
+                            tracing::info!(
+                                vip = %v.name,
+                                transition = ?timeout,
+                                "switched from second chance to the flow table: connections \
+                                 made before follow the previous table for the VIP's drain_timeout"
+                            );
+                            rt.transition = Some(super::Transition {
+                                table: live,
+                                serials: old
+                                    .map(|o| {
+                                        o.backends.iter().map(|b| (b.index, b.serial)).collect()
+                                    })
+                                    .unwrap_or_default(),
+                                // A drain_timeout beyond what Instant holds: a year.
+                                until: Instant::now().checked_add(timeout).unwrap_or_else(|| {
+                                    Instant::now() + std::time::Duration::from_secs(365 * 86_400)
+                                }),
+                                published: Vec::new(),
+                            });
                         }
                         rt
                     }

@@ -1,7 +1,7 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, NO_BACKEND};
+use vip_common::maps::{Backend, VipInfo, NO_BACKEND, VIP_F_PREV_TABLE};
 
 use crate::{
     config::Selection,
@@ -75,6 +75,86 @@ impl Daemon {
         }
         self.precompute(vip);
         self.refresh_fallback(vip, weights);
+        self.refresh_previous(vip);
+    }
+
+    /// Transition after a switch to the flow table: keeps the previous table published in
+    /// the VIP's second region, a slot emptied when its index no longer holds the backend
+    /// it held at the switch.
+    fn refresh_previous(&mut self, vip: usize) {
+        let v = &self.plan.vips[vip];
+        let (Some(region), Some(t)) = (v.previous, self.vips[vip].transition.as_ref()) else {
+            return;
+        };
+        let same = |i: u32| {
+            v.backends
+                .iter()
+                .any(|b| b.index == i && t.serials.contains(&(i, b.serial)))
+        };
+        let table: Vec<u32> = t
+            .table
+            .iter()
+            .map(|&i| {
+                if i != NO_BACKEND && same(i) {
+                    i
+                } else {
+                    NO_BACKEND
+                }
+            })
+            .collect();
+        if table == t.published || table.len() != region.size as usize {
+            return;
+        }
+        match self.publish_region(&region, &table) {
+            Ok(_) => {
+                if let Some(t) = self.vips[vip].transition.as_mut() {
+                    t.published = table;
+                }
+            }
+            Err(e) => {
+                let name = &self.plan.vips[vip].name;
+                tracing::error!(vip = %name, error = %e, "previous table publish failed")
+            }
+        }
+    }
+
+    /// The VIPS value of a VIP now: the plan's, with `VIP_F_PREV_TABLE` and the previous
+    /// table's `ACTIVE` word while a transition is on and its table is published.
+    pub(super) fn vip_info(&self, vip: usize) -> VipInfo {
+        let v = &self.plan.vips[vip];
+        let mut info = v.info;
+        let published = self.vips[vip]
+            .transition
+            .as_ref()
+            .is_some_and(|t| !t.published.is_empty());
+        if let (Some(region), true) = (v.previous, published) {
+            info.flags |= VIP_F_PREV_TABLE;
+            info.fallback = region.vip_index + 1;
+        }
+        info
+    }
+
+    /// Ends transitions whose time is up (once a second): the VIPS value loses
+    /// `VIP_F_PREV_TABLE`; the flow table has by then an entry for every connection that
+    /// sent a segment since the switch.
+    pub(super) fn transition_tick(&mut self) {
+        let now = Instant::now();
+        for vip in 0..self.vips.len() {
+            let due = self.vips[vip].transition.as_ref().map(|t| t.until);
+            if due.is_none_or(|until| until > now) {
+                continue;
+            }
+            self.vips[vip].transition = None;
+            let (key, info) = (self.plan.vips[vip].key, self.vip_info(vip));
+            match self.maps.vip(key, info) {
+                Ok(()) => {
+                    tracing::info!(vip = %self.plan.vips[vip].name, "flow-table transition over")
+                }
+                Err(e) => {
+                    tracing::error!(vip = %self.plan.vips[vip].name, error = %e, "writing VIPS failed")
+                }
+            }
+        }
     }
 
     /// Second chance: keeps the VIP's fallback table (`plan::fallback_table`) up to date,

@@ -3,8 +3,10 @@
 //! The maps are sized once, from [`Limits`], when vipd first creates them. Every later config
 //! (a reload, or a restart with an edited file) is laid into the same maps by [`reconcile`]:
 //!
-//! - A VIP keeps its index and table region while its name, table size and second-chance
-//!   need are unchanged; anything else gets a fresh index and region, so the XDP program
+//! - A VIP keeps its index and table region while its name and table size are unchanged and
+//!   it needs no second-chance region it lacks (a VIP losing second chance keeps its region
+//!   for its previous table: `second_chance_lost_keeps_the_place`); anything else gets a
+//!   fresh index and region, so the XDP program
 //!   switches with one `VIPS` value update from a complete old shape to a complete new one
 //!   (`shape_change_gets_a_fresh_place`).
 //! - A backend keeps its index and serial while its identity (VIP name, backend name,
@@ -140,10 +142,13 @@ pub fn reconcile(
     let mut regions: Vec<(u32, u32)> = prev.used_regions().collect();
     for vip in &config.vips {
         let fallback = crate::core::plan::second_chance_applies(config, vip);
+        // A VIP that loses second chance keeps its place, fallback region included: the
+        // region then holds its previous table while its new flow table fills (see
+        // `VIP_F_PREV_TABLE`), and the VIP keeps its index and live table through the switch.
         let kept = prev
             .vips
             .get(&vip.name)
-            .filter(|p| p.table_size == vip.table_size && p.fallback_base.is_some() == fallback);
+            .filter(|p| p.table_size == vip.table_size && (p.fallback_base.is_some() || !fallback));
         let place = match kept {
             Some(p) => *p,
             None => {
@@ -307,6 +312,58 @@ mod tests {
         assert_ne!(old.index, new.index);
         // Both shapes exist at once while the change is published: no overlap.
         assert!(new.base >= old.base + 2 * 251 || new.base + 2 * 257 <= old.base);
+    }
+
+    /// A cluster config whose VIP `stream` has a local backend and one on the peer (second
+    /// chance), plus `extra` backends (addresses that run no vipd).
+    fn cluster_config(extra: &[(&str, &str)]) -> Config {
+        let mut text = String::from(
+            "[node]\nname = \"ctl1\"\ninterfaces = [\"eth0\"]\naddresses = [\"192.0.2.11\"]\n\
+             [cluster]\nlisten = \"192.0.2.11:7946\"\npeers = [\"192.0.2.12:7946\"]\n\
+             key_file = \"/etc/vip-fabric/cluster.key\"\nvoters = [\"ctl1\", \"ctl2\"]\n\
+             [[vip]]\nname = \"stream\"\naddress = \"192.0.2.100\"\nport = 7000\n\
+             table_size = 251\n\
+             [[vip.backend]]\nname = \"ctl1\"\naddress = \"192.0.2.11\"\n\
+             [[vip.backend]]\nname = \"ctl2\"\naddress = \"192.0.2.12\"\n",
+        );
+        for (b, addr) in extra {
+            text.push_str(&format!(
+                "[[vip.backend]]\nname = \"{b}\"\naddress = \"{addr}\"\n"
+            ));
+        }
+        crate::config::parse(&text, "t.toml").expect("valid")
+    }
+
+    #[test]
+    fn second_chance_lost_keeps_the_place() {
+        let c1 = cluster_config(&[]);
+        assert!(crate::core::plan::second_chance_applies(&c1, &c1.vips[0]));
+        let a1 = reconcile(&Allocation::default(), &c1, &LIMITS).unwrap();
+        let old = *a1.vip("stream").unwrap();
+        assert!(old.fallback_base.is_some());
+        // app1 runs no vipd: the VIP switches to the flow table and keeps index, table and
+        // the second region (now for its previous table), through later reloads too.
+        let c2 = cluster_config(&[("app1", "192.0.2.21")]);
+        assert!(!crate::core::plan::second_chance_applies(&c2, &c2.vips[0]));
+        let a2 = reconcile(&a1, &c2, &LIMITS).unwrap();
+        assert_eq!(a2.vip("stream"), Some(&old));
+        let a3 = reconcile(&a2, &c2, &LIMITS).unwrap();
+        assert_eq!(a3.vip("stream"), Some(&old));
+        let p = crate::core::plan::plan(&c2, &a3, &LIMITS).unwrap();
+        let v = &p.vips[0];
+        assert!(v.fallback.is_none() && v.previous.is_some(), "{v:?}");
+        assert_eq!(
+            v.info.flags & vip_common::maps::VIP_F_FLOWS,
+            vip_common::maps::VIP_F_FLOWS
+        );
+        assert_eq!(v.info.fallback, 0, "set by vipd only during a transition");
+        // Back to second chance: the same place again, the region a fallback table again.
+        let a4 = reconcile(&a3, &c1, &LIMITS).unwrap();
+        assert_eq!(a4.vip("stream"), Some(&old));
+        // A flow-table VIP from the start has no second region and gets none.
+        let plain = config(&[("web", 251, &[("a", "192.0.2.11")])]);
+        let a5 = reconcile(&Allocation::default(), &plain, &LIMITS).unwrap();
+        assert_eq!(a5.vip("web").unwrap().fallback_base, None);
     }
 
     #[test]

@@ -15,7 +15,8 @@ use vip_common::{
     maps::{
         flow_stat, reason::*, Backend, FlowEntry, FlowKey, Lease, LeaseKey, Settings, VipInfo,
         VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_SRC_HASH,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_PREV_TABLE,
+        VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -431,7 +432,7 @@ fn to_backend(
     let hash = state.hash(flow, &vip);
     let mut flow_stats = Vec::new();
     let picked = if vip.flags & VIP_F_FLOWS != 0 {
-        pick_with_flows(state, f, l4, flow, icmp, &mut flow_stats)
+        pick_with_flows(state, f, l4, flow, icmp, (&vip, hash), &mut flow_stats)
     } else {
         state.choose(flow).and_then(|c| c.backend)
     };
@@ -461,13 +462,16 @@ fn to_backend(
 }
 
 /// The program's `pick_with_flows`: the backend of the flow's entry while that backend may
-/// keep it, otherwise the table's pick, entered. Pushes the `flow_stat` counters it counts.
+/// keep it, otherwise (a mid-stream TCP segment of a VIP in its transition) the previous
+/// table's pick while that backend keeps its flows, otherwise the live table's pick; the
+/// pick is entered. Pushes the `flow_stat` counters it counts.
 fn pick_with_flows(
     state: &mut ModelState,
     f: &[u8],
     l4: usize,
     flow: &Flow,
     icmp: bool,
+    (vip, hash): (&VipInfo, u32),
     stats: &mut Vec<u32>,
 ) -> Option<u32> {
     let key = FlowKey {
@@ -491,9 +495,22 @@ fn pick_with_flows(
             }
         }
     }
+    let midstream = !icmp && flow.proto == IPPROTO_TCP && !syn;
+    if midstream && vip.flags & VIP_F_PREV_TABLE != 0 {
+        if let Some((index, serial)) = previous_pick(state, vip, hash) {
+            stats.push(flow_stat::PREVIOUS);
+            state.flows.insert(
+                key,
+                FlowEntry {
+                    backend: index,
+                    serial,
+                },
+            );
+            return Some(index);
+        }
+    }
     let index = state.choose(flow)?.backend?;
     if !icmp {
-        let midstream = flow.proto == IPPROTO_TCP && !syn;
         stats.push(if midstream {
             flow_stat::MISS_MIDSTREAM
         } else {
@@ -509,6 +526,24 @@ fn pick_with_flows(
         );
     }
     Some(index)
+}
+
+/// The program's `previous_pick`: the backend the previous table (`ACTIVE[fallback - 1]`)
+/// gives a flow of hash `hash`, and its serial, when that backend keeps its flows.
+fn previous_pick(state: &ModelState, vip: &VipInfo, hash: u32) -> Option<(u32, u32)> {
+    if vip.fallback == 0 || vip.table_size == 0 {
+        return None;
+    }
+    let base = *state.active.get(vip.fallback as usize - 1)?;
+    let index = *state
+        .slots
+        .get(base.wrapping_add(maglev_slot(hash, vip.table_size)) as usize)?;
+    if index == NO_BACKEND {
+        return None;
+    }
+    let backend = state.backends.get(index as usize)?;
+    (backend.flags & BACKEND_F_KEEP_FLOWS != 0 && backend.serial != 0)
+        .then_some((index, backend.serial))
 }
 
 /// SYN without ACK in a whole TCP header at `l4` (the program's `is_syn`).
@@ -555,6 +590,7 @@ fn second_chance(
 ) -> Option<Outcome> {
     if taken >= SECOND_CHANCES
         || vip.fallback == 0
+        || vip.flags & VIP_F_FLOWS != 0
         || icmp
         || vip.table_size == 0
         || has_socket(state, f, l3, flow)

@@ -41,6 +41,10 @@ pub struct VipPlan {
     /// all run on cluster members): where its fallback table lives, published like a VIP
     /// table under `ACTIVE` index `region.vip_index`.
     pub fallback: Option<TableRegion>,
+    /// Flow-table VIPs that switched from second chance (`core::alloc` keeps their region):
+    /// where the previous table lives, read by the program only while vipd sets
+    /// `VIP_F_PREV_TABLE` (and `VipInfo::fallback`) during the transition after the switch.
+    pub previous: Option<TableRegion>,
     pub selection: Selection,
     /// Primary/backup: the slot always goes back to the preferred backend (no stickiness).
     pub failback: bool,
@@ -106,11 +110,20 @@ pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan
             base: place.base,
             size: vip.table_size,
         };
-        let fallback = place.fallback_base.map(|base| TableRegion {
+        let second_region = place.fallback_base.map(|base| TableRegion {
             vip_index: limits.vips + place.index,
             base,
             size: vip.table_size,
         });
+        let second_chance = second_chance_applies(config, vip);
+        let flows = !second_chance && vip.selection == Selection::Maglev;
+        // The one second region: second chance's fallback table, or (a flow-table VIP that
+        // kept the region of its second-chance past, `core::alloc`) its previous table.
+        let (fallback, previous) = if flows {
+            (None, second_region)
+        } else {
+            (second_region, None)
+        };
         let mut backends: Vec<BackendPlan> = Vec::with_capacity(vip.backends.len());
         for b in &vip.backends {
             let maglev_id = fnv1a(&b.name) & 0x7fff_ffff;
@@ -147,7 +160,7 @@ pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan
             VIP_F_LEASED
         } else {
             0
-        } | if fallback.is_none() && vip.selection == Selection::Maglev {
+        } | if flows {
             // No second chance to hand a connection back: keep flows on their backend
             // through table changes with the flow table instead.
             VIP_F_FLOWS
@@ -165,6 +178,7 @@ pub fn plan(config: &Config, alloc: &Allocation, limits: &Limits) -> Result<Plan
             },
             region,
             fallback,
+            previous,
             selection: vip.selection,
             failback: vip.failback,
             backends,

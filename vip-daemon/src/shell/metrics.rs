@@ -83,7 +83,7 @@ pub struct Metrics {
     pub backend_transitions: Family<BackendLabels, Counter>,
     /// Drained backends only: flow table entries still made for them.
     pub backend_drain_flows: Family<BackendLabels, Gauge>,
-    /// Flow table lookups by result (hit, miss_new, miss_midstream, stale).
+    /// Flow table lookups by result (hit, miss_new, miss_midstream, stale, previous).
     pub flow_table: Family<FlowLabels, Counter>,
     pub probe_latency: Family<BackendLabels, Histogram>,
     pub probe_failures: Family<BackendLabels, Counter>,
@@ -205,7 +205,7 @@ impl Default for Metrics {
         );
         r.register(
             "flow_table_lookups",
-            "Flow table results for packets of VIPs using it: hit, miss_new, miss_midstream, stale",
+            "Flow table results for packets of VIPs using it: hit, miss_new, miss_midstream, stale, previous",
             m.flow_table.clone(),
         );
         r.register(

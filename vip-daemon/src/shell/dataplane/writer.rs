@@ -69,6 +69,13 @@ impl MapWriter {
         Ok(())
     }
 
+    /// (Re)writes one `VIPS` entry.
+    pub fn vip(&mut self, key: VipKey, info: VipInfo) -> Result<(), DataplaneError> {
+        self.dp.set_vip(&key, &info)?;
+        self.image.vips.insert(key, info);
+        Ok(())
+    }
+
     /// Publishes `table` into `region` (`TablePublisher::publish`); the generation now live.
     pub fn table(&mut self, region: &TableRegion, table: &[u32]) -> Result<u32, DataplaneError> {
         let (gen, _) = self.tables.publish(region, table)?;
