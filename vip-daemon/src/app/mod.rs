@@ -7,6 +7,7 @@ mod backends;
 mod cluster;
 mod cluster_reload;
 mod liveness;
+mod neighbours;
 mod precompute;
 mod report;
 mod startup;
@@ -114,6 +115,8 @@ pub struct Daemon {
     /// A backend went up without a resolved next hop: refresh now, not at the next tick
     /// (its probes have just made the kernel resolve it).
     pub neighbours_due: bool,
+    /// A neighbour refresh is running off the loop (`refresh_neighbours_soon`).
+    pub neighbours_in_flight: bool,
     /// The maps, written only through it; its image is the host model of what they hold.
     pub maps: MapWriter,
     pub interfaces: Vec<(String, String)>,
@@ -179,14 +182,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(node = %d.config.node.name, vips = d.plan.vips.len(), "vipd ready");
 
+    let (neigh_tx, mut neigh_rx) = mpsc::channel(1);
     loop {
         let save_at = d.save_at;
         tokio::select! {
             Some(ev) = probe_rx.recv() => {
                 d.on_probe(ev);
-                // Once per burst of probe results: each refresh costs a netlink dump.
-                if probe_rx.is_empty() && std::mem::take(&mut d.neighbours_due) {
-                    d.refresh_neighbours().await;
+                if std::mem::take(&mut d.neighbours_due) {
+                    d.refresh_neighbours_soon(&neigh_tx);
                 }
             }
             Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
@@ -208,8 +211,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(ev) = async { watch_rx.as_mut()?.recv().await }, if watch_rx.is_some() => d.on_service_watch(ev),
             Some((node, ok)) = fence_rx.recv() => d.on_fence_result(node, ok).await,
             _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
+            Some(facts) = neigh_rx.recv() => d.on_neighbours(facts),
             _ = neigh_tick.tick() => {
-                d.refresh_neighbours().await;
+                d.refresh_neighbours_soon(&neigh_tx);
                 d.drain_tick();
                 d.restored_writer_tick();
                 d.transition_tick();

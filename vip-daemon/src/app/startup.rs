@@ -41,7 +41,7 @@ fn beside(config: &Config, sizing: &Sizing, why: &str) -> anyhow::Result<Datapla
     Ok(Dataplane::load_beside(&config.node.pin_dir, sizing)?)
 }
 
-fn non_local_addresses(plan: &Plan, backends: &Backends) -> Vec<IpAddr> {
+pub(super) fn non_local_addresses(plan: &Plan, backends: &Backends) -> Vec<IpAddr> {
     let set: BTreeSet<IpAddr> = plan
         .vips
         .iter()
@@ -282,6 +282,7 @@ pub async fn start(
         save_at: None,
         saver: state::Saver::spawn(),
         neighbours_due: false,
+        neighbours_in_flight: false,
         admin_publish: false,
         admin_book: Default::default(),
         writer_book: Default::default(),
@@ -625,73 +626,6 @@ impl Daemon {
             }
         }
         saved
-    }
-
-    /// Re-reads next hops; a changed MAC is written at once, and a backend that became
-    /// (un)reachable changes its VIP's table.
-    pub(super) async fn refresh_neighbours(&mut self) {
-        self.refresh_peers().await;
-        let addrs = non_local_addresses(&self.plan, &self.backends);
-        if addrs.is_empty() {
-            return;
-        }
-        let hops = match neighbours::resolve(&self.netlink, &addrs).await {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(error = %e, "neighbour refresh failed");
-                return;
-            }
-        };
-        let mut actions = Vec::new();
-        let now = super::backends::now();
-        for v in &self.plan.vips {
-            for b in &v.backends {
-                let hop = hops.get(&b.conf.address).copied();
-                let input = Input::NextHop {
-                    index: b.index,
-                    hop,
-                };
-                actions.extend(self.backends.handle(input, now));
-            }
-        }
-        self.apply_backend_actions(actions, super::backends::Save::Now);
-    }
-}
-
-impl Daemon {
-    /// Cluster peers' MACs into PEERS: frames they forwarded are delivered locally, never
-    /// balanced again (loop freedom while two nodes briefly hold different tables).
-    async fn refresh_peers(&mut self) {
-        let Some(m) = self.config.cluster.membership.as_ref() else {
-            return;
-        };
-        let me = m.listen.ip();
-        let ips: Vec<IpAddr> = m
-            .peers
-            .iter()
-            .map(|p| p.ip())
-            .filter(|ip| *ip != me)
-            .collect();
-        let Ok(table) = neighbours::neighbour_table(&self.netlink).await else {
-            return;
-        };
-        let mut any = false;
-        for (i, ip) in ips.iter().enumerate() {
-            if let Some(mac) = table.get(ip) {
-                any = true;
-                if !self.maps.image().peers.contains(mac) {
-                    if let Err(e) = self.maps.peer(*mac, i as u32 + 1) {
-                        tracing::warn!(peer = %ip, error = %e, "PEERS write failed");
-                    }
-                }
-            }
-        }
-        if any && self.maps.image().settings.flags & SETTINGS_F_PEERS == 0 {
-            let settings = image::settings(&self.config, self.layout_id, true);
-            if let Err(e) = self.maps.settings(settings) {
-                tracing::error!(error = %e, "SETTINGS write failed");
-            }
-        }
     }
 }
 
