@@ -647,3 +647,51 @@ fn cli_errors_are_one_line_with_exit_code_1() {
         .expect("run vipd");
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `vipd run --control PATH` serves PATH, not the file's `[control] socket` (it was ignored).
+#[test]
+fn run_control_overrides_the_config_socket() {
+    if !privileged("run_control_overrides_the_config_socket") {
+        return;
+    }
+    let ns = NetNs::new("vep");
+    let pins = PinDir::new();
+    let dir = std::env::temp_dir().join(unique("vipd-control-"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (in_file, given) = (dir.join("file.sock"), dir.join("given.sock"));
+    let text = config("[]")
+        .replace("@PIN_DIR@", pins.path.to_str().expect("utf-8"))
+        .replace("@CONTROL@", in_file.to_str().expect("utf-8"))
+        .replace(
+            &format!("listen = \"{METRICS}\""),
+            "listen = \"127.0.0.1:9479\"",
+        );
+    let file = dir.join("vipd.toml");
+    std::fs::write(&file, text).expect("config");
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", ns.name))
+        .arg("--")
+        .arg(vipd_bin())
+        .arg("--control")
+        .arg(&given)
+        .args(["run", "--config"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn vipd");
+    let up = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        control_status(&given, Duration::from_secs(1)).is_some()
+    });
+    let file_socket_exists = in_file.exists();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        up,
+        "vipd run --control {}: no status there",
+        given.display()
+    );
+    assert!(!file_socket_exists, "the file's socket was bound too");
+}

@@ -29,9 +29,11 @@ const VERSION: &str = concat!(
 #[derive(Parser)]
 #[command(name = "vipd", version = VERSION, about = "eBPF/XDP VIP and health fabric")]
 struct Cli {
-    /// Control socket of the running vipd (status, trace, backend, reload, leave, vip).
-    #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
-    control: PathBuf,
+    /// Control socket of the running vipd (status, trace, backend, reload, leave, vip); with
+    /// `run`, the socket to serve instead of the config's `[control] socket`.
+    /// [default: /run/vip-fabric/vipd.sock]
+    #[arg(long, global = true)]
+    control: Option<PathBuf>,
     /// bpffs directory of the pinned program, links and maps (attach, detach, stats).
     #[arg(long, global = true, default_value = dataplane::PIN_DIR)]
     pin_dir: PathBuf,
@@ -284,7 +286,11 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 fn ask(cli: &Cli, req: Request) -> anyhow::Result<Response> {
-    match control::call(&cli.control, &req)? {
+    let socket = cli
+        .control
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL));
+    match control::call(&socket, &req)? {
         Response::Error { message } => anyhow::bail!("{message}"),
         r => Ok(r),
     }
@@ -313,13 +319,13 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                 .build()?;
             let outcome = rt.block_on(app::run(app::Options {
                 config_path: config.clone(),
+                control_socket: cli.control.clone(),
             }));
-            // Dropping the runtime would wait for every spawn_blocking task, and a Maglev
-            // precompute in flight (app::tables) takes tens of milliseconds per backend with big
-            // tables: SIGTERM then took up to ~150 ms more to exit. Nothing on the blocking
-            // pool has state to hand over (the data plane stays pinned), so give the async
-            // tasks a moment to drop (exec probes kill their children on drop) and leave the
-            // rest to process exit.
+            // Dropping the runtime would wait for every blocking task. Nothing there has state
+            // to hand over (the data plane stays pinned; the precompute and state-file threads
+            // are not the runtime's, and the state file was written before the loop ended),
+            // so give the async tasks a moment to drop (exec probes kill their children on
+            // drop) and leave the rest to process exit.
             rt.shutdown_timeout(std::time::Duration::from_millis(20));
             outcome?;
         }

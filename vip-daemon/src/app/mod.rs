@@ -41,6 +41,19 @@ pub use backends::Admin;
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_path: PathBuf,
+    /// `vipd run --control PATH`: the control socket instead of the file's `[control]`.
+    pub control_socket: Option<PathBuf>,
+}
+
+impl Options {
+    /// The config file, with the command line's overrides.
+    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut config = crate::config::load(&self.config_path)?;
+        if let Some(path) = &self.control_socket {
+            config.control_socket = path.clone();
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Default)]
@@ -141,7 +154,8 @@ pub struct Daemon {
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
 /// a restarted vipd adopts it without dropping a packet.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
-    let config = crate::config::load(&opts.config_path)
+    let config = opts
+        .load_config()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("config {}", opts.config_path.display()))?;
     // The endpoints first: a taken port or a live control socket fails the start here,
@@ -384,7 +398,7 @@ impl Daemon {
 
     /// SIGHUP / `vipd reload`: a bad file leaves everything as it was and says why.
     pub async fn reload(&mut self) -> Result<String, String> {
-        let outcome = match crate::config::load(&self.opts.config_path) {
+        let outcome = match self.opts.load_config() {
             Ok(config) => self.apply_reload(config).await,
             Err(e) => Err(e.to_string()),
         };
