@@ -996,6 +996,15 @@ address = "10.77.0.12"
     assert!(s["flow_table"]
         .as_array()
         .is_some_and(|f| f.len() == maps::flow_stat::NAMES.len()));
+    // Versioned, named fields (not positional arrays).
+    assert_eq!(s["schema"], vip_daemon::shell::status::STATUS_SCHEMA);
+    assert!(
+        s["flow_table"][0]["name"].is_string(),
+        "{}",
+        s["flow_table"]
+    );
+    assert!(s["reasons"][0]["reason"].is_string(), "{}", s["reasons"]);
+    assert!(s["reasons"][0]["packets"].is_u64(), "{}", s["reasons"]);
     let lbh = &lan.hosts[lb];
     let metrics = lbh
         .ns

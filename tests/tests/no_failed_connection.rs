@@ -134,8 +134,8 @@ fn reason_count(cluster: &Cluster, i: usize, name: &str) -> u64 {
     let reasons = s["reasons"].as_array().cloned().unwrap_or_default();
     reasons
         .iter()
-        .find(|r| r[0] == name)
-        .and_then(|r| r[1].as_u64())
+        .find(|r| r["reason"] == name)
+        .and_then(|r| r["packets"].as_u64())
         .unwrap_or(0)
 }
 

@@ -37,6 +37,10 @@ struct Cli {
     /// bpffs directory of the pinned program, links and maps (attach, detach, stats).
     #[arg(long, global = true, default_value = dataplane::PIN_DIR)]
     pin_dir: PathBuf,
+    /// How status, trace, stats and validate print: a human table, or JSON with named fields
+    /// and a `schema` version (the same data).
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "text")]
+    output: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +60,7 @@ enum Command {
     },
     /// Node, data plane, VIPs and backends of the running vipd.
     Status {
-        /// Print the same data as JSON instead of text.
+        /// Print the same data as JSON instead of text (as `-o json`).
         #[arg(long)]
         json: bool,
     },
@@ -125,6 +129,12 @@ enum Command {
 }
 
 /// The shells `vipd completions` writes scripts for.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum CompletionShell {
     Bash,
@@ -336,6 +346,17 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                     &c.default_limits(),
                     config::limits_cpus(),
                 );
+                if cli.output == Output::Json {
+                    let v = serde_json::json!({
+                        "file": file.display().to_string(),
+                        "valid": true,
+                        "vips": c.vips.len(),
+                        "backends": c.vips.iter().map(|v| v.backends.len()).sum::<usize>(),
+                        "memory": { "maps_bytes": cost.maps, "vipd_bytes": cost.vipd },
+                    });
+                    print_json(v)?;
+                    return Ok(0);
+                }
                 let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
                 outln!(
                     "{}: valid ({} VIPs, {} backends); memory: maps {:.1} MiB + vipd about \
@@ -354,8 +375,8 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
         },
         Command::Status { json } => {
             if let Response::Status(s) = ask(cli, Request::Status)? {
-                if *json {
-                    outln!("{}", serde_json::to_string_pretty(&s)?)?;
+                if *json || cli.output == Output::Json {
+                    print_json(&s)?;
                 } else {
                     out!("{}", s.render())?;
                 }
@@ -368,7 +389,10 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                 proto: proto.clone(),
             };
             if let Response::Trace(t) = ask(cli, req)? {
-                out!("{}", t.render())?;
+                match cli.output {
+                    Output::Json => print_json(&t)?,
+                    Output::Text => out!("{}", t.render())?,
+                }
                 if !t.agree {
                     return Ok(EXIT_TRACE_MISMATCH);
                 }
@@ -471,6 +495,15 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
         }
         Command::Stats => {
             let stats = dataplane::pinned_counters(&cli.pin_dir, MAP_STATS)?;
+            if cli.output == Output::Json {
+                let reasons: Vec<serde_json::Value> = (reason::NAMES.iter().zip(&stats))
+                    .map(|(name, c)| {
+                        serde_json::json!({"reason": name, "packets": c.packets, "bytes": c.bytes})
+                    })
+                    .collect();
+                print_json(serde_json::json!({ "reasons": reasons }))?;
+                return Ok(0);
+            }
             for (name, c) in reason::NAMES.iter().zip(&stats) {
                 outln!("{name:<20} {:>12} packets {:>14} bytes", c.packets, c.bytes)?;
             }
@@ -495,4 +528,22 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Prints `value` as pretty JSON: an object with the `schema` version of vipd's JSON output
+/// (`shell::status::STATUS_SCHEMA`) among its fields.
+fn print_json(value: impl serde::Serialize) -> anyhow::Result<()> {
+    let mut object = serde_json::Map::new();
+    let schema = vip_daemon::shell::status::STATUS_SCHEMA;
+    object.insert("schema".into(), schema.into());
+    match serde_json::to_value(value)? {
+        serde_json::Value::Object(fields) => {
+            object.extend(fields.into_iter().filter(|(k, _)| k != "schema"));
+        }
+        other => {
+            object.insert("value".into(), other);
+        }
+    }
+    outln!("{}", serde_json::to_string_pretty(&object)?)?;
+    Ok(())
 }

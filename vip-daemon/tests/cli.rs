@@ -261,3 +261,27 @@ fn version_names_the_commit_and_the_embedded_bpf_object() {
     let (_, short, _) = vipd(&["-V"]);
     assert_eq!(short, out);
 }
+
+#[test]
+fn json_output_has_a_schema_and_named_fields() {
+    let file = format!("{ROOT}/examples/minimal.toml");
+    // `-o json` is global: before or after the subcommand.
+    for args in [
+        vec!["-o", "json", "validate", &file],
+        vec!["validate", &file, "--output", "json"],
+    ] {
+        let (ok, out, err) = vipd(&args);
+        assert!(ok, "{args:?}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v["schema"], vip_daemon::shell::status::STATUS_SCHEMA);
+        assert_eq!(v["valid"], true);
+        assert!(v["vips"].as_u64() > Some(0), "{v}");
+        assert!(v["memory"]["maps_bytes"].as_u64() > Some(0), "{v}");
+        assert!(v["memory"]["vipd_bytes"].as_u64() > Some(0), "{v}");
+    }
+    let (ok, _, err) = vipd(&["-o", "yaml", "validate", &file]);
+    assert!(
+        !ok && err.contains("json"),
+        "possible values are named: {err}"
+    );
+}

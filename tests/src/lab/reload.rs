@@ -299,7 +299,7 @@ fn flow_counters(lab: &Lab) -> String {
         .map(|s| {
             s.flow_table
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|c| format!("{}={}", c.name, c.count))
                 .collect::<Vec<_>>()
         });
     format!(

@@ -19,7 +19,7 @@ use crate::{
         metrics::{counter_to, AdminLabels, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
         status::{
             BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus, MemberStatus,
-            ProbeStatus, Status, TraceReport, Usage, VipStatus,
+            NamedCount, ProbeStatus, ReasonCount, Status, TraceReport, Usage, VipStatus,
         },
     },
 };
@@ -171,6 +171,7 @@ impl Daemon {
             })
             .collect();
         Status {
+            schema: crate::shell::status::STATUS_SCHEMA,
             node: self.config.node.name.clone(),
             pid: std::process::id(),
             uptime_s: self.started.elapsed().as_secs_f64(),
@@ -194,7 +195,11 @@ impl Daemon {
             reasons: reason::NAMES
                 .iter()
                 .zip(reasons.iter())
-                .map(|(n, c)| (n.to_string(), c.packets, c.bytes))
+                .map(|(n, c)| ReasonCount {
+                    reason: n.to_string(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
                 .collect(),
             cluster: self.cluster.as_ref().map(|c| {
                 let mut names: Vec<String> = c.membership.voters.clone();
@@ -240,7 +245,7 @@ impl Daemon {
                     rejected: c
                         .rejected
                         .iter()
-                        .map(|(k, v)| (k.to_string(), *v))
+                        .map(|(k, v)| NamedCount::new(k.to_string(), *v))
                         .collect(),
                     alerts: c.status_lines.clone(),
                 }
@@ -249,7 +254,7 @@ impl Daemon {
             flow_table: maps::flow_stat::NAMES
                 .iter()
                 .zip(self.maps.dp().flow_stats().unwrap_or_default())
-                .map(|(n, c)| (n.to_string(), c.packets))
+                .map(|(n, c)| NamedCount::new(*n, c.packets))
                 .collect(),
         }
     }

@@ -4,8 +4,15 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+/// Version of the JSON `vipd status --json` prints: bumped when a field changes meaning or
+/// goes away (fields are only ever added otherwise). 2: counters as named objects.
+pub const STATUS_SCHEMA: u32 = 2;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// [`STATUS_SCHEMA`] of the vipd that wrote it.
+    #[serde(default)]
+    pub schema: u32,
     pub node: String,
     pub pid: u32,
     pub uptime_s: f64,
@@ -24,8 +31,8 @@ pub struct Status {
     pub precomputed_bytes: u64,
     pub verdict_to_live_p99_us: Option<f64>,
     pub vips: Vec<VipStatus>,
-    /// Data-plane reason counters: (reason, packets, bytes).
-    pub reasons: Vec<(String, u64, u64)>,
+    /// Data-plane reason counters.
+    pub reasons: Vec<ReasonCount>,
     /// Cluster mode only.
     pub cluster: Option<ClusterStatus>,
     /// The `[limits]` the maps were made with and what the config uses of them.
@@ -34,7 +41,31 @@ pub struct Status {
     /// Flow table counters (`FLOW_STATS`): (counter, packets), counters as in
     /// `vip_common::maps::flow_stat::NAMES`.
     #[serde(default)]
-    pub flow_table: Vec<(String, u64)>,
+    pub flow_table: Vec<NamedCount>,
+}
+
+/// Packets and bytes the data plane counted under one reason (`vip_common::maps::reason`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A named counter.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamedCount {
+    pub name: String,
+    pub count: u64,
+}
+
+impl NamedCount {
+    pub fn new(name: impl Into<String>, count: u64) -> Self {
+        Self {
+            name: name.into(),
+            count,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -83,7 +114,7 @@ pub struct ClusterStatus {
     pub max_timer_lag_ms: u64,
     pub owners: Vec<OwnerStatus>,
     /// Gossip datagrams rejected, by reason (forged, replayed, ...).
-    pub rejected: Vec<(String, u64)>,
+    pub rejected: Vec<NamedCount>,
     /// Loud lines from the ownership core (fencing failures, lost quorum).
     pub alerts: Vec<String>,
 }
@@ -357,22 +388,24 @@ impl Status {
                 let _ = writeln!(s, "  !! {a}");
             }
             if !c.rejected.is_empty() {
-                let r: Vec<String> = c.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let r: Vec<String> = (c.rejected.iter())
+                    .map(|c| format!("{}={}", c.name, c.count))
+                    .collect();
                 let _ = writeln!(s, "  gossip rejected: {}", r.join(" "));
             }
         }
         let busy: Vec<String> = self
             .reasons
             .iter()
-            .filter(|(_, p, _)| *p > 0)
-            .map(|(r, p, _)| format!("{r}={p}"))
+            .filter(|r| r.packets > 0)
+            .map(|r| format!("{}={}", r.reason, r.packets))
             .collect();
         let _ = writeln!(s, "\ndata plane counters: {}", busy.join(" "));
         if !self.flow_table.is_empty() {
             let f: Vec<String> = self
                 .flow_table
                 .iter()
-                .map(|(k, v)| format!("{k}={v}"))
+                .map(|c| format!("{}={}", c.name, c.count))
                 .collect();
             let _ = writeln!(s, "flow table: {}", f.join(" "));
         }
@@ -542,7 +575,7 @@ mod tests {
                 },
                 flows: 65536,
             }),
-            flow_table: vec![("hit".into(), 5), ("stale".into(), 1)],
+            flow_table: vec![NamedCount::new("hit", 5), NamedCount::new("stale", 1)],
             ..Default::default()
         };
         let text = status.render();
