@@ -695,3 +695,62 @@ fn run_control_overrides_the_config_socket() {
     );
     assert!(!file_socket_exists, "the file's socket was bound too");
 }
+
+/// A reload reads and checks the file off the event loop: `status` answers while a big file
+/// is still being parsed (it used to wait for the whole parse: 748 ms with 92k VIPs).
+#[test]
+fn status_answers_while_a_big_reload_is_parsed() {
+    if !privileged("status_answers_while_a_big_reload_is_parsed") {
+        return;
+    }
+    let ns = NetNs::new("vep");
+    let pins = PinDir::new();
+    let vipd = Vipd::start(&ns, &pins, &config("[]"));
+    // 40,000 VIPs: seconds of parsing and checking, then refused (beyond the maps' limits).
+    let mut big = std::fs::read_to_string(&vipd.config).expect("config");
+    for i in 0..40_000u32 {
+        use std::fmt::Write as _;
+        let _ = write!(
+            big,
+            "\n[[vip]]\nname = \"v{i}\"\naddress = \"10.{}.{}.{}\"\nport = 80\n\
+             table_size = 251\n[[vip.backend]]\nname = \"b\"\naddress = \"192.0.2.7\"\n",
+            100 + i / 65_536,
+            (i / 256) % 256,
+            i % 256
+        );
+    }
+    std::fs::write(&vipd.config, big).expect("write the big config");
+    let (bin, control) = (vipd.bin.clone(), vipd.control.clone());
+    let reload = std::thread::spawn(move || {
+        let out = Command::new(&bin)
+            .arg("--control")
+            .arg(&control)
+            .arg("reload")
+            .output()
+            .expect("vipd reload");
+        (
+            Instant::now(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
+    // Status answers that came back before the reload's own answer.
+    let mut answered = Vec::new();
+    while !reload.is_finished() {
+        if control_status(&vipd.control, Duration::from_secs(30)).is_some() {
+            answered.push(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (reload_done, reload_err) = reload.join().expect("reload thread");
+    assert!(
+        reload_err.contains("limit") || reload_err.contains("refused"),
+        "the big file is refused: {reload_err}"
+    );
+    let before = answered.iter().filter(|t| **t < reload_done).count();
+    assert!(
+        before >= 3,
+        "status answered {before} times while the reload was parsed (of {})",
+        answered.len()
+    );
+    drop(vipd);
+}

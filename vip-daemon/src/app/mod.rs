@@ -37,6 +37,12 @@ use crate::{
 };
 pub use backends::Admin;
 
+/// A config file read for a reload, and who asked (None: SIGHUP).
+pub struct Parsed {
+    pub config: Result<Config, String>,
+    pub reply: Option<oneshot::Sender<Response>>,
+}
+
 /// Command-line options of `vipd run`.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -197,6 +203,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(node = %d.config.node.name, vips = d.plan.vips.len(), "vipd ready");
 
     let (neigh_tx, mut neigh_rx) = mpsc::channel(1);
+    let (parsed_tx, mut parsed_rx) = mpsc::channel(4);
     loop {
         let save_at = d.save_at;
         tokio::select! {
@@ -217,8 +224,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if d.save_at.take().is_some() {
                     d.save_state();
                 }
+                if matches!(req, Request::Reload) {
+                    d.parse_for_reload(&parsed_tx, Some(reply));
+                    continue;
+                }
                 let resp = d.on_request(req).await;
                 let _ = reply.send(resp);
+            }
+            Some(Parsed { config, reply }) = parsed_rx.recv() => {
+                let outcome = d.reload(config).await;
+                if outcome.is_ok() {
+                    // New backends get their next hops now, not at the next 1 s refresh.
+                    d.refresh_neighbours().await;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(match outcome {
+                        Ok(message) => Response::Ok { message },
+                        Err(message) => Response::Error { message },
+                    });
+                }
             }
             Some(reply) = scrape_rx.recv() => { let _ = reply.send(d.scrape()); }
             Some(ev) = async { gossip_rx.as_mut()?.recv().await }, if gossip_rx.is_some() => d.on_gossip(ev).await,
@@ -239,11 +263,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            _ = hup.recv() => {
-                if d.reload().await.is_ok() {
-                    d.refresh_neighbours().await;
-                }
-            }
+            _ = hup.recv() => d.parse_for_reload(&parsed_tx, None),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -287,13 +307,9 @@ impl Daemon {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },
-            Request::Reload => match self.reload().await {
-                Ok(message) => {
-                    // New backends get their next hops now, not at the next 1 s refresh.
-                    self.refresh_neighbours().await;
-                    Response::Ok { message }
-                }
-                Err(message) => Response::Error { message },
+            // Parsed off the loop first: the loop's `call` branch sends it there.
+            Request::Reload => Response::Error {
+                message: "internal: a reload is parsed before it is applied".into(),
             },
         }
     }
@@ -396,11 +412,26 @@ impl Daemon {
         Ok(summary)
     }
 
-    /// SIGHUP / `vipd reload`: a bad file leaves everything as it was and says why.
-    pub async fn reload(&mut self) -> Result<String, String> {
-        let outcome = match self.opts.load_config() {
+    /// Reads and checks the config file off the loop (a big file takes seconds: a `status`
+    /// meanwhile waited for it); `parsed` brings it back to [`Daemon::reload`] with `reply`.
+    pub fn parse_for_reload(
+        &self,
+        parsed: &mpsc::Sender<Parsed>,
+        reply: Option<oneshot::Sender<Response>>,
+    ) {
+        let (opts, parsed) = (self.opts.clone(), parsed.clone());
+        tokio::task::spawn_blocking(move || {
+            let config = opts.load_config().map_err(|e| e.to_string());
+            let _ = parsed.blocking_send(Parsed { config, reply });
+        });
+    }
+
+    /// SIGHUP / `vipd reload`, with the file as parsed: a bad file leaves everything as it
+    /// was and says why.
+    pub async fn reload(&mut self, config: Result<Config, String>) -> Result<String, String> {
+        let outcome = match config {
             Ok(config) => self.apply_reload(config).await,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         let stamp = format!("{:.0}s after start", self.started.elapsed().as_secs_f64());
         match &outcome {
