@@ -1005,6 +1005,9 @@ address = "10.77.0.12"
     );
     assert!(s["reasons"][0]["reason"].is_string(), "{}", s["reasons"]);
     assert!(s["reasons"][0]["packets"].is_u64(), "{}", s["reasons"]);
+    // "Up since": when the backend's health or admin state last changed.
+    let since = backend_field(&s, "web", "b0", "since_unix_s");
+    assert!(since.as_f64().is_some_and(|t| t > 1.7e9), "{since}");
     let lbh = &lan.hosts[lb];
     let metrics = lbh
         .ns

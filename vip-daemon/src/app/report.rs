@@ -118,6 +118,10 @@ impl Daemon {
                                 .held_for(std::time::Instant::now())
                                 .map(|d| d.as_secs_f64()),
                             transitions: rt.health.transitions(),
+                            since_unix_s: rt.since_ms().map(|ms| ms as f64 / 1000.0),
+                            for_s: rt
+                                .since_ms()
+                                .map(|ms| now_ms.saturating_sub(ms) as f64 / 1000.0),
                             drain: rt.drain.filter(|_| rt.admin == Admin::Drained).map(|d| {
                                 let timeout = d.timeout(conf.drain_timeout);
                                 let phase = d.phase(conf.drain_timeout, now_ms);
@@ -411,6 +415,12 @@ impl Daemon {
                     .backend_weight
                     .get_or_create(&l)
                     .set(i64::from(rt.weight));
+                if let Some(ms) = rt.since_ms() {
+                    self.metrics
+                        .backend_state_since
+                        .get_or_create(&l)
+                        .set(ms as f64 / 1000.0);
+                }
                 for state in [Admin::Enabled, Admin::Drained, Admin::Disabled] {
                     let l = AdminLabels {
                         vip: l.vip.clone(),

@@ -66,6 +66,7 @@ pub struct Metrics {
     pub backend_admin: Family<AdminLabels, Gauge>,
     /// Runtime weight per backend (config or control socket).
     pub backend_weight: Family<BackendLabels, Gauge>,
+    pub backend_state_since: Family<BackendLabels, Gauge<f64, AtomicU64>>,
     pub process_open_fds: Gauge,
     pub process_start_time: Gauge<f64, AtomicU64>,
     pub process_cpu_seconds: Counter<f64, AtomicU64>,
@@ -123,6 +124,7 @@ impl Default for Metrics {
             build_info: Family::default(),
             backend_admin: Family::default(),
             backend_weight: Family::default(),
+            backend_state_since: Family::default(),
             process_open_fds: Gauge::default(),
             process_start_time: Gauge::default(),
             process_cpu_seconds: Counter::default(),
@@ -311,6 +313,11 @@ impl Default for Metrics {
             "backend_weight",
             "Runtime weight of the backend",
             m.backend_weight.clone(),
+        );
+        r.register(
+            "backend_state_change_timestamp_seconds",
+            "When the backend's health or admin state last changed (Unix seconds; vipd's start at the earliest)",
+            m.backend_state_since.clone(),
         );
         r.register(
             "process_open_fds",

@@ -196,6 +196,12 @@ pub struct BackendStatus {
     /// While drained.
     #[serde(default)]
     pub drain: Option<DrainStatus>,
+    /// Since when (Unix seconds) it has had this health and admin state, and for how long
+    /// (counted from vipd's start at the earliest).
+    #[serde(default)]
+    pub since_unix_s: Option<f64>,
+    #[serde(default)]
+    pub for_s: Option<f64>,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -323,7 +329,10 @@ impl Status {
                     b.address,
                     b.port,
                     b.forward,
-                    health,
+                    match b.for_s {
+                        Some(t) => format!("{health} for {}", human_age(t)),
+                        None => health,
+                    },
                     if b.writer { "writer" } else { &b.admin },
                     b.weight,
                     b.slots,
@@ -484,6 +493,17 @@ impl TraceReport {
             self.explanation
         );
         s
+    }
+}
+
+/// A duration as operators read it in a status line: 42s, 3m12s, 5h03m, 2d04h.
+pub fn human_age(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
     }
 }
 

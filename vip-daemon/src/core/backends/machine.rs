@@ -199,6 +199,14 @@ impl Backends {
     }
 
     pub fn handle(&mut self, input: Input, now: Now) -> Vec<Action> {
+        let actions = self.route(input, now);
+        for b in self.rows.iter_mut().filter(|b| b.in_use()) {
+            b.stamp_state(now.unix_ms);
+        }
+        actions
+    }
+
+    fn route(&mut self, input: Input, now: Now) -> Vec<Action> {
         match input {
             Input::Probe {
                 index,

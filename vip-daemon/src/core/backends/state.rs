@@ -121,6 +121,10 @@ pub struct Backend {
     /// The drain's timeout has passed: established flows are given up too. Kept up to date
     /// by [`super::Input::Tick`] and every admin change.
     pub drain_timed_out: bool,
+    /// Since when (Unix ms) the backend has had its verdict and admin state, and which they
+    /// are: "up since", as `pcs status` and HAProxy's `lastchg` show it. Kept by
+    /// [`super::Backends::handle`]; a restart starts it afresh.
+    pub state_since: Option<(u64, Health, Admin)>,
 }
 
 impl Backend {
@@ -143,7 +147,21 @@ impl Backend {
             listening: None,
             drain: None,
             drain_timed_out: false,
+            state_since: None,
         }
+    }
+
+    /// Records `now_ms` as the start of the current (verdict, admin) state when it changed.
+    pub(super) fn stamp_state(&mut self, now_ms: u64) {
+        let state = (self.verdict(), self.admin);
+        if self.state_since.map(|(_, h, a)| (h, a)) != Some(state) {
+            self.state_since = Some((now_ms, state.0, state.1));
+        }
+    }
+
+    /// Unix ms since which the backend has had its verdict and admin state.
+    pub fn since_ms(&self) -> Option<u64> {
+        self.state_since.map(|(ms, _, _)| ms)
     }
 
     /// A new backend of `spec`, enabled with the config's weight, starting at `initial`.

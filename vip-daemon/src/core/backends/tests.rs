@@ -425,3 +425,30 @@ fn a_restart_keeps_verdicts_from_the_kernel_or_a_fresh_state_file() {
     assert_eq!(restart_health(up_enabled, None, false), Health::Down);
     assert_eq!(restart_health(None, None, true), Health::Down);
 }
+
+#[test]
+fn since_moves_only_when_the_verdict_or_the_admin_state_changes() {
+    let s0 = spec(0, 1, Damping::OFF);
+    let mut sim = Sim::new(&[s0]);
+    sim.bring_up(0);
+    let up_since = sim.m[0].since_ms().expect("stamped");
+    // More good probes: still up since the same moment.
+    sim.advance(5 * S);
+    sim.probe(0, 1, true);
+    assert_eq!(sim.m[0].since_ms(), Some(up_since));
+    // One failure of fall = 2: no verdict yet, no new state.
+    sim.probe(0, 1, false);
+    assert_eq!(sim.m[0].since_ms(), Some(up_since));
+    // A drain is a new state.
+    sim.advance(S);
+    let at = sim.now().unix_ms;
+    sim.handle(Input::Admin {
+        index: 0,
+        change: AdminChange::Drain { timeout: None },
+    });
+    assert_eq!(sim.m[0].since_ms(), Some(at));
+    // The second failure: down, a new state too.
+    sim.advance(S);
+    sim.probe(0, 1, false);
+    assert_eq!(sim.m[0].since_ms(), Some(sim.now().unix_ms));
+}
