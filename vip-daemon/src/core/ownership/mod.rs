@@ -17,7 +17,9 @@
 //!   releases at once (and says so with a `Released`).
 //! * **Takeover** from an owner that is not alive needs quorum and one of: the owner left
 //!   gracefully or released, a successful fencing hook against it, or (VIPs without fencing)
-//!   `last_seen(owner) + lease + margin <= now`. Failed fencing retries with backoff.
+//!   `last_seen(owner) + lease + margin <= now` (see *Stale view* below for what
+//!   `last_seen` is after a break in word from a quorum). Failed fencing retries with
+//!   backoff.
 //! * **Leases**: the holder renews its data-plane lease every `lease / 3` while *active*
 //!   (below) and releases everything the moment it is not.
 //! * **Leaving** ([`Input::Leave`], `vipd leave` before a planned stop) hands each held VIP
@@ -31,7 +33,8 @@
 //!   or from a node not alive, is refused with a status line.
 //!
 //! # Safety rules beyond the brief, and why
-//! Each is exercised by a test; the chaos test found the need for the last three.
+//! Each is exercised by a test; the chaos test found the need for the last three before
+//! *Stale view*, which the model checker found.
 //! * *Lease cap*: a lease never runs past `lease` after this node last heard from enough
 //!   voters to make a quorum with itself. The majority takes over at `last_seen(me) + lease
 //!   + margin`, so a cut-off holder's lease ends first *however slowly its failure detector
@@ -57,6 +60,22 @@
 //!   with a peer it cannot reach either; from that view it once fenced a healthy majority
 //!   node and claimed a VIP just handed elsewhere. So `margin` must exceed the gap between
 //!   packets from a quorum (about a probe interval) and stay below failure detection time.
+//! * *Stale view*: a break in fresh word (no quorum heard within `margin`, e.g. cut off for
+//!   less than failure detection, so still *active*) may hide renewals: an owner we could
+//!   not hear kept renewing with the rest of the quorum, and its lease cap follows that
+//!   contact, not our `last_seen` of it. So the lease-expiry rules (the takeover above and
+//!   the claimants and vanished voters below) count every node as last seen no earlier than
+//!   when we hear a quorum again, and as seen now during the break: a lease takeover waits
+//!   `lease + margin` from the end of the break. That is enough because an owner still
+//!   renewing after it is heard by us too, and then the usual argument (`margin` covers the
+//!   probe gap, delay and clock rates) applies. Takeovers after a leave, a release or a
+//!   successful fence, and adoptions, do not wait: they rest on the owner's own word or its
+//!   power being off, which a stale view does not change. A node that never lost fresh word
+//!   keeps its timing exactly. A start is not a break (`last_seen` starts there anyway).
+//!   Test: `a_node_cut_off_beyond_the_margin_waits_out_renewals_it_missed`; found by the
+//!   model checker (`vip-verify`: `finding_1_undetected_partition_then_owner_crash`): the
+//!   node cut off took over at its stale `last_seen + lease + margin`, before the crashed
+//!   owner's pinned lease ended.
 //!
 //! # Liveness
 //! Every node re-broadcasts every record every `lease / 3`, and at once when a node joins its
@@ -109,11 +128,13 @@
 //! chaos test with reloads changes preferences on every node at once for this reason.
 //!
 //! The model checker (`vip-verify`, `docs/architecture.md` "Model-checked ownership") found
-//! two more, open: a partition longer than `margin` but shorter than failure detection
-//! leaves a taker's `last_seen` of the owner stale, so if the owner dies as it heals the
-//! lease takeover can precede the end of the owner's lease (by up to the partition minus
-//! `margin`); and a (re)started node that loses every re-broadcast during its settle time
-//! claims over a live owner until the owner's next re-broadcast reaches it.
+//! two more: a partition longer than `margin` but shorter than failure detection left a
+//! taker's `last_seen` of the owner stale (fixed: *Stale view*); and, open, a (re)started
+//! node that loses every re-broadcast during its settle time claims over a live owner until
+//! the owner's next re-broadcast reaches it. *Stale view* assumes what the lease-expiry rule
+//! already does: links are symmetric and a node either hears a quorum or is cut off. A
+//! node that hears a quorum but not the owner, while the owner still reaches a quorum (a
+//! partial partition SWIM's indirect probes keep hidden), still has a stale `last_seen`.
 
 use std::time::{Duration, Instant};
 

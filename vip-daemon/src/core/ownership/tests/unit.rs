@@ -35,7 +35,9 @@ fn settled(me: &str, vips: Vec<VipPolicy>) -> (Ownership, Instant, Vec<Action>) 
     let mut o = Ownership::new(cfg(me, vips), t0);
     hear(&mut o, t0);
     o.handle(Input::Alive(names(&["ctl1", "ctl2", "ctl3"])), t0);
-    hear(&mut o, t0 + LEASE / 2);
+    // Word within `margin` throughout: a longer silence would be a break (*Stale view*).
+    hear(&mut o, t0 + LEASE / 3);
+    hear(&mut o, t0 + LEASE * 2 / 3);
     let t = t0 + LEASE;
     let mut actions = hear(&mut o, t);
     actions.extend(o.tick(t));
@@ -226,7 +228,8 @@ fn quorum_loss_releases_everything_and_regain_settles_again() {
     );
     assert!(o.view()[0].state.starts_with("settling"));
     // ctl3 stays silent; once its last word is lease + margin old it cannot serve anything.
-    o.handle(Input::Heard("ctl1".into()), t2 + LEASE / 2);
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE / 3);
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE * 2 / 3);
     o.handle(Input::Heard("ctl1".into()), t2 + LEASE);
     assert_eq!(o.owned(), ["keystone", "glance"]);
     assert_eq!(o.view()[0].epoch, 2);
