@@ -26,23 +26,16 @@ fn three_nodes_one_vip_no_fencing_all_properties_hold() {
     exhaustive(Setup::three(), 18);
 }
 
-/// With fencing, depth 16 reaches finding 2 (below), and nothing else: every violation must
-/// be a (re)started node's claim at its settle end, i.e. involve a `Restart`, and only the
-/// two properties that finding breaks. Anything new fails here.
+/// With fencing, to depth 16 (this reached finding 2, below, before the *Stale view* fix).
 #[test]
-fn three_nodes_one_vip_fencing_only_finding_2() {
-    let setup = Setup {
-        fencing: true,
-        ..Setup::three()
-    };
-    let report = check(setup.clone(), 16, 2);
-    println!("{setup:?}, depth 16: {report}");
-    assert!(report.unreached.is_empty(), "{report}");
-    let finding_2 = [properties::ONE_OWNER, properties::OLD_OWNER_GONE];
-    for (property, trace) in &report.violations {
-        assert!(finding_2.contains(property), "new violation: {report}");
-        assert!(trace.contains("Restart("), "not finding 2: {report}");
-    }
+fn three_nodes_one_vip_fencing_all_properties_hold() {
+    exhaustive(
+        Setup {
+            fencing: true,
+            ..Setup::three()
+        },
+        16,
+    );
 }
 
 fn never_two_owners(states: &[World]) -> bool {
@@ -152,13 +145,15 @@ fn three_nodes_one_vip_slow_detection_all_properties_hold() {
     exhaustive(finding_1_setup(), 14);
 }
 
-/// FINDING 2 (open): settling assumes a (re)started node hears the current record within
-/// `lease`. n1 leaves (handing the VIP to n0) and its daemon starts again at once; the
-/// first re-broadcast it gets is n0's record from before the handover, the next ones are
-/// lost to a 2-tick partition (shorter than detection), and at settle end n1 claims epoch 2
-/// with n0 serving epoch 2. The tie-break resolves it one message later.
+/// FINDING 2, fixed for these traces by the *Stale view* rule's settling again: settling
+/// assumes a (re)started node hears the current record within `lease`. n1 leaves (handing
+/// the VIP to n0) and its daemon starts again at once; the first re-broadcast it gets is
+/// n0's record from before the handover, the next ones are lost to a partition shorter than
+/// detection, and at settle end n1 claimed epoch 2 with n0 serving epoch 2. The partition
+/// is a break in fresh word (t=12..15), so n1 now settles again until 21 and hears n0's
+/// record first. Losing every re-broadcast without such a break (3+ drops, beyond the
+/// 2-fault bound) is still open.
 #[test]
-#[ignore = "finding 2: a joiner whose settle-time gossip is lost claims over the owner"]
 fn finding_2_rejoin_with_lost_settle_gossip() {
     let setup = Setup {
         moves: true,
@@ -166,15 +161,15 @@ fn finding_2_rejoin_with_lost_settle_gossip() {
     };
     let mut steps = vec![TICK, TICK, Leave(1), Restart(1), TICK, TICK, TICK, Cut(1)];
     steps.extend([TICK, TICK, Heal, TICK, TICK]);
+    steps.extend([TICK; 6]);
     let (trace, states) = replay(&setup, true, &steps);
     assert!(never_two_owners(&states), "{trace}");
 }
 
 /// FINDING 2 without moves: a false suspicion makes n0 fence the healthy owner n1 (the
 /// fencing contract: it is powered off), n1 restarts, loses its settle-time gossip to a
-/// partition, and claims epoch 1 while n0 serves epoch 2 (then loses to it at once).
+/// partition, and claimed epoch 1 while n0 served epoch 2. Fixed as the one above.
 #[test]
-#[ignore = "finding 2: a joiner whose settle-time gossip is lost claims over the owner"]
 fn finding_2_after_fencing_a_falsely_suspected_owner() {
     let setup = Setup {
         fencing: true,
@@ -189,18 +184,7 @@ fn finding_2_after_fencing_a_falsely_suspected_owner() {
         Cut(1),
     ];
     steps.extend([TICK, TICK, Heal, TICK, TICK, TICK]);
+    steps.extend([TICK; 6]);
     let (trace, states) = replay(&setup, true, &steps);
     assert!(never_two_owners(&states), "{trace}");
-}
-
-/// Finding 2's trace still reproduces (so the ignored tests above stay meaningful).
-#[test]
-fn findings_still_reproduce() {
-    let f2 = Setup {
-        moves: true,
-        ..Setup::three()
-    };
-    let mut steps = vec![TICK, TICK, Leave(1), Restart(1), TICK, TICK, TICK, Cut(1)];
-    steps.extend([TICK, TICK, Heal, TICK, TICK]);
-    assert!(!never_two_owners(&replay(&f2, true, &steps).1));
 }

@@ -137,9 +137,10 @@ impl Ownership {
     }
 
     /// When VIP `i` may first be claimed or adopted: `lease` after this node became active,
-    /// or after the VIP was added here if that was later. `None` while not active.
+    /// after it last heard a quorum again after a break (*Stale view*), or after the VIP was
+    /// added here, whichever was last. `None` while not active.
     pub(super) fn settle_end(&self, i: usize) -> Option<Instant> {
-        let active = self.quorum_since?;
+        let active = self.quorum_since?.max(self.view_since);
         let since = self.vips[i].added.map_or(active, |added| added.max(active));
         Some(since + self.cfg.lease)
     }

@@ -19,7 +19,8 @@ pub struct Ownership {
     pub(super) cfg: OwnershipConfig,
     /// Before this instant this node may have missed other nodes' renewals: its start, or
     /// when it last heard a quorum within `margin` again after a break (*Stale view* in the
-    /// module docs). The lease-expiry rules count every node as seen no earlier.
+    /// module docs). The lease-expiry rules count every node as seen no earlier, and
+    /// nothing is claimed, adopted or fenced until `lease` after it.
     pub(super) view_since: Instant,
     /// Whether a quorum was heard within `margin` at the last input or tick; `None` until
     /// the first time (a start is not a break: `view_since` is the start then).
@@ -39,7 +40,8 @@ pub struct Ownership {
     /// so that a node that missed the release learns it (see `reconfigure.rs`).
     pub(super) retired: BTreeMap<String, Record>,
     /// Since when this node is *active*: membership quorum and a quorum heard within the
-    /// lease. Claims wait `lease` (settle) after it; losing it releases everything.
+    /// lease. Claims wait `lease` (settle) after it and after `view_since`; losing it
+    /// releases everything.
     pub(super) quorum_since: Option<Instant>,
     pub(super) next_gossip: Instant,
     pub(super) leaving: bool,
