@@ -108,11 +108,11 @@ impl Ownership {
         let fresh = self.fresh(now);
         if self.fresh_word == Some(false) && fresh {
             self.view_since = now;
-            let wait = self.cfg.lease + self.cfg.margin;
+            let (lease, margin) = (self.cfg.lease, self.cfg.margin);
             out.push(Action::Status(format!(
-                "STALE VIEW: a quorum heard again after more than {:?} without: \
-                 lease takeovers wait {wait:?}",
-                self.cfg.margin
+                "STALE VIEW: a quorum heard again after more than {margin:?} without: \
+                 settling {lease:?}, lease takeovers wait {:?}",
+                lease + margin
             )));
         }
         if self.fresh_word.is_some() || fresh {
