@@ -33,11 +33,13 @@ impl Ownership {
         };
         let wait = self.cfg.lease + self.cfg.margin;
         // Claims we heard of and were not told were given up.
+        let floor = self.seen_floor(now);
         for (x, (_, seen)) in st.claimants.iter().filter(|(x, _)| !cleared(x)) {
-            if now < *seen + wait {
+            let until = (*seen).max(floor) + wait;
+            if now < until {
                 return Some(match pol.fencing && !self.alive.contains(x) {
                     true => Step::Fence(x.clone()),
-                    false => Step::WaitLease(x.clone(), *seen + wait),
+                    false => Step::WaitLease(x.clone(), until),
                 });
             }
         }
@@ -49,7 +51,7 @@ impl Ownership {
             .iter()
             .filter(|x| !self.alive.contains(*x) && !cleared(x));
         for x in vanished.filter(|x| eligible(pol, x, voters, witness)) {
-            let at = self.last_seen(x) + wait;
+            let at = self.last_seen(x, now) + wait;
             if now < at {
                 return Some(Step::WaitLease(x.clone(), at));
             }
@@ -57,13 +59,24 @@ impl Ownership {
         None
     }
 
-    /// The latest evidence that `node` was alive: a packet, the alive set, or our own start
-    /// (before which we know nothing).
-    fn last_seen(&self, node: &str) -> Instant {
+    /// The latest evidence that `node` was alive: a packet, the alive set, or
+    /// [`Self::seen_floor`].
+    fn last_seen(&self, node: &str, now: Instant) -> Instant {
         let seen = [self.heard.get(node), self.listed.get(node)];
         seen.into_iter()
             .flatten()
-            .fold(self.started, |a, b| a.max(*b))
+            .fold(self.seen_floor(now), |a, b| a.max(*b))
+    }
+
+    /// The earliest any node counts as last seen by the lease-expiry rules (*Stale view* in
+    /// the module docs): our start or the end of our last break in fresh word (before it we
+    /// know nothing, or may have missed renewals), and `now` during a break (we cannot tell
+    /// who still renews with the rest of the quorum).
+    pub(super) fn seen_floor(&self, now: Instant) -> Instant {
+        match self.fresh_word {
+            Some(false) => now,
+            _ => self.view_since,
+        }
     }
 
     fn decide(&self, i: usize, now: Instant) -> Step {
@@ -112,7 +125,7 @@ impl Ownership {
         } else if pol.fencing {
             Step::Fence(o.clone())
         } else {
-            let expired = self.last_seen(o) + self.cfg.lease + self.cfg.margin;
+            let expired = self.last_seen(o, now) + self.cfg.lease + self.cfg.margin;
             match now >= expired {
                 true => Step::Claim {
                     from,
@@ -124,9 +137,10 @@ impl Ownership {
     }
 
     /// When VIP `i` may first be claimed or adopted: `lease` after this node became active,
-    /// or after the VIP was added here if that was later. `None` while not active.
+    /// after it last heard a quorum again after a break (*Stale view*), or after the VIP was
+    /// added here, whichever was last. `None` while not active.
     pub(super) fn settle_end(&self, i: usize) -> Option<Instant> {
-        let active = self.quorum_since?;
+        let active = self.quorum_since?.max(self.view_since);
         let since = self.vips[i].added.map_or(active, |added| added.max(active));
         Some(since + self.cfg.lease)
     }

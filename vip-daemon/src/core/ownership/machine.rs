@@ -17,7 +17,14 @@ use super::{FENCE_BACKOFF_FIRST, FENCE_BACKOFF_MAX};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ownership {
     pub(super) cfg: OwnershipConfig,
-    pub(super) started: Instant,
+    /// Before this instant this node may have missed other nodes' renewals: its start, or
+    /// when it last heard a quorum within `margin` again after a break (*Stale view* in the
+    /// module docs). The lease-expiry rules count every node as seen no earlier, and
+    /// nothing is claimed, adopted or fenced until `lease` after it.
+    pub(super) view_since: Instant,
+    /// Whether a quorum was heard within `margin` at the last input or tick; `None` until
+    /// the first time (a start is not a break: `view_since` is the start then).
+    pub(super) fresh_word: Option<bool>,
     /// Latest instant passed in; `next_deadline` and `view` are relative to it.
     pub(super) now: Instant,
     pub(super) alive: BTreeSet<String>,
@@ -33,7 +40,8 @@ pub struct Ownership {
     /// so that a node that missed the release learns it (see `reconfigure.rs`).
     pub(super) retired: BTreeMap<String, Record>,
     /// Since when this node is *active*: membership quorum and a quorum heard within the
-    /// lease. Claims wait `lease` (settle) after it; losing it releases everything.
+    /// lease. Claims wait `lease` (settle) after it and after `view_since`; losing it
+    /// releases everything.
     pub(super) quorum_since: Option<Instant>,
     pub(super) next_gossip: Instant,
     pub(super) leaving: bool,
@@ -51,7 +59,8 @@ impl Ownership {
             vips: vec![VipState::default(); config.vips.len()],
             retired: BTreeMap::new(),
             cfg: config,
-            started: now,
+            view_since: now,
+            fresh_word: None,
             now,
             heard: BTreeMap::new(),
             listed: BTreeMap::new(),

@@ -17,7 +17,9 @@
 //!   releases at once (and says so with a `Released`).
 //! * **Takeover** from an owner that is not alive needs quorum and one of: the owner left
 //!   gracefully or released, a successful fencing hook against it, or (VIPs without fencing)
-//!   `last_seen(owner) + lease + margin <= now`. Failed fencing retries with backoff.
+//!   `last_seen(owner) + lease + margin <= now` (see *Stale view* below for what
+//!   `last_seen` is after a break in word from a quorum). Failed fencing retries with
+//!   backoff.
 //! * **Leases**: the holder renews its data-plane lease every `lease / 3` while *active*
 //!   (below) and releases everything the moment it is not.
 //! * **Leaving** ([`Input::Leave`], `vipd leave` before a planned stop) hands each held VIP
@@ -31,7 +33,8 @@
 //!   or from a node not alive, is refused with a status line.
 //!
 //! # Safety rules beyond the brief, and why
-//! Each is exercised by a test; the chaos test found the need for the last three.
+//! Each is exercised by a test; the chaos test found the need for the three before
+//! *Stale view*, which the model checker found.
 //! * *Lease cap*: a lease never runs past `lease` after this node last heard from enough
 //!   voters to make a quorum with itself. The majority takes over at `last_seen(me) + lease
 //!   + margin`, so a cut-off holder's lease ends first *however slowly its failure detector
@@ -41,7 +44,8 @@
 //!   part only.
 //! * *Settle on every entry into active*, not only at start: claim and fence nothing for
 //!   `lease`, so a node that was cut off learns what was claimed meanwhile instead of
-//!   re-claiming with a stale epoch (and winning the tie-break).
+//!   re-claiming with a stale epoch (and winning the tie-break); also after a shorter break
+//!   in word from a quorum, which does not end *active* (*Stale view* below).
 //! * *Never claim over an alive owner*, even one not eligible here: wait for its release.
 //! * *Everyone who may still serve must be accounted for* before any claim or adoption:
 //!   every node whose live claim we received within `lease + margin` and that has not
@@ -57,6 +61,24 @@
 //!   with a peer it cannot reach either; from that view it once fenced a healthy majority
 //!   node and claimed a VIP just handed elsewhere. So `margin` must exceed the gap between
 //!   packets from a quorum (about a probe interval) and stay below failure detection time.
+//! * *Stale view*: a break in fresh word (no quorum heard within `margin`, e.g. cut off for
+//!   less than failure detection, so still *active*) may hide renewals and claims. An owner
+//!   we could not hear kept renewing with the rest of the quorum, and its lease cap follows
+//!   that contact, not our `last_seen` of it: so the lease-expiry rules (the takeover above,
+//!   the claimants and vanished voters below) count every node as last seen no earlier than
+//!   when we hear a quorum again (the end of the break), and as seen now during it. A lease
+//!   takeover then waits `lease + margin` from the end of the break: enough, because an
+//!   owner still renewing after it is heard by us too, and the usual argument (`margin`
+//!   covers the probe gap, delay and clock rates) applies. And, as on entry into active, we
+//!   settle again for `lease` from the end of the break before claiming, adopting or
+//!   fencing anything (held VIPs stay held), so re-broadcasts bring what was claimed
+//!   meanwhile. A node that never lost fresh word keeps its timing exactly; a start is not a
+//!   break. Tests: `a_node_cut_off_beyond_the_margin_waits_out_renewals_it_missed`, found
+//!   by the model checker (`vip-verify`: `finding_1_undetected_partition_then_owner_crash`):
+//!   the node cut off took over at its stale `last_seen + lease + margin`, before the
+//!   crashed owner's pinned lease ended; `a_break_in_fresh_word_settles_again_before_claiming`
+//!   (the checker's finding 2 traces: a joiner whose settle-time gossip a short partition
+//!   ate claimed over the live owner at its settle end).
 //!
 //! # Liveness
 //! Every node re-broadcasts every record every `lease / 3`, and at once when a node joins its
@@ -109,11 +131,13 @@
 //! chaos test with reloads changes preferences on every node at once for this reason.
 //!
 //! The model checker (`vip-verify`, `docs/architecture.md` "Model-checked ownership") found
-//! two more, open: a partition longer than `margin` but shorter than failure detection
-//! leaves a taker's `last_seen` of the owner stale, so if the owner dies as it heals the
-//! lease takeover can precede the end of the owner's lease (by up to the partition minus
-//! `margin`); and a (re)started node that loses every re-broadcast during its settle time
-//! claims over a live owner until the owner's next re-broadcast reaches it.
+//! two more, both fixed by *Stale view* as far as it checks. Still open: a (re)started node
+//! that loses every re-broadcast during its settle time *without* a break in fresh word
+//! (every item dropped, packets still flowing) claims over a live owner until the owner's
+//! next re-broadcast reaches it; and *Stale view* assumes what the lease-expiry rule
+//! already does, symmetric links, where a node either hears a quorum or is cut off. A node
+//! that hears a quorum but not the owner, while the owner still reaches a quorum (a partial
+//! partition SWIM's indirect probes keep hidden), still has a stale `last_seen`.
 
 use std::time::{Duration, Instant};
 

@@ -8,11 +8,12 @@ use super::{Action, Gossip, Ownership};
 
 impl Ownership {
     pub(super) fn reconcile(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let forget = self.cfg.lease + self.cfg.margin;
-        for st in &mut self.vips {
-            st.claimants.retain(|_, (_, seen)| now < *seen + forget);
-        }
         self.update_quorum(now, out);
+        let (forget, floor) = (self.cfg.lease + self.cfg.margin, self.seen_floor(now));
+        for st in &mut self.vips {
+            st.claimants
+                .retain(|_, (_, seen)| now < (*seen).max(floor) + forget);
+        }
         self.renew(now, out);
         for i in 0..self.vips.len() {
             match self.step(i, now) {
@@ -62,6 +63,7 @@ impl Ownership {
     }
 
     pub(super) fn update_quorum(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.update_fresh_word(now, out);
         let voters = self.cfg.voters.len();
         let alive = self
             .cfg
@@ -96,6 +98,25 @@ impl Ownership {
                 out.push(Action::Status(line));
             }
             _ => {}
+        }
+    }
+
+    /// Notices a break in fresh word (no quorum heard within `margin`) and its end: see
+    /// *Stale view* in the module docs. Called before each input is applied, so a packet
+    /// ending a silence cannot hide the silence.
+    fn update_fresh_word(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let fresh = self.fresh(now);
+        if self.fresh_word == Some(false) && fresh {
+            self.view_since = now;
+            let (lease, margin) = (self.cfg.lease, self.cfg.margin);
+            out.push(Action::Status(format!(
+                "STALE VIEW: a quorum heard again after more than {margin:?} without: \
+                 settling {lease:?}, lease takeovers wait {:?}",
+                lease + margin
+            )));
+        }
+        if self.fresh_word.is_some() || fresh {
+            self.fresh_word = Some(fresh);
         }
     }
 

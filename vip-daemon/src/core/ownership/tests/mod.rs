@@ -267,6 +267,52 @@ fn minority_with_a_slow_failure_detector_gives_up_before_takeover() {
     sim.agreed();
 }
 
+/// *Stale view* (model checker, finding 1): ctl1 is cut off longer than `margin` but shorter
+/// than its failure detection, so it stays active while ctl2 keeps renewing keystone with
+/// ctl3. ctl2 crashes as the partition heals; its pinned data-plane lease keeps serving.
+/// ctl1 used to take over at its stale `last_seen(ctl2) + lease + margin` (the cut + 4s)
+/// while ctl2's lease ran to at least the cut + 4.5s; now it counts ctl2 as seen when it
+/// heard a quorum again, and takes over after ctl2's lease ended. ctl3, never cut off,
+/// keeps its usual timing.
+#[test]
+fn a_node_cut_off_beyond_the_margin_waits_out_renewals_it_missed() {
+    let mut sim = Sim::new(&CTL, None, failover_vips(false));
+    sim.detect.insert("ctl1".into(), secs(3));
+    sim.run_for(secs(5));
+    assert_eq!(sim.holder("keystone"), "ctl2");
+    let cut = sim.now;
+    sim.partition(&[&["ctl1"], &["ctl2", "ctl3"]]);
+    sim.run_for(secs(2) + STEP * 5);
+    assert!(
+        sim.nodes["ctl1"].own.in_quorum(),
+        "its membership has not noticed"
+    );
+    assert!(sim.nodes["ctl1"]
+        .own
+        .owned()
+        .contains(&"glance".to_string()));
+    // ctl2 crashes as the partition heals: the kernel keeps serving its last lease.
+    let served_until = sim.nodes["ctl2"].until["keystone"];
+    assert!(served_until > cut + LEASE + MARGIN, "the finding's window");
+    let healed = sim.now;
+    sim.kill("ctl2");
+    sim.heal();
+    let at = sim.run_until(secs(20), |s| s.holders()["keystone"] == ["ctl1"]);
+    assert!(
+        at >= served_until,
+        "took over at {at:?}, ctl2 served until {served_until:?}"
+    );
+    // A quorum (ctl3) is heard again at the first step after the heal.
+    assert_eq!(at, healed + STEP + LEASE + MARGIN);
+    let stale = |node: &str| {
+        sim.log.iter().any(|l| {
+            l.node == node && matches!(&l.action, Action::Status(s) if s.starts_with("STALE VIEW"))
+        })
+    };
+    assert!(stale("ctl1") && !stale("ctl3"));
+    assert_eq!(sim.agreed()["keystone"], (Some("ctl1".into()), 2));
+}
+
 #[test]
 fn partitioned_minority_is_fenced_and_rejoins_without_stealing() {
     let mut sim = Sim::new(&CTL, None, six(true));

@@ -35,7 +35,9 @@ fn settled(me: &str, vips: Vec<VipPolicy>) -> (Ownership, Instant, Vec<Action>) 
     let mut o = Ownership::new(cfg(me, vips), t0);
     hear(&mut o, t0);
     o.handle(Input::Alive(names(&["ctl1", "ctl2", "ctl3"])), t0);
-    hear(&mut o, t0 + LEASE / 2);
+    // Word within `margin` throughout: a longer silence would be a break (*Stale view*).
+    hear(&mut o, t0 + LEASE / 3);
+    hear(&mut o, t0 + LEASE * 2 / 3);
     let t = t0 + LEASE;
     let mut actions = hear(&mut o, t);
     actions.extend(o.tick(t));
@@ -226,10 +228,46 @@ fn quorum_loss_releases_everything_and_regain_settles_again() {
     );
     assert!(o.view()[0].state.starts_with("settling"));
     // ctl3 stays silent; once its last word is lease + margin old it cannot serve anything.
-    o.handle(Input::Heard("ctl1".into()), t2 + LEASE / 2);
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE / 3);
+    o.handle(Input::Heard("ctl1".into()), t2 + LEASE * 2 / 3);
     o.handle(Input::Heard("ctl1".into()), t2 + LEASE);
     assert_eq!(o.owned(), ["keystone", "glance"]);
     assert_eq!(o.view()[0].epoch, 2);
+}
+
+/// *Stale view*: a break in fresh word shorter than the lease (still active, holding) makes
+/// the node settle again from when a quorum is heard again, even for a takeover that needs
+/// no lease wait (the owner left): it may have missed what was claimed meanwhile. The
+/// model checker's finding 2 traces had such a break eat a joiner's settle-time gossip.
+#[test]
+fn a_break_in_fresh_word_settles_again_before_claiming() {
+    let mut vips = two();
+    vips.push(pref("nova", &["ctl3", "ctl2"], false));
+    let (mut o, t, _) = settled("ctl2", vips);
+    o.handle(Input::Claim(claim("nova", "ctl3", 1)), t);
+    assert_eq!(o.owned(), ["keystone", "glance"]);
+    // Nothing heard for 2s (margin 1s, lease 3s): still active, still holding.
+    let back = t + Duration::from_secs(2);
+    let out = hear(&mut o, back);
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Status(s) if s.starts_with("STALE VIEW"))));
+    assert_eq!(o.owned(), ["keystone", "glance"]);
+    o.handle(Input::Left("ctl3".into()), back);
+    o.handle(Input::Alive(names(&["ctl1", "ctl2"])), back);
+    assert!(
+        o.view()[2].state.starts_with("settling"),
+        "{:?}",
+        o.view()[2]
+    );
+    let mut at = back;
+    while at < back + LEASE {
+        assert_eq!(o.owned(), ["keystone", "glance"], "claimed while settling");
+        at += LEASE / 3;
+        hear(&mut o, at);
+    }
+    assert_eq!(o.owned(), ["keystone", "glance", "nova"]);
+    assert_eq!(o.view()[2].epoch, 2);
 }
 
 #[test]
