@@ -332,8 +332,8 @@ fn forged_gossip_from_a_fourth_host_is_rejected_and_counted() {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|r| r[0] == why)
-                    .and_then(|r| r[1].as_u64())
+                    .find(|r| r["name"] == why)
+                    .and_then(|r| r["count"].as_u64())
                     .unwrap_or(0)
             };
             let got = [

@@ -660,6 +660,10 @@ fn run_control_overrides_the_config_socket() {
     std::fs::create_dir_all(&dir).expect("dir");
     let (in_file, given) = (dir.join("file.sock"), dir.join("given.sock"));
     let text = config("[]")
+        .replace(
+            "[node]\n",
+            &format!("[node]\nstate_dir = \"{}\"\n", dir.display()),
+        )
         .replace("@PIN_DIR@", pins.path.to_str().expect("utf-8"))
         .replace("@CONTROL@", in_file.to_str().expect("utf-8"))
         .replace(
