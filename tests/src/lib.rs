@@ -332,3 +332,17 @@ impl Host {
         ]);
     }
 }
+
+/// A namespace (name prefix `prefix`) with a veth pair `e0`/`e1`, both up, and `addr` (CIDR)
+/// on `e0`: something for a single vipd to attach to.
+pub fn veth_namespace(prefix: &str, addr: &str) -> NetNs {
+    let ns = NetNs::new(prefix);
+    ns.exec(&[
+        "ip", "link", "add", "e0", "type", "veth", "peer", "name", "e1",
+    ]);
+    for dev in ["e0", "e1"] {
+        ns.exec(&["ip", "link", "set", dev, "up"]);
+    }
+    ns.exec(&["ip", "addr", "add", addr, "dev", "e0"]);
+    ns
+}

@@ -28,15 +28,7 @@ const IDLE: Duration = Duration::from_secs(10);
 
 /// A namespace with a veth pair for vipd to attach to (`e0`, 10.78.0.2/24; its peer `e1`).
 fn namespace() -> NetNs {
-    let ns = NetNs::new("vep");
-    ns.exec(&[
-        "ip", "link", "add", "e0", "type", "veth", "peer", "name", "e1",
-    ]);
-    for dev in ["e0", "e1"] {
-        ns.exec(&["ip", "link", "set", dev, "up"]);
-    }
-    ns.exec(&["ip", "addr", "add", "10.78.0.2/24", "dev", "e0"]);
-    ns
+    vip_tests::veth_namespace("vep", "10.78.0.2/24")
 }
 
 /// One VIP whose only backend does not exist (its probes fail: health does not matter here).

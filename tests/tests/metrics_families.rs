@@ -67,15 +67,7 @@ fn run_promtool(dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {
 
 /// A namespace with a veth pair for vipd to attach to (`e0`, 10.79.0.2/24).
 fn namespace() -> NetNs {
-    let ns = NetNs::new("vmf");
-    ns.exec(&[
-        "ip", "link", "add", "e0", "type", "veth", "peer", "name", "e1",
-    ]);
-    for dev in ["e0", "e1"] {
-        ns.exec(&["ip", "link", "set", dev, "up"]);
-    }
-    ns.exec(&["ip", "addr", "add", "10.79.0.2/24", "dev", "e0"]);
-    ns
+    vip_tests::veth_namespace("vmf", "10.79.0.2/24")
 }
 
 /// Two backends that do not exist (their probes fail: health does not matter here).
