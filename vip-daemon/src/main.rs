@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         action: VipCmd,
     },
+    /// Cluster mode: this node in or out of service (`pcs node standby` / `unstandby`).
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
+    },
     /// Print a new random cluster key (hex) for the key file.
     Keygen,
     /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
@@ -227,6 +232,21 @@ enum VipCmd {
         vip: String,
         /// Name of the node that takes the address (`node.name` in its config).
         node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Take this node out of service: its VIPs are handed over at once and no node places a
+    /// VIP here until `unstandby`; kept across restarts of vipd. It still votes.
+    Standby {
+        /// This node's name (optional; the command acts on the node it runs on).
+        node: Option<String>,
+    },
+    /// Put this node back in service; nothing moves back by itself (stickiness).
+    Unstandby {
+        /// This node's name (optional; the command acts on the node it runs on).
+        node: Option<String>,
     },
 }
 
@@ -442,6 +462,15 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                 to: node.clone(),
             };
             if let Response::Ok { message } = ask(cli, req)? {
+                outln!("{message}")?;
+            }
+        }
+        Command::Node { action } => {
+            let (standby, node) = match action {
+                NodeCmd::Standby { node } => (true, node.clone()),
+                NodeCmd::Unstandby { node } => (false, node.clone()),
+            };
+            if let Response::Ok { message } = ask(cli, Request::Node { standby, node })? {
                 outln!("{message}")?;
             }
         }

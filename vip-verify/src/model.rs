@@ -188,6 +188,7 @@ impl Setup {
                 Gossip::Claim(c) => Input::Claim(c),
                 Gossip::Released(c) => Input::Released(c),
                 Gossip::Move { vip, to } => Input::Move { vip, to },
+                Gossip::NodeState(s) => Input::NodeState(s),
             };
             for to in (0..self.nodes as u8).filter(|b| *b != from) {
                 // Lost at once when it cannot arrive: keeps the bag small.

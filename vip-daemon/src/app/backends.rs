@@ -98,12 +98,21 @@ impl Daemon {
                 }
                 Action::WriteBackend(index) => self.write_backend(index as usize),
                 Action::Broadcast(Share::Verdict { index, health }) => {
+                    let state = match health {
+                        crate::core::health::Health::Up => "up",
+                        crate::core::health::Health::Down => "down",
+                    };
+                    self.notify_backend(index as usize, state);
                     self.share_verdict(index as usize, health);
                 }
                 Action::Broadcast(Share::Service { index, listening }) => {
                     self.share_service(index as usize, listening);
                 }
-                Action::Broadcast(Share::Admin { index }) => self.share_admin(index as usize),
+                Action::Broadcast(Share::Admin { index }) => {
+                    let state = self.backends[index as usize].admin.as_str();
+                    self.notify_backend(index as usize, state);
+                    self.share_admin(index as usize);
+                }
                 Action::SaveState => save = true,
                 Action::RefreshNeighbours => self.neighbours_due = true,
                 Action::ServiceGone => {
@@ -130,6 +139,20 @@ impl Daemon {
                 self.save_at.get_or_insert(at + super::SAVE_DELAY);
             }
         }
+    }
+
+    /// The notify hook's `backend` event: a verdict of this node's probes (`up`, `down`) or
+    /// an operator's change here (`enabled`, `drained`, `disabled`).
+    fn notify_backend(&self, index: usize, state: &str) {
+        let (vip, backend) = self.backend_names(index);
+        let env = vec![
+            ("VIPD_VIP", vip),
+            ("VIPD_BACKEND", backend),
+            ("VIPD_STATE", state.to_owned()),
+        ];
+        let kind = "backend";
+        self.notifier
+            .notify(crate::shell::hooks::Event { kind, env });
     }
 
     /// Words a log line of the backend core.

@@ -13,12 +13,15 @@ use vip_common::maps::{Lease, LeaseKey};
 use crate::{
     config::{Config, Membership},
     core::{
-        ownership::{Action, Claim, Gossip, Input, Ownership, OwnershipConfig, VipPolicy},
+        ownership::{
+            Action, Claim, Gossip, Input, NodeState, Ownership, OwnershipConfig, VipPolicy,
+        },
         plan::addr16,
         swim::SwimTuning,
     },
     shell::{
         gossip::{GossipCmd, GossipEvent, Item, ItemBody, MembersView},
+        hooks::Event,
         vipaddr,
     },
 };
@@ -207,6 +210,13 @@ impl Daemon {
                     self.on_writer_item(body);
                     vec![]
                 }
+                ItemBody::NodeState { node, reason } => {
+                    vec![Input::NodeState(NodeState {
+                        node,
+                        reason,
+                        version: item.version,
+                    })]
+                }
             },
         };
         if recompute {
@@ -286,6 +296,7 @@ impl Daemon {
             match action {
                 Action::Claim { vip, epoch } => {
                     tracing::info!(%vip, epoch, "claiming VIP");
+                    self.notifier.notify(vip_event("claim", &vip, epoch, None));
                     if let Some(&addr) = c.addresses.get(&vip) {
                         for iface in self.config.node.interfaces.clone() {
                             if let Err(e) = vipaddr::add(&self.netlink, &iface, addr).await {
@@ -297,6 +308,8 @@ impl Daemon {
                 }
                 Action::Release { vip, epoch } => {
                     tracing::info!(%vip, epoch, "releasing VIP");
+                    self.notifier
+                        .notify(vip_event("release", &vip, epoch, None));
                     if let Some(&addr) = c.addresses.get(&vip) {
                         let key = Self::lease_key(&addr);
                         let _ = self.maps.lease(key, Lease::default());
@@ -310,6 +323,8 @@ impl Daemon {
                 Action::HandOver { vip, epoch, to } => {
                     // The lease is left to run out: see `Action::HandOver`.
                     tracing::info!(%vip, epoch, %to, "handing VIP over");
+                    self.notifier
+                        .notify(vip_event("release", &vip, epoch, Some(&to)));
                     if let Some(&addr) = c.addresses.get(&vip) {
                         for iface in self.config.node.interfaces.clone() {
                             if let Err(e) = vipaddr::remove(&self.netlink, &iface, addr).await {
@@ -349,6 +364,11 @@ impl Daemon {
                             },
                             Item::ownership_version(cl.epoch, true),
                         ),
+                        Gossip::NodeState(NodeState {
+                            node,
+                            reason,
+                            version,
+                        }) => (ItemBody::NodeState { node, reason }, version),
                         Gossip::Move { .. } => continue,
                     };
                     let item = Item {
@@ -389,6 +409,16 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The notify hook's event for a VIP address claimed or given up (`to`: handed over to).
+fn vip_event(kind: &'static str, vip: &str, epoch: u64, to: Option<&str>) -> Event {
+    let mut env = vec![
+        ("VIPD_VIP", vip.to_owned()),
+        ("VIPD_EPOCH", epoch.to_string()),
+    ];
+    env.extend(to.map(|to| ("VIPD_TO", to.to_owned())));
+    Event { kind, env }
 }
 
 impl Daemon {

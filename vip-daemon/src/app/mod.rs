@@ -10,6 +10,7 @@ mod liveness;
 mod neighbours;
 mod precompute;
 mod report;
+mod service;
 mod startup;
 mod tables;
 
@@ -155,6 +156,11 @@ pub struct Daemon {
     pub netlink: rtnetlink::Handle,
     /// Cluster mode state, when `[cluster] listen` is set.
     pub cluster: Option<cluster::ClusterRt>,
+    /// In or out of service (standby, track conditions).
+    pub service: service::NodeService,
+    pub track_watchers: Option<crate::shell::track::Watchers>,
+    /// The `[hooks] notify` runner.
+    pub notifier: crate::shell::hooks::Notifier,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -171,9 +177,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let control_listener = control::bind(&config.control_socket)?;
+    let status_listener = match &config.status_socket.path {
+        Some(path) => Some(control::bind_status(
+            path,
+            config.status_socket.group.as_deref(),
+        )?),
+        None => None,
+    };
     let health = crate::shell::metrics::Health::default();
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
-    tokio::spawn(control::serve(control_listener, call_tx));
+    if let Some(listener) = status_listener {
+        tokio::spawn(control::serve(listener, call_tx.clone(), true));
+    }
+    tokio::spawn(control::serve(control_listener, call_tx, false));
     let (scrape_tx, mut scrape_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
     if let Some(listener) = metrics_listener {
         let serve = crate::shell::metrics::serve(listener, scrape_tx.clone(), health.clone());
@@ -189,6 +205,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let mut watch_rx = d.start_sockwatch();
+    let (track_tx, mut track_rx) = mpsc::channel(64);
+    d.start_track(&track_tx).await;
     let mut ownership_tick = tokio::time::interval(Duration::from_millis(50));
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -234,6 +252,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(Parsed { config, reply }) = parsed_rx.recv() => {
                 let outcome = d.reload(config).await;
                 if outcome.is_ok() {
+                    d.notifier.reconfigure(d.config.hooks.clone());
+                    d.start_track(&track_tx).await;
                     // New backends get their next hops now, not at the next 1 s refresh.
                     d.refresh_neighbours().await;
                 }
@@ -248,6 +268,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(ev) = async { gossip_rx.as_mut()?.recv().await }, if gossip_rx.is_some() => d.on_gossip(ev).await,
             Some(ev) = async { watch_rx.as_mut()?.recv().await }, if watch_rx.is_some() => d.on_service_watch(ev),
             Some((node, ok)) = fence_rx.recv() => d.on_fence_result(node, ok).await,
+            Some(ev) = track_rx.recv() => d.on_track(ev).await,
             _ = ownership_tick.tick(), if d.cluster.is_some() => d.ownership_tick().await,
             Some(facts) = neigh_rx.recv() => d.on_neighbours(facts),
             _ = neigh_tick.tick() => {
@@ -300,6 +321,10 @@ impl Daemon {
                 Err(message) => Response::Error { message },
             },
             Request::VipMove { vip, to } => match self.move_vip(&vip, &to).await {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+            Request::Node { standby, node } => match self.set_standby(standby, node).await {
                 Ok(message) => Response::Ok { message },
                 Err(message) => Response::Error { message },
             },

@@ -223,6 +223,7 @@ impl Daemon {
                             _ => "alive",
                         };
                         MemberStatus {
+                            out_of_service: c.ownership.out_of_service(&n).map(str::to_owned),
                             heard_s_ago: c.last_heard.get(&n).map(|t| t.elapsed().as_secs_f64()),
                             incarnation: seen.map(|m| m.incarnation),
                             address: seen.map(|m| m.addr.to_string()),
@@ -260,6 +261,7 @@ impl Daemon {
                 .zip(self.maps.dp().flow_stats().unwrap_or_default())
                 .map(|(n, c)| NamedCount::new(*n, c.packets))
                 .collect(),
+            service: self.service_status(),
         }
     }
 
@@ -372,6 +374,7 @@ impl Daemon {
     }
 
     pub(super) fn refresh_metrics(&mut self) {
+        self.refresh_service_metrics();
         let vip_stats = self
             .maps
             .dp()

@@ -275,6 +275,8 @@ pub async fn start(
             maps.record_table(&v.region, gen, &live);
         }
     }
+    let notifier =
+        crate::shell::hooks::Notifier::spawn(config.hooks.clone(), config.node.name.clone());
     let mut d = Daemon {
         opts,
         state_path: state::path(&config),
@@ -305,7 +307,11 @@ pub async fn start(
         precompute,
         netlink,
         cluster: None,
+        service: Default::default(),
+        track_watchers: None,
+        notifier,
     };
+    d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
     if let Some(s) = &saved {
         d.seed_admin(s);
     }
@@ -602,6 +608,7 @@ impl Daemon {
 
     fn saved_state(&self) -> SavedState {
         let mut saved = SavedState::new(self.layout_id, self.limits, self.alloc.clone());
+        saved.standby_since_ms = self.service.standby_since_ms;
         for (vi, v) in self.plan.vips.iter().enumerate() {
             for b in &v.backends {
                 let rt = &self.backends[b.index as usize];

@@ -13,7 +13,12 @@ use super::{
 
 const SOCKET_HINT: &str = "expected address:port like \"192.0.2.11:7946\"";
 
-fn duration(cx: &mut Ctx, v: &Option<String>, at: &FieldPath, default: Duration) -> Duration {
+pub(crate) fn duration(
+    cx: &mut Ctx,
+    v: &Option<String>,
+    at: &FieldPath,
+    default: Duration,
+) -> Duration {
     match v.as_deref().map(parse_duration) {
         None => default,
         Some(Ok(d)) if !d.is_zero() => d,

@@ -21,6 +21,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub hooks: RawHooks,
+    #[serde(default)]
+    pub track: RawTrack,
+    #[serde(default)]
     pub vip: Vec<RawVip>,
 }
 
@@ -73,6 +77,34 @@ pub(crate) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawControl {
     pub socket: Option<String>,
+    pub status_socket: Option<String>,
+    pub status_group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHooks {
+    pub notify: Option<Vec<String>>,
+    pub notify_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrack {
+    pub interfaces: Option<Vec<String>>,
+    #[serde(default)]
+    pub script: Vec<RawTrackScript>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrackScript {
+    pub name: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub fall: Option<i64>,
+    pub rise: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

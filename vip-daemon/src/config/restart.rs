@@ -28,6 +28,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     check("metrics.listen", old.metrics_listen != new.metrics_listen);
     check("control.socket", old.control_socket != new.control_socket);
+    check(
+        "control.status_socket / status_group",
+        old.status_socket != new.status_socket,
+    );
     changed
 }
 

@@ -67,6 +67,9 @@ pub struct Config {
     pub vips: Vec<Vip>,
     /// `[limits]` as written (None: derived from the VIPs, see [`Config::default_limits`]).
     pub limits: LimitSettings,
+    pub hooks: super::ops::Hooks,
+    pub track: super::ops::Track,
+    pub status_socket: super::ops::StatusSocket,
 }
 
 /// `[limits]` keys as written in the file; each one set is at least what the file needs.

@@ -58,6 +58,9 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
     super::membership::check_vips(cluster.membership.as_ref(), &vips, cx);
     let control_socket = PathBuf::from(socket);
     let mut config = Config {
+        hooks: super::ops::hooks(&raw.hooks, cx),
+        track: super::ops::track(&raw.track, &node.interfaces, cx),
+        status_socket: super::ops::status_socket(&raw.control, cx),
         node,
         cluster,
         metrics_listen,

@@ -59,6 +59,20 @@ pub enum Request {
         vip: String,
         to: String,
     },
+    /// `vipd node standby|unstandby [NODE]`: this node out of service (its VIPs handed over,
+    /// nothing placed on it) or back; kept across restarts. NODE, when given, must be this
+    /// node (the command acts where it runs).
+    Node {
+        standby: bool,
+        node: Option<String>,
+    },
+}
+
+impl Request {
+    /// What the read-only status socket answers: reads that change nothing.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Request::Status | Request::Trace { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,9 +221,41 @@ impl AcceptErrors {
     }
 }
 
+/// Binds the read-only status socket (`[control] status_socket`): mode 0660, owned by
+/// `group` when given (e.g. a monitoring group), else root's group.
+pub fn bind_status(path: &Path, group: Option<&str>) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context as _;
+    let listener = bind(path)?;
+    let at = || format!("status socket {}", path.display());
+    if let Some(group) = group {
+        let gid = group_id(group).with_context(at)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .with_context(|| format!("chgrp {group}"))
+            .with_context(at)?;
+    }
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+        .context("chmod 0660")
+        .with_context(at)?;
+    Ok(listener)
+}
+
+/// The id of a group named `name` (or given as a number).
+fn group_id(name: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = name.parse() {
+        return Ok(gid);
+    }
+    let groups = std::fs::read_to_string("/etc/group")?;
+    let gid = groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok())?
+    });
+    gid.ok_or_else(|| anyhow::anyhow!("no group named {name:?} in /etc/group"))
+}
+
 /// Serves the control socket bound by [`bind`], handing each request to the event loop
-/// through `calls`. Runs until the process ends: accept errors are waited out.
-pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>) {
+/// through `calls`; `read_only` answers only [`Request::is_read_only`] requests. Runs until
+/// the process ends: accept errors are waited out.
+pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>, read_only: bool) {
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut errors = AcceptErrors::new("control socket");
     loop {
@@ -221,7 +267,7 @@ pub async fn serve(listener: tokio::net::UnixListener, calls: mpsc::Sender<Call>
                 errors.accepted();
                 let calls = calls.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, calls).await;
+                    serve_connection(stream, calls, read_only).await;
                     drop(slot);
                 });
             }
@@ -238,7 +284,11 @@ fn encode(response: &Response) -> Vec<u8> {
 
 /// One client: request lines of at most [`MAX_REQUEST_BYTES`], each answered in turn; closed
 /// on a too-long line (after an error answer), on [`IDLE_TIMEOUT`] and on [`WRITE_TIMEOUT`].
-async fn serve_connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Call>) {
+async fn serve_connection(
+    stream: tokio::net::UnixStream,
+    calls: mpsc::Sender<Call>,
+    read_only: bool,
+) {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REQUEST_BYTES));
     loop {
@@ -258,6 +308,11 @@ async fn serve_connection(stream: tokio::net::UnixStream, calls: mpsc::Sender<Ca
             Ok(None) | Ok(Some(Err(LinesCodecError::Io(_)))) | Err(_) => return,
         };
         let response = match serde_json::from_str::<Request>(&line) {
+            Ok(req) if read_only && !req.is_read_only() => Response::Error {
+                message: "this is the read-only status socket (status, trace): changes go \
+                          through the control socket, as root"
+                    .into(),
+            },
             Ok(req) => {
                 let (tx, rx) = oneshot::channel();
                 if calls.send((req, tx)).await.is_err() {
@@ -323,8 +378,40 @@ mod tests {
                 });
             }
         });
-        tokio::spawn(serve_connection(server, calls));
+        tokio::spawn(serve_connection(server, calls, false));
         client
+    }
+
+    #[tokio::test]
+    async fn the_status_socket_answers_reads_and_refuses_changes() {
+        let (client, server) = tokio::net::UnixStream::pair().expect("pair");
+        let (calls, mut rx) = mpsc::channel::<Call>(4);
+        tokio::spawn(async move {
+            while let Some((req, reply)) = rx.recv().await {
+                assert!(req.is_read_only(), "{req:?} reached the loop");
+                let _ = reply.send(Response::Ok {
+                    message: "read".into(),
+                });
+            }
+        });
+        tokio::spawn(serve_connection(server, calls, true));
+        let (read, mut write) = client.into_split();
+        let asks = b"{\"cmd\":\"reload\"}\n{\"cmd\":\"status\"}\n{\"cmd\":\"leave\"}\n";
+        write.write_all(asks).await.expect("write");
+        let mut lines = tokio::io::BufReader::new(read).lines();
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            answers.push(lines.next_line().await.expect("read").expect("answer"));
+        }
+        assert!(
+            answers[0].contains("read-only status socket"),
+            "{answers:?}"
+        );
+        assert_eq!(answers[1], "{\"kind\":\"ok\",\"message\":\"read\"}");
+        assert!(
+            answers[2].contains("read-only status socket"),
+            "{answers:?}"
+        );
     }
 
     #[tokio::test]

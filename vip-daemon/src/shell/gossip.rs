@@ -88,6 +88,13 @@ pub enum ItemBody {
         at: u64,
         by: String,
     },
+    /// A node's service state (`core::ownership::NodeState`): out of service for `reason`
+    /// (standby, a failed track condition) or in service (None). Versioned by the node's
+    /// wall-clock ms of the change.
+    NodeState {
+        node: String,
+        reason: Option<String>,
+    },
     /// The writer of a primary/backup VIP, after an operator's promote or a failover.
     Writer {
         vip: String,
@@ -125,6 +132,7 @@ impl Item {
                 format!("admin/{}/{vip}/{backend}", self.origin)
             }
             ItemBody::Writer { vip, .. } => format!("writer/{}/{vip}", self.origin),
+            ItemBody::NodeState { node, .. } => format!("node/{node}"),
         }
     }
 
@@ -155,6 +163,18 @@ struct Items {
     /// must still go out to a node that missed it (others drop the repeat as old news).
     newest: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
     inbox: std::sync::Arc<std::sync::Mutex<Vec<Item>>>,
+    /// Items of a kind this version does not know (a newer vipd's, during a rolling
+    /// upgrade): skipped and counted, so they never cost the rest of their datagram.
+    unknown: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Any item, whatever its kind: how an unknown kind is told from a malformed item.
+#[derive(Deserialize)]
+#[allow(dead_code)] // only decoded, to check the shape
+struct Envelope {
+    origin: String,
+    version: u64,
+    body: serde_json::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +190,14 @@ impl BroadcastHandler<NodeId> for Items {
         data: &[u8],
         _sender: Option<&NodeId>,
     ) -> Result<Option<ItemKey>, BadItem> {
-        let item: Item = serde_json::from_slice(data).map_err(|e| BadItem(e.to_string()))?;
+        let item: Item = match serde_json::from_slice(data) {
+            Ok(item) => item,
+            Err(_) if serde_json::from_slice::<Envelope>(data).is_ok() => {
+                (self.unknown).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(BadItem(e.to_string())),
+        };
         let subject = item.subject();
         {
             let mut newest = self.newest.lock().expect("newest");
@@ -367,6 +394,7 @@ pub async fn spawn(
     tokio::spawn(async move {
         let items = Items::default();
         let inbox = items.inbox.clone();
+        let unknown = items.unknown.clone();
         let newest = items.newest.clone();
         let foca_rng =
             rand_foca::rngs::SmallRng::seed_from_u64(rand::Rng::gen(&mut StdRng::from_entropy()));
@@ -479,6 +507,10 @@ pub async fn spawn(
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, "gossip input ignored");
+            }
+            let skipped = unknown.swap(0, std::sync::atomic::Ordering::Relaxed);
+            for _ in 0..skipped {
+                let _ = ev_tx.try_send(GossipEvent::Rejected("unknown_item"));
             }
             let news: Vec<Item> = inbox.lock().expect("inbox").drain(..).collect();
             for item in news {

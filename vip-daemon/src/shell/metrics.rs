@@ -34,6 +34,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// How a run of the notify hook ended: ok, failed, timed_out or dropped (queue full).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 /// A backend's admin state: one series per state, 1 for the current one.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdminLabels {
@@ -105,6 +111,9 @@ pub struct Metrics {
     pub member_down_events: Counter,
     pub local_health: Gauge,
     pub service_gone: Counter,
+    /// 1 while this node is in service (no standby, no failed track condition).
+    pub node_in_service: Gauge,
+    pub notify_runs: Family<OutcomeLabels, Counter>,
 }
 
 fn probe_histogram() -> Histogram {
@@ -158,6 +167,8 @@ impl Default for Metrics {
             member_down_events: Counter::default(),
             local_health: Gauge::default(),
             service_gone: Counter::default(),
+            node_in_service: Gauge::default(),
+            notify_runs: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -254,6 +265,16 @@ impl Default for Metrics {
             "local_service_gone",
             "Local backend services seen losing their socket (sock_diag), each taken out at once",
             m.service_gone.clone(),
+        );
+        r.register(
+            "node_in_service",
+            "1 while this node is in service (not standby, no failed track condition)",
+            m.node_in_service.clone(),
+        );
+        r.register(
+            "notify_hook_runs",
+            "Runs of the [hooks] notify command by outcome (ok, failed, timed_out, dropped)",
+            m.notify_runs.clone(),
         );
         // Cluster mode only.
         {

@@ -29,6 +29,9 @@ pub struct SavedState {
     pub limits: Limits,
     pub alloc: Allocation,
     pub backends: Vec<SavedBackend>,
+    /// `vipd node standby` in force since (Unix ms): a restart keeps the node out of service.
+    #[serde(default)]
+    pub standby_since_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,6 +83,7 @@ impl SavedState {
             limits,
             alloc,
             backends: Vec::new(),
+            standby_since_ms: None,
         }
     }
 

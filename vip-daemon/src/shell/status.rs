@@ -42,6 +42,32 @@ pub struct Status {
     /// `vip_common::maps::flow_stat::NAMES`.
     #[serde(default)]
     pub flow_table: Vec<NamedCount>,
+    /// In or out of service (standby, track conditions) and the notify hook's runs.
+    #[serde(default)]
+    pub service: ServiceStatus,
+}
+
+/// Whether this node takes VIPs and traffic, and since when.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub in_service: bool,
+    /// Why not: "standby", "track: link eth0 down", ...
+    pub reason: Option<String>,
+    /// Seconds in this state.
+    pub for_s: f64,
+    /// Tracked conditions: each interface's carrier, each script.
+    pub track: Vec<String>,
+    /// Runs of the `[hooks] notify` command (None: no hook).
+    pub hooks: Option<HookStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub ok: u64,
+    pub failed: u64,
+    pub timed_out: u64,
+    pub dropped: u64,
+    pub last_failure: Option<String>,
 }
 
 /// Packets and bytes the data plane counted under one reason (`vip_common::maps::reason`).
@@ -122,6 +148,9 @@ pub struct ClusterStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub name: String,
+    /// Why the member is out of service, as it told the cluster (None: in service).
+    #[serde(default)]
+    pub out_of_service: Option<String>,
     /// "self", "alive", "suspect" or "dead".
     pub state: String,
     pub incarnation: Option<u16>,
@@ -270,6 +299,7 @@ impl Status {
             human_bytes(self.precomputed_bytes)
         );
         self.render_limits(&mut s);
+        self.render_service(&mut s);
         if let Some(r) = &self.last_reload {
             let _ = writeln!(s, "last reload: {r}");
         }
@@ -362,6 +392,9 @@ impl Status {
                     if let Some(h) = m.heard_s_ago {
                         line.push_str(&format!(" ({h:.1}s ago)"));
                     }
+                    if let Some(why) = &m.out_of_service {
+                        line.push_str(&format!(" OUT OF SERVICE ({why})"));
+                    }
                     line
                 })
                 .collect();
@@ -419,6 +452,28 @@ impl Status {
             let _ = writeln!(s, "flow table: {}", f.join(" "));
         }
         s
+    }
+
+    fn render_service(&self, s: &mut String) {
+        let sv = &self.service;
+        let state = match &sv.reason {
+            None => "in service".to_owned(),
+            Some(why) => format!("OUT OF SERVICE ({why})"),
+        };
+        let mut line = format!("service: {state} for {}", human_age(sv.for_s));
+        if !sv.track.is_empty() {
+            line.push_str(&format!("; tracking {}", sv.track.join(", ")));
+        }
+        let _ = writeln!(s, "{line}");
+        if let Some(h) = &sv.hooks {
+            let last = (h.last_failure.as_deref())
+                .map_or(String::new(), |f| format!("; last failure: {f}"));
+            let _ = writeln!(
+                s,
+                "notify hook: {} ok, {} failed, {} timed out, {} dropped{last}",
+                h.ok, h.failed, h.timed_out, h.dropped
+            );
+        }
     }
 
     fn render_limits(&self, s: &mut String) {

@@ -62,6 +62,12 @@ pub enum Input {
         listening: bool,
         at: Instant,
     },
+    /// This node's `track` conditions failed (`fault`) or recovered: its local backends go
+    /// out of every node's tables with it (shared like a service socket fact) and back.
+    LocalFault {
+        fault: bool,
+        at: Instant,
+    },
     /// The cluster's verdict (`core::shared_health::cluster_verdict`: majority of live
     /// observers, a dead host's backends down, a host's own socket report).
     ClusterView {
@@ -237,6 +243,7 @@ impl Backends {
                 listening,
                 at,
             } => self.on_listening(index, listening, at),
+            Input::LocalFault { fault, at } => self.on_local_fault(fault, at),
             Input::ClusterView { index, verdict } => {
                 let Some(b) = self.rows.get_mut(index as usize).filter(|b| b.in_use()) else {
                     return Vec::new();
@@ -403,12 +410,30 @@ impl Backends {
         if !listening {
             out.push(Action::ServiceGone);
         }
+        let listening = b.service_up();
         out.push(Action::Broadcast(Share::Service { index, listening }));
         out.push(Action::Publish {
             vip: b.vip,
             at,
             admin: false,
         });
+        out
+    }
+
+    fn on_local_fault(&mut self, fault: bool, at: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (index, b) in (0u32..).zip(self.rows.iter_mut()) {
+            if !b.in_use() || !b.local || std::mem::replace(&mut b.local_fault, fault) == fault {
+                continue;
+            }
+            let listening = b.service_up();
+            out.push(Action::Broadcast(Share::Service { index, listening }));
+            out.push(Action::Publish {
+                vip: b.vip,
+                at,
+                admin: false,
+            });
+        }
         out
     }
 

@@ -22,6 +22,10 @@
 //!   only for new flows (drained within its drain timeout, weight 0) while it would be
 //!   serviceable. A drain's timeout passing clears it, with one BACKENDS write, and a longer
 //!   `--timeout` given again restores it. `drain_then_timeout_gives_up_flows_once`.
+//! * *Track faults* ([`Input::LocalFault`]): a failed `track` condition of this node takes
+//!   its local backends out (no flows kept: the node itself is failing) and shares them as
+//!   not serving, so every node's tables agree; recovery brings them back.
+//!   `a_track_fault_takes_local_backends_out_and_back`.
 //! * *Verdicts* follow rise/fall and flap damping (`core::health`); a disabled backend's
 //!   results change nothing. A verdict publishes its VIP, is shared, saved at once, and
 //!   logged at INFO within a burst-then-one-per-10 s limit (DEBUG beyond). Damping holds a

@@ -116,6 +116,9 @@ pub struct Backend {
     pub cluster_health: Option<Health>,
     /// Local backends: whether the service's socket exists (sock_diag); None until known.
     pub listening: Option<bool>,
+    /// Local backends: a `track` condition of this node failed (link carrier lost, a track
+    /// script failing), so the node's own services are taken out with its VIPs.
+    pub local_fault: bool,
     /// While drained by `vipd backend drain`: when it started and its `--timeout`.
     pub drain: Option<Drain>,
     /// The drain's timeout has passed: established flows are given up too. Kept up to date
@@ -145,6 +148,7 @@ impl Backend {
             last_probe: None,
             cluster_health: None,
             listening: None,
+            local_fault: false,
             drain: None,
             drain_timed_out: false,
             state_since: None,
@@ -213,7 +217,13 @@ impl Backend {
             || self
                 .next_hop
                 .is_some_and(|h| h.mac.is_some() && (h.on_link || conf.forward == Forward::Encap));
-        self.verdict() == Health::Up && self.listening != Some(false) && reachable
+        self.verdict() == Health::Up && self.service_up() && reachable
+    }
+
+    /// The service fact this node shares about a local backend: its socket not known gone
+    /// and no track fault here.
+    pub fn service_up(&self) -> bool {
+        self.listening != Some(false) && !self.local_fault
     }
 
     /// Whether established flows may stay on this backend (`BACKEND_F_KEEP_FLOWS`): in the
@@ -241,6 +251,9 @@ impl Backend {
             Admin::Enabled if self.verdict() != Health::Up => "it is down".to_owned(),
             Admin::Enabled if self.listening == Some(false) => {
                 "its service socket is gone".to_owned()
+            }
+            Admin::Enabled if self.local_fault => {
+                "a track condition of this node failed".to_owned()
             }
             Admin::Enabled if self.weight == 0 => "its weight is 0".to_owned(),
             Admin::Enabled => format!("it is unreachable ({})", self.neighbour_text(conf)),

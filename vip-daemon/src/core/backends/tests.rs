@@ -452,3 +452,53 @@ fn since_moves_only_when_the_verdict_or_the_admin_state_changes() {
     sim.probe(0, 1, false);
     assert_eq!(sim.m[0].since_ms(), Some(sim.now().unix_ms));
 }
+
+#[test]
+fn a_track_fault_takes_local_backends_out_and_back() {
+    let s0 = Spec {
+        local: true,
+        ..spec(0, 1, Damping::OFF)
+    };
+    let s1 = spec(1, 1, Damping::OFF);
+    let (c0, c1) = (conf(&s0), conf(&s1));
+    let mut sim = Sim::new(&[s0, s1]);
+    sim.bring_up(0);
+    sim.bring_up(1);
+    let at = sim.now().at;
+    let out = sim.handle(Input::LocalFault { fault: true, at });
+    // Only the local backend: out of the table, no flows kept, shared as "not serving".
+    assert_eq!(
+        out.iter()
+            .filter(|a| matches!(a, Action::Broadcast(_)))
+            .collect::<Vec<_>>(),
+        [&Action::Broadcast(Share::Service {
+            index: 0,
+            listening: false
+        })]
+    );
+    assert_eq!(publishes(&out), 1);
+    assert_eq!(sim.m[0].effective_weight(&c0), None);
+    assert!(!sim.m[0].keeps_flows(&c0));
+    assert_eq!(
+        sim.m[0].ineligible_reason(&c0).as_deref(),
+        Some("a track condition of this node failed")
+    );
+    assert_eq!(sim.m[1].effective_weight(&c1), Some(100));
+    // A repeat changes nothing; a socket fact meanwhile is shared as still not serving.
+    assert!(sim.handle(Input::LocalFault { fault: true, at }).is_empty());
+    let out = sim.handle(Input::Listening {
+        index: 0,
+        listening: true,
+        at,
+    });
+    assert!(out.contains(&Action::Broadcast(Share::Service {
+        index: 0,
+        listening: false
+    })));
+    let out = sim.handle(Input::LocalFault { fault: false, at });
+    assert!(out.contains(&Action::Broadcast(Share::Service {
+        index: 0,
+        listening: true
+    })));
+    assert_eq!(sim.m[0].effective_weight(&c0), Some(100));
+}

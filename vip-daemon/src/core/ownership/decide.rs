@@ -152,10 +152,9 @@ impl Ownership {
         if let Some(r) = st.record.as_ref().filter(sticky) {
             return Some(r.owner.clone());
         }
-        let alive: Vec<String> = self.alive.iter().cloned().collect();
         placement(
             &self.cfg.vips[i],
-            &alive,
+            &self.in_service(),
             &self.cfg.voters,
             self.cfg.witness.as_deref(),
         )
@@ -167,7 +166,9 @@ impl Ownership {
             &self.cfg.voters,
             self.cfg.witness.as_deref(),
         );
-        self.alive.contains(node) && eligible(pol, node, voters, witness)
+        self.alive.contains(node)
+            && eligible(pol, node, voters, witness)
+            && self.out_of_service(node).is_none()
     }
 
     /// Dead nodes this node must fence before a takeover, with the VIPs waiting on each.
@@ -244,6 +245,10 @@ impl Ownership {
             Step::Idle if self.quorum_since.is_none() => {
                 "no quorum heard within the lease: claiming nothing".into()
             }
+            Step::Idle if self.out_of_service(&self.cfg.me).is_some() => {
+                let why = self.out_of_service(&self.cfg.me).unwrap_or_default();
+                format!("out of service here ({why})")
+            }
             Step::Idle => match self.target(i) {
                 Some(t) => format!("placed on {t}"),
                 None => "no eligible node alive".into(),
@@ -256,7 +261,10 @@ impl Ownership {
             }
             Step::Adopt => "moved here: adopting".into(),
             Step::Claim { .. } => "claiming".into(),
-            Step::WaitOwner(o) => format!("waiting for {o} to release it (not eligible there)"),
+            Step::WaitOwner(o) => match self.out_of_service(&o) {
+                Some(why) => format!("waiting for {o} to hand it over (out of service: {why})"),
+                None => format!("waiting for {o} to release it (not eligible there)"),
+            },
             Step::WaitLease(o, t) if self.alive.contains(&o) => {
                 format!("waiting {:?} for {o} to give up its older claim", left(t))
             }

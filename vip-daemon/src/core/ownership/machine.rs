@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::placement::{eligible, placement};
 use super::state::{FenceTry, Record, Step, VipState};
-use super::{Action, Claim, Gossip, Input, OwnershipConfig, VipView};
+use super::{Action, Claim, Gossip, Input, NodeState, OwnershipConfig, VipView};
 use super::{FENCE_BACKOFF_FIRST, FENCE_BACKOFF_MAX};
 
 /// VIP ownership of one node. See the module docs for the protocol.
@@ -45,6 +45,8 @@ pub struct Ownership {
     pub(super) quorum_since: Option<Instant>,
     pub(super) next_gossip: Instant,
     pub(super) leaving: bool,
+    /// Each node's latest service state ([`Input::NodeState`]), this node's included.
+    pub(super) service: BTreeMap<String, NodeState>,
     /// Test-only fault injection, set only by [`Ownership::inject_bug_skip_fresh_word`]:
     /// re-introduces a split-owner bug so the model checker can show it finds it.
     pub(super) bug_skip_fresh_word: bool,
@@ -70,6 +72,7 @@ impl Ownership {
             quorum_since: None,
             next_gossip: now,
             leaving: false,
+            service: BTreeMap::new(),
             bug_skip_fresh_word: false,
         }
     }
@@ -119,6 +122,7 @@ impl Ownership {
                 )));
             }
             Input::Move { vip, to } => self.on_move(vip, to, &mut out),
+            Input::NodeState(state) => self.on_node_state(state, &mut out),
             Input::Reconfigure(vips) => self.reconfigure(vips, now, &mut out),
         }
         self.reconcile(now, &mut out);
@@ -192,6 +196,58 @@ impl Ownership {
             .zip(&self.vips)
             .filter(|(_, s)| s.held.is_some());
         held.map(|(p, _)| p.name.clone()).collect()
+    }
+
+    /// Why `node` is out of service, if it said it is.
+    pub fn out_of_service(&self, node: &str) -> Option<&str> {
+        self.service.get(node)?.reason.as_deref()
+    }
+
+    /// Every node known to be out of service, with its reason.
+    pub fn nodes_out(&self) -> Vec<(String, String)> {
+        let out = self.service.values();
+        out.filter_map(|s| Some((s.node.clone(), s.reason.clone()?)))
+            .collect()
+    }
+
+    fn on_node_state(&mut self, state: NodeState, out: &mut Vec<Action>) {
+        let known = self.service.get(&state.node);
+        if known.is_some_and(|k| k.version >= state.version) {
+            return; // old news, or a repeat
+        }
+        let was = known.and_then(|k| k.reason.clone());
+        let (node, reason) = (state.node.clone(), state.reason.clone());
+        self.service.insert(node.clone(), state.clone());
+        if node != self.cfg.me {
+            if was != reason {
+                let line = match &reason {
+                    Some(r) => format!("{node} is OUT OF SERVICE ({r}): placed elsewhere"),
+                    None => format!("{node} is in service again"),
+                };
+                out.push(Action::Status(line));
+            }
+            return;
+        }
+        out.push(Action::Broadcast(Gossip::NodeState(state)));
+        match (was, reason) {
+            (None, Some(r)) => {
+                let handed = self.hand_over_all(out);
+                out.push(Action::Status(format!(
+                    "OUT OF SERVICE ({r}): handed over {handed}"
+                )));
+            }
+            (Some(_), None) => out.push(Action::Status("IN SERVICE again".into())),
+            _ => {}
+        }
+    }
+
+    /// Alive nodes that are in service: where VIPs may be placed.
+    pub(super) fn in_service(&self) -> Vec<String> {
+        let alive = self.alive.iter();
+        alive
+            .filter(|n| self.out_of_service(n).is_none())
+            .cloned()
+            .collect()
     }
 
     fn on_alive(&mut self, names: Vec<String>, now: Instant) {
@@ -332,6 +388,10 @@ impl Ownership {
             out.push(Action::Broadcast(Gossip::Move { vip, to }));
             return;
         }
+        if let Some(why) = self.out_of_service(&to) {
+            out.push(refuse(format!("{to} is out of service ({why})")));
+            return;
+        }
         if self.vips[i].held.is_none() || !self.alive.contains(&to) {
             out.push(refuse(format!("{to} is not alive here")));
             return;
@@ -370,12 +430,12 @@ impl Ownership {
         held.epoch + 1
     }
 
-    /// Leaving: every held VIP goes where placement puts it among the other alive nodes.
-    /// VIPs with no eligible node left stay held (`release_all` lets them go).
+    /// Leaving or going out of service: every held VIP goes where placement puts it among
+    /// the other alive, in-service nodes. VIPs with no eligible node left stay held (the
+    /// caller, or the next reconcile, releases them).
     fn hand_over_all(&mut self, out: &mut Vec<Action>) -> String {
-        let others: Vec<String> = (self.alive.iter())
-            .filter(|n| **n != self.cfg.me)
-            .cloned()
+        let others: Vec<String> = (self.in_service().into_iter())
+            .filter(|n| *n != self.cfg.me)
             .collect();
         let witness = self.cfg.witness.clone();
         let mut handed = Vec::new();

@@ -32,6 +32,17 @@
 //!   forward the move ([`Gossip::Move`]) once per owner epoch; moving an unowned VIP, or to
 //!   or from a node not alive, is refused with a status line.
 //!
+//! * **Out of service** ([`Input::NodeState`] with a reason: `vipd node standby`, or a
+//!   failed `track` condition): the node still votes and counts for quorum, but is eligible
+//!   for no VIP on any node that has heard its state (every node re-sends its own state with
+//!   its records). Entering it hands each held VIP over like a leave (to placement among
+//!   the in-service nodes; released when none is eligible); back in service nothing moves
+//!   back (stickiness). A handover in its name is disowned. Its state only ever narrows who
+//!   may claim, so safety does not depend on others hearing it: a node that has not yet
+//!   heard it places a VIP on it, which stays unowned until the news arrives (within one
+//!   re-broadcast, `lease / 3`). Tests: `standby_hands_over_and_nobody_places_on_it`,
+//!   `back_in_service_nothing_moves_back`, `an_older_node_state_is_ignored`.
+//!
 //! # Safety rules beyond the brief, and why
 //! Each is exercised by a test; the chaos test found the need for the three before
 //! *Stale view*, which the model checker found.
@@ -208,6 +219,19 @@ pub enum Gossip {
         vip: String,
         to: String,
     },
+    /// A node's service state (see [`Input::NodeState`]); each node re-sends its own.
+    NodeState(NodeState),
+}
+
+/// "`node` is in service (`reason` None) or out of service for `reason`", as of `version`
+/// (the node's own wall-clock ms of the change: only the node itself sets it, and a
+/// restarted node announces again from its state file, so it grows across restarts).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeState {
+    pub node: String,
+    /// E.g. "standby" or "track: link eth0 down".
+    pub reason: Option<String>,
+    pub version: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -237,6 +261,10 @@ pub enum Input {
         vip: String,
         to: String,
     },
+    /// A node's service state, this node's from the shell (standby, track conditions),
+    /// others' from gossip; the highest `version` per node wins. An out-of-service node is
+    /// alive and votes but is eligible for nothing (see *Out of service* in the module docs).
+    NodeState(NodeState),
     /// The new VIP set of a config reload, replacing [`OwnershipConfig::vips`] (voters,
     /// witness, lease and margin stay; the shell refuses changing them). See
     /// "Reconfiguration" in the module docs. Refused with a status line, changing nothing,

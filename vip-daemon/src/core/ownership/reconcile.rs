@@ -59,6 +59,9 @@ impl Ownership {
             for (vip, r) in &self.retired {
                 out.push(Action::Broadcast(Gossip::Released(r.claim(vip))));
             }
+            if let Some(own) = self.service.get(&self.cfg.me) {
+                out.push(Action::Broadcast(Gossip::NodeState(own.clone())));
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 mod chaos;
 mod placement;
 mod reconfigure;
+mod service;
 mod sim;
 mod unit;
 

@@ -218,6 +218,7 @@ impl Sim {
                         Gossip::Claim(c) => Input::Claim(c),
                         Gossip::Released(c) => Input::Released(c),
                         Gossip::Move { vip, to } => Input::Move { vip, to },
+                        Gossip::NodeState(s) => Input::NodeState(s),
                     };
                     let peers = self
                         .nodes
