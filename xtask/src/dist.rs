@@ -88,6 +88,14 @@ pub fn dist(vipd: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         }
     };
     let version = env!("CARGO_PKG_VERSION");
+    // A VIP_EBPF_STUB build embeds an empty XDP object (FNV-1a 64 of nothing): never ship it.
+    let vipd_version = output(Command::new(&vipd).arg("--version"))?;
+    if !vipd_version.starts_with(&format!("vipd {version} ")) {
+        bail!("{} is not vipd {version}: {vipd_version}", vipd.display());
+    }
+    if vipd_version.contains("bpf fnv1a64 cbf29ce484222325") {
+        bail!("{} embeds the empty VIP_EBPF_STUB object", vipd.display());
+    }
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
     let arch = arch.trim();
     let out_dir = ws.join("target/dist");
