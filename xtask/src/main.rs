@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the toolchain, build, load, test and benchmark vip-fabric.
 mod bench;
+mod dist;
 mod lab;
 mod setup;
 mod verify;
@@ -26,6 +27,15 @@ enum Cmd {
     Load {
         #[arg(long)]
         iface: String,
+    },
+    /// Build the Debian package target/dist/vip-fabric_<version>_<arch>.deb: vipd, its systemd
+    /// unit, man pages, completions, example configs, docs, Grafana dashboard and alert rules
+    /// (needs dpkg-dev; `cargo xtask setup` installs it). Prints the package's path.
+    Dist {
+        /// Package this vipd binary instead of building one (the package test passes the
+        /// one `cargo test` built).
+        #[arg(long)]
+        vipd: Option<std::path::PathBuf>,
     },
     /// Run setup when needed, fmt and clippy, then every test of the workspace, root-only ones
     /// included.
@@ -71,6 +81,11 @@ fn main() -> anyhow::Result<()> {
             build()?;
             let vipd = setup::workspace_root()?.join("target/release/vipd");
             run(Command::new(vipd).args(["attach", "--iface", &iface]))
+        }
+        Cmd::Dist { vipd } => {
+            let deb = dist::dist(vipd)?;
+            println!("{}", deb.display());
+            Ok(())
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which, args } => bench::bench(&which, &args),

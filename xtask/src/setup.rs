@@ -29,6 +29,10 @@ const APT_PACKAGES: &[&str] = &[
     // promtool, for the metrics tests (`promtool check metrics`, `promtool test rules`).
     // Its service is not started: see `NoServiceStarts`.
     "prometheus",
+    // `cargo xtask dist` (dpkg-shlibdeps, strip) and the package test (lintian).
+    "dpkg-dev",
+    "binutils",
+    "lintian",
 ];
 
 /// While alive, `/usr/sbin/policy-rc.d` answers 101 (action forbidden), so packages installed
