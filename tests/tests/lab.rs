@@ -36,7 +36,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     let done = |act: &str| progress!("lab: {act} done at {} s", t0.elapsed().as_secs());
     // Its own prefix: the operator's `viplab` lab may be running next to it.
     let names = Names::new(&format!("vlt{}", std::process::id() % 100_000));
-    let mut lab = Lab::start(names, &bins, &|m| progress!("lab: {m}")).expect("lab starts");
+    let mut lab = Lab::start(names, &bins, &|m| eprintln!("lab: {m}")).expect("lab starts");
     let story = Story::new();
 
     let seen = lab::balanced(&lab, Duration::from_secs(2)).expect("balanced");
