@@ -27,6 +27,26 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
+/// Writes one line to the test's stderr at once, past libtest's output capture: `print!` and
+/// `eprint!` (also on threads a test spawns) are captured and shown only when the test
+/// fails, writes to `std::io::stderr()` are not (checked on Rust 1.95). For tests that run
+/// for minutes, so that CI's log shows they are alive and how far they got. Use through
+/// [`progress!`].
+pub fn progress(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let line = format!("progress: {args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `progress!("starvation: {m}/{total} min")`: like `eprintln!`, but not captured by libtest
+/// (see [`progress()`]).
+#[macro_export]
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        $crate::progress(format_args!($($arg)*))
+    };
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this process and call, for namespaces, links and pin dirs

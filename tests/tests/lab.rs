@@ -8,11 +8,14 @@
 //! load (leave, stop, start) fails no request and moves each of its VIPs exactly once.
 //! The first test goes on with a drain under load, a backend added and removed by reload
 //! under load, and a primary/backup VIP whose writer's service dies and comes back.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use vip_tests::{
     lab::{self, Bins, Lab, Names, Story, SERVICES},
-    privileged, vipd_bin,
+    privileged, progress, vipd_bin,
 };
 
 fn bins() -> Bins {
@@ -28,6 +31,9 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
         return;
     }
     let bins = bins();
+    let t0 = Instant::now();
+    // Minutes of acts: one progress line after each, past libtest's capture.
+    let done = |act: &str| progress!("lab: {act} done at {} s", t0.elapsed().as_secs());
     // Its own prefix: the operator's `viplab` lab may be running next to it.
     let names = Names::new(&format!("vlt{}", std::process::id() % 100_000));
     let mut lab = Lab::start(names, &bins, &|m| eprintln!("lab: {m}")).expect("lab starts");
@@ -42,12 +48,14 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     }
 
     let b = lab::backend_loss(&mut lab, &story).expect("backend loss");
+    done("backend loss");
     eprintln!("{b:?}");
     assert!(b.detected_after < Duration::from_secs(2), "{b:?}");
     assert_eq!(b.errors_after, 0, "errors after detection: {b:?}");
     assert!(b.answered_after > 0, "{b:?}");
 
     let o = lab::owner_loss(&mut lab, &story).expect("owner loss");
+    done("owner loss");
     eprintln!("{o:?}");
     assert!(o.takeover < Duration::from_secs(1), "{o:?}");
     assert_eq!(o.two_owner_samples, 0, "{o:?}");
@@ -62,6 +70,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     let i = lab.index_of(o.old_owner);
     let rejoined = lab::rejoin(&mut lab, &story, i, Duration::from_secs(15)).expect("rejoin");
     let rejoined = rejoined.unwrap_or_else(|e| panic!("rejoin: {e}"));
+    done("rejoin");
     assert!(
         rejoined < Duration::from_secs(10),
         "rejoin took {rejoined:?}"
@@ -71,6 +80,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     // within about a second, the isolated node lets go, never two owners; after the heal
     // nothing moves back.
     let p = lab::partition(&mut lab, &story).expect("partition");
+    done("partition");
     eprintln!("{p:?}");
     assert!(p.samples > 20, "{p:?}");
     assert_eq!(
@@ -109,6 +119,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     // Cluster mode, every backend a member: a drain keeps the drained backend's established
     // connections (previous-table second chance) and gives it no new ones.
     let d = lab::drain_under_load(&mut lab, &story).expect("drain under load");
+    done("drain under load");
     assert!(d.streams_to_drained > 0, "{d:?}");
     assert_eq!(d.kept_through_drain, d.streams_to_drained, "{d:?}");
     assert_eq!(d.others_kept, d.streams_to_others, "{d:?}");
@@ -119,6 +130,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     // new backend gets new connections; drained and removed the same way, nothing breaks
     // and it gets nothing more.
     let a = lab::backend_added_by_reload(&mut lab, &story).expect("backend added by reload");
+    done("backend added by reload");
     eprintln!("{a:?}");
     assert!(a.in_tables_after < Duration::from_secs(2), "{a:?}");
     assert!(
@@ -143,6 +155,7 @@ fn lab_survives_backend_loss_owner_loss_rejoin_and_partition() {
     // never name two writers, new connections on one backend at a time); a promote on
     // every controller moves it back on purpose.
     let w = lab::primary_backup_keeps_writer(&mut lab, &story).expect("primary/backup");
+    done("primary/backup");
     eprintln!("{w:?}");
     // Not asserted: whether the controllers agreed on the writer before the act. In 3 of the
     // first 13 runs (and 1 of 2 demos) the node isolated by the partition act, then fenced

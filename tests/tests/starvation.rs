@@ -10,7 +10,7 @@ use std::{
 };
 
 use common::Cluster;
-use vip_tests::privileged;
+use vip_tests::{privileged, progress};
 
 /// Busy loops pinned to one CPU, killed on drop.
 struct Hogs(Vec<Child>);
@@ -89,8 +89,8 @@ fn a_starved_owner_causes_no_false_positive_for_ten_minutes() {
         }
     }
     let hogs = Hogs::on_cpu(starved_cpu, 6);
-    eprintln!(
-        "starving {} (nice {NICE}) on CPU {starved_cpu} with {} busy loops for {secs} s",
+    progress!(
+        "starvation: starving {} (nice {NICE}) on CPU {starved_cpu} with {} busy loops for {secs} s",
         cluster.nodes[owner].name,
         hogs.0.len()
     );
@@ -101,11 +101,16 @@ fn a_starved_owner_causes_no_false_positive_for_ten_minutes() {
     };
     let epoch0 = epoch(owner);
     let start = Instant::now();
-    let mut next_report = start;
+    // A progress line every 30 s: libtest captures eprintln!, and ten silent minutes in CI's
+    // log look like a hang.
+    let mut next_report = start + Duration::from_secs(30);
     while start.elapsed() < Duration::from_secs(secs) {
+        let mut member_down = 0;
+        let mut starved = None;
         for (i, n) in cluster.nodes.iter().enumerate() {
             let s = n.vipd.status_json();
             let c = &s["cluster"];
+            member_down += c["member_down_events"].as_u64().unwrap_or(0);
             assert_eq!(
                 c["member_down_events"],
                 0,
@@ -121,23 +126,28 @@ fn a_starved_owner_causes_no_false_positive_for_ten_minutes() {
                 "VIP moved: {s}"
             );
             assert_eq!(c["owners"][0]["epoch"], epoch0, "VIP re-claimed: {s}");
-            if i == owner && Instant::now() >= next_report {
-                next_report += Duration::from_secs(30);
-                eprintln!(
-                    "{:>4} s: starved node local health {}, worst timer lag {} ms",
-                    start.elapsed().as_secs(),
-                    c["local_health"],
-                    c["max_timer_lag_ms"]
-                );
+            if i == owner {
+                starved = Some((c["local_health"].clone(), c["max_timer_lag_ms"].clone()));
             }
         }
         assert_eq!(cluster.holders(&[0, 1, 2]).len(), 1, "exactly one holder");
+        if Instant::now() >= next_report {
+            next_report += Duration::from_secs(30);
+            let (health, lag) = starved.unwrap_or_default();
+            progress!(
+                "starvation: {:.1}/{:.1} min, {member_down} member-down, {} moves, starved \
+                 node local health {health}, worst timer lag {lag} ms",
+                start.elapsed().as_secs_f64() / 60.0,
+                secs as f64 / 60.0,
+                epoch(owner).saturating_sub(epoch0),
+            );
+        }
         std::thread::sleep(Duration::from_millis(500));
     }
     let s = cluster.nodes[owner].vipd.status_json();
-    eprintln!(
-        "after {secs} s: 0 members declared down on any node, VIP kept at epoch {epoch0}; \
-         starved node worst timer lag {} ms",
+    progress!(
+        "starvation: after {secs} s, 0 members declared down on any node, VIP kept at epoch \
+         {epoch0}; starved node worst timer lag {} ms",
         s["cluster"]["max_timer_lag_ms"]
     );
     drop(hogs);

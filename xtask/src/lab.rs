@@ -30,7 +30,8 @@ fn exec_vip_lab(args: &[&str], what: &str) -> anyhow::Result<()> {
              run `sudo cargo xtask {what}` (or `sudo -E ...` to keep your rustup environment)"
         );
     }
-    setup::run()?;
+    // The benches race HAProxy + keepalived, driven by wrk: `setup --bench`.
+    setup::run(args.first() == Some(&"bench"))?;
     run(cargo()?.args([
         "build",
         "--release",

@@ -19,8 +19,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install everything the build and the tests need (idempotent).
-    Setup,
+    /// Install everything the build and the tests need (idempotent). Services it installs
+    /// (prometheus, for promtool) are neither started nor left enabled.
+    Setup {
+        /// Also what the lab's benches need: HAProxy, keepalived and wrk (their services
+        /// neither started nor left enabled either). `cargo xtask bench` does this itself.
+        #[arg(long)]
+        bench: bool,
+    },
     /// Build the XDP object and vipd (release).
     Build,
     /// Build, then attach the XDP program to IFACE for development (`vipd attach`).
@@ -75,7 +81,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { bench } => setup::run(bench),
         Cmd::Build => build(),
         Cmd::Load { iface } => {
             build()?;
@@ -117,7 +123,7 @@ fn build() -> anyhow::Result<()> {
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
-    setup::run()?;
+    setup::run(false)?;
     run(cargo()?.args(["fmt", "--all", "--", "--check"]))?;
     // Clippy only checks: an empty stand-in for the eBPF object is enough (see build.rs).
     run(cargo()?.env("VIP_EBPF_STUB", "1").args([

@@ -1,6 +1,17 @@
-//! `cargo xtask setup`: idempotent installation of what the build and tests need. Each step
-//! checks first and says whether it did anything; a step that cannot be done says what is
-//! missing and how to fix it.
+//! `cargo xtask setup [--bench]`: idempotent installation of what the build and tests need.
+//! Each step checks first and says whether it did anything; a step that cannot be done says
+//! what is missing and how to fix it.
+//!
+//! Setup installs tools, it does not run or enable daemons: this may be a real controller
+//! that already runs (or must not run) HAProxy, keepalived or Prometheus. The packages it
+//! installs that ship services (prometheus, for promtool; haproxy and keepalived) are
+//! installed with a policy-rc.d that forbids starting them, and every unit of
+//! [`SERVICE_UNITS`] that the install enabled (Debian's postinst enables new services) and
+//! that was not enabled before is disabled again with `systemctl disable`, which works
+//! without systemd running (offline, as in a container). HAProxy, keepalived and wrk are only
+//! for the lab's benches: plain `setup` (also run by `cargo xtask test` and `lab`) leaves
+//! them out, `setup --bench` (run by `cargo xtask bench throughput|failover|changes|memory`)
+//! adds them. The test suite needs none of them.
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
@@ -11,7 +22,7 @@ use anyhow::{bail, Context as _};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Debian packages the tests and the lab use.
+/// Debian packages the build, the tests and the lab use.
 const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "iproute2",
@@ -22,17 +33,25 @@ const APT_PACKAGES: &[&str] = &[
     "procps",
     "curl",
     "nftables",
-    // The lab's benches race vip-fabric against these, driven by wrk.
-    "haproxy",
-    "keepalived",
-    "wrk",
     // promtool, for the metrics tests (`promtool check metrics`, `promtool test rules`).
-    // Its service is not started: see `NoServiceStarts`.
+    // Its service is neither started nor left enabled (see the module doc).
     "prometheus",
     // `cargo xtask dist` (dpkg-shlibdeps, strip) and the package test (lintian).
     "dpkg-dev",
     "binutils",
     "lintian",
+];
+
+/// Only for the lab's benches (`setup --bench`): they race vip-fabric against HAProxy +
+/// keepalived, driven by wrk.
+const BENCH_APT_PACKAGES: &[&str] = &["haproxy", "keepalived", "wrk"];
+
+/// The services the packages above ship. Whichever of them an install enables and was not
+/// enabled before is disabled again.
+const SERVICE_UNITS: &[&str] = &[
+    "prometheus.service",
+    "haproxy.service",
+    "keepalived.service",
 ];
 
 /// While alive, `/usr/sbin/policy-rc.d` answers 101 (action forbidden), so packages installed
@@ -71,17 +90,23 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
     Ok(dir.parent().context("xtask has no parent dir")?.to_owned())
 }
 
-pub fn run() -> anyhow::Result<()> {
+/// `bench`: also what the lab's benches need (HAProxy, keepalived, wrk).
+pub fn run(bench: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     step("rust-src component", ensure_rust_src)?;
-    step("apt packages", ensure_apt_packages)?;
+    step("apt packages", || ensure_apt_packages(APT_PACKAGES))?;
+    if bench {
+        step("apt packages for the benches", || {
+            ensure_apt_packages(BENCH_APT_PACKAGES)
+        })?;
+    }
     step("bpf-linker", ensure_bpf_linker)?;
     step("bpffs on /sys/fs/bpf", ensure_bpffs)?;
     eprintln!("setup: done in {:.1?}", started.elapsed());
     Ok(())
 }
 
-fn step(name: &str, f: fn() -> anyhow::Result<String>) -> anyhow::Result<()> {
+fn step(name: &str, f: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<()> {
     let outcome = f().with_context(|| format!("setup step `{name}` failed"))?;
     eprintln!("setup: {name}: {outcome}");
     Ok(())
@@ -122,8 +147,8 @@ fn ensure_rust_src() -> anyhow::Result<String> {
     Ok("installed".into())
 }
 
-fn ensure_apt_packages() -> anyhow::Result<String> {
-    let missing: Vec<&str> = APT_PACKAGES
+fn ensure_apt_packages(packages: &[&str]) -> anyhow::Result<String> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|pkg| {
@@ -135,7 +160,7 @@ fn ensure_apt_packages() -> anyhow::Result<String> {
         })
         .collect();
     if missing.is_empty() {
-        return Ok(format!("all {} present", APT_PACKAGES.len()));
+        return Ok(format!("all {} present", packages.len()));
     }
     if !is_root() {
         bail!(
@@ -145,14 +170,72 @@ fn ensure_apt_packages() -> anyhow::Result<String> {
         );
     }
     run_loud(Command::new("apt-get").args(["update", "-q"]))?;
-    let _no_starts = NoServiceStarts::new()?;
-    run_loud(
-        Command::new("apt-get")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(&missing),
-    )?;
-    Ok(format!("installed {}", missing.join(" ")))
+    let enabled_before = Units::enabled(None, SERVICE_UNITS);
+    {
+        let _no_starts = NoServiceStarts::new()?;
+        run_loud(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing),
+        )?;
+    }
+    let disabled = disable_newly_enabled(None, SERVICE_UNITS, &enabled_before)?;
+    let mut outcome = format!("installed {}", missing.join(" "));
+    if !disabled.is_empty() {
+        outcome += &format!(
+            "; disabled the units the install enabled: {}",
+            disabled.join(" ")
+        );
+    }
+    Ok(outcome)
+}
+
+/// Which of some units are enabled, as `systemctl [--root ROOT] is-enabled` says; `None` when
+/// there is no systemctl (then nothing can start them at boot either).
+struct Units;
+
+impl Units {
+    fn systemctl(root: Option<&Path>) -> Command {
+        let mut cmd = Command::new("systemctl");
+        if let Some(root) = root {
+            cmd.arg("--root").arg(root);
+        }
+        cmd
+    }
+
+    fn enabled(root: Option<&Path>, units: &[&str]) -> Option<Vec<String>> {
+        let mut enabled = Vec::new();
+        for unit in units {
+            // "enabled", "disabled", "static", "masked"...; an unknown unit fails.
+            let out = Self::systemctl(root)
+                .args(["is-enabled", unit])
+                .output()
+                .ok()?;
+            if String::from_utf8_lossy(&out.stdout).trim() == "enabled" {
+                enabled.push((*unit).to_owned());
+            }
+        }
+        Some(enabled)
+    }
+}
+
+/// Disables each of `units` that is enabled now and was not in `before`; returns those. Works
+/// without a running systemd (`systemctl disable` then edits the unit links offline).
+fn disable_newly_enabled(
+    root: Option<&Path>,
+    units: &[&str],
+    before: &Option<Vec<String>>,
+) -> anyhow::Result<Vec<String>> {
+    let (Some(before), Some(now)) = (before, Units::enabled(root, units)) else {
+        eprintln!("setup: no systemctl: service units left as the packages installed them");
+        return Ok(Vec::new());
+    };
+    let new: Vec<String> = now.into_iter().filter(|u| !before.contains(u)).collect();
+    for unit in &new {
+        output(Units::systemctl(root).args(["disable", unit.as_str()]))?;
+    }
+    Ok(new)
 }
 
 /// The LLVM shared library inside the active toolchain, e.g. `libLLVM.so.22.1-rust-1.95.0-stable`,
@@ -264,4 +347,41 @@ pub fn path_with_bpf_linker() -> anyhow::Result<OsString> {
         dirs.extend(std::env::split_paths(&path));
     }
     Ok(std::env::join_paths(dirs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a scratch root: a unit enabled by an "install" is disabled again, one enabled before
+    /// stays enabled, an absent one is ignored.
+    #[test]
+    fn units_the_install_enabled_are_disabled_and_others_left_alone() {
+        if Command::new("systemctl").arg("--version").output().is_err() {
+            eprintln!("SKIPPED: no systemctl");
+            return;
+        }
+        let root = std::env::temp_dir().join(format!("xtask-units-{}", std::process::id()));
+        let dir = root.join("etc/systemd/system");
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["pkg-new", "pkg-old"] {
+            std::fs::write(
+                dir.join(format!("{name}.service")),
+                "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+            )
+            .unwrap();
+        }
+        let units = &["pkg-new.service", "pkg-old.service", "absent.service"];
+        let systemctl = |args: &[&str]| output(Units::systemctl(Some(&root)).args(args)).unwrap();
+        systemctl(&["enable", "pkg-old.service"]);
+        let before = Units::enabled(Some(&root), units);
+        assert_eq!(before, Some(vec!["pkg-old.service".to_owned()]));
+        // What a package's postinst does.
+        systemctl(&["enable", "pkg-new.service"]);
+        let disabled = disable_newly_enabled(Some(&root), units, &before).unwrap();
+        let after = Units::enabled(Some(&root), units);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(disabled, ["pkg-new.service"]);
+        assert_eq!(after, Some(vec!["pkg-old.service".to_owned()]));
+    }
 }

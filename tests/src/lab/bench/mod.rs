@@ -1,6 +1,6 @@
 //! `vip-lab bench throughput|failover`: vip-fabric against HAProxy + keepalived in the same
 //! lab, in one run: same namespaces, same backend services, same client. Each bench prints its
-//! numbers, ends with one summary line, and writes a markdown report and an SVG plot.
+//! numbers, ends with one summary line, and writes a markdown report and an SVG plot (`plot`).
 //! `vip-lab bench changes`: day-2 changes (reloads, restarts, drain, crash, weight, flap) on
 //! one vipd under load, without the competitors; a markdown report and one summary line.
 //! `vip-lab bench memory`: one vipd with 50 VIPs x 10 backends: resident memory, maps, ramp-up.
@@ -8,8 +8,8 @@ mod changes;
 mod competitor;
 mod failover;
 mod memory;
+mod plot;
 mod probe;
-mod svg;
 mod throughput;
 mod wrk;
 

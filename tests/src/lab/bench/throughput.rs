@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use super::{
     competitor::{FLAVOURS, PORT_OFFSET},
-    machine, start, svg, write_report,
+    machine, plot, start, write_report,
     wrk::{self, WrkResult},
     Options,
 };
@@ -75,15 +75,18 @@ pub fn throughput(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<(
         .iter()
         .zip(&medians)
         .map(|((label, _), r)| {
-            let note = format!("(p50 {:.2} ms, p99 {:.2} ms)", r.p50_ms, r.p99_ms);
+            let note = format!("req/s (p50 {:.2} ms, p99 {:.2} ms)", r.p50_ms, r.p99_ms);
             (label.to_string(), r.requests_per_s, note)
         })
         .collect();
-    let plot = svg::bars(
-        &format!("wrk -c{CONNECTIONS} requests/s, {machine}"),
-        "req/s",
+    let plot = plot::bars(
+        &format!(
+            "wrk -t2 -c{CONNECTIONS}, median of {} round(s), {machine}",
+            opts.rounds
+        ),
+        "requests/s (HTTP/1.1 keep-alive)",
         &rows,
-    );
+    )?;
     write_report(&opts.report_dir, "throughput", &md, &plot)?;
     println!("vip_vs_direct={vs_direct:.2} vip_vs_haproxy={vs_haproxy:.2}");
     Ok(())

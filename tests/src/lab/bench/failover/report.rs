@@ -2,7 +2,7 @@
 use std::{fmt::Write as _, time::Duration};
 
 use super::{
-    super::{machine, svg, write_report, Options},
+    super::{machine, plot, write_report, Options},
     BackendKill, LinkCut, Stack,
 };
 
@@ -76,36 +76,40 @@ pub fn print_and_write(
     }
     md.push_str("\n![failover](failover.svg)\n");
     let tail = opts.tail_s as f64;
-    let labels: Vec<String> = stacks.iter().map(|s| short(s.label)).collect();
-    let kill_rows = labels
+    // The kill's panel ends a second after the slowest stack took the backend out or last
+    // failed a request, whichever came later.
+    let kill_end = kills
         .iter()
-        .cloned()
-        .zip(kills.iter().map(|k| k.seen.points.as_slice()));
-    let cut_rows = labels
-        .iter()
-        .cloned()
-        .zip(cuts.iter().map(|c| c.seen.points.as_slice()));
-    let plot = svg::timelines(
-        &format!("new connections (green ok, red failed), {machine}"),
+        .flat_map(|k| [k.detected, k.seen.last_failure])
+        .flatten()
+        .max()
+        .map_or(3.0, |d| d.as_secs_f64() + 1.0);
+    let plot = plot::failures(
+        &format!("failed new connections (one every 15 ms per stack), {machine}"),
         &[
-            svg::Timeline {
-                title: &format!("keystone SIGKILLed on {victim} at 0 s"),
+            plot::Panel {
+                title: format!("keystone SIGKILLed on {victim}"),
+                x_desc: "seconds since the SIGKILL".into(),
                 from: -1.0,
-                to: kills
-                    .iter()
-                    .filter_map(|k| k.detected)
-                    .max()
-                    .map_or(3.0, |d| d.as_secs_f64() + 1.0),
-                rows: kill_rows.collect(),
+                to: kill_end.max(2.0),
+                series: series(stacks, kills.iter().map(|k| k.seen.points.as_slice()))
+                    .into_iter()
+                    .zip(kills)
+                    .map(|(mut s, k)| {
+                        s.label += &format!(" (out after {} ms)", ms(k.detected));
+                        s
+                    })
+                    .collect(),
             },
-            svg::Timeline {
-                title: &format!("{owner}'s link cut at 0 s"),
+            plot::Panel {
+                title: format!("{owner}'s link cut (the owner of every VIP)"),
+                x_desc: "seconds since the cut".into(),
                 from: -1.0,
                 to: tail,
-                rows: cut_rows.collect(),
+                series: series(stacks, cuts.iter().map(|c| c.seen.points.as_slice())),
             },
         ],
-    );
+    )?;
     write_report(&opts.report_dir, "failover", &md, &plot)?;
     // Resets counted where a balancer can avoid them: connections to surviving backends.
     println!(
@@ -118,7 +122,22 @@ pub fn print_and_write(
     Ok(())
 }
 
-/// "HAProxy inter 2000 ... + keepalived VRRPv2 advert 1 s" -> a row label that fits.
+/// Each stack's requests, under its short label.
+fn series<'a>(
+    stacks: &[Stack],
+    points: impl Iterator<Item = &'a [(f64, bool)]>,
+) -> Vec<plot::Series<'a>> {
+    stacks
+        .iter()
+        .zip(points)
+        .map(|(s, points)| plot::Series {
+            label: short(s.label),
+            points,
+        })
+        .collect()
+}
+
+/// "HAProxy inter 2000 ... + keepalived VRRPv2 advert 1 s" -> a legend label that fits.
 fn short(label: &str) -> String {
     label
         .replace(" + keepalived VRRP", " / VRRP")
