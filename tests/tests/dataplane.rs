@@ -1041,3 +1041,37 @@ fn publish_under_load_never_mixes_tables() {
     );
     assert!(checked > 400);
 }
+
+#[test]
+fn patched_publishes_keep_the_kernel_table_equal_to_the_model() {
+    if !privileged("patched_publishes_keep_the_kernel_table_equal_to_the_model") {
+        return;
+    }
+    use vip_daemon::core::precompute::SlotDiff;
+    let (mut b, vips) = balancer();
+    let region = vips.regions[0];
+    let mut next = rng(7);
+    let mut want: Vec<u32> = (0..region.size).map(|s| s % 3).collect();
+    b.publish(&region, &want);
+    // Patches bring only the slots the last patch changed up to date in the other
+    // generation; a whole publish in between makes the next patch copy everything.
+    for round in 0..200 {
+        let mut new = want.clone();
+        for _ in 0..(next() % 50) {
+            let slot = (next() % u64::from(region.size)) as usize;
+            new[slot] = (next() % 4) as u32;
+        }
+        if round % 17 == 5 {
+            b.publish(&region, &new);
+        } else {
+            let diff = SlotDiff::between(&want, &new).expect("same size");
+            b.tables.publish_patched(&region, &diff).expect("patch");
+        }
+        want = new;
+        let live = b.tables.live_table(&region).expect("live");
+        assert!(
+            live == want,
+            "round {round}: kernel table differs from the model"
+        );
+    }
+}

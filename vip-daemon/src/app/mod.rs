@@ -94,6 +94,9 @@ pub struct VipRt {
     /// has no entry for a connection made before the switch, so the data plane sends such a
     /// connection's segments to the previous table's pick (`VIP_F_PREV_TABLE`).
     pub transition: Option<Transition>,
+    /// Slots per backend index in the live table, kept at each publish (None: not known,
+    /// e.g. a table adopted at start; counted when asked).
+    pub slot_counts: Option<std::collections::HashMap<u32, u32>>,
 }
 
 /// The previous table of a VIP in its transition (see `VipRt::transition`).

@@ -72,7 +72,6 @@ impl Daemon {
             .zip(&self.config.vips)
             .enumerate()
             .map(|(i, (v, conf))| {
-                let live = self.live(i);
                 let backends = v
                     .backends
                     .iter()
@@ -103,7 +102,7 @@ impl Daemon {
                                 .listening
                                 .map(|l| if l { "listening" } else { "GONE" }.to_owned()),
                             weight: rt.weight,
-                            slots: live.iter().filter(|&&s| s == b.index).count() as u32,
+                            slots: self.slots_of(i, b.index),
                             neighbour: rt.neighbour_text(&b.conf),
                             last_probe: rt.last_probe.as_ref().map(|(r, at)| ProbeStatus {
                                 ok: r.ok,

@@ -66,12 +66,17 @@ impl SlotDiff {
 
     /// Patches `table` (the `old` of [`SlotDiff::between`]) into the `new` one.
     pub fn apply(&self, table: &mut [u32]) {
+        self.changes().for_each(|(slot, v)| table[slot] = v);
+    }
+
+    /// (slot, new value) of each changed slot, in slot order.
+    pub fn changes(&self) -> impl Iterator<Item = (usize, u32)> + '_ {
         let mut slot = 0usize;
         let mut gaps = self.gaps.as_slice();
-        for &v in &self.values {
+        self.values.iter().map(move |&v| {
             slot += read_varint(&mut gaps) as usize;
-            table[slot] = self.palette[v as usize];
-        }
+            (slot, self.palette[v as usize])
+        })
     }
 
     /// Slots changed.

@@ -95,6 +95,9 @@ pub struct TablePublisher {
     slots: MappedArray,
     active: MappedArray,
     retired_at: std::collections::HashMap<u32, Instant>,
+    /// By VIP: the slots where the inactive generation differs from the live one, when known
+    /// (the last publish was a patch); see [`TablePublisher::publish_patched`].
+    behind: std::collections::HashMap<u32, Vec<u32>>,
 }
 
 impl TablePublisher {
@@ -103,6 +106,7 @@ impl TablePublisher {
             slots: MappedArray::new(slots, vip_common::maps::MAP_SLOTS)?,
             active: MappedArray::new(active, vip_common::maps::MAP_ACTIVE)?,
             retired_at: Default::default(),
+            behind: Default::default(),
         })
     }
 
@@ -144,15 +148,19 @@ impl TablePublisher {
                 got: table.len(),
             });
         }
+        self.behind.remove(&region.vip_index);
         self.publish_with(region, |next, _| next.copy_from_slice(table))
     }
 
-    /// Publishes the live table of `region` changed by `patch`: the inactive generation gets
-    /// a copy of the live one, patched, then the flip. Fails without a live table.
+    /// Publishes the live table of `region` changed by `diff`. The inactive generation holds
+    /// the table before the last publish; when that publish was a patch too, only the slots
+    /// it changed are brought up to date before `diff` is applied: the cost follows the
+    /// changes, not the table size (a full copy of 65537 slots cost most of a verdict's
+    /// time to live).
     pub fn publish_patched(
         &mut self,
         region: &TableRegion,
-        patch: impl FnOnce(&mut [u32]),
+        diff: &crate::core::precompute::SlotDiff,
     ) -> Result<(u32, Duration), DataplaneError> {
         if self.live_generation(region).is_none() {
             return Err(DataplaneError::TableSize {
@@ -160,10 +168,19 @@ impl TablePublisher {
                 got: 0,
             });
         }
-        self.publish_with(region, |next, live| {
-            next.copy_from_slice(live);
-            patch(next);
-        })
+        let behind = self.behind.remove(&region.vip_index);
+        let changed: Vec<u32> = diff.changes().map(|(slot, _)| slot as u32).collect();
+        let published = self.publish_with(region, |next, live| {
+            match behind {
+                Some(slots) => slots
+                    .iter()
+                    .for_each(|&s| next[s as usize] = live[s as usize]),
+                None => next.copy_from_slice(live),
+            }
+            diff.apply(next);
+        })?;
+        self.behind.insert(region.vip_index, changed);
+        Ok(published)
     }
 
     /// Fills the inactive generation with `fill(inactive, the other generation)`, then flips.

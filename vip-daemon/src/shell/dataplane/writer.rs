@@ -90,7 +90,7 @@ impl MapWriter {
         region: &TableRegion,
         diff: &crate::core::precompute::SlotDiff,
     ) -> Result<u32, DataplaneError> {
-        let (gen, _) = self.tables.publish_patched(region, |t| diff.apply(t))?;
+        let (gen, _) = self.tables.publish_patched(region, diff)?;
         let base = region.base as usize;
         diff.apply(&mut self.image.slots[base..base + region.size as usize]);
         self.image.active[region.vip_index as usize] = region.base;
