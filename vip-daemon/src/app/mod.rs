@@ -6,10 +6,12 @@ mod admin;
 mod backends;
 mod cluster;
 mod cluster_reload;
+pub mod host;
 mod liveness;
 mod neighbours;
 mod precompute;
 mod report;
+mod selfcheck;
 mod startup;
 mod tables;
 
@@ -155,6 +157,8 @@ pub struct Daemon {
     pub netlink: rtnetlink::Handle,
     /// Cluster mode state, when `[cluster] listen` is set.
     pub cluster: Option<cluster::ClusterRt>,
+    /// The last self-check (`selfcheck`), for status.
+    pub last_selfcheck: Option<selfcheck::Run>,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -195,6 +199,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+    let first_check = tokio::time::Instant::now() + selfcheck::INTERVAL;
+    let mut selfcheck_tick = tokio::time::interval_at(first_check, selfcheck::INTERVAL);
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
@@ -260,6 +266,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 health.set(d.readiness());
             }
+            _ = selfcheck_tick.tick() => d.self_check().await,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }

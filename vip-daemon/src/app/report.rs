@@ -260,6 +260,7 @@ impl Daemon {
                 .zip(self.maps.dp().flow_stats().unwrap_or_default())
                 .map(|(n, c)| NamedCount::new(*n, c.packets))
                 .collect(),
+            self_check: self.selfcheck_status(),
         }
     }
 

@@ -305,6 +305,7 @@ pub async fn start(
         precompute,
         netlink,
         cluster: None,
+        last_selfcheck: None,
     };
     if let Some(s) = &saved {
         d.seed_admin(s);
