@@ -3,7 +3,9 @@
 //! removed (which detaches the program) and its live table overwritten behind its back
 //! (`bpftool` on the pinned map). Within one self-check period status shows the ALERT with
 //! each finding, `vipd_selfcheck_mismatches_total` counts them, and everything is repaired:
-//! the next run finds nothing.
+//! the next run finds nothing. Then a clean stop: the held VIP address goes from the
+//! interface, the log says what is left on purpose, and `vipd host undo` with vipd's own
+//! record (`<state_dir>/vipd-host.json`) reverts the VIP on `lo` and the ARP sysctls.
 use std::time::{Duration, Instant};
 
 use vip_tests::{privileged, sh, vipd::Vipd, PinDir};
@@ -71,7 +73,8 @@ fn the_self_check_finds_and_repairs_tampering() {
     let hex = sh(&[vip_tests::vipd_bin().to_str().unwrap(), "keygen"]);
     std::fs::write(&key, hex).unwrap();
     std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let vipd = Vipd::start(&ns, &pins, &config(key.to_str().unwrap()));
+    let arp_before = ns.exec(&["sysctl", "-n", "net.ipv4.conf.all.arp_ignore"]);
+    let mut vipd = Vipd::start(&ns, &pins, &config(key.to_str().unwrap()));
     let on_e0 = || ns.exec(&["ip", "-4", "addr", "show", "dev", "e0"]);
     wait_until("the node owns the VIP", Duration::from_secs(10), || {
         on_e0().contains(&format!("{VIP}/32"))
@@ -131,5 +134,43 @@ fn the_self_check_finds_and_repairs_tampering() {
     eprintln!("self-check took {took} us");
     let metrics = ns.exec(&["curl", "-s", "http://127.0.0.1:9478/metrics"]);
     assert!(metrics.contains("vipd_selfcheck_ok 1"), "{metrics}");
+
+    // Clean stop: the held address goes; the rest stays, said in the log.
+    let lo = || ns.exec(&["ip", "-4", "addr", "show", "dev", "lo"]);
+    assert!(lo().contains(&format!("{VIP}/32")), "{}", lo());
+    vipd.terminate();
+    assert!(!on_e0().contains(VIP), "{}", on_e0());
+    let logs = vipd.logs();
+    assert!(logs.contains("left on this host on purpose"), "{logs}");
+    assert!(
+        pins.path.join("link_e0").exists(),
+        "the data plane stays pinned"
+    );
+    assert!(lo().contains(&format!("{VIP}/32")), "{}", lo());
+    assert_eq!(
+        ns.exec(&["sysctl", "-n", "net.ipv4.conf.all.arp_ignore"])
+            .trim(),
+        "1"
+    );
+    // vipd's record: `vipd host undo` reverts exactly what it changed.
+    let record = vipd.config.parent().unwrap().join("vipd-host.json");
+    let text = std::fs::read_to_string(&record).expect("vipd's host record");
+    assert!(text.contains(VIP), "{text}");
+    let undo = ns.exec(&[
+        vip_tests::vipd_bin().to_str().unwrap(),
+        "host",
+        "undo",
+        "--state-file",
+        record.to_str().unwrap(),
+    ]);
+    assert!(
+        undo.contains(&format!("remove VIP {VIP} from lo")),
+        "{undo}"
+    );
+    assert!(!lo().contains(VIP), "{}", lo());
+    assert_eq!(
+        ns.exec(&["sysctl", "-n", "net.ipv4.conf.all.arp_ignore"]),
+        arp_before
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -137,22 +137,20 @@ pub async fn undo(state_file: &Path, decap_pin_dir: &Path) -> anyhow::Result<Hos
     let handle = crate::shell::neighbours::connect()?;
     let observed = io::observe(&handle, &plan::Wanted::default(), &record.changes).await?;
     let (undo, notes) = plan::plan_undo(&record.changes, &observed);
-    let mut reverted = Vec::new();
-    let mut errors = Vec::new();
+    let (mut reverted, mut failed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for c in undo {
         match io::revert(&handle, &c, decap_pin_dir).await {
             Ok(()) => reverted.push(c),
-            Err(e) => errors.push(format!("{}: {e}", c.describe_undo())),
+            Err(e) => {
+                errors.push(format!("{}: {e}", c.describe_undo()));
+                failed.push(c);
+            }
         }
     }
-    // What could not be reverted stays recorded for another try.
-    let left: Vec<Change> = record
-        .changes
-        .iter()
-        .filter(|c| errors.iter().any(|e| e.starts_with(&c.describe_undo())))
-        .cloned()
-        .collect();
-    io::save_record(state_file, &io::Record { changes: left })?;
+    // What could not be reverted stays recorded for another try (oldest first, as setup
+    // wrote it); what was left on purpose is said in the notes and forgotten.
+    failed.reverse();
+    io::save_record(state_file, &io::Record { changes: failed })?;
     if !errors.is_empty() {
         anyhow::bail!("host undo: {}", errors.join("; "));
     }

@@ -9,6 +9,7 @@ mod cluster_reload;
 pub mod host;
 mod liveness;
 mod neighbours;
+mod own_host;
 mod precompute;
 mod report;
 mod selfcheck;
@@ -278,7 +279,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     health.set(Err("stopping".into()));
     d.save_state();
-    tracing::info!("vipd stopping; the data plane stays attached and keeps forwarding");
+    d.on_clean_stop().await;
     Ok(())
 }
 

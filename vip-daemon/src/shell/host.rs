@@ -198,10 +198,9 @@ pub async fn observe(
     }
     o.lo = crate::shell::vipaddr::addresses_on(handle, "lo").await?;
     for iface in ifaces {
-        let name = match xdp_prog_id(handle, &iface).await? {
-            Some(id) => Some(prog_name(id).unwrap_or_else(|| format!("id {id}"))),
-            None => None,
-        };
+        let name = xdp_prog_id(handle, &iface)
+            .await?
+            .map(|id| prog_name(id).unwrap_or_else(|| format!("id {id}")));
         o.xdp.insert(iface, name);
     }
     Ok(o)
