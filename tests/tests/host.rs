@@ -159,6 +159,8 @@ fn host_setup_check_undo() {
         assert!(lo.contains(a), "{a} not on lo:\n{lo}");
     }
     assert!(h.xdp_on_e0(), "no XDP program on e0");
+    let e0 = h.ns.exec(&["ip", "-d", "link", "show", "dev", "e0"]);
+    assert!(e0.contains("name vip_decap"), "{e0}");
     assert!(h.dir.join("host.json").exists());
 
     // Check passes; a second setup has nothing to do.
