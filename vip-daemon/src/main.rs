@@ -93,6 +93,13 @@ enum Command {
         #[command(subcommand)]
         action: NodeCmd,
     },
+    /// Backend hosts: put in place (`setup`), verify (`check`) or revert (`undo`) what direct
+    /// server return needs: the VIPs on `lo`, arp_ignore/arp_announce, rp_filter and the
+    /// decapsulation program for `forward = "encap"` backends.
+    Host {
+        #[command(subcommand)]
+        action: HostCmd,
+    },
     /// Print a new random cluster key (hex) for the key file.
     Keygen,
     /// Convert an haproxy.cfg (and keepalived.conf) into a vipd config on stdout; what cannot
@@ -223,6 +230,54 @@ enum BackendCmd {
     },
 }
 
+/// What `vipd host` setup and check act on.
+#[derive(clap::Args)]
+struct HostTarget {
+    /// Config file: this host backs every VIP with a backend at one of this host's addresses
+    /// (a `forward = "encap"` one also needs decapsulation on the interface holding it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A VIP address to back besides the config's (repeatable).
+    #[arg(long = "vip", value_name = "ADDR")]
+    vips: Vec<std::net::IpAddr>,
+    /// An interface that receives encapsulated VIP traffic besides the config's (repeatable).
+    #[arg(long = "decap", value_name = "IFACE")]
+    decap: Vec<String>,
+    /// Where setup records what it changed, and undo reads it.
+    #[arg(long, default_value = vip_daemon::shell::host::STATE_FILE)]
+    state_file: PathBuf,
+    /// bpffs directory of the decapsulation program (apart from vipd's own pins).
+    #[arg(long, default_value = vip_daemon::shell::host::DECAP_PIN_DIR)]
+    decap_pin_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum HostCmd {
+    /// Make the changes this backend host is missing and record them (with the values before)
+    /// in the state file.
+    Setup {
+        #[command(flatten)]
+        target: HostTarget,
+        /// Only print the changes; make none.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List what this backend host is missing; exit code 4 when anything is.
+    Check {
+        #[command(flatten)]
+        target: HostTarget,
+    },
+    /// Revert exactly what setup recorded (a value changed since by someone else is left).
+    Undo {
+        /// The state file setup wrote.
+        #[arg(long, default_value = vip_daemon::shell::host::STATE_FILE)]
+        state_file: PathBuf,
+        /// bpffs directory of the decapsulation program.
+        #[arg(long, default_value = vip_daemon::shell::host::DECAP_PIN_DIR)]
+        decap_pin_dir: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum VipCmd {
     /// Run on the owner: hand the VIP's address (VIP name or address) to NODE, which
@@ -267,9 +322,11 @@ fn init_logging() {
 }
 
 /// Exit codes: 0 done, 1 failed (the error on stderr), 2 bad command line (clap's), 3 `trace`
-/// found the host model and the live table disagreeing.
+/// found the host model and the live table disagreeing, 4 `host check` found something
+/// missing.
 const EXIT_ERROR: i32 = 1;
 const EXIT_TRACE_MISMATCH: i32 = 3;
+const EXIT_HOST_MISSING: i32 = 4;
 
 /// Writes to stdout. A reader that went away (`vipd status | head -1`) ends the command
 /// quietly with success: it has what it wanted.
@@ -492,6 +549,7 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                 warn(format_args!("not carried over: {w}"));
             }
         }
+        Command::Host { action } => return host_command(cli, action),
         Command::Keygen => {
             outln!(
                 "{}",
@@ -557,6 +615,39 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `vipd host ...`: prints the report; Ok(exit code).
+fn host_command(cli: &Cli, action: &HostCmd) -> anyhow::Result<i32> {
+    use app::host::{self, HostOptions};
+    let opts = |t: &HostTarget| HostOptions {
+        config: t.config.clone(),
+        vips: t.vips.clone(),
+        decap: t.decap.clone(),
+        state_file: t.state_file.clone(),
+        decap_pin_dir: t.decap_pin_dir.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        match action {
+            HostCmd::Setup { target, dry_run } => {
+                host::setup(&opts(target), !dry_run, "setup").await
+            }
+            HostCmd::Check { target } => host::setup(&opts(target), false, "check").await,
+            HostCmd::Undo {
+                state_file,
+                decap_pin_dir,
+            } => host::undo(state_file, decap_pin_dir).await,
+        }
+    })?;
+    match cli.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => out!("{}", report.render())?,
+    }
+    let missing = matches!(action, HostCmd::Check { .. }) && !report.changes.is_empty();
+    Ok(if missing { EXIT_HOST_MISSING } else { 0 })
 }
 
 /// Prints `value` as pretty JSON: an object with the `schema` version of vipd's JSON output

@@ -440,15 +440,10 @@ impl Daemon {
         let oc = ownership_config(&self.config, &m);
         oc.validate()?;
         let (_, addresses) = policies(&self.config);
-        // Every node accepts DSR-forwarded VIP traffic on `lo`, and answers ARP only for
-        // addresses on the asking interface (the owner adds the VIP to its NIC).
-        for (k, v) in [("arp_ignore", "1"), ("arp_announce", "2")] {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/all/{k}"), v);
-        }
+        // Recorded for `vipd host undo` (`own_host`).
+        self.cluster_sysctls();
         for addr in addresses.values() {
-            if let Err(e) = vipaddr::add(&self.netlink, "lo", *addr).await {
-                tracing::warn!(vip = %addr, error = %e, "adding the VIP to lo failed");
-            }
+            self.add_lo_vip(*addr).await;
         }
         self.cluster = Some(ClusterRt {
             ownership: Ownership::new(oc, Instant::now()),

@@ -85,9 +85,7 @@ impl Daemon {
             if let Err(e) = self.maps.lease(Self::lease_key(addr), Lease::default()) {
                 tracing::error!(vip = %addr, error = %e, "LEASES write failed");
             }
-            if let Err(e) = vipaddr::add(&self.netlink, "lo", *addr).await {
-                tracing::warn!(vip = %addr, error = %e, "adding the VIP to lo failed");
-            }
+            self.add_lo_vip(*addr).await;
             if let Some(c) = self.cluster.as_mut() {
                 c.addresses.insert(name.clone(), *addr);
             }

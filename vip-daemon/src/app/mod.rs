@@ -6,10 +6,13 @@ mod admin;
 mod backends;
 mod cluster;
 mod cluster_reload;
+pub mod host;
 mod liveness;
 mod neighbours;
+mod own_host;
 mod precompute;
 mod report;
+mod selfcheck;
 mod service;
 mod startup;
 mod tables;
@@ -164,6 +167,8 @@ pub struct Daemon {
     pub track_watchers: Option<crate::shell::track::Watchers>,
     /// The `[hooks] notify` runner.
     pub notifier: crate::shell::hooks::Notifier,
+    /// The last self-check (`selfcheck`), for status.
+    pub last_selfcheck: Option<selfcheck::Run>,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -216,6 +221,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut neigh_tick = tokio::time::interval(Duration::from_secs(1));
+    let first_check = tokio::time::Instant::now() + selfcheck::INTERVAL;
+    let mut selfcheck_tick = tokio::time::interval_at(first_check, selfcheck::INTERVAL);
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick =
         tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
@@ -284,6 +291,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
                 health.set(d.readiness());
             }
+            _ = selfcheck_tick.tick() => d.self_check().await,
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
@@ -295,7 +303,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     health.set(Err("stopping".into()));
     d.save_state();
-    tracing::info!("vipd stopping; the data plane stays attached and keeps forwarding");
+    d.on_clean_stop().await;
     Ok(())
 }
 

@@ -261,6 +261,7 @@ impl Daemon {
                 .map(|(n, c)| NamedCount::new(*n, c.packets))
                 .collect(),
             service: self.service_status(),
+            self_check: self.selfcheck_status(),
         }
     }
 

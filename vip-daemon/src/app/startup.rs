@@ -310,6 +310,7 @@ pub async fn start(
         service: Default::default(),
         track_watchers: None,
         notifier,
+        last_selfcheck: None,
     };
     d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
     if let Some(s) = &saved {

@@ -53,6 +53,12 @@ pub struct BuildLabels {
     pub version: String,
 }
 
+/// One check of the self-check (`core::selfcheck::CHECKS`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CheckLabels {
+    pub check: String,
+}
+
 /// What the flow table did (`vip_common::maps::flow_stat::NAMES`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlowLabels {
@@ -114,6 +120,10 @@ pub struct Metrics {
     /// 1 while this node is in service (no standby, no failed track condition).
     pub node_in_service: Gauge,
     pub notify_runs: Family<OutcomeLabels, Counter>,
+    /// Self-check mismatches found, by check.
+    pub selfcheck_mismatches: Family<CheckLabels, Counter>,
+    /// 1 when the last self-check found nothing (or none ran yet).
+    pub selfcheck_ok: Gauge,
 }
 
 fn probe_histogram() -> Histogram {
@@ -169,6 +179,8 @@ impl Default for Metrics {
             service_gone: Counter::default(),
             node_in_service: Gauge::default(),
             notify_runs: Family::default(),
+            selfcheck_mismatches: Family::default(),
+            selfcheck_ok: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -260,6 +272,22 @@ impl Default for Metrics {
             "reload_failures",
             "Config reloads refused",
             m.reload_failures.clone(),
+        );
+        for check in crate::core::selfcheck::CHECKS {
+            drop(m.selfcheck_mismatches.get_or_create(&CheckLabels {
+                check: check.into(),
+            }));
+        }
+        m.selfcheck_ok.set(1);
+        r.register(
+            "selfcheck_mismatches",
+            "Mismatches the periodic self-check found between what runs and what should, by check",
+            m.selfcheck_mismatches.clone(),
+        );
+        r.register(
+            "selfcheck_ok",
+            "1 when the last self-check found nothing to repair (or none ran yet), else 0",
+            m.selfcheck_ok.clone(),
         );
         r.register(
             "local_service_gone",

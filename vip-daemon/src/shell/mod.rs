@@ -5,6 +5,7 @@ pub mod control;
 pub mod dataplane;
 pub mod gossip;
 pub mod hooks;
+pub mod host;
 pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;

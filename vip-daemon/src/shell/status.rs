@@ -45,6 +45,9 @@ pub struct Status {
     /// In or out of service (standby, track conditions) and the notify hook's runs.
     #[serde(default)]
     pub service: ServiceStatus,
+    /// The last periodic self-check (None before the first).
+    #[serde(default)]
+    pub self_check: Option<SelfCheckStatus>,
 }
 
 /// Whether this node takes VIPs and traffic, and since when.
@@ -68,6 +71,28 @@ pub struct HookStatus {
     pub timed_out: u64,
     pub dropped: u64,
     pub last_failure: Option<String>,
+}
+
+/// The last self-check: what runs compared with what should (`core::selfcheck`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelfCheckStatus {
+    /// Nothing differed.
+    pub ok: bool,
+    /// Seconds since it ran.
+    pub ago_s: f64,
+    /// How long it took.
+    pub took_us: u64,
+    pub findings: Vec<SelfCheckFinding>,
+}
+
+/// One mismatch the self-check found, and what became of its repair.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelfCheckFinding {
+    /// `program`, `table`, `address`, `foreign_address` or `lease`.
+    pub check: String,
+    pub what: String,
+    /// `repaired`, `repair failed: ...` or `not repaired`.
+    pub repair: String,
 }
 
 /// Packets and bytes the data plane counted under one reason (`vip_common::maps::reason`).
@@ -300,6 +325,17 @@ impl Status {
         );
         self.render_limits(&mut s);
         self.render_service(&mut s);
+        if let Some(c) = self.self_check.as_ref().filter(|c| !c.ok) {
+            let _ = writeln!(
+                s,
+                "ALERT self-check ({:.0}s ago) found {} mismatches:",
+                c.ago_s,
+                c.findings.len()
+            );
+            for f in &c.findings {
+                let _ = writeln!(s, "  {}: {} ({})", f.check, f.what, f.repair);
+            }
+        }
         if let Some(r) = &self.last_reload {
             let _ = writeln!(s, "last reload: {r}");
         }

@@ -77,6 +77,24 @@ async fn present(handle: &Handle, idx: u32, vip: IpAddr) -> Result<bool, VipAddr
     Ok(found.try_next().await?.is_some())
 }
 
+/// Every address on `iface` (its own and any VIP).
+pub async fn addresses_on(
+    handle: &Handle,
+    iface: &str,
+) -> Result<std::collections::BTreeSet<IpAddr>, VipAddrError> {
+    let idx = ifindex(iface)?;
+    let mut found = handle.address().get().set_link_index_filter(idx).execute();
+    let mut out = std::collections::BTreeSet::new();
+    while let Some(msg) = found.try_next().await? {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Address(a) = attr {
+                out.insert(*a);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Removes `vip` from `iface` (idempotent).
 pub async fn remove(handle: &Handle, iface: &str, vip: IpAddr) -> Result<(), VipAddrError> {
     let idx = ifindex(iface)?;
