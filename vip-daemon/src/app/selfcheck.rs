@@ -84,8 +84,7 @@ impl Daemon {
             if self.vips[i].generation.is_none() {
                 continue;
             }
-            let live = self.maps.live_table(&v.region);
-            if live.as_deref() != Some(self.maps.image_table(&v.region)) {
+            if !self.maps.live_matches_image(&v.region) {
                 o.tables_differing.push(v.name.clone());
             }
         }

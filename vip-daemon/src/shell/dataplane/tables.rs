@@ -135,6 +135,16 @@ impl TablePublisher {
         Some(self.slots.slice_mut()[start..start + region.size as usize].to_vec())
     }
 
+    /// Whether the live table of `region` is `want`, compared in place (the self-check reads
+    /// every table every run: no copy).
+    pub fn live_equals(&mut self, region: &TableRegion, want: &[u32]) -> bool {
+        let Some(gen) = self.live_generation(region) else {
+            return false;
+        };
+        let start = (region.base + gen * region.size) as usize;
+        self.slots.slice_mut()[start..start + region.size as usize] == *want
+    }
+
     /// Publishes `table` for `region`: fill the inactive generation, then flip. Returns the
     /// generation now live and how long the copy and flip took (excluding any grace wait).
     pub fn publish(

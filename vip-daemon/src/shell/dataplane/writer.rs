@@ -113,6 +113,13 @@ impl MapWriter {
         &self.image.slots[base..base + region.size as usize]
     }
 
+    /// Whether the kernel's live table of `region` is the image's (compared in place).
+    pub fn live_matches_image(&mut self, region: &TableRegion) -> bool {
+        let base = self.image.active[region.vip_index as usize] as usize;
+        let want = &self.image.slots[base..base + region.size as usize];
+        self.tables.live_equals(region, want)
+    }
+
     /// The table the kernel has live for `region` (to check it against the image).
     pub fn live_table(&mut self, region: &TableRegion) -> Option<Vec<u32>> {
         self.tables.live_table(region)
