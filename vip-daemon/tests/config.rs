@@ -918,3 +918,34 @@ fn validation_time_is_linear_in_vips() {
         d[0].message
     );
 }
+
+#[test]
+fn hooks_track_and_status_socket_are_checked_where_written() {
+    let ops = format!(
+        "{VIP}\n[hooks]\nnotify = [\"vip-notify\"]\n\n[track]\n[[track.script]]\nname = \"db\"\n\
+         command = [\"/bin/true\"]\ninterval = \"1s\"\ntimeout = \"2s\"\nfall = 0\n\n\
+         [control]\nstatus_group = \"adm\"\n"
+    );
+    let d = errors(&ops);
+    assert_eq!(
+        located(&d),
+        [
+            (11, "hooks.notify"),
+            (18, "track.script[0].timeout"),
+            (19, "track.script[0].fall"),
+            (22, "control.status_group"),
+        ],
+        "{d:#?}"
+    );
+    let good = format!(
+        "{VIP}\n[hooks]\nnotify = [\"/usr/local/bin/vip-notify\"]\n\n[track]\ninterfaces = [\"eth1\"]\n\
+         [[track.script]]\nname = \"db\"\ncommand = [\"/bin/true\"]\n\n\
+         [control]\nstatus_socket = \"/run/vip-fabric/status.sock\"\nstatus_group = \"adm\"\n"
+    );
+    let c = config::parse(&good, "t.toml").expect("valid");
+    assert_eq!(c.track.interfaces, ["eth1"]);
+    assert_eq!(c.track.scripts[0].interval, Duration::from_secs(2));
+    assert_eq!((c.track.scripts[0].fall, c.track.scripts[0].rise), (2, 2));
+    assert_eq!(c.hooks.notify_timeout, Duration::from_secs(10));
+    assert_eq!(c.status_socket.group.as_deref(), Some("adm"));
+}

@@ -72,11 +72,9 @@ pub(crate) fn hooks(raw: &RawHooks, cx: &mut Ctx) -> Hooks {
 
 pub(crate) fn track(raw: &RawTrack, node_interfaces: &[String], cx: &mut Ctx) -> Track {
     let at = FieldPath::root().key("track");
-    let interfaces = raw
-        .interfaces
-        .clone()
-        .unwrap_or_else(|| node_interfaces.to_vec());
-    for (i, ifname) in interfaces.iter().enumerate() {
+    // The default, `node.interfaces`, is checked where it is written.
+    let written = raw.interfaces.iter().flatten();
+    for (i, ifname) in written.enumerate() {
         if ifname.is_empty() || ifname.len() > 15 || ifname.contains('/') {
             let msg = format!("{ifname:?} is not a valid interface name, e.g. \"eth0\"");
             cx.error(&at.key("interfaces").index(i), msg);
@@ -117,7 +115,7 @@ pub(crate) fn track(raw: &RawTrack, node_interfaces: &[String], cx: &mut Ctx) ->
         });
     }
     Track {
-        interfaces,
+        interfaces: (raw.interfaces.clone()).unwrap_or_else(|| node_interfaces.to_vec()),
         scripts,
     }
 }
