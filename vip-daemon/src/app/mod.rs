@@ -99,7 +99,8 @@ pub struct VipRt {
     pub transition: Option<Transition>,
     /// Slots per backend index in the live table, kept at each publish (None: not known,
     /// e.g. a table adopted at start; counted when asked).
-    pub slot_counts: Option<std::collections::HashMap<u32, u32>>,
+    /// By backend index.
+    pub slot_counts: Option<Vec<u32>>,
 }
 
 /// The previous table of a VIP in its transition (see `VipRt::transition`).
@@ -539,9 +540,31 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
-/// vipd's own resident memory, in bytes: VmRSS without the pages of the BPF maps it has
-/// mmapped (the table maps), which are kernel memory counted in the maps' total.
+/// vipd's own resident memory, in bytes, at most a second old: [`measure_resident_bytes`] on
+/// a thread of its own, since reading smaps walks the page tables of every mmapped table map
+/// (milliseconds a `status` or a scrape held the loop for, verdicts queued behind it).
 pub fn resident_bytes() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static RESIDENT: AtomicU64 = AtomicU64::new(0);
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        RESIDENT.store(measure_resident_bytes(), Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("vipd-rss".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(1));
+                RESIDENT.store(measure_resident_bytes(), Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to measure resident memory: it stays as first read");
+        }
+    });
+    RESIDENT.load(Ordering::Relaxed)
+}
+
+/// VmRSS without the pages of the BPF maps vipd has mmapped (the table maps), which are
+/// kernel memory counted in the maps' total.
+pub fn measure_resident_bytes() -> u64 {
     let kib = |line: &str| {
         line.split_whitespace()
             .nth(1)

@@ -246,7 +246,7 @@ impl Daemon {
     /// 12 ms).
     pub(super) fn slots_of(&self, vip: usize, index: u32) -> u32 {
         match &self.vips[vip].slot_counts {
-            Some(counts) => counts.get(&index).copied().unwrap_or(0),
+            Some(counts) => counts.get(index as usize).copied().unwrap_or(0),
             None => self.live(vip).iter().filter(|&&s| s == index).count() as u32,
         }
     }
@@ -275,10 +275,10 @@ impl Daemon {
             NewTable::Patch(diff) => self.vips[vip].slot_counts.take().map(|mut counts| {
                 let live = self.live(vip);
                 for (slot, new) in diff.changes() {
-                    if let Some(n) = counts.get_mut(&live[slot]) {
+                    if let Some(n) = counts.get_mut(live[slot] as usize) {
                         *n -= 1;
                     }
-                    *counts.entry(new).or_default() += 1;
+                    count_slot(&mut counts, new);
                 }
                 counts
             }),
@@ -414,11 +414,20 @@ fn weight_in(
     pos.and_then(|p| weights[p])
 }
 
-/// How many slots of `table` each backend index holds.
-fn slot_counts(table: &[u32]) -> std::collections::HashMap<u32, u32> {
-    let mut counts = std::collections::HashMap::new();
-    for &s in table {
-        *counts.entry(s).or_default() += 1;
-    }
+/// How many slots of `table` each backend index holds (by index; empty slots not counted).
+fn slot_counts(table: &[u32]) -> Vec<u32> {
+    let mut counts = Vec::new();
+    table.iter().for_each(|&s| count_slot(&mut counts, s));
     counts
+}
+
+fn count_slot(counts: &mut Vec<u32>, index: u32) {
+    if index == NO_BACKEND {
+        return;
+    }
+    let i = index as usize;
+    if counts.len() <= i {
+        counts.resize(i + 1, 0);
+    }
+    counts[i] += 1;
 }
