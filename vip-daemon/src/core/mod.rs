@@ -18,4 +18,5 @@ pub mod precompute;
 pub mod seal;
 pub mod shared_health;
 pub mod swim;
+pub mod wire;
 pub mod writer;
