@@ -20,4 +20,5 @@ pub mod seal;
 pub mod selfcheck;
 pub mod shared_health;
 pub mod swim;
+pub mod wire;
 pub mod writer;

@@ -17,9 +17,11 @@ use rand_foca::SeedableRng as _;
 use serde::{Deserialize, Serialize};
 use tokio::{net::UdpSocket, sync::mpsc};
 
+pub use crate::core::wire::{Item, ItemBody};
 use crate::core::{
     seal::{Opener, Rejected, Sealer},
     swim::{foca_config, LocalHealth, SwimTuning},
+    wire::{self, Decoded},
 };
 
 /// A member: node name, gossip address, and a bump that a restart raises (renewed identity).
@@ -49,99 +51,6 @@ impl foca::Identity for NodeId {
     }
 }
 
-/// What the cluster tells each other besides membership.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ItemBody {
-    Claim {
-        vip: String,
-        owner: String,
-        epoch: u64,
-    },
-    Released {
-        vip: String,
-        owner: String,
-        epoch: u64,
-    },
-    Health {
-        vip: String,
-        backend: String,
-        up: bool,
-    },
-    /// From the node a backend runs on: whether the service's socket exists (sock_diag).
-    Service {
-        vip: String,
-        backend: String,
-        listening: bool,
-    },
-    /// An operator's admin state of a backend (`core::admin`): the write with the highest
-    /// (`at`, `by`) wins on every node. `by` made the write; the item's origin may be a node
-    /// re-sending it to a joiner.
-    Admin {
-        vip: String,
-        backend: String,
-        /// "enabled", "drained" or "disabled".
-        admin: String,
-        /// Set through the control socket; None: the config's weight.
-        weight: Option<u32>,
-        drain_started_ms: Option<u64>,
-        drain_timeout_ms: Option<u64>,
-        at: u64,
-        by: String,
-    },
-    /// A node's service state (`core::ownership::NodeState`): out of service for `reason`
-    /// (standby, a failed track condition) or in service (None). Versioned by the node's
-    /// wall-clock ms of the change.
-    NodeState {
-        node: String,
-        reason: Option<String>,
-    },
-    /// The writer of a primary/backup VIP, after an operator's promote or a failover.
-    Writer {
-        vip: String,
-        backend: String,
-        at: u64,
-        by: String,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
-    pub origin: String,
-    /// Newer supersedes older for the same subject (see [`Item::subject`]).
-    pub version: u64,
-    pub body: ItemBody,
-}
-
-impl Item {
-    /// What the item is about: one node's claim on one VIP, or one node's view of one
-    /// backend. Claims are per owner: a handover sends the successor's claim and then the
-    /// predecessor's (older) release, and both must arrive (the release clears the
-    /// predecessor from the claimants the successor waits for).
-    pub fn subject(&self) -> String {
-        match &self.body {
-            ItemBody::Claim { vip, owner, .. } | ItemBody::Released { vip, owner, .. } => {
-                format!("vip/{vip}/{owner}")
-            }
-            ItemBody::Health { vip, backend, .. } => {
-                format!("health/{}/{vip}/{backend}", self.origin)
-            }
-            ItemBody::Service { vip, backend, .. } => {
-                format!("service/{}/{vip}/{backend}", self.origin)
-            }
-            ItemBody::Admin { vip, backend, .. } => {
-                format!("admin/{}/{vip}/{backend}", self.origin)
-            }
-            ItemBody::Writer { vip, .. } => format!("writer/{}/{vip}", self.origin),
-            ItemBody::NodeState { node, .. } => format!("node/{node}"),
-        }
-    }
-
-    /// Ownership items are ordered by epoch, a release after the claim of the same epoch.
-    pub fn ownership_version(epoch: u64, released: bool) -> u64 {
-        epoch * 2 + u64::from(released)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ItemKey {
     subject: String,
@@ -163,23 +72,18 @@ struct Items {
     /// must still go out to a node that missed it (others drop the repeat as old news).
     newest: std::sync::Arc<std::sync::Mutex<HashMap<String, u64>>>,
     inbox: std::sync::Arc<std::sync::Mutex<Vec<Item>>>,
-    /// Items of a kind this version does not know (a newer vipd's, during a rolling
-    /// upgrade): skipped and counted, so they never cost the rest of their datagram.
-    unknown: std::sync::Arc<std::sync::atomic::AtomicU64>,
-}
-
-/// Any item, whatever its kind: how an unknown kind is told from a malformed item.
-#[derive(Deserialize)]
-#[allow(dead_code)] // only decoded, to check the shape
-struct Envelope {
-    origin: String,
-    version: u64,
-    body: serde_json::Value,
+    /// Items this node did not take, by reason (`core::wire`): a kind or wire version of a
+    /// newer vipd (during a rolling upgrade) is skipped, so it never costs the rest of its
+    /// datagram; a malformed item is refused (foca drops the rest of that datagram).
+    skipped: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+    /// Test hook: this node plays a newer vipd that knows [`wire::TEST_KIND`].
+    #[cfg(test)]
+    knows_test_kind: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("undecodable broadcast: {0}")]
-pub struct BadItem(String);
+pub struct BadItem(#[from] wire::WireError);
 
 impl BroadcastHandler<NodeId> for Items {
     type Key = ItemKey;
@@ -190,13 +94,28 @@ impl BroadcastHandler<NodeId> for Items {
         data: &[u8],
         _sender: Option<&NodeId>,
     ) -> Result<Option<ItemKey>, BadItem> {
-        let item: Item = match serde_json::from_slice(data) {
-            Ok(item) => item,
-            Err(_) if serde_json::from_slice::<Envelope>(data).is_ok() => {
-                (self.unknown).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Ok(None);
+        let skip = |why| {
+            self.skipped.lock().expect("skipped").push(why);
+            Ok(None)
+        };
+        let item = match wire::decode(data) {
+            Ok(Decoded::Item(item)) => item,
+            #[cfg(test)]
+            Ok(Decoded::Unknown {
+                kind: wire::TEST_KIND,
+            }) if self.knows_test_kind => {
+                let (_, origin, version) = wire::header(data)?;
+                return Ok(Some(ItemKey {
+                    subject: format!("test/{origin}"),
+                    version,
+                }));
             }
-            Err(e) => return Err(BadItem(e.to_string())),
+            Ok(Decoded::Unknown { .. }) => return skip("unknown_item"),
+            Ok(Decoded::Newer { .. }) => return skip("newer_wire"),
+            Err(e) => {
+                self.skipped.lock().expect("skipped").push("bad_item");
+                return Err(BadItem(e));
+            }
         };
         let subject = item.subject();
         {
@@ -394,7 +313,7 @@ pub async fn spawn(
     tokio::spawn(async move {
         let items = Items::default();
         let inbox = items.inbox.clone();
-        let unknown = items.unknown.clone();
+        let skipped = items.skipped.clone();
         let newest = items.newest.clone();
         let foca_rng =
             rand_foca::rngs::SmallRng::seed_from_u64(rand::Rng::gen(&mut StdRng::from_entropy()));
@@ -469,10 +388,16 @@ pub async fn spawn(
                 }
                 Input::Cmd(GossipCmd::Broadcast(item)) => {
                     newest.lock().expect("newest").remove(&item.subject());
-                    let data = serde_json::to_vec(&item).unwrap_or_default();
-                    foca.add_broadcast(&data)
-                        .map(|_| ())
-                        .and_then(|_| foca.broadcast(&mut runtime))
+                    match wire::encode(&item) {
+                        Ok(data) => foca
+                            .add_broadcast(&data)
+                            .map(|_| ())
+                            .and_then(|_| foca.broadcast(&mut runtime)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, subject = item.subject(), "item not sent");
+                            Ok(())
+                        }
+                    }
                 }
                 Input::Cmd(GossipCmd::Leave(ack)) => {
                     left = Some(ack);
@@ -508,9 +433,9 @@ pub async fn spawn(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "gossip input ignored");
             }
-            let skipped = unknown.swap(0, std::sync::atomic::Ordering::Relaxed);
-            for _ in 0..skipped {
-                let _ = ev_tx.try_send(GossipEvent::Rejected("unknown_item"));
+            let why: Vec<&'static str> = skipped.lock().expect("skipped").drain(..).collect();
+            for why in why {
+                let _ = ev_tx.try_send(GossipEvent::Rejected(why));
             }
             let news: Vec<Item> = inbox.lock().expect("inbox").drain(..).collect();
             for item in news {
@@ -573,3 +498,6 @@ pub async fn spawn(
     });
     Ok((cmd_tx, ev_rx))
 }
+
+#[cfg(test)]
+mod tests;

@@ -329,7 +329,7 @@ impl Default for Metrics {
             );
             r.register(
                 "gossip_rejected",
-                "Gossip datagrams rejected (forged, replayed, truncated, ...)",
+                "Gossip datagrams rejected (forged, replayed, ...) and items skipped (unknown_item, ...)",
                 m.gossip_rejected.clone(),
             );
             r.register(

@@ -164,7 +164,7 @@ pub struct ClusterStatus {
     pub local_health: u32,
     pub max_timer_lag_ms: u64,
     pub owners: Vec<OwnerStatus>,
-    /// Gossip datagrams rejected, by reason (forged, replayed, ...).
+    /// Gossip datagrams rejected and items skipped, by reason (forged, replayed, unknown_item, ...).
     pub rejected: Vec<NamedCount>,
     /// Loud lines from the ownership core (fencing failures, lost quorum).
     pub alerts: Vec<String>,
