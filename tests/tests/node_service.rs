@@ -124,6 +124,11 @@ fn standby_and_track_take_a_node_out_of_service_cluster_wide() {
         || show(&cluster),
     );
 
+    // Status says since when the VIP has its owner ("owner ctl2 for 1s").
+    let s = cluster.nodes[second].vipd.status_json();
+    let for_s = s["cluster"]["owners"][0]["for_s"].as_f64();
+    assert!(for_s.is_some_and(|t| t < 5.0), "{s}");
+
     // Kept across a restart: the node comes back out of service and claims nothing.
     cluster.nodes[owner].vipd.kill9();
     cluster.nodes[owner].vipd.spawn();

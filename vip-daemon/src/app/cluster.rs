@@ -49,6 +49,8 @@ pub struct ClusterRt {
     pub rejected: BTreeMap<&'static str, u64>,
     pub status_lines: Vec<String>,
     pub last_announce: HashMap<String, Instant>,
+    /// VIP -> (owner as this node sees it, since when in Unix ms): "owner ctl2 for 3m".
+    pub owner_since: HashMap<String, (Option<String>, u64)>,
     pub item_version: u64,
     /// (vip, backend) -> each observer's latest verdict (true = up).
     pub views: HashMap<(String, String), BTreeMap<String, bool>>,
@@ -239,6 +241,7 @@ impl Daemon {
         };
         let actions = c.ownership.tick(now);
         self.apply_ownership(actions).await;
+        self.note_owner_changes();
         // Periodic gratuitous ARP refresh for what we own (fixes stale caches upstream).
         let Some(c) = self.cluster.as_mut() else {
             return;
@@ -255,6 +258,20 @@ impl Daemon {
             .collect();
         for v in due {
             self.announce(&v, 1);
+        }
+    }
+
+    /// Keeps when each VIP got its current owner (as seen here), for status.
+    fn note_owner_changes(&mut self) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let now_ms = super::unix_ms();
+        for v in c.ownership.view() {
+            let known = c.owner_since.get(&v.vip).map(|(o, _)| o);
+            if known != Some(&v.owner) {
+                c.owner_since.insert(v.vip, (v.owner, now_ms));
+            }
         }
     }
 
@@ -459,6 +476,7 @@ impl Daemon {
             rejected: BTreeMap::new(),
             status_lines: Vec::new(),
             last_announce: HashMap::new(),
+            owner_since: HashMap::new(),
             // Versions must grow across restarts of this node: start from the wall clock.
             item_version: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -238,12 +238,19 @@ impl Daemon {
                         .ownership
                         .view()
                         .into_iter()
-                        .map(|v| crate::shell::status::OwnerStatus {
-                            vip: v.vip,
-                            owner: v.owner,
-                            epoch: v.epoch,
-                            lease_left_ms: v.lease_left.map(|d| d.as_secs_f64() * 1e3),
-                            state: v.state,
+                        .map(|v| {
+                            let since = (c.owner_since.get(&v.vip))
+                                .filter(|(o, _)| *o == v.owner)
+                                .map(|(_, ms)| *ms);
+                            crate::shell::status::OwnerStatus {
+                                since_unix_s: since.map(|ms| ms as f64 / 1e3),
+                                for_s: since.map(|ms| now_ms.saturating_sub(ms) as f64 / 1e3),
+                                vip: v.vip,
+                                owner: v.owner,
+                                epoch: v.epoch,
+                                lease_left_ms: v.lease_left.map(|d| d.as_secs_f64() * 1e3),
+                                state: v.state,
+                            }
                         })
                         .collect(),
                     rejected: c

@@ -190,6 +190,13 @@ pub struct OwnerStatus {
     pub epoch: u64,
     pub lease_left_ms: Option<f64>,
     pub state: String,
+    /// Since when (Unix s) this node has seen the VIP with this owner (or none); None for a
+    /// vipd that does not say.
+    #[serde(default)]
+    pub since_unix_s: Option<f64>,
+    /// Seconds with this owner, as seen here.
+    #[serde(default)]
+    pub for_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -453,9 +460,12 @@ impl Status {
                 let lease = o
                     .lease_left_ms
                     .map_or(String::new(), |l| format!(", lease {l:.0} ms left"));
+                let since = o
+                    .for_s
+                    .map_or(String::new(), |t| format!(" for {}", human_age(t)));
                 let _ = writeln!(
                     s,
-                    "  VIP {} owner {} epoch {}{lease}: {}",
+                    "  VIP {} owner {}{since} epoch {}{lease}: {}",
                     o.vip,
                     o.owner.as_deref().unwrap_or("(none)"),
                     o.epoch,
