@@ -50,6 +50,7 @@ async fn three_agents_converge_broadcast_reject_forgeries_and_detect_death() {
                 probe_rtt: Duration::from_millis(60),
                 suspect_to_down: Duration::from_millis(300),
             },
+            cluster_size: 3,
         };
         agents.push(gossip::spawn(cfg).await.expect("spawn"));
     }

@@ -452,6 +452,8 @@ impl Daemon {
             peers: m.peers.clone(),
             keys,
             tuning: SwimTuning::new(m.probe_period, m.suspect_timeout),
+            // Was 3 whatever the cluster: a 5- or 7-node cluster re-sent news too few times.
+            cluster_size: m.voters.len().max(m.peers.len()) as u32,
         })
         .await?;
         let oc = ownership_config(&self.config, &m);

@@ -141,6 +141,9 @@ pub struct GossipConfig {
     pub peers: Vec<SocketAddr>,
     pub keys: ([u8; 32], Option<[u8; 32]>),
     pub tuning: SwimTuning,
+    /// Members the cluster is configured with (voters and seed peers): foca scales indirect
+    /// probes and how often news is re-sent from it.
+    pub cluster_size: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,7 +312,7 @@ pub async fn spawn(
     }
     let _ = in_tx.send(Input::Announce).await;
 
-    let fconfig = foca_config(&config.tuning, 3);
+    let fconfig = foca_config(&config.tuning, config.cluster_size);
     tokio::spawn(async move {
         let items = Items::default();
         let inbox = items.inbox.clone();
