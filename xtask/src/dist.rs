@@ -8,6 +8,7 @@ use std::{
     process::Command,
 };
 
+use crate::setup::output;
 use anyhow::{bail, Context as _};
 
 const PACKAGE: &str = "vip-fabric";
@@ -330,15 +331,4 @@ fn fix_dir_modes(dir: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

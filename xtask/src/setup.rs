@@ -112,7 +112,8 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Resul
     Ok(())
 }
 
-fn output(cmd: &mut Command) -> anyhow::Result<String> {
+/// A command's stdout, or an error with its stderr (shared with `dist`).
+pub(crate) fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
     if !out.status.success() {
         bail!(
