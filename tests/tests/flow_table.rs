@@ -9,7 +9,7 @@ use vip_common::{
         flow_stat::{self, HIT, MISS_MIDSTREAM, MISS_NEW, PREVIOUS, STALE},
         reason::*,
         Backend, Counter, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
-        NO_BACKEND, VIP_F_FLOWS, VIP_F_PREV_TABLE,
+        NO_BACKEND, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_PREV_TABLE,
     },
     wire::{FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, XDP_TX},
 };
@@ -278,6 +278,11 @@ const PREV: TableRegion = TableRegion {
 impl Fixture {
     /// VIP_L2's `VipInfo`: the flow table, and with `transition` the previous table in PREV.
     fn vip_l2(&mut self, transition: bool) {
+        let flags = VIP_F_FLOWS | if transition { VIP_F_PREV_TABLE } else { 0 };
+        self.vip_l2_flags(flags, if transition { PREV.vip_index + 1 } else { 0 });
+    }
+
+    fn vip_l2_flags(&mut self, flags: u32, fallback: u32) {
         let key = VipKey {
             addr: a4(VIP_L2),
             port: 80,
@@ -287,8 +292,8 @@ impl Fixture {
         let info = VipInfo {
             index: 0,
             table_size: M,
-            flags: VIP_F_FLOWS | if transition { VIP_F_PREV_TABLE } else { 0 },
-            fallback: if transition { PREV.vip_index + 1 } else { 0 },
+            flags,
+            fallback,
         };
         self.b.set_vip(key, info);
     }
@@ -353,6 +358,57 @@ fn midstream_misses_follow_the_previous_table_during_a_transition() {
     f.assert_stats();
 }
 
+/// A VIP back on second chance after the flow table (`VIP_F_FLOWS_EXIT`): a segment with a
+/// usable entry follows it whatever the live table says (the node the table now picks may
+/// still run the flow table and give no second chance); a SYN, a segment without an entry
+/// and an entry whose backend gave up its flows follow the live table, and nothing is
+/// entered. Once the flag is cleared the VIP is stateless again.
+#[test]
+fn leaving_the_flow_table_keeps_entries_steering_until_the_exit_ends() {
+    if !privileged("leaving_the_flow_table_keeps_entries_steering_until_the_exit_ends") {
+        return;
+    }
+    let mut f = Fixture::new(FLOWS);
+    let web = Flow::tcp4(CLIENT, 48_000, VIP_L2, 80);
+    let kept = packet::l4_frame(&ack(), &web);
+    assert_eq!(
+        f.send(&packet::l4_frame(&syn(), &web)),
+        (mac_of(A), TX_L2, vec![MISS_NEW])
+    );
+    // The reload that removed the last backend without vipd: the table moves the slot to B
+    // and the VIP leaves the flow table.
+    f.publish(0, &all(B));
+    f.vip_l2_flags(VIP_F_FLOWS_EXIT, 0);
+    assert_eq!(f.send(&kept), (mac_of(A), TX_L2, vec![HIT]));
+    // No entry: the live table, and none is made.
+    let other = Flow::tcp4(CLIENT, 48_001, VIP_L2, 80);
+    assert_eq!(
+        f.send(&packet::l4_frame(&ack(), &other)),
+        (mac_of(B), TX_L2, vec![])
+    );
+    // A SYN reusing the kept 4-tuple is a new connection.
+    assert_eq!(
+        f.send(&packet::l4_frame(&syn(), &web)),
+        (mac_of(B), TX_L2, vec![])
+    );
+    // The entry's backend gave up its flows: the live table.
+    let mut down = backend(A, FWD_L2);
+    down.flags = 0;
+    f.b.set_backend(A, down);
+    assert_eq!(f.send(&kept), (mac_of(B), TX_L2, vec![STALE]));
+    f.b.set_backend(A, backend(A, FWD_L2));
+    assert_eq!(f.send(&kept), (mac_of(A), TX_L2, vec![HIT]));
+    assert_eq!(
+        f.assert_entries()[..2],
+        [1, 0],
+        "only the entry made in flow mode"
+    );
+    // The exit is over: stateless, the live table.
+    f.vip_l2_flags(0, 0);
+    assert_eq!(f.send(&kept), (mac_of(B), TX_L2, vec![]));
+    f.assert_stats();
+}
+
 /// A flow-table VIP's second table is its previous table, never a second chance's
 /// fallback: a local backend without a socket is passed as always.
 #[test]
@@ -379,8 +435,8 @@ fn the_previous_table_is_not_a_second_chance() {
 }
 
 /// Kernel == model, packet by packet, for flow-table VIPs through random table changes,
-/// random previous tables, transitions set and cleared, backends giving up and regaining
-/// their flows: SYNs, mid-stream segments, UDP datagrams and PMTU errors over a pool of
+/// random previous tables, transitions set and cleared, exits from the flow table, backends
+/// giving up and regaining their flows: SYNs, mid-stream segments, UDP datagrams and PMTU errors over a pool of
 /// flows small enough that the kernel's LRU never evicts (the model never does).
 #[test]
 fn property_flow_table_kernel_equals_model() {
@@ -410,7 +466,11 @@ fn property_flow_table_kernel_equals_model() {
             f.publish(3, &live);
             let prev = table(&mut next);
             f.b.publish(&PREV, &prev);
-            f.vip_l2(next() % 3 != 0);
+            match next() % 4 {
+                0 => f.vip_l2(false),
+                1 => f.vip_l2_flags(VIP_F_FLOWS_EXIT, 0),
+                _ => f.vip_l2(true),
+            }
             for index in [A, B] {
                 let mut b = backend(index, FWD_L2);
                 if next() % 4 == 0 {

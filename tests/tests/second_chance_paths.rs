@@ -4,7 +4,10 @@
 //! that has the connection. Most need one second chance (the returned backend's node sends
 //! them on); the few whose slot Maglev moved between the two other backends need two.
 use vip_common::{
-    maps::{reason::*, Backend, Settings, VipInfo, VipKey, FWD_L2, FWD_LOCAL, SETTINGS_F_PEERS},
+    maps::{
+        reason::*, Backend, FlowEntry, FlowKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS,
+        FWD_L2, FWD_LOCAL, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_FLOWS_EXIT,
+    },
     wire::{FAMILY_V4, IPPROTO_TCP, XDP_PASS, XDP_TX},
 };
 use vip_daemon::core::{
@@ -297,4 +300,111 @@ fn with_the_previous_table_drains_and_enables_keep_every_connection() {
         "drain-time connections after the enable",
     );
     assert!(moved[1] > during.len() / 5, "{moved:?}");
+}
+
+/// A reload removes the last backend that does not run vipd (`HOST`, a plain host drained
+/// first, its connections closed) and the VIP goes back from the flow table to second
+/// chance. Nodes reload one by one, the owner first: meanwhile it forwards to nodes still on
+/// the flow table, which give no second chance. A connection whose slot Maglev moved
+/// between two nodes would be passed to a node without its socket (reset); the owner's flow
+/// entries (`VIP_F_FLOWS_EXIT`) send every one home. Without the flag some are lost: a case
+/// CI once hit in the lab (1 of 19 connections reset).
+#[test]
+fn leaving_the_flow_table_keeps_connections_while_nodes_reload_one_by_one() {
+    const HOST: u32 = 3;
+    let with_host = table(&[0, 1, 2, HOST]);
+    let without_host = table(&[0, 1, 2]);
+    let listening = LocalSockets {
+        bound: [(IPPROTO_TCP, [0; 16], PORT)].into(),
+        ..LocalSockets::default()
+    };
+    let mut probe = node(OWNER as u32, &with_host, &[], LocalSockets::default());
+    probe.backends.push(Backend {
+        mode: FWD_L2,
+        ..Backend::default()
+    });
+    let mut sockets = vec![listening; NODES as usize];
+    // Made while the host was in: on the owner's flow table, homed where the table sent them.
+    let mut entries = Vec::new();
+    let mut homes = Vec::new();
+    let flows: Vec<Flow> = (0..10_000u16)
+        .map(|i| Flow::tcp4(CLIENT, 1024 + i, VIP, PORT))
+        .filter(|f| {
+            let m = model_flow(f);
+            let home = probe.choose(&m).and_then(|c| c.backend).expect("a backend");
+            if home == HOST {
+                return false;
+            }
+            sockets[home as usize]
+                .connections
+                .insert((m.src, m.sport, m.dst, m.dport));
+            let key = FlowKey {
+                src: m.src,
+                dst: m.dst,
+                sport: m.sport,
+                dport: m.dport,
+                proto: m.proto,
+                family: m.family,
+                _pad: [0; 2],
+            };
+            let entry = FlowEntry {
+                backend: home,
+                serial: home + 1,
+            };
+            entries.push((key, entry));
+            homes.push(home as usize);
+            true
+        })
+        .collect();
+    let with_flags = |mut state: ModelState, flags: u32, fallback: u32| {
+        for (i, b) in state.backends.iter_mut().enumerate() {
+            b.serial = i as u32 + 1;
+            b.flags = BACKEND_F_KEEP_FLOWS;
+        }
+        for info in state.vips.values_mut() {
+            (info.flags, info.fallback) = (flags, fallback);
+        }
+        state
+    };
+    // The owner reloaded (second chance, the previous table from the host's drain in its
+    // fallback, its flow entries kept); the others not yet (flow table, live table without
+    // the host since the drain, no entries: they never owned the VIP).
+    let mixed = |owner_flags: u32| -> Vec<ModelState> {
+        (0..NODES)
+            .map(|n| {
+                let own = sockets[n as usize].clone();
+                if n as usize != OWNER {
+                    return with_flags(node(n, &without_host, &[], own), VIP_F_FLOWS, 0);
+                }
+                let others: Vec<u32> = (0..NODES).filter(|&o| o != n).collect();
+                let usable = |i: u32| i != n && i != HOST;
+                let fallback = plan::fallback_table(table(&others), &with_host, usable);
+                let mut owner = with_flags(node(n, &without_host, &fallback, own), owner_flags, 2);
+                owner.flows.extend(entries.iter().copied());
+                owner
+            })
+            .collect()
+    };
+    let ack = Frame {
+        dst_mac: mac(OWNER as u32),
+        src_mac: CLIENT_MAC,
+        tcp_flags: 0x10,
+        ..Frame::default()
+    };
+    let lost = |nodes: &mut Vec<ModelState>| {
+        flows
+            .iter()
+            .zip(&homes)
+            .filter(|(f, &home)| route(nodes, OWNER, packet::l4_frame(&ack, f)).0 != home)
+            .count()
+    };
+    let mut nodes = mixed(VIP_F_FLOWS_EXIT);
+    assert_eq!(lost(&mut nodes), 0, "with the owner's entries");
+    let mut nodes = mixed(0);
+    let without = lost(&mut nodes);
+    eprintln!(
+        "{} connections; without the owner's entries {without} would be reset",
+        flows.len()
+    );
+    assert!(without > 0, "the case the flag is for was exercised");
 }

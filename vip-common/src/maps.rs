@@ -234,6 +234,15 @@ pub const VIP_F_FLOWS: u32 = 4;
 /// table's pick; either is entered. vipd sets it at the switch and clears it when the
 /// transition ends (the VIP's `drain_timeout`); it never sets it without `fallback`.
 pub const VIP_F_PREV_TABLE: u32 = 8;
+/// `VipInfo::flags`, without [`VIP_F_FLOWS`]: the VIP left the flow table (a reload removed
+/// its last backend that does not run vipd, so it went back to second chance) and its
+/// connections still have entries there, made by this node while it owned the VIP. A packet
+/// other than a TCP SYN with a usable entry goes to the entry's backend; any other packet is
+/// picked as usual (live table, second chance) and no entry is made. Without it, a
+/// connection whose slot the change moved would be sent to a node that may still run the
+/// flow table (nodes reload one by one) and so gives no second chance: reset. vipd sets it
+/// at the switch and clears it after the VIP's `drain_timeout`.
+pub const VIP_F_FLOWS_EXIT: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]

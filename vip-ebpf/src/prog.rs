@@ -13,8 +13,8 @@ use vip_common::{
     maps::{
         flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
         BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS,
-        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_PREV_TABLE,
-        VIP_F_SRC_HASH,
+        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
+        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -408,6 +408,15 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let picked = if vip.flags & VIP_F_FLOWS != 0 {
         pick_with_flows(ctx, l4, flow, icmp, &vip, hash, bytes)
+    } else if vip.flags & VIP_F_FLOWS_EXIT != 0 {
+        let syn = !icmp && flow.proto == IPPROTO_TCP && is_syn(ctx, l4);
+        match (!syn)
+            .then(|| usable_entry(&flow_key(flow), bytes))
+            .flatten()
+        {
+            Some(index) => Ok(index),
+            None => table_pick(&vip, hash),
+        }
     } else {
         table_pick(&vip, hash)
     };
@@ -471,6 +480,37 @@ fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
         .is_some_and(|t| t.u8(TCP_FLAGS_OFFSET) & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN)
 }
 
+#[inline(always)]
+fn flow_key(flow: &Flow) -> FlowKey {
+    FlowKey {
+        src: words_addr(&flow.src),
+        dst: words_addr(&flow.dst),
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    }
+}
+
+/// The backend of the flow's entry while that backend may keep it (counted `HIT`; an
+/// entry found unusable counts `STALE`).
+#[inline(always)]
+fn usable_entry(key: &FlowKey, bytes: u64) -> Option<u32> {
+    // SAFETY: the value is copied out at once.
+    let entry = unsafe { FLOWS.get(key) }.copied()?;
+    match BACKENDS.get(entry.backend) {
+        Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
+            count(&FLOW_STATS, flow_stat::HIT, bytes);
+            Some(entry.backend)
+        }
+        _ => {
+            count(&FLOW_STATS, flow_stat::STALE, bytes);
+            None
+        }
+    }
+}
+
 /// `VIP_F_FLOWS`: the backend of the flow's entry while that backend may keep it, otherwise
 /// the table's pick, entered for the next packets. A SYN is always picked afresh, and an ICMP
 /// error only follows an entry, never makes one.
@@ -484,26 +524,11 @@ fn pick_with_flows(
     hash: u32,
     bytes: u64,
 ) -> Result<u32, Verdict> {
-    let key = FlowKey {
-        src: words_addr(&flow.src),
-        dst: words_addr(&flow.dst),
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    };
+    let key = flow_key(flow);
     let syn = !icmp && flow.proto == IPPROTO_TCP && is_syn(ctx, l4);
     if !syn {
-        // SAFETY: the value is copied out at once.
-        if let Some(entry) = unsafe { FLOWS.get(&key) }.copied() {
-            match BACKENDS.get(entry.backend) {
-                Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
-                    count(&FLOW_STATS, flow_stat::HIT, bytes);
-                    return Ok(entry.backend);
-                }
-                _ => count(&FLOW_STATS, flow_stat::STALE, bytes),
-            }
+        if let Some(index) = usable_entry(&key, bytes) {
+            return Ok(index);
         }
     }
     let midstream = !icmp && flow.proto == IPPROTO_TCP && !syn;

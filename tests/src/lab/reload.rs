@@ -117,9 +117,12 @@ fn add_then_remove(lab: &mut Lab, story: &Story) -> anyhow::Result<BackendAdded>
     let before = traffic(lab);
     write_configs(&lab.names, &lab.bins, &[ADDED])?;
     let added_at = Instant::now();
-    r.reload_message = lab.reload_all()?.swap_remove(0);
+    // The owner first, then the others one by one: for a while the owner runs another
+    // mode (flow table or second chance) than the nodes it forwards to.
+    let owner = api_owner(lab)?;
+    r.reload_message = lab.reload_one_by_one(&owner, RELOAD_GAP)?;
     story.say(format!(
-        "every config file gains {}/{}; vipd reload on each controller ({:.0?}): {}",
+        "every config file gains {}/{}; vipd reload on {owner} (the owner), then on each other controller {RELOAD_GAP:?} apart ({:.0?}): {}",
         ADDED.service,
         ADDED.name,
         added_at.elapsed(),
@@ -170,9 +173,10 @@ fn add_then_remove(lab: &mut Lab, story: &Story) -> anyhow::Result<BackendAdded>
     drop(quiet_on_added);
     write_configs(&lab.names, &lab.bins, &[])?;
     let removed_at = Instant::now();
-    let message = lab.reload_all()?.swap_remove(0);
+    let owner = api_owner(lab)?;
+    let message = lab.reload_one_by_one(&owner, RELOAD_GAP)?;
     story.say(format!(
-        "its {} connections closed by the client (answered through the drain: {}); config restored, vipd reload on each controller: {message}",
+        "its {} connections closed by the client (answered through the drain: {}); config restored, vipd reload on {owner} (the owner), then on each other controller {RELOAD_GAP:?} apart: {message}",
         r.on_added, r.on_added_through_drain
     ));
     wait_removed(lab, removed_at)?;
@@ -289,6 +293,18 @@ impl Quiet {
 
 /// The flow table counters of the VIP's owner: with a backend that runs no vipd the VIP keeps
 /// connections by the flow table, which only knows connections that sent a segment since.
+/// Between two nodes' reloads in this act: long enough that every talking connection
+/// sends segments while the owner and the others run different configs.
+const RELOAD_GAP: Duration = Duration::from_millis(300);
+
+fn api_owner(lab: &Lab) -> anyhow::Result<String> {
+    let all = lab.statuses(Duration::from_millis(300));
+    holders(&all, API_VIP)
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no controller holds {API_VIP}"))
+}
+
 fn flow_counters(lab: &Lab) -> String {
     let all = lab.statuses(Duration::from_millis(300));
     let owner = holders(&all, API_VIP);

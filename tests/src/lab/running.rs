@@ -120,6 +120,26 @@ impl Lab {
             .collect()
     }
 
+    /// `vipd reload` on every controller one at a time as an operator goes, `first` first,
+    /// `gap` between two: the nodes run different configs meanwhile. The first node's
+    /// message.
+    pub fn reload_one_by_one(&self, first: &str, gap: Duration) -> anyhow::Result<String> {
+        use vip_daemon::shell::control::{Request, Response};
+        let mut order: Vec<_> = self.nodes.iter().collect();
+        order.sort_by_key(|n| n.name != first);
+        let mut messages = Vec::new();
+        for (i, n) in order.into_iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(gap);
+            }
+            match super::ask(&n.control, &Request::Reload, Duration::from_secs(5)) {
+                Some(Response::Ok { message }) => messages.push(message),
+                other => bail!("vipd reload on {}: {other:?}", n.name),
+            }
+        }
+        Ok(messages.swap_remove(0))
+    }
+
     /// `vipd backend ACTION VIP BACKEND` on every controller, in order (admin state is per
     /// node).
     pub fn admin_all(

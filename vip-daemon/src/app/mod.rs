@@ -97,6 +97,9 @@ pub struct VipRt {
     /// has no entry for a connection made before the switch, so the data plane sends such a
     /// connection's segments to the previous table's pick (`VIP_F_PREV_TABLE`).
     pub transition: Option<Transition>,
+    /// A VIP back on second chance after the flow table: until then its flow entries still
+    /// steer the connections that have them (`VIP_F_FLOWS_EXIT`).
+    pub flows_exit_until: Option<Instant>,
     /// Slots per backend index in the live table, kept at each publish (None: not known,
     /// e.g. a table adopted at start; counted when asked).
     /// By backend index.

@@ -518,6 +518,29 @@ impl Daemon {
                             Some(_) => self.maps.image_table(&v.region).to_vec(),
                             None => Vec::new(),
                         };
+                        // Switching back to second chance: the owner's flow entries keep
+                        // steering their connections for the VIP's drain_timeout, whatever
+                        // mode the other nodes are in yet (`VIP_F_FLOWS_EXIT`).
+                        let left_flows = v.info.flags & VIP_F_FLOWS == 0
+                            && self.plan.vips.iter().any(|o| {
+                                o.name == v.name && o.info.flags & VIP_F_FLOWS != 0
+                            });
+                        if left_flows {
+                            let timeout = config
+                                .vips
+                                .iter()
+                                .find(|c| c.name == v.name)
+                                .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
+                            tracing::info!(
+                                vip = %v.name,
+                                transition = ?timeout,
+                                "switched from the flow table back to second chance: \
+                                 connections with flow entries keep them for the VIP's drain_timeout"
+                            );
+                            rt.flows_exit_until = Some(until_after(timeout));
+                        } else if v.info.flags & VIP_F_FLOWS != 0 {
+                            rt.flows_exit_until = None;
+                        }
                         if v.previous.is_some() && !was_flows && !live.is_empty() {
                             let old = self.plan.vips.iter().find(|o| o.name == v.name);
                             let timeout = config
@@ -538,10 +561,7 @@ impl Daemon {
                                         o.backends.iter().map(|b| (b.index, b.serial)).collect()
                                     })
                                     .unwrap_or_default(),
-                                // A drain_timeout beyond what Instant holds: a year.
-                                until: Instant::now().checked_add(timeout).unwrap_or_else(|| {
-                                    Instant::now() + std::time::Duration::from_secs(365 * 86_400)
-                                }),
+                                until: until_after(timeout),
                                 published: Vec::new(),
                             });
                         }
@@ -672,4 +692,11 @@ fn describe_change(old: &Plan, new: &Plan) -> String {
         nb.difference(&ob).count(),
         ob.difference(&nb).count(),
     )
+}
+
+/// Now plus `timeout`; a drain_timeout beyond what Instant holds: a year.
+fn until_after(timeout: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400))
 }

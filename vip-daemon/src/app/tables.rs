@@ -1,7 +1,7 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, VipInfo, NO_BACKEND, VIP_F_PREV_TABLE};
+use vip_common::maps::{Backend, VipInfo, NO_BACKEND, VIP_F_FLOWS_EXIT, VIP_F_PREV_TABLE};
 
 use crate::{
     config::Selection,
@@ -149,20 +149,31 @@ impl Daemon {
             info.flags |= VIP_F_PREV_TABLE;
             info.fallback = region.vip_index + 1;
         }
+        if self.vips[vip].flows_exit_until.is_some() {
+            info.flags |= VIP_F_FLOWS_EXIT;
+        }
         info
     }
 
     /// Ends transitions whose time is up (once a second): the VIPS value loses
-    /// `VIP_F_PREV_TABLE`; the flow table has by then an entry for every connection that
-    /// sent a segment since the switch.
+    /// `VIP_F_PREV_TABLE` (the flow table has by then an entry for every connection that
+    /// sent a segment since the switch) or `VIP_F_FLOWS_EXIT`.
     pub(super) fn transition_tick(&mut self) {
         let now = Instant::now();
         for vip in 0..self.vips.len() {
-            let due = self.vips[vip].transition.as_ref().map(|t| t.until);
-            if due.is_none_or(|until| until > now) {
+            let rt = &mut self.vips[vip];
+            let due = |until: &Instant| *until <= now;
+            let entering = rt.transition.as_ref().is_some_and(|t| due(&t.until));
+            let leaving = rt.flows_exit_until.as_ref().is_some_and(due);
+            if !entering && !leaving {
                 continue;
             }
-            self.vips[vip].transition = None;
+            if entering {
+                rt.transition = None;
+            }
+            if leaving {
+                rt.flows_exit_until = None;
+            }
             let (key, info) = (self.plan.vips[vip].key, self.vip_info(vip));
             match self.maps.vip(key, info) {
                 Ok(()) => {

@@ -15,8 +15,8 @@ use vip_common::{
     maps::{
         flow_stat, reason::*, Backend, FlowEntry, FlowKey, Lease, LeaseKey, Settings, VipInfo,
         VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_LEASED, VIP_F_PREV_TABLE,
-        VIP_F_SRC_HASH,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
+        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -433,6 +433,12 @@ fn to_backend(
     let mut flow_stats = Vec::new();
     let picked = if vip.flags & VIP_F_FLOWS != 0 {
         pick_with_flows(state, f, l4, flow, icmp, (&vip, hash), &mut flow_stats)
+    } else if vip.flags & VIP_F_FLOWS_EXIT != 0 {
+        let syn = !icmp && flow.proto == IPPROTO_TCP && syn_at(f, l4);
+        (!syn)
+            .then(|| usable_entry(state, &flow_key(flow), &mut flow_stats))
+            .flatten()
+            .or_else(|| state.choose(flow).and_then(|c| c.backend))
     } else {
         state.choose(flow).and_then(|c| c.backend)
     };
@@ -474,25 +480,11 @@ fn pick_with_flows(
     (vip, hash): (&VipInfo, u32),
     stats: &mut Vec<u32>,
 ) -> Option<u32> {
-    let key = FlowKey {
-        src: flow.src,
-        dst: flow.dst,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    };
+    let key = flow_key(flow);
     let syn = !icmp && flow.proto == IPPROTO_TCP && syn_at(f, l4);
     if !syn {
-        if let Some(entry) = state.flows.get(&key) {
-            match state.backends.get(entry.backend as usize) {
-                Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
-                    stats.push(flow_stat::HIT);
-                    return Some(entry.backend);
-                }
-                _ => stats.push(flow_stat::STALE),
-            }
+        if let Some(index) = usable_entry(state, &key, stats) {
+            return Some(index);
         }
     }
     let midstream = !icmp && flow.proto == IPPROTO_TCP && !syn;
@@ -526,6 +518,33 @@ fn pick_with_flows(
         );
     }
     Some(index)
+}
+
+fn flow_key(flow: &Flow) -> FlowKey {
+    FlowKey {
+        src: flow.src,
+        dst: flow.dst,
+        sport: flow.sport,
+        dport: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    }
+}
+
+/// The program's `usable_entry`: the entry's backend while it keeps its flows.
+fn usable_entry(state: &ModelState, key: &FlowKey, stats: &mut Vec<u32>) -> Option<u32> {
+    let entry = state.flows.get(key)?;
+    match state.backends.get(entry.backend as usize) {
+        Some(b) if b.serial == entry.serial && b.flags & BACKEND_F_KEEP_FLOWS != 0 => {
+            stats.push(flow_stat::HIT);
+            Some(entry.backend)
+        }
+        _ => {
+            stats.push(flow_stat::STALE);
+            None
+        }
+    }
 }
 
 /// The program's `previous_pick`: the backend the previous table (`ACTIVE[fallback - 1]`)
