@@ -599,6 +599,36 @@ fn io_error_names_the_path() {
     assert!(err.to_string().contains("/nonexistent/vipd.toml"), "{err}");
 }
 
+/// A second gossip link: both keys or neither, on an address of its own; errors at the key.
+#[test]
+fn a_second_gossip_link_is_checked_where_written() {
+    let cluster = "[node]\nname = \"ctl1\"\n[cluster]\nlisten = \"192.0.2.11:7946\"\n\
+                   key_file = \"/etc/vip-fabric/cluster.key\"\n";
+    let good = format!(
+        "{cluster}secondary_listen = \"198.51.100.11:7946\"\n\
+         secondary_peers = [\"198.51.100.12:7946\", \"198.51.100.13:7946\"]\n"
+    );
+    let c = vip_daemon::config::parse(&good, "c.toml").expect("valid");
+    let second = c
+        .cluster
+        .membership
+        .and_then(|m| m.secondary)
+        .expect("two links");
+    assert_eq!(second.listen, "198.51.100.11:7946".parse().unwrap());
+    assert_eq!(second.peers.len(), 2);
+    let alone = format!("{cluster}secondary_listen = \"198.51.100.11:7946\"\n");
+    assert_eq!(located(&errors(&alone)), [(6, "cluster.secondary_listen")]);
+    let same =
+        format!("{cluster}secondary_listen = \"192.0.2.11:7947\"\nsecondary_peers = [\"bad\"]\n");
+    assert_eq!(
+        located(&errors(&same)),
+        [
+            (6, "cluster.secondary_listen"),
+            (7, "cluster.secondary_peers[0]")
+        ]
+    );
+}
+
 #[test]
 fn cluster_mode_keys() {
     let text = r#"

@@ -51,6 +51,7 @@ async fn three_agents_converge_broadcast_reject_forgeries_and_detect_death() {
                 suspect_to_down: Duration::from_millis(300),
             },
             cluster_size: 3,
+            secondary: None,
         };
         agents.push(gossip::spawn(cfg).await.expect("spawn"));
     }

@@ -29,9 +29,16 @@ pub fn node_ip(i: usize) -> String {
 pub const TEST_TIMING: &str =
     "lease = \"600ms\"\nprobe_period = \"100ms\"\nsuspect_timeout = \"250ms\"";
 
-/// Cluster config for node `i`; `cluster_extra` is appended to the `[cluster]` table.
+/// Node `i`'s address on the second network (a second gossip link), on the same LAN.
+pub fn second_ip(i: usize) -> String {
+    format!("10.78.0.{}", 11 + i)
+}
+
+/// Cluster config for node `i`; `cluster_extra` is appended to the `[cluster]` table, with
+/// `@SECOND_IP@` replaced by the node's [`second_ip`].
 pub fn config(i: usize, iface: &str, key: &str, cluster_extra: &str, extra: &str) -> String {
     let (name, ip) = (format!("ctl{}", i + 1), node_ip(i));
+    let cluster_extra = cluster_extra.replace("@SECOND_IP@", &second_ip(i));
     let mut c = format!(
         r#"
 [node]
@@ -150,6 +157,14 @@ impl Cluster {
                 name.clone(),
                 stop.clone(),
             ));
+            host.ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", second_ip(i)),
+                "dev",
+                &host.iface,
+            ]);
             let pins = PinDir::new();
             let cfg = config(
                 i,

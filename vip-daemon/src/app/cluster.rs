@@ -454,6 +454,7 @@ impl Daemon {
             tuning: SwimTuning::new(m.probe_period, m.suspect_timeout),
             // Was 3 whatever the cluster: a 5- or 7-node cluster re-sent news too few times.
             cluster_size: m.voters.len().max(m.peers.len()) as u32,
+            secondary: m.secondary.clone(),
         })
         .await?;
         let oc = ownership_config(&self.config, &m);

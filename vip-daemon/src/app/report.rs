@@ -226,6 +226,9 @@ impl Daemon {
                             heard_s_ago: c.last_heard.get(&n).map(|t| t.elapsed().as_secs_f64()),
                             incarnation: seen.map(|m| m.incarnation),
                             address: seen.map(|m| m.addr.to_string()),
+                            silent_links: seen
+                                .map(|m| m.silent_links.iter().map(|l| l.to_string()).collect())
+                                .unwrap_or_default(),
                             state: state.to_owned(),
                             name: n,
                         }

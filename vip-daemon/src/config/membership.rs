@@ -7,7 +7,7 @@ use super::{
     diag::Ctx,
     locate::FieldPath,
     raw::RawCluster,
-    types::{Membership, Vip},
+    types::{Membership, SecondaryLink, Vip},
     validate::parse_or,
 };
 
@@ -42,6 +42,8 @@ pub(crate) fn membership(
     let Some(listen) = raw.listen.as_deref() else {
         for (key, set) in [
             ("peers", raw.peers.is_some()),
+            ("secondary_listen", raw.secondary_listen.is_some()),
+            ("secondary_peers", raw.secondary_peers.is_some()),
             ("key_file", raw.key_file.is_some()),
             ("voters", raw.voters.is_some()),
             ("witness", raw.witness.is_some()),
@@ -64,6 +66,7 @@ pub(crate) fn membership(
         .enumerate()
         .filter_map(|(i, p)| parse_or::<SocketAddr>(cx, &at.key("peers").index(i), p, SOCKET_HINT))
         .collect();
+    let secondary = secondary_link(raw, at, listen, cx);
     let key_file = cx
         .required(
             &raw.key_file,
@@ -120,6 +123,7 @@ pub(crate) fn membership(
     Some(Membership {
         listen: listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         peers,
+        secondary,
         key_file: PathBuf::from(key_file),
         voters,
         witness: raw.witness.clone(),
@@ -138,6 +142,54 @@ pub(crate) fn membership(
             &at.key("suspect_timeout"),
             Duration::from_millis(300),
         ),
+    })
+}
+
+/// `secondary_listen` and `secondary_peers`: both or neither, on another address than the
+/// first link's.
+fn secondary_link(
+    raw: &RawCluster,
+    at: &FieldPath,
+    listen: Option<SocketAddr>,
+    cx: &mut Ctx,
+) -> Option<SecondaryLink> {
+    let (second, peers) = match (&raw.secondary_listen, &raw.secondary_peers) {
+        (None, None) => return None,
+        (Some(l), Some(p)) => (l, p),
+        (None, Some(_)) => {
+            cx.error(
+                &at.key("secondary_peers"),
+                "needs secondary_listen: this node's address on the second link",
+            );
+            return None;
+        }
+        (Some(_), None) => {
+            cx.error(
+                &at.key("secondary_listen"),
+                "needs secondary_peers: the members' addresses on the second link",
+            );
+            return None;
+        }
+    };
+    let second = parse_or::<SocketAddr>(cx, &at.key("secondary_listen"), second, SOCKET_HINT)?;
+    if Some(second) == listen
+        || listen.is_some_and(|l| l.ip() == second.ip() && !l.ip().is_unspecified())
+    {
+        cx.error(
+            &at.key("secondary_listen"),
+            format!("{second}: the second link needs an address of its own (another network than `listen`)"),
+        );
+    }
+    let peers = peers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            parse_or::<SocketAddr>(cx, &at.key("secondary_peers").index(i), p, SOCKET_HINT)
+        })
+        .collect();
+    Some(SecondaryLink {
+        listen: second,
+        peers,
     })
 }
 

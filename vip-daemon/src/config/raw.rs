@@ -57,6 +57,8 @@ pub(crate) struct RawCluster {
     pub encap_source_v6: Option<String>,
     pub listen: Option<String>,
     pub peers: Option<Vec<String>>,
+    pub secondary_listen: Option<String>,
+    pub secondary_peers: Option<Vec<String>>,
     pub key_file: Option<String>,
     pub voters: Option<Vec<String>>,
     pub witness: Option<String>,

@@ -46,6 +46,7 @@ fn membership_changes(
     let Membership {
         listen,
         peers,
+        secondary,
         key_file,
         voters,
         witness,
@@ -57,6 +58,10 @@ fn membership_changes(
     } = old;
     check("cluster.listen", *listen != new.listen);
     check("cluster.peers", *peers != new.peers);
+    check(
+        "cluster.secondary_listen / secondary_peers",
+        *secondary != new.secondary,
+    );
     check("cluster.key_file", *key_file != new.key_file);
     check("cluster.voters", *voters != new.voters);
     check("cluster.witness", *witness != new.witness);

@@ -182,6 +182,10 @@ pub struct Membership {
     pub listen: std::net::SocketAddr,
     /// Static seed list.
     pub peers: Vec<std::net::SocketAddr>,
+    /// A second gossip link (Corosync's redundant ring): this node's address on another
+    /// network and the peers' addresses there. Every datagram goes out on both links; a
+    /// member is down only when silent on both.
+    pub secondary: Option<SecondaryLink>,
     /// Shared key file (one or two hex keys, mode 0600).
     pub key_file: PathBuf,
     /// Node names that vote; quorum is a strict majority of them. Includes this node.
@@ -194,6 +198,13 @@ pub struct Membership {
     pub fence_timeout: Duration,
     pub probe_period: Duration,
     pub suspect_timeout: Duration,
+}
+
+/// `[cluster] secondary_listen` and `secondary_peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondaryLink {
+    pub listen: std::net::SocketAddr,
+    pub peers: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -144,6 +144,8 @@ pub struct GossipConfig {
     /// Members the cluster is configured with (voters and seed peers): foca scales indirect
     /// probes and how often news is re-sent from it.
     pub cluster_size: u32,
+    /// A second link (`[cluster] secondary_listen`, `secondary_peers`): see [`Links`].
+    pub secondary: Option<crate::config::SecondaryLink>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +170,8 @@ pub struct MemberView {
     pub incarnation: u16,
     /// "alive", "suspect" or "down".
     pub state: &'static str,
+    /// With a second link: the links this member was not heard on lately ([`LINK_SILENT`]).
+    pub silent_links: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -180,7 +184,11 @@ pub struct MembersView {
 }
 
 impl MembersView {
-    fn of<'a>(state: impl Iterator<Item = &'a foca::Member<NodeId>>, health: &LocalHealth) -> Self {
+    fn of<'a>(
+        state: impl Iterator<Item = &'a foca::Member<NodeId>>,
+        health: &LocalHealth,
+        links: &Links,
+    ) -> Self {
         let mut members: Vec<MemberView> = state
             .filter(|m| !m.id().name.is_empty())
             .map(|m| MemberView {
@@ -192,6 +200,7 @@ impl MembersView {
                     foca::State::Suspect => "suspect",
                     foca::State::Down => "down",
                 },
+                silent_links: links.silent(&m.id().name),
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
@@ -231,12 +240,85 @@ pub enum GossipCmd {
     ForgetVip(String),
 }
 
+/// The gossip links: the first (`listen`) and, when configured, a second one on another
+/// network, as Corosync's redundant rings. With two, every datagram is sealed and sent on
+/// both (separately, so the replay window takes each), and both sockets feed the same foca:
+/// SWIM takes the copies as the duplicates UDP may deliver anyway, so a member is suspected
+/// only when silent on both links. The second link's address of a member is learnt from
+/// its datagrams there (each node greets the configured `secondary_peers` every second), so
+/// foca's identities (and their wire) stay as with one link. With two links each node also
+/// greets on the first, so that a silent link shows within [`LINK_SILENT`] at any cluster
+/// size and probe period.
+struct Links {
+    secondary: Option<std::sync::Arc<UdpSocket>>,
+    /// A member's address on the second link, as its datagrams there came from.
+    second_addr: HashMap<String, SocketAddr>,
+    /// When a member was last heard on each link.
+    heard: HashMap<(String, Link), Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Link {
+    First,
+    Second,
+}
+
+impl Link {
+    fn name(self) -> &'static str {
+        match self {
+            Link::First => "primary",
+            Link::Second => "secondary",
+        }
+    }
+}
+
+/// A link a member was not heard on for this long is shown silent (greetings go every
+/// second).
+pub const LINK_SILENT: Duration = Duration::from_millis(2500);
+
+impl Links {
+    fn heard(&mut self, name: &str, link: Link, from: SocketAddr) {
+        if self.secondary.is_none() {
+            return;
+        }
+        if link == Link::Second {
+            self.second_addr.insert(name.to_owned(), from);
+        }
+        self.heard.insert((name.to_owned(), link), Instant::now());
+    }
+
+    fn silent(&self, name: &str) -> Vec<&'static str> {
+        if self.secondary.is_none() {
+            return Vec::new();
+        }
+        [Link::First, Link::Second]
+            .into_iter()
+            .filter(|&l| {
+                self.heard
+                    .get(&(name.to_owned(), l))
+                    .is_none_or(|t| t.elapsed() > LINK_SILENT)
+            })
+            .map(Link::name)
+            .collect()
+    }
+}
+
 enum Input {
-    Datagram(Vec<u8>),
+    /// An opened datagram, the link it came on and its source address.
+    Datagram(Vec<u8>, Link, SocketAddr),
     /// A foca timer and when it was due (its lateness measures local health).
     Timer(Timer<NodeId>, Instant),
     Cmd(GossipCmd),
     Announce,
+}
+
+/// A datagram's plaintext before foca's message: the sender's name, length first.
+fn plain_header(me: &str) -> Vec<u8> {
+    let name = &me.as_bytes()[..me.len().min(255)];
+    let mut plain = Vec::with_capacity(1 + name.len() + 1400);
+    plain.push(name.len() as u8);
+    plain.extend_from_slice(name);
+    plain
 }
 
 fn rejected_name(r: &Rejected) -> &'static str {
@@ -257,6 +339,10 @@ pub async fn spawn(
     config: GossipConfig,
 ) -> std::io::Result<(mpsc::Sender<GossipCmd>, mpsc::Receiver<GossipEvent>)> {
     let socket = std::sync::Arc::new(UdpSocket::bind(config.listen).await?);
+    let secondary = match &config.secondary {
+        Some(s) => Some(std::sync::Arc::new(UdpSocket::bind(s.listen).await?)),
+        None => None,
+    };
     let (cmd_tx, mut cmd_rx) = mpsc::channel::<GossipCmd>(256);
     let (ev_tx, ev_rx) = mpsc::channel::<GossipEvent>(1024);
     let (in_tx, mut in_rx) = mpsc::channel::<Input>(1024);
@@ -271,25 +357,32 @@ pub async fn spawn(
     };
     let mut rng = StdRng::from_entropy();
     let mut sealer = Sealer::new(config.keys.0, config.keys.1, rand::Rng::gen(&mut rng));
-    let mut opener = Opener::new(
+    let opener = Opener::new(
         &[Some(config.keys.0), config.keys.1]
             .into_iter()
             .flatten()
             .collect::<Vec<_>>(),
     );
 
-    // Receiver: open, then hand to the driver. Rejections are counted, never fatal.
-    let receiver = {
-        let (socket, in_tx, ev_tx) = (socket.clone(), in_tx.clone(), ev_tx.clone());
+    // Receivers: open, then hand to the driver. Rejections are counted, never fatal. One
+    // opener for both links: a datagram replayed from one link onto the other is refused.
+    let opener = std::sync::Arc::new(std::sync::Mutex::new(opener));
+    let receive = |socket: std::sync::Arc<UdpSocket>, link: Link| {
+        let (in_tx, ev_tx, opener) = (in_tx.clone(), ev_tx.clone(), opener.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             loop {
-                let Ok((n, _)) = socket.recv_from(&mut buf).await else {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
                     continue;
                 };
-                match opener.open(&buf[..n]) {
+                let opened = opener.lock().expect("opener").open(&buf[..n]);
+                match opened {
                     Ok(plain) => {
-                        if in_tx.send(Input::Datagram(plain)).await.is_err() {
+                        if in_tx
+                            .send(Input::Datagram(plain, link, from))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -300,6 +393,10 @@ pub async fn spawn(
             }
         })
     };
+    let receivers: Vec<tokio::task::JoinHandle<()>> =
+        std::iter::once(receive(socket.clone(), Link::First))
+            .chain(secondary.clone().map(|s| receive(s, Link::Second)))
+            .collect();
     {
         let in_tx = in_tx.clone();
         tokio::spawn(async move {
@@ -333,6 +430,11 @@ pub async fn spawn(
         let mut health = LocalHealth::new(config.tuning.probe_period);
         let mut applied_score = 0;
         let mut last_view = MembersView::default();
+        let mut links = Links {
+            secondary,
+            second_addr: HashMap::new(),
+            heard: HashMap::new(),
+        };
         let mut pending = VecDeque::new();
         // The caller of a leave, answered once its datagrams are on the wire.
         let mut left: Option<tokio::sync::oneshot::Sender<()>> = None;
@@ -350,7 +452,7 @@ pub async fn spawn(
                     if matches!(input, Input::Timer(..)) {
                         let mut datagrams = Vec::new();
                         while let Ok(i) = in_rx.try_recv() {
-                            if matches!(i, Input::Datagram(_)) {
+                            if matches!(i, Input::Datagram(..)) {
                                 datagrams.push(i);
                             } else {
                                 pending.push_back(i);
@@ -362,7 +464,7 @@ pub async fn spawn(
                             }
                             let at = pending
                                 .iter()
-                                .take_while(|i| matches!(i, Input::Datagram(_)))
+                                .take_while(|i| matches!(i, Input::Datagram(..)))
                                 .count();
                             pending.insert(at, input);
                             continue;
@@ -372,8 +474,8 @@ pub async fn spawn(
                 }
             };
             let result = match input {
-                Input::Datagram(plain) => {
-                    // Plaintext: sender name length, name, foca message.
+                Input::Datagram(plain, link, from) => {
+                    // Plaintext: sender name length, name, foca message (none: a greeting).
                     let Some((&len, rest)) = plain.split_first() else {
                         continue;
                     };
@@ -382,8 +484,12 @@ pub async fn spawn(
                         continue;
                     }
                     let name = String::from_utf8_lossy(&rest[..len]).into_owned();
+                    links.heard(&name, link, from);
                     let _ = ev_tx.send(GossipEvent::Heard(name)).await;
-                    foca.handle_data(&rest[len..], &mut runtime)
+                    match &rest[len..] {
+                        [] => Ok(()),
+                        data => foca.handle_data(data, &mut runtime),
+                    }
                 }
                 Input::Timer(t, due) => {
                     health.timer_fired(due - origin, origin.elapsed());
@@ -407,7 +513,7 @@ pub async fn spawn(
                     foca.leave_cluster(&mut runtime)
                 }
                 Input::Cmd(GossipCmd::Stop) => {
-                    receiver.abort();
+                    receivers.iter().for_each(|r| r.abort());
                     return;
                 }
                 Input::Cmd(GossipCmd::ForgetVip(vip)) => {
@@ -417,6 +523,19 @@ pub async fn spawn(
                     Ok(())
                 }
                 Input::Announce => {
+                    if let (Some(second), Some(s)) = (&links.secondary, &config.secondary) {
+                        let hello = plain_header(&config.me);
+                        let first = config.peers.iter().filter(|&&p| p != config.listen);
+                        let to_second = s.peers.iter().filter(|&&p| p != s.listen);
+                        for (sock, &peer) in first
+                            .map(|p| (&socket, p))
+                            .chain(to_second.map(|p| (second, p)))
+                        {
+                            if let Ok(sealed) = sealer.seal(&hello, &mut rng) {
+                                let _ = sock.send_to(&sealed, peer).await;
+                            }
+                        }
+                    }
                     // Seeds that are not members yet (start-up, or after a partition heals).
                     let known: Vec<SocketAddr> = foca.iter_members().map(|m| m.id().addr).collect();
                     let mut r = Ok(());
@@ -445,12 +564,17 @@ pub async fn spawn(
                 let _ = ev_tx.send(GossipEvent::Item(item)).await;
             }
             while let Some((dst, data)) = runtime.to_send() {
-                let mut plain = Vec::with_capacity(1 + config.me.len() + data.len());
-                plain.push(config.me.len().min(255) as u8);
-                plain.extend_from_slice(&config.me.as_bytes()[..config.me.len().min(255)]);
+                let mut plain = plain_header(&config.me);
                 plain.extend_from_slice(&data);
                 if let Ok(sealed) = sealer.seal(&plain, &mut rng) {
                     let _ = socket.send_to(&sealed, dst.addr).await;
+                }
+                let second = (links.secondary.as_ref())
+                    .and_then(|s| Some((s, *links.second_addr.get(&dst.name)?)));
+                if let Some((second, to)) = second {
+                    if let Ok(sealed) = sealer.seal(&plain, &mut rng) {
+                        let _ = second.send_to(&sealed, to).await;
+                    }
                 }
             }
             if let Some(ack) = left.take() {
@@ -480,7 +604,7 @@ pub async fn spawn(
                 };
                 let _ = ev_tx.send(ev).await;
             }
-            let view = MembersView::of(foca.iter_membership_state(), &health);
+            let view = MembersView::of(foca.iter_membership_state(), &health, &links);
             if view.wrong_suspicions_since(&last_view) > 0 {
                 health.suspicion_was_wrong(origin.elapsed());
             }
@@ -492,7 +616,7 @@ pub async fn spawn(
                     applied_score = health.score();
                 }
             }
-            let view = MembersView::of(foca.iter_membership_state(), &health);
+            let view = MembersView::of(foca.iter_membership_state(), &health, &links);
             if view != last_view {
                 let _ = ev_tx.send(GossipEvent::Members(view.clone())).await;
                 last_view = view;

@@ -181,6 +181,10 @@ pub struct MemberStatus {
     pub incarnation: Option<u16>,
     pub address: Option<String>,
     pub heard_s_ago: Option<f64>,
+    /// With a second gossip link: the links this member was not heard on lately (it stays
+    /// alive while one link carries it; a silent link is a fault to repair).
+    #[serde(default)]
+    pub silent_links: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -437,6 +441,9 @@ impl Status {
                     }
                     if let Some(why) = &m.out_of_service {
                         line.push_str(&format!(" OUT OF SERVICE ({why})"));
+                    }
+                    if !m.silent_links.is_empty() {
+                        line.push_str(&format!(" LINK SILENT: {}", m.silent_links.join(", ")));
                     }
                     line
                 })
