@@ -34,10 +34,26 @@ pub fn second_ip(i: usize) -> String {
     format!("10.78.0.{}", 11 + i)
 }
 
-/// Cluster config for node `i`; `cluster_extra` is appended to the `[cluster]` table, with
-/// `@SECOND_IP@` replaced by the node's [`second_ip`].
+/// Cluster config for node `i` of three; `cluster_extra` is appended to the `[cluster]`
+/// table, with `@SECOND_IP@` replaced by the node's [`second_ip`].
 pub fn config(i: usize, iface: &str, key: &str, cluster_extra: &str, extra: &str) -> String {
+    config_of(3, i, iface, key, cluster_extra, extra)
+}
+
+/// [`config`] for node `i` of `n`: every node a voter and a backend of both VIPs.
+pub fn config_of(
+    n: usize,
+    i: usize,
+    iface: &str,
+    key: &str,
+    cluster_extra: &str,
+    extra: &str,
+) -> String {
     let (name, ip) = (format!("ctl{}", i + 1), node_ip(i));
+    let peers: Vec<String> = (0..n).map(|j| format!("\"{}:7946\"", node_ip(j))).collect();
+    let peers = peers.join(", ");
+    let voters: Vec<String> = (0..n).map(|j| format!("\"ctl{}\"", j + 1)).collect();
+    let voters = voters.join(", ");
     let cluster_extra = cluster_extra.replace("@SECOND_IP@", &second_ip(i));
     let mut c = format!(
         r#"
@@ -50,9 +66,9 @@ pin_dir = "@PIN_DIR@"
 [cluster]
 hash_seed = 99
 listen = "{ip}:7946"
-peers = ["10.77.0.11:7946", "10.77.0.12:7946", "10.77.0.13:7946"]
+peers = [{peers}]
 key_file = "{key}"
-voters = ["ctl1", "ctl2", "ctl3"]
+voters = [{voters}]
 {cluster_extra}
 
 [metrics]
@@ -74,7 +90,7 @@ jitter = 0.0
         c.push_str(&format!(
             "\n[[vip]]\nname = \"{vip}\"\naddress = \"{VIP}\"\nport = {port}\ntable_size = 251\ncheck = {{ kind = \"{check}\" }}\n"
         ));
-        for b in 0..3 {
+        for b in 0..n {
             c.push_str(&format!(
                 "[[vip.backend]]\nname = \"ctl{}\"\naddress = \"{}\"\nport = {port}\n",
                 b + 1,
@@ -116,9 +132,14 @@ impl Cluster {
 
     /// `extra` is more config (e.g. `[[vip]]` tables) for every node.
     pub fn start_full(cluster_extra: &str, extra: &str) -> Self {
+        Self::start_sized(3, cluster_extra, extra)
+    }
+
+    /// [`Cluster::start_full`] with `n` controllers (ctl1..ctlN at 10.77.0.11..), all voters.
+    pub fn start_sized(n: usize, cluster_extra: &str, extra: &str) -> Self {
         let mut lan = Lan::new();
         let client = lan.add_host(1);
-        let hosts: Vec<usize> = (11..=13).map(|n| lan.add_host(n)).collect();
+        let hosts: Vec<usize> = (11..11 + n as u8).map(|h| lan.add_host(h)).collect();
         // XDP_TX on a veth needs an XDP program on its peer: bare_pass on the switch ports.
         let port_pins = PinDir::new();
         {
@@ -166,7 +187,8 @@ impl Cluster {
                 &host.iface,
             ]);
             let pins = PinDir::new();
-            let cfg = config(
+            let cfg = config_of(
+                n,
                 i,
                 &host.iface,
                 key.to_str().expect("utf-8"),
