@@ -54,6 +54,17 @@ pub struct ClusterRt {
     pub item_version: u64,
     /// (vip, backend) -> each observer's latest verdict (true = up).
     pub views: HashMap<(String, String), BTreeMap<String, bool>>,
+    /// The fast failure detector's threads (`[cluster] heartbeat_interval`), and the members
+    /// it finds silent: a member counts alive only when SWIM says so and it is not silent.
+    pub heartbeats: Option<crate::shell::heartbeat::Heartbeats>,
+    pub silent: BTreeSet<String>,
+}
+
+impl ClusterRt {
+    /// Alive for ownership: SWIM's members that the heartbeat detector does not find silent.
+    fn alive_now(&self) -> Vec<String> {
+        self.alive.difference(&self.silent).cloned().collect()
+    }
 }
 
 /// Ownership policies: one per VIP address, merging the preferences and fencing of the
@@ -148,7 +159,7 @@ impl Daemon {
             GossipEvent::Up(n) => {
                 let joined = c.alive.insert(n);
                 recompute = true;
-                let inputs = vec![Input::Alive(c.alive.iter().cloned().collect())];
+                let inputs = vec![Input::Alive(c.alive_now())];
                 if joined {
                     self.resend_own_views();
                 }
@@ -159,14 +170,36 @@ impl Daemon {
                 vec![]
             }
             GossipEvent::Down(n) => {
-                c.alive.remove(&n);
-                c.member_down_events += 1;
+                let was = c.alive.remove(&n) && !c.silent.contains(&n);
+                // Counted once per death, whichever detector found it first.
+                c.member_down_events += u64::from(was);
                 // Node death is backend death: its backends leave every table now.
                 recompute = true;
-                vec![
-                    Input::Dead(n.clone()),
-                    Input::Alive(c.alive.iter().cloned().collect()),
-                ]
+                vec![Input::Dead(n.clone()), Input::Alive(c.alive_now())]
+            }
+            GossipEvent::Silent(n) => {
+                let was = c.alive.contains(&n) && c.silent.insert(n.clone());
+                if was {
+                    c.member_down_events += 1;
+                    recompute = true;
+                    tracing::warn!(member = %n, "member silent on every link: taken for dead");
+                    vec![Input::Dead(n.clone()), Input::Alive(c.alive_now())]
+                } else {
+                    vec![]
+                }
+            }
+            GossipEvent::Back(n) => {
+                if c.silent.remove(&n) {
+                    recompute = true;
+                    tracing::info!(member = %n, "member heard again after its silence");
+                    if c.alive.contains(&n) {
+                        self.resend_own_views();
+                    }
+                }
+                let Some(c) = self.cluster.as_mut() else {
+                    return;
+                };
+                vec![Input::Alive(c.alive_now())]
             }
             GossipEvent::Heard(n) => {
                 c.last_heard.insert(n.clone(), now);
@@ -457,6 +490,36 @@ impl Daemon {
             secondary: m.secondary.clone(),
         })
         .await?;
+        // The heartbeat detector's verdicts join gossip's events (one stream for the loop).
+        let (events, heartbeats) = match m.heartbeat {
+            None => (events, None),
+            Some(hb) => {
+                let (tx, merged) = mpsc::channel(1024);
+                let mut links = vec![(m.listen, m.peers.clone())];
+                if let Some(s) = &m.secondary {
+                    links.push((s.listen, s.peers.clone()));
+                }
+                let threads = crate::shell::heartbeat::spawn(
+                    crate::shell::heartbeat::HeartbeatConfig {
+                        me: self.config.node.name.clone(),
+                        links,
+                        interval: hb.interval,
+                        timeout: hb.timeout,
+                        keys,
+                    },
+                    tx.clone(),
+                )?;
+                let mut events = events;
+                tokio::spawn(async move {
+                    while let Some(ev) = events.recv().await {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                (merged, Some(threads))
+            }
+        };
         let oc = ownership_config(&self.config, &m);
         oc.validate()?;
         let (_, addresses) = policies(&self.config);
@@ -485,6 +548,8 @@ impl Daemon {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             views: HashMap::new(),
+            heartbeats,
+            silent: BTreeSet::new(),
         });
         self.init_leases();
         Ok(events)
@@ -507,6 +572,9 @@ impl Daemon {
             })
             .unwrap_or_default();
         self.apply_ownership(actions).await;
+        if let Some(hb) = self.cluster.as_ref().and_then(|c| c.heartbeats.as_ref()) {
+            hb.bye();
+        }
         if let Some(c) = &self.cluster {
             // Give the handovers a moment to spread before leaving the membership.
             tokio::time::sleep(Duration::from_millis(200)).await;

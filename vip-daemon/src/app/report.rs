@@ -218,6 +218,7 @@ impl Daemon {
                         let seen = c.view.members.iter().find(|m| m.name == n);
                         let state = match seen.map(|m| m.state) {
                             _ if !c.alive.contains(&n) => "dead",
+                            _ if c.silent.contains(&n) => "silent",
                             Some("suspect") => "suspect",
                             _ => "alive",
                         };

@@ -7,7 +7,7 @@ use super::{
     diag::Ctx,
     locate::FieldPath,
     raw::RawCluster,
-    types::{Membership, SecondaryLink, Vip},
+    types::{Heartbeat, Membership, SecondaryLink, Vip},
     validate::parse_or,
 };
 
@@ -44,6 +44,7 @@ pub(crate) fn membership(
             ("peers", raw.peers.is_some()),
             ("secondary_listen", raw.secondary_listen.is_some()),
             ("secondary_peers", raw.secondary_peers.is_some()),
+            ("heartbeat_interval", raw.heartbeat_interval.is_some()),
             ("key_file", raw.key_file.is_some()),
             ("voters", raw.voters.is_some()),
             ("witness", raw.witness.is_some()),
@@ -67,6 +68,7 @@ pub(crate) fn membership(
         .filter_map(|(i, p)| parse_or::<SocketAddr>(cx, &at.key("peers").index(i), p, SOCKET_HINT))
         .collect();
     let secondary = secondary_link(raw, at, listen, cx);
+    let heartbeat = heartbeat(raw, at, cx);
     let key_file = cx
         .required(
             &raw.key_file,
@@ -124,6 +126,7 @@ pub(crate) fn membership(
         listen: listen.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         peers,
         secondary,
+        heartbeat,
         key_file: PathBuf::from(key_file),
         voters,
         witness: raw.witness.clone(),
@@ -143,6 +146,41 @@ pub(crate) fn membership(
             Duration::from_millis(300),
         ),
     })
+}
+
+/// `heartbeat_interval` (on when set) and `heartbeat_timeout` (default five intervals, at
+/// least three: one lost heartbeat is not a death).
+fn heartbeat(raw: &RawCluster, at: &FieldPath, cx: &mut Ctx) -> Option<Heartbeat> {
+    let Some(_) = &raw.heartbeat_interval else {
+        if raw.heartbeat_timeout.is_some() {
+            cx.error(
+                &at.key("heartbeat_timeout"),
+                "needs heartbeat_interval (the detector is off without it)",
+            );
+        }
+        return None;
+    };
+    let interval = duration(
+        cx,
+        &raw.heartbeat_interval,
+        &at.key("heartbeat_interval"),
+        Duration::from_millis(10),
+    );
+    let timeout = duration(
+        cx,
+        &raw.heartbeat_timeout,
+        &at.key("heartbeat_timeout"),
+        interval * 5,
+    );
+    if timeout < interval * 3 {
+        cx.error(
+            &at.key("heartbeat_timeout"),
+            format!(
+                "{timeout:?} is under three heartbeat intervals ({interval:?}): a lost heartbeat or two would declare a member dead"
+            ),
+        );
+    }
+    Some(Heartbeat { interval, timeout })
 }
 
 /// `secondary_listen` and `secondary_peers`: both or neither, on another address than the

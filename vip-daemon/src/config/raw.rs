@@ -59,6 +59,8 @@ pub(crate) struct RawCluster {
     pub peers: Option<Vec<String>>,
     pub secondary_listen: Option<String>,
     pub secondary_peers: Option<Vec<String>>,
+    pub heartbeat_interval: Option<String>,
+    pub heartbeat_timeout: Option<String>,
     pub key_file: Option<String>,
     pub voters: Option<Vec<String>>,
     pub witness: Option<String>,

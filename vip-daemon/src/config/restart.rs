@@ -47,6 +47,7 @@ fn membership_changes(
         listen,
         peers,
         secondary,
+        heartbeat,
         key_file,
         voters,
         witness,
@@ -61,6 +62,10 @@ fn membership_changes(
     check(
         "cluster.secondary_listen / secondary_peers",
         *secondary != new.secondary,
+    );
+    check(
+        "cluster.heartbeat_interval / heartbeat_timeout",
+        *heartbeat != new.heartbeat,
     );
     check("cluster.key_file", *key_file != new.key_file);
     check("cluster.voters", *voters != new.voters);

@@ -186,6 +186,8 @@ pub struct Membership {
     /// network and the peers' addresses there. Every datagram goes out on both links; a
     /// member is down only when silent on both.
     pub secondary: Option<SecondaryLink>,
+    /// The fast failure detector (`core::heartbeat`), off unless `heartbeat_interval` is set.
+    pub heartbeat: Option<Heartbeat>,
     /// Shared key file (one or two hex keys, mode 0600).
     pub key_file: PathBuf,
     /// Node names that vote; quorum is a strict majority of them. Includes this node.
@@ -198,6 +200,13 @@ pub struct Membership {
     pub fence_timeout: Duration,
     pub probe_period: Duration,
     pub suspect_timeout: Duration,
+}
+
+/// `[cluster] heartbeat_interval` and `heartbeat_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// `[cluster] secondary_listen` and `secondary_peers`.

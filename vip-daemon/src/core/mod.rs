@@ -7,6 +7,7 @@ pub mod budget;
 pub mod drain;
 pub mod flap;
 pub mod health;
+pub mod heartbeat;
 pub mod host;
 pub mod image;
 pub mod layout;

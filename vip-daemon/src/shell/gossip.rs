@@ -156,6 +156,10 @@ pub enum GossipEvent {
     Restarted(String),
     /// A valid datagram from this node arrived.
     Heard(String),
+    /// The heartbeat detector (`core::heartbeat`): a member silent on every link for
+    /// `heartbeat_timeout`, and the same member speaking again.
+    Silent(String),
+    Back(String),
     Item(Item),
     Rejected(&'static str),
     /// The membership as this node sees it, sent when it changes.

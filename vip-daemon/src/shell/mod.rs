@@ -4,6 +4,7 @@ pub mod bpffs;
 pub mod control;
 pub mod dataplane;
 pub mod gossip;
+pub mod heartbeat;
 pub mod hooks;
 pub mod host;
 pub mod keyfile;

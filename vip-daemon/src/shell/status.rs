@@ -176,7 +176,8 @@ pub struct MemberStatus {
     /// Why the member is out of service, as it told the cluster (None: in service).
     #[serde(default)]
     pub out_of_service: Option<String>,
-    /// "self", "alive", "suspect" or "dead".
+    /// "self", "alive", "suspect", "silent" (the heartbeat detector's: taken for dead while
+    /// SWIM has not decided yet) or "dead".
     pub state: String,
     pub incarnation: Option<u16>,
     pub address: Option<String>,

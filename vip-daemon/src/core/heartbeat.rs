@@ -1,0 +1,169 @@
+//! The fast failure detector next to SWIM (`[cluster] heartbeat_interval`): every member
+//! sends a sealed heartbeat to every other each interval on every gossip link, from a
+//! real-time thread (`shell::heartbeat`), and a member not heard for `heartbeat_timeout` on
+//! any link is *silent*. SWIM's probe, indirect probe and suspicion take several probe
+//! periods (~450 ms in the lab); a silence of a few heartbeats is a tenth of that.
+//!
+//! Pure: the shell feeds what was heard and when, and ticks; this says who went silent and
+//! who came back. Rules, each with its test:
+//! * A member is judged only once heard: one that never spoke is SWIM's to find (joining,
+//!   or not started yet) (`never_heard_is_never_silent`).
+//! * Silent after `timeout` without a word, reported once (`silent_once_after_timeout`).
+//! * Back at its next word, reported once (`back_at_next_word`).
+//! * A member that said goodbye is forgotten, never silent (`goodbye_is_not_silence`).
+//!
+//! What silence means for ownership is the shell's to decide (`app::cluster`): it is a
+//! membership verdict like SWIM's (a false one included), so every rule of
+//! `core::ownership` (fencing first, quorum, leases) applies unchanged.
+use std::{collections::BTreeMap, time::Duration, time::Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Silent(String),
+    Back(String),
+}
+
+#[derive(Debug)]
+pub struct Detector {
+    timeout: Duration,
+    /// Last word and whether it is reported silent, by member.
+    peers: BTreeMap<String, (Instant, bool)>,
+}
+
+impl Detector {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            peers: BTreeMap::new(),
+        }
+    }
+
+    /// A heartbeat (or any authentic datagram) from `peer` at `now`.
+    pub fn heard(&mut self, peer: &str, now: Instant) -> Option<Verdict> {
+        match self.peers.get_mut(peer) {
+            Some((last, silent)) => {
+                *last = (*last).max(now);
+                std::mem::take(silent).then(|| Verdict::Back(peer.to_owned()))
+            }
+            None => {
+                self.peers.insert(peer.to_owned(), (now, false));
+                None
+            }
+        }
+    }
+
+    /// Members newly silent at `now`.
+    pub fn tick(&mut self, now: Instant) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for (peer, (last, silent)) in &mut self.peers {
+            if !*silent && now.saturating_duration_since(*last) > self.timeout {
+                *silent = true;
+                out.push(Verdict::Silent(peer.clone()));
+            }
+        }
+        out
+    }
+
+    /// A member that said goodbye (it left): no longer judged until it speaks again.
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+
+    pub fn is_silent(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_millis(60);
+
+    #[test]
+    fn never_heard_is_never_silent() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(TIMEOUT);
+        assert!(d.tick(t0 + Duration::from_secs(10)).is_empty());
+        assert!(!d.is_silent("ctl2"));
+    }
+
+    #[test]
+    fn silent_once_after_timeout() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(TIMEOUT);
+        assert_eq!(d.heard("ctl2", t0), None);
+        assert_eq!(d.heard("ctl3", t0 + Duration::from_millis(30)), None);
+        // Exactly at the timeout: not yet.
+        assert!(d.tick(t0 + TIMEOUT).is_empty());
+        let at = t0 + TIMEOUT + Duration::from_millis(1);
+        assert_eq!(d.tick(at), [Verdict::Silent("ctl2".into())]);
+        assert!(d.is_silent("ctl2") && !d.is_silent("ctl3"));
+        assert!(d.tick(at + Duration::from_millis(5)).is_empty(), "once");
+        assert_eq!(
+            d.tick(at + Duration::from_millis(40)),
+            [Verdict::Silent("ctl3".into())]
+        );
+    }
+
+    #[test]
+    fn back_at_next_word() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(TIMEOUT);
+        d.heard("ctl2", t0);
+        d.tick(t0 + Duration::from_millis(100));
+        let back = t0 + Duration::from_millis(120);
+        assert_eq!(d.heard("ctl2", back), Some(Verdict::Back("ctl2".into())));
+        assert_eq!(d.heard("ctl2", back), None, "once");
+        // A late, reordered word does not move the last word back.
+        d.heard("ctl2", t0);
+        assert!(d.tick(back + TIMEOUT).is_empty());
+    }
+
+    #[test]
+    fn goodbye_is_not_silence() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(TIMEOUT);
+        d.heard("ctl2", t0);
+        d.forget("ctl2");
+        assert!(d.tick(t0 + Duration::from_secs(1)).is_empty());
+        assert_eq!(
+            d.heard("ctl2", t0 + Duration::from_secs(2)),
+            None,
+            "new again"
+        );
+    }
+
+    /// Simulated time, seeded loss: a member heard every 10 ms with 5 % of heartbeats lost
+    /// is never reported silent with a 60 ms timeout over 10 minutes (six losses in a row
+    /// would be needed), and a member that stops is reported within timeout + one tick.
+    #[test]
+    fn loss_is_not_silence_and_death_is_found_within_a_tick() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(TIMEOUT);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut lost = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % 100 < 5
+        };
+        let tick = Duration::from_millis(10);
+        let mut now = t0;
+        for _ in 0..60_000 {
+            now += tick;
+            if !lost() {
+                d.heard("ctl2", now);
+            }
+            assert!(d.tick(now).is_empty(), "false silence at {:?}", now - t0);
+        }
+        let died = now;
+        loop {
+            now += tick;
+            if !d.tick(now).is_empty() {
+                break;
+            }
+        }
+        assert!(now - died <= TIMEOUT + tick, "{:?}", now - died);
+    }
+}

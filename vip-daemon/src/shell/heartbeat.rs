@@ -1,0 +1,257 @@
+//! Heartbeat threads of the fast failure detector (`core::heartbeat`): one OS thread per
+//! gossip link, on the link's gossip address with the port one higher, at real-time
+//! priority (SCHED_FIFO, as Corosync and keepalived run) so that a node whose other work is
+//! starved of CPU still speaks and listens on time: the detector must not take a busy node
+//! for a dead one, nor a busy observer's late reads for others' deaths. Heartbeats are
+//! sealed with the cluster key (`core::seal`); a forged one is dropped. A node that leaves
+//! says goodbye, so its peers forget it instead of finding it silent.
+use std::{
+    net::{SocketAddr, UdpSocket},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use rand::{rngs::StdRng, SeedableRng as _};
+use tokio::sync::mpsc;
+
+use super::gossip::GossipEvent;
+
+use crate::core::{
+    heartbeat::{Detector, Verdict},
+    seal::{Opener, Sealer},
+};
+
+const MAGIC: &[u8; 2] = b"HB";
+const BYE: u8 = 1;
+const ALIVE: u8 = 0;
+
+pub struct HeartbeatConfig {
+    pub me: String,
+    /// Per link: this node's gossip address and the peers' (heartbeats use port + 1).
+    pub links: Vec<(SocketAddr, Vec<SocketAddr>)>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub keys: ([u8; 32], Option<[u8; 32]>),
+}
+
+/// The running threads; dropping it stops them (after a goodbye, see [`Heartbeats::bye`]).
+pub struct Heartbeats {
+    stop: Arc<AtomicBool>,
+    bye: Arc<AtomicBool>,
+}
+
+impl Heartbeats {
+    /// Peers forget this node at its next heartbeat instead of finding it silent.
+    pub fn bye(&self) {
+        self.bye.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Heartbeats {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// The heartbeat port of a gossip address.
+pub fn port_of(gossip: SocketAddr) -> SocketAddr {
+    SocketAddr::new(gossip.ip(), gossip.port().wrapping_add(1))
+}
+
+pub fn spawn(
+    config: HeartbeatConfig,
+    events: mpsc::Sender<GossipEvent>,
+) -> std::io::Result<Heartbeats> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bye = Arc::new(AtomicBool::new(false));
+    let detector = Arc::new(Mutex::new(Detector::new(config.timeout)));
+    let config = Arc::new(config);
+    for (link, (listen, peers)) in config.links.iter().enumerate() {
+        let socket = UdpSocket::bind(port_of(*listen))?;
+        let peers: Vec<SocketAddr> = peers
+            .iter()
+            .filter(|p| *p != listen)
+            .map(|&p| port_of(p))
+            .collect();
+        let (config, detector, events) = (config.clone(), detector.clone(), events.clone());
+        let (stop, bye) = (stop.clone(), bye.clone());
+        std::thread::Builder::new()
+            .name(format!("vipd-heartbeat-{link}"))
+            .spawn(move || {
+                realtime(link);
+                let beat = Beat {
+                    socket,
+                    peers,
+                    config: &config,
+                    detector: &detector,
+                    events: &events,
+                    // Only the first link's thread judges (the detector is shared).
+                    judge: link == 0,
+                };
+                beat.run(&stop, &bye);
+            })?;
+    }
+    Ok(Heartbeats { stop, bye })
+}
+
+/// SCHED_FIFO for the calling thread; without the privilege, a warning and normal priority.
+fn realtime(link: usize) {
+    let param = libc::sched_param { sched_priority: 10 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        tracing::warn!(
+            link,
+            error = %std::io::Error::last_os_error(),
+            "heartbeat thread not real-time: a CPU-starved node may be taken for dead"
+        );
+    }
+}
+
+struct Beat<'a> {
+    socket: UdpSocket,
+    peers: Vec<SocketAddr>,
+    config: &'a HeartbeatConfig,
+    detector: &'a Mutex<Detector>,
+    events: &'a mpsc::Sender<GossipEvent>,
+    judge: bool,
+}
+
+impl Beat<'_> {
+    fn run(&self, stop: &AtomicBool, bye: &AtomicBool) {
+        let mut rng = StdRng::from_entropy();
+        let keys = self.config.keys;
+        let mut sealer = Sealer::new(keys.0, keys.1, rand::Rng::gen(&mut rng));
+        let mut opener = Opener::new(
+            &[Some(keys.0), keys.1]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        );
+        let me = self.config.me.as_bytes();
+        let mut buf = vec![0u8; 2048];
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            if now >= next {
+                let leaving = bye.load(Ordering::Acquire);
+                let mut plain = MAGIC.to_vec();
+                plain.push(if leaving { BYE } else { ALIVE });
+                plain.push(me.len().min(255) as u8);
+                plain.extend_from_slice(&me[..me.len().min(255)]);
+                for peer in &self.peers {
+                    if let Ok(sealed) = sealer.seal(&plain, &mut rng) {
+                        let _ = self.socket.send_to(&sealed, peer);
+                    }
+                }
+                next = (next + self.config.interval).max(now);
+            }
+            if self.judge {
+                let verdicts = self.detector.lock().expect("detector").tick(now);
+                for v in verdicts {
+                    let _ = self.events.try_send(match v {
+                        Verdict::Silent(n) => GossipEvent::Silent(n),
+                        Verdict::Back(n) => GossipEvent::Back(n),
+                    });
+                }
+            }
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(100));
+            let _ = self.socket.set_read_timeout(Some(wait));
+            let Ok((n, _)) = self.socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(plain) = opener.open(&buf[..n]) else {
+                continue;
+            };
+            let Some((kind, name)) = parse(&plain) else {
+                continue;
+            };
+            let now = Instant::now();
+            let mut detector = self.detector.lock().expect("detector");
+            if kind == BYE {
+                detector.forget(&name);
+                continue;
+            }
+            if let Some(Verdict::Back(n)) = detector.heard(&name, now) {
+                let _ = self.events.try_send(GossipEvent::Back(n));
+            }
+            drop(detector);
+            // An authentic heartbeat is word from its sender (`Input::Heard`), sent only while
+            // the channel leaves room for verdicts: a Heard is worth less than a Silent.
+            if self.events.capacity() > 64 {
+                let _ = self.events.try_send(GossipEvent::Heard(name));
+            }
+        }
+    }
+}
+
+/// (kind, sender name) of a heartbeat's plaintext.
+fn parse(plain: &[u8]) -> Option<(u8, String)> {
+    let rest = plain.strip_prefix(MAGIC)?;
+    let (&kind, rest) = rest.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let name = rest.get(..len as usize)?;
+    Some((kind, String::from_utf8_lossy(name).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_between_two_threads_find_a_stopped_one_silent() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let port = |p| SocketAddr::from(([127, 0, 0, 1], p));
+            let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            // Gossip addresses whose port + 1 is free for the heartbeats (probably).
+            let (ga, gb) = (
+                port(a.local_addr().expect("addr").port() - 1),
+                port(b.local_addr().expect("addr").port() - 1),
+            );
+            drop((a, b));
+            let config = |me: &str, listen| HeartbeatConfig {
+                me: me.into(),
+                links: vec![(listen, vec![ga, gb])],
+                interval: Duration::from_millis(10),
+                timeout: Duration::from_millis(50),
+                keys: ([3; 32], None),
+            };
+            let (tx_a, mut rx_a) = mpsc::channel(256);
+            let (tx_b, _rx_b) = mpsc::channel(256);
+            let _ha = spawn(config("a", ga), tx_a).expect("a");
+            let hb = spawn(config("b", gb), tx_b).expect("b");
+            let heard = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(ev) = rx_a.recv().await {
+                    if ev == GossipEvent::Heard("b".into()) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            assert_eq!(heard, Ok(true));
+            drop(hb);
+            let stopped = Instant::now();
+            let silent = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(ev) = rx_a.recv().await {
+                    if ev == GossipEvent::Silent("b".into()) {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            assert_eq!(silent, Ok(true));
+            assert!(stopped.elapsed() < Duration::from_millis(500));
+        });
+    }
+}
