@@ -62,8 +62,13 @@ pub struct ClusterRt {
 
 impl ClusterRt {
     /// Alive for ownership: SWIM's members that the heartbeat detector does not find silent.
-    fn alive_now(&self) -> Vec<String> {
+    pub fn alive_now(&self) -> Vec<String> {
         self.alive.difference(&self.silent).cloned().collect()
+    }
+
+    /// Whether member `n` counts alive (see [`ClusterRt::alive_now`]): its backends too.
+    pub fn is_alive(&self, n: &str) -> bool {
+        self.alive.contains(n) && !self.silent.contains(n)
     }
 }
 

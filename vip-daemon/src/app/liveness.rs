@@ -122,7 +122,7 @@ impl Daemon {
             return (Host::Alive, Some(self.config.node.name.clone()));
         }
         match c.view.members.iter().find(|m| m.addr.ip() == address) {
-            Some(m) if c.alive.contains(&m.name) => (Host::Alive, Some(m.name.clone())),
+            Some(m) if c.is_alive(&m.name) => (Host::Alive, Some(m.name.clone())),
             Some(m) => (Host::Dead, Some(m.name.clone())),
             None => (Host::NotMember, None),
         }
@@ -152,7 +152,7 @@ impl Daemon {
             .is_some_and(|origin| Some(origin) == host_name.as_ref() && origin != me);
         let verdict = cluster_verdict(
             c.views.get(&key),
-            |origin| origin == me || c.alive.contains(origin),
+            |origin| origin == me || c.is_alive(origin),
             host,
             not_listening,
         )?;

@@ -489,7 +489,9 @@ impl Daemon {
             self.metrics
                 .in_quorum
                 .set(i64::from(c.ownership.in_quorum()));
-            self.metrics.members_alive.set(c.alive.len() as i64 + 1);
+            self.metrics
+                .members_alive
+                .set(c.alive_now().len() as i64 + 1);
             counter_to(&self.metrics.member_down_events, c.member_down_events);
             self.metrics
                 .local_health

@@ -112,10 +112,18 @@ pub fn print_and_write(
     )?;
     write_report(&opts.report_dir, "failover", &md, &plot)?;
     // Resets counted where a balancer can avoid them: connections to surviving backends.
+    // One trial per stack: no percentiles yet (issue 15 asks for 20 trials).
     println!(
-        "owner_failover_ms={} keepalived_failover_ms={} conns_reset={} haproxy_conns_reset={}",
+        "owner_failover_ms={} keepalived_failover_ms={} tuned_keepalived_failover_ms={} \
+         link_cut_tail_ms={} failed_requests={} tuned_failed_requests={} kill_failed={} \
+         conns_reset={} haproxy_conns_reset={}",
         failover_ms(&cuts[0]),
         failover_ms(&cuts[1]),
+        failover_ms(&cuts[2]),
+        cuts[0].seen.last_failure.map_or(0, |d| d.as_millis()),
+        cuts[0].seen.failed,
+        cuts[2].seen.failed,
+        kills[0].seen.failed,
         cuts[0].to_survivors.1,
         cuts[1].to_survivors.1
     );
