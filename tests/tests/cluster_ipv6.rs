@@ -94,7 +94,7 @@ fn nud_answers(client: &Host, to: [u8; 6], target: Ipv6Addr) -> Vec<String> {
                         (&raw mut from).cast(),
                         &mut len,
                     );
-                    if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+                    if n <= 0 || from.sll_pkttype == libc::PACKET_OUTGOING {
                         continue;
                     }
                     let f = &buf[..n as usize];
