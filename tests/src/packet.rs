@@ -413,6 +413,25 @@ pub fn ipv6_neighbor_solicitation(src_mac: [u8; 6], src_ip: [u8; 16], target: [u
     icmp(&frame, src_ip, dst, [135, 0, 0, 0, 0, 0, 0, 0], &body)
 }
 
+/// Neighbor solicitation for `target` sent unicast to it at `dst_mac` (neighbour
+/// unreachability detection, RFC 4861 7.3.3: a router re-checking a cached entry), hop limit
+/// 255, with a source link-layer address option.
+pub fn ipv6_unicast_neighbor_solicitation(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src_ip: [u8; 16],
+    target: [u8; 16],
+) -> Vec<u8> {
+    let frame = Frame {
+        dst_mac,
+        src_mac,
+        ttl: 255,
+        ..Frame::default()
+    };
+    let body = [&target[..], &[1, 1], &src_mac].concat();
+    icmp(&frame, src_ip, target, [135, 0, 0, 0, 0, 0, 0, 0], &body)
+}
+
 // ---- reader -------------------------------------------------------------------------------
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -20,9 +20,20 @@ use vip_tests::{servers, vipd::Vipd, Host, Lan, PinDir};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 100);
 
+/// An IPv6 VIP on the test LAN (fd77::/64, where node `i` is fd77::{11+i:x}, i.e. ::b, ::c,
+/// ::d). Chosen to share a longer prefix with ctl1's address (::b) than ctl2's or ctl3's own
+/// addresses do: on ctl2 or ctl3 the kernel's longest-match rule (RFC 6724 rule 8) would pick
+/// it as the source of probes to ctl1 unless vipd keeps it from being preferred.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, 0xa);
+
 /// Node `i` (0-based) is `ctl{i+1}` at 10.77.0.{11+i}.
 pub fn node_ip(i: usize) -> String {
     format!("10.77.0.{}", 11 + i)
+}
+
+/// Node `i`'s IPv6 address on the test LAN, fd77::{11+i:x}.
+pub fn node_ip6(i: usize) -> String {
+    format!("fd77::{:x}", 11 + i)
 }
 
 /// Fast timings for tests (the daemon's defaults are lease 1 s, probe 150 ms, suspect 300 ms).
@@ -49,7 +60,7 @@ pub fn config_of(
     cluster_extra: &str,
     extra: &str,
 ) -> String {
-    let (name, ip) = (format!("ctl{}", i + 1), node_ip(i));
+    let (name, ip, ip6) = (format!("ctl{}", i + 1), node_ip(i), node_ip6(i));
     let peers: Vec<String> = (0..n).map(|j| format!("\"{}:7946\"", node_ip(j))).collect();
     let peers = peers.join(", ");
     let voters: Vec<String> = (0..n).map(|j| format!("\"ctl{}\"", j + 1)).collect();
@@ -60,7 +71,7 @@ pub fn config_of(
 [node]
 name = "{name}"
 interfaces = ["{iface}"]
-addresses = ["{ip}"]
+addresses = ["{ip}", "{ip6}"]
 pin_dir = "@PIN_DIR@"
 
 [cluster]
@@ -137,6 +148,18 @@ impl Cluster {
 
     /// [`Cluster::start_full`] with `n` controllers (ctl1..ctlN at 10.77.0.11..), all voters.
     pub fn start_sized(n: usize, cluster_extra: &str, extra: &str) -> Self {
+        let cluster = Self::launch_sized(n, cluster_extra, extra);
+        cluster.wait_single_owner(Duration::from_secs(10 + 2 * n as u64));
+        cluster
+    }
+
+    /// Like [`Cluster::start_full`] without waiting for an owner (VIPs with different owners).
+    pub fn launch(cluster_extra: &str, extra: &str) -> Self {
+        Self::launch_sized(3, cluster_extra, extra)
+    }
+
+    /// [`Cluster::launch`] with `n` controllers.
+    pub fn launch_sized(n: usize, cluster_extra: &str, extra: &str) -> Self {
         let mut lan = Lan::new();
         let client = lan.add_host(1);
         let hosts: Vec<usize> = (11..11 + n as u8).map(|h| lan.add_host(h)).collect();
@@ -203,7 +226,7 @@ impl Cluster {
                 _pins: pins,
             });
         }
-        let cluster = Self {
+        Self {
             lan,
             client,
             nodes,
@@ -211,9 +234,7 @@ impl Cluster {
             stop,
             _services: services,
             _port_pins: port_pins,
-        };
-        cluster.wait_single_owner(Duration::from_secs(10));
-        cluster
+        }
     }
 
     pub fn host(&self, node: usize) -> &Host {
@@ -275,6 +296,39 @@ impl Cluster {
                 Instant::now() < deadline,
                 "no single agreed owner: {holders:?}\n{}",
                 self.nodes[0].vipd.cli(&["status"]).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until exactly one node among `among` holds the VIP address `vip` and each of
+    /// them names it the owner of that address (other VIPs may have other owners).
+    pub fn wait_owner_of(&self, vip: &str, among: &[usize], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let holders = self.holders_of(vip, among);
+            assert!(holders.len() <= 1, "two owners of {vip}: {holders:?}");
+            if let [(owner, _)] = holders[..] {
+                let name = &self.nodes[owner].name;
+                let agreed = among.iter().all(|&i| {
+                    self.nodes[i].vipd.status_json()["cluster"]["owners"]
+                        .as_array()
+                        .is_some_and(|o| {
+                            o.iter()
+                                .any(|o| o["vip"] == vip && o["owner"] == name.as_str())
+                        })
+                });
+                if agreed {
+                    return owner;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single agreed owner of {vip}: {holders:?}\n{}",
+                self.nodes[among[0]]
+                    .vipd
+                    .cli(&["status"])
+                    .unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
