@@ -224,8 +224,8 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         return match inner_flow_v4(ctx, l4) {
             Some(inner) => {
-                let from = from_balancer(words_addr(&h.addr(12, true)), FAMILY_V4);
-                encapsulated(ctx, l3, IPV4_HLEN, h.u8(8), from, &inner)
+                let outer_src = words_addr(&h.addr(12, true));
+                encapsulated(ctx, l3, IPV4_HLEN, h.u8(8), outer_src, &inner)
             }
             None => MALFORMED,
         };
@@ -235,15 +235,16 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
 
 /// Encapsulated by a peer (its table or its second chance picked a backend here): when the
 /// inner packet is for a VIP, strip the outer header and deliver locally, unless this node
-/// has no socket for it and the outer TTL allows one more second chance. `from_balancer`: the
-/// outer source is a balancer's (`ENCAP_SOURCES`); a VIP packet from anyone else is dropped.
+/// has no socket for it and the outer TTL allows one more second chance. Only when a balancer
+/// sent it (`outer_src` in `ENCAP_SOURCES`, looked up only for VIP packets); a VIP packet from
+/// anyone else is dropped.
 #[inline(always)]
 fn encapsulated(
     ctx: &XdpContext,
     l3: usize,
     outer_len: usize,
     ttl: u8,
-    from_balancer: bool,
+    outer_src: [u8; 16],
     inner: &Flow,
 ) -> Verdict {
     let Some(settings) = SETTINGS.get(0) else {
@@ -252,7 +253,8 @@ fn encapsulated(
     let Some(vip) = lookup_vip(inner, settings.flags) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
-    if !from_balancer {
+    // IPIP and IP6IP6 only: the outer family is the inner one.
+    if !from_balancer(outer_src, inner.family) {
         return (XDP_DROP, DROP_ENCAP_SOURCE);
     }
     let why = decap(ctx, l3, outer_len);
@@ -334,8 +336,8 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
         IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
         IPPROTO_IPV6 => match inner_flow_v6(ctx, l4) {
             Some(inner) => {
-                let from = from_balancer(words_addr(&h.addr(8, false)), FAMILY_V6);
-                encapsulated(ctx, l3, IPV6_HLEN, h.u8(7), from, &inner)
+                let outer_src = words_addr(&h.addr(8, false));
+                encapsulated(ctx, l3, IPV6_HLEN, h.u8(7), outer_src, &inner)
             }
             None => MALFORMED,
         },

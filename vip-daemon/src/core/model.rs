@@ -283,10 +283,7 @@ fn ipv4(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
     }
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         return match inner_flow_v4(f, l4) {
-            Some(inner) => {
-                let from = state.from_balancer(v4_addr(&h, 12), FAMILY_V4);
-                encapsulated(state, f, l3, IPV4_HLEN, h[8], from, &inner)
-            }
+            Some(inner) => encapsulated(state, f, l3, IPV4_HLEN, h[8], v4_addr(&h, 12), &inner),
             None => pass(PASS_MALFORMED),
         };
     }
@@ -294,20 +291,21 @@ fn ipv4(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
 }
 
 /// The program's `encapsulated`: an encapsulated VIP packet is stripped and delivered, or,
-/// without a socket for it, given one more second chance while the outer TTL allows.
+/// without a socket for it, given one more second chance while the outer TTL allows; dropped
+/// unless `outer_src` is a balancer's.
 fn encapsulated(
     state: &ModelState,
     f: &[u8],
     l3: usize,
     outer_len: usize,
     ttl: u8,
-    from_balancer: bool,
+    outer_src: [u8; 16],
     inner: &Flow,
 ) -> Outcome {
     let Some(vip) = state.lookup_vip(inner) else {
         return verdict(f, XDP_PASS, PASS_NOT_VIP);
     };
-    if !from_balancer {
+    if !state.from_balancer(outer_src, inner.family) {
         return verdict(f, XDP_DROP, DROP_ENCAP_SOURCE);
     }
     let out = decap(f, l3, outer_len);
@@ -407,8 +405,7 @@ fn ipv6(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
             Some(inner) => {
                 let mut src = [0u8; 16];
                 src.copy_from_slice(&h[8..24]);
-                let from = state.from_balancer(src, FAMILY_V6);
-                encapsulated(state, f, l3, IPV6_HLEN, h[7], from, &inner)
+                encapsulated(state, f, l3, IPV6_HLEN, h[7], src, &inner)
             }
             None => pass(PASS_MALFORMED),
         },
