@@ -1,7 +1,11 @@
 //! A balancer loaded with private maps, mirrored into the host model: every change is applied
 //! to both, and every frame can be run through BPF_PROG_TEST_RUN and compared with the model.
 use aya::programs::{TestRun as _, TestRunOptions};
-use vip_common::maps::{Backend, Lease, LeaseKey, Settings, VipInfo, VipKey};
+use vip_common::{
+    encap::encap_source_key,
+    maps::{Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipInfo, VipKey},
+    wire::{FAMILY_V4, FAMILY_V6},
+};
 use vip_daemon::{
     core::model::{self, ModelState, Outcome},
     shell::dataplane::{Dataplane, Sizing, TablePublisher, TableRegion},
@@ -41,12 +45,21 @@ impl Balancer {
             now_ns: monotonic_ns(),
             ..Default::default()
         };
-        Self {
+        let mut b = Self {
             dp,
             tables,
             model,
             sizing,
-        }
+        };
+        // Like vipd: the balancers' own encapsulation sources are known (second chance).
+        b.set_encap_sources(&own_encap_sources(&settings));
+        b
+    }
+
+    /// Makes `ENCAP_SOURCES` hold exactly `keys`, in the kernel and in the model.
+    pub fn set_encap_sources(&mut self, keys: &[EncapSourceKey]) {
+        self.dp.set_encap_sources(keys).expect("set encap sources");
+        self.model.encap_sources = keys.iter().copied().collect();
     }
 
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
@@ -114,6 +127,16 @@ impl Balancer {
         );
         (kernel, expected)
     }
+}
+
+/// The `ENCAP_SOURCES` keys of the sources `settings` encapsulates from (as vipd lists them).
+pub fn own_encap_sources(settings: &Settings) -> Vec<EncapSourceKey> {
+    let mut v4 = [0u8; 16];
+    v4[..4].copy_from_slice(&settings.encap_src_v4);
+    vec![
+        encap_source_key(v4, FAMILY_V4),
+        encap_source_key(settings.encap_src_v6, FAMILY_V6),
+    ]
 }
 
 /// One BPF_PROG_TEST_RUN of program `name` over `frame`.

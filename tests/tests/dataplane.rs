@@ -689,7 +689,88 @@ fn rows(b: &Balancer) -> Vec<Row> {
         PASS_DECAP,
         Out::Bytes(packet::ethernet(&from_peer, 0x0800, &inner)),
     ));
+
+    // Only balancers' encapsulated packets are decapsulated: a host that reaches this node
+    // forges an IPIP SYN whose inner source is a spoofed client.
+    let (forged, from_balancer) = forged_ipip_syn(&f);
+    rows.push(row(
+        "forged IPIP SYN, spoofed inner source, unknown outer source: dropped",
+        forged,
+        XDP_DROP,
+        DROP_ENCAP_SOURCE,
+        Out::Same,
+    ));
+    rows.push(row(
+        "same IPIP SYN from a balancer's encap source: decapsulated",
+        from_balancer,
+        XDP_PASS,
+        PASS_DECAP,
+        Out::Bytes(packet::l4_frame(&f, &spoofed_syn())),
+    ));
+    let inner6 = packet::l3_packet(&f, &dns6);
+    let ip6ip6 = |src: [u8; 16]| {
+        packet::ethernet(
+            &f,
+            0x86dd,
+            &packet::ip_packet(&f, &Addr::V6(src), &Addr::V6(CLIENT6), 41, &inner6),
+        )
+    };
+    let mut stranger6 = ENCAP_SRC6;
+    stranger6[11] = 1;
+    rows.push(row(
+        "forged IP6IP6 to a VIP, unknown outer source: dropped",
+        ip6ip6(stranger6),
+        XDP_DROP,
+        DROP_ENCAP_SOURCE,
+        Out::Same,
+    ));
+    rows.push(row(
+        "IP6IP6 to a VIP from a balancer's encap source: decapsulated",
+        ip6ip6(vip_common::encap::outer_source_v6(ENCAP_SRC6, 0x1234_5678)),
+        XDP_PASS,
+        PASS_DECAP,
+        Out::Bytes(packet::ethernet(&f, 0x86dd, &inner6)),
+    ));
+    let not_vip = packet::l3_packet(&f, &tcp4([203, 0, 113, 80], 80));
+    rows.push(row(
+        "IPIP not for a VIP from an unknown source: not ours, passed untouched",
+        packet::ethernet(
+            &f,
+            0x0800,
+            &packet::ip_packet(
+                &f,
+                &Addr::V4(STRANGER4),
+                &Addr::V4([10, 0, 0, 1]),
+                4,
+                &not_vip,
+            ),
+        ),
+        XDP_PASS,
+        PASS_NOT_VIP,
+        Out::Same,
+    ));
     rows
+}
+
+/// A host on the network, not a balancer (outside `ENCAP_SRC4`'s /16).
+const STRANGER4: [u8; 4] = [10, 254, 0, 66];
+
+/// A SYN to the web VIP from a client address the sender does not own.
+fn spoofed_syn() -> Flow {
+    Flow::tcp4([203, 0, 113, 99], 31_337, VIP_WEB, 80)
+}
+
+/// That SYN in an IPIP header from `STRANGER4`, and from a balancer's encap source.
+fn forged_ipip_syn(f: &Frame) -> (Vec<u8>, Vec<u8>) {
+    let inner = packet::l3_packet(f, &spoofed_syn());
+    let ipip = |src: [u8; 4]| {
+        packet::ethernet(
+            f,
+            0x0800,
+            &packet::ip_packet(f, &Addr::V4(src), &Addr::V4([10, 0, 0, 1]), 4, &inner),
+        )
+    };
+    (ipip(STRANGER4), ipip(outer_source_v4(ENCAP_SRC4, 0xbeef)))
 }
 
 #[test]
@@ -796,11 +877,25 @@ fn fixture_table() {
         &enc[12..],
         "decap restores the inner frame"
     );
+    let decapped = vip_daemon::core::model::process_decap(&sent, &b.model.encap_sources);
     assert_eq!(
-        got.output,
-        vip_daemon::core::model::process_decap(&sent).output
+        (got.action, &got.output),
+        (decapped.action, &decapped.output)
     );
     expected_reasons[PASS_DECAP as usize] += 1;
+
+    // The backend side too decapsulates only what a balancer sent.
+    let (forged, from_balancer) = forged_ipip_syn(&Frame::default());
+    for (frame, action, reason) in [
+        (&forged, XDP_DROP, DROP_ENCAP_SOURCE),
+        (&from_balancer, XDP_PASS, PASS_DECAP),
+    ] {
+        let got = run_program(&mut b.dp, maps::PROG_DECAP, frame);
+        let want = vip_daemon::core::model::process_decap(frame, &b.model.encap_sources);
+        assert_eq!((got.action, &got.output), (want.action, &want.output));
+        assert_eq!((want.action, want.reason), (action, reason));
+        expected_reasons[reason as usize] += 1;
+    }
 
     // Counters: every reason counted exactly as often as the model says, bytes included.
     let stats = b.dp.stats().expect("stats");

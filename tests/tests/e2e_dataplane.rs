@@ -2,7 +2,9 @@
 //! bridged LAN, each in its own network namespace. Real TCP (HTTP) and UDP flows, IPv4 and IPv6,
 //! go to the VIP; each must be answered by the backend the host model predicts, directly (the
 //! balancer sees only the client's half). Once with L2 DSR, once encapsulated (IPIP/IP6IP6)
-//! with the decap program on the backends.
+//! with the decap program on the backends; then a host that is not a balancer forges an
+//! encapsulated SYN with a spoofed inner source, which the decap program drops before any
+//! socket sees it.
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -10,6 +12,7 @@ use std::{
 };
 
 use vip_common::{
+    encap::outer_source_v4,
     maps::{self, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2},
     wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
 };
@@ -17,12 +20,29 @@ use vip_daemon::{
     core::{maglev, model},
     shell::dataplane::{Dataplane, Sizing, TableRegion},
 };
-use vip_tests::{fixture::Balancer, privileged, servers, vip_on_loopback, Lan, PinDir};
+use vip_tests::{
+    fixture::{own_encap_sources, Balancer},
+    packet::{self, Addr, Flow, Frame},
+    privileged, servers, vip_on_loopback, Lan, PinDir,
+};
 
 const VIP4: [u8; 4] = [10, 77, 0, 100];
 const VIP6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 const M: u32 = 251;
 const SEED: u32 = 0xfab0_0001;
+/// Outside the LAN's 10.77.0.0/16: the /16 of this base is what backends accept
+/// encapsulated packets from, so it must not hold hosts that are not balancers.
+const ENCAP_SRC4: [u8; 4] = [10, 78, 255, 0];
+
+fn settings() -> Settings {
+    Settings {
+        hash_seed: SEED,
+        encap_src_v4: ENCAP_SRC4,
+        layout_id: 0,
+        flags: 0,
+        encap_src_v6: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0],
+    }
+}
 
 fn a4(a: [u8; 4]) -> [u8; 16] {
     let mut x = [0; 16];
@@ -77,6 +97,9 @@ fn run_e2e(mode: u8, test: &str) {
             let (path, iface) = (backend_pins[i].path.clone(), host.iface.clone());
             host.ns.run(move || {
                 let mut dp = Dataplane::load_pinned(&path, &Sizing::default()).expect("load");
+                // Like `vipd host setup`: the balancers' encap sources, then attach.
+                dp.set_encap_sources(&own_encap_sources(&settings()))
+                    .expect("encap sources");
                 dp.attach_program(maps::PROG_DECAP, &iface)
                     .expect("attach decap");
             });
@@ -112,14 +135,7 @@ fn run_e2e(mode: u8, test: &str) {
             dp
         })
     };
-    let settings = Settings {
-        hash_seed: SEED,
-        encap_src_v4: [10, 77, 255, 0],
-        layout_id: 0,
-        flags: 0,
-        encap_src_v6: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0],
-    };
-    let mut bal = Balancer::with_dataplane(dp, sizing, settings);
+    let mut bal = Balancer::with_dataplane(dp, sizing, settings());
     for (i, &b) in backends.iter().enumerate() {
         let h = &lan.hosts[b];
         bal.set_backend(
@@ -265,10 +281,104 @@ fn run_e2e(mode: u8, test: &str) {
                 .expect("stats")[maps::reason::PASS_DECAP as usize];
             assert!(decap.packets > 0, "backend {i} decapsulated nothing");
         }
+        forged_syn_never_reaches_the_listener(&lan, client, backends[0], &backend_pins[0]);
     }
     stop.store(true, Ordering::Release);
     for s in servers {
         s.join().expect("server");
+    }
+}
+
+/// The client (a host on the LAN, not a balancer) sends backend `b` an IPIP SYN to the VIP
+/// whose inner source is an address it does not own. The decap program drops it
+/// (`drop_encap_source`): the listener never sees it, so no SYN_RECV request appears. The
+/// same SYN with an outer source in the balancers' encap /16 is decapsulated and reaches the
+/// listener (one SYN_RECV): the check would see a SYN that got through.
+fn forged_syn_never_reaches_the_listener(lan: &Lan, client: usize, b: usize, pins: &PinDir) {
+    let (c, backend) = (&lan.hosts[client], &lan.hosts[b]);
+    let frame = Frame {
+        dst_mac: backend.mac,
+        src_mac: c.mac,
+        ..Frame::default()
+    };
+    // On-link but unused: the backend's SYN-ACK has a route, so a request would be kept.
+    let spoofed = [10, 77, 0, 99];
+    let ipip = |outer_src: [u8; 4], sport: u16| {
+        let inner = packet::l3_packet(&frame, &Flow::tcp4(spoofed, sport, VIP4, 80));
+        packet::ethernet(
+            &frame,
+            0x0800,
+            &packet::ip_packet(
+                &frame,
+                &Addr::V4(outer_src),
+                &Addr::V4(backend.ip4),
+                4,
+                &inner,
+            ),
+        )
+    };
+    let syn_recv = || {
+        backend
+            .ns
+            .exec(&["ss", "-Htn", "state", "syn-recv", "( sport = :80 )"])
+            .lines()
+            .filter(|l| l.contains("10.77.0.99"))
+            .count()
+    };
+    let dropped = || {
+        vip_daemon::shell::dataplane::pinned_counters(&pins.path, maps::MAP_STATS).expect("stats")
+            [maps::reason::DROP_ENCAP_SOURCE as usize]
+            .packets
+    };
+    assert_eq!((syn_recv(), dropped()), (0, 0));
+
+    let forged = ipip(c.ip4, 31_337);
+    let iface = c.iface.clone();
+    c.ns.run(move || send_raw(&iface, &forged));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let stats =
+        vip_daemon::shell::dataplane::pinned_counters(&pins.path, maps::MAP_STATS).expect("stats");
+    assert_eq!(
+        dropped(),
+        1,
+        "the forged SYN is dropped and counted: {:?}",
+        stats.iter().map(|c| c.packets).collect::<Vec<_>>()
+    );
+    assert_eq!(syn_recv(), 0, "the forged SYN reached the listener");
+
+    let from_balancer = ipip(outer_source_v4(ENCAP_SRC4, 0x1234), 31_338);
+    let iface = c.iface.clone();
+    c.ns.run(move || send_raw(&iface, &from_balancer));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while syn_recv() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(syn_recv(), 1, "a balancer-sourced SYN reaches the listener");
+    assert_eq!(dropped(), 1);
+}
+
+/// Sends one Ethernet frame as is on `iface` of the calling thread's namespace.
+fn send_raw(iface: &str, frame: &[u8]) {
+    let index = vip_daemon::shell::dataplane::if_index(iface).expect("ifindex");
+    // SAFETY: plain socket calls with a zeroed, then filled, sockaddr_ll of the right size.
+    unsafe {
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        assert!(fd >= 0, "AF_PACKET socket");
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = index as i32;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        let sent = libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+        libc::close(fd);
+        assert_eq!(sent, frame.len() as isize, "sendto");
     }
 }
 

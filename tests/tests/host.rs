@@ -9,6 +9,10 @@ use vip_tests::{privileged, unique, vipd_bin, NetNs};
 /// This host is 10.79.0.11 on `e0`: a backend of `web` (l2) and of `far` (encap), not of
 /// `other`.
 const CONFIG: &str = r#"
+[cluster]
+encap_source_v4 = "10.254.0.0"
+encap_source_v6 = "fd00:feed::"
+
 [[vip]]
 name = "web"
 address = "10.79.0.100"
@@ -161,6 +165,21 @@ fn host_setup_check_undo() {
     assert!(h.xdp_on_e0(), "no XDP program on e0");
     let e0 = h.ns.exec(&["ip", "-d", "link", "show", "dev", "e0"]);
     assert!(e0.contains("name vip_decap"), "{e0}");
+    // The decap program knows where the config's balancers send from, and nothing else.
+    let pinned = aya::maps::MapData::from_pin(
+        std::path::Path::new(&h.pins).join(vip_common::maps::MAP_ENCAP_SOURCES),
+    )
+    .expect("pinned ENCAP_SOURCES");
+    let map: aya::maps::HashMap<_, vip_common::maps::EncapSourceKey, u32> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(pinned)).expect("hash map");
+    let mut listed: Vec<_> = map.keys().map(|k| k.expect("key")).collect();
+    let mut want = vip_daemon::core::image::encap_sources_of(
+        "10.254.0.0".parse().unwrap(),
+        "fd00:feed::".parse().unwrap(),
+    );
+    listed.sort();
+    want.sort();
+    assert_eq!(listed, want, "ENCAP_SOURCES of the decap program");
     assert!(h.dir.join("host.json").exists());
 
     // Check passes; a second setup has nothing to do.

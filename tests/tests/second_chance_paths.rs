@@ -50,14 +50,19 @@ fn table(members: &[u32]) -> Vec<u32> {
 /// Node `me`'s maps: its live table, its fallback table, its peers and its sockets.
 fn node(me: u32, live: &[u32], fallback: &[u32], sockets: LocalSockets) -> ModelState {
     let others: Vec<u32> = (0..NODES).filter(|&n| n != me).collect();
+    let settings = Settings {
+        hash_seed: SEED,
+        encap_src_v4: [10, 255, 0, 0],
+        layout_id: 0,
+        flags: SETTINGS_F_PEERS,
+        encap_src_v6: [0; 16],
+    };
     let mut state = ModelState {
-        settings: Settings {
-            hash_seed: SEED,
-            encap_src_v4: [10, 255, 0, 0],
-            layout_id: 0,
-            flags: SETTINGS_F_PEERS,
-            encap_src_v6: [0; 16],
-        },
+        settings,
+        // Like vipd: the cluster's encap sources, so second chances are decapsulated.
+        encap_sources: vip_tests::fixture::own_encap_sources(&settings)
+            .into_iter()
+            .collect(),
         backends: (0..NODES)
             .map(|n| Backend {
                 addr: a4([10, 77, 0, 11 + n as u8]),

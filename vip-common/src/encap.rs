@@ -1,6 +1,9 @@
 //! Outer headers for encapsulated DSR (IPv4-in-IPv4, IPv6-in-IPv6). Built here once, as plain
 //! byte arrays, for the XDP program and the host model alike.
-use crate::wire::{IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN};
+use crate::{
+    maps::EncapSourceKey,
+    wire::{FAMILY_V4, IPPROTO_IPIP, IPPROTO_IPV6, IPV4_HLEN, IPV6_HLEN},
+};
 
 /// Hop limit / TTL of the outer header of a packet sent to its backend.
 pub const OUTER_TTL: u8 = 64;
@@ -56,6 +59,34 @@ pub const fn outer_source_v6(base: [u8; 16], hash: u32) -> [u8; 16] {
     a[14] = (hash >> 8) as u8;
     a[15] = hash as u8;
     a
+}
+
+/// The [`MAP_ENCAP_SOURCES`](crate::maps::MAP_ENCAP_SOURCES) key of an outer source `addr`
+/// (IPv4 in the first 4 bytes) of `family`: the bytes [`outer_source_v4`] / [`outer_source_v6`]
+/// take from the flow hash zeroed, so that every source a balancer sends from (its
+/// `encap_src_v4/v6` base with any hash) gives the key of that base.
+#[inline(always)]
+pub const fn encap_source_key(addr: [u8; 16], family: u8) -> EncapSourceKey {
+    let mut a = addr;
+    if family == FAMILY_V4 {
+        a[2] = 0;
+        a[3] = 0;
+        let mut i = 4;
+        while i < 16 {
+            a[i] = 0;
+            i += 1;
+        }
+    } else {
+        a[12] = 0;
+        a[13] = 0;
+        a[14] = 0;
+        a[15] = 0;
+    }
+    EncapSourceKey {
+        addr: a,
+        family,
+        _pad: [0; 3],
+    }
 }
 
 /// IPv4 outer header for an inner IPv4 packet of `inner_len` bytes with TOS `tos`.
@@ -150,6 +181,34 @@ mod tests {
         assert_eq!(h[9], IPPROTO_IPIP);
         let again = ipv4_outer(60, 0x10, OUTER_TTL - 1, [10, 255, 1, 2], [192, 0, 2, 20]);
         assert_eq!((again[8], ipv4_header_checksum(&again)), (OUTER_TTL - 1, 0));
+    }
+
+    #[test]
+    fn every_source_a_balancer_sends_from_has_its_base_key() {
+        use crate::wire::FAMILY_V6;
+        let base4 = [10, 255, 0, 0];
+        let base6 = [0xfd, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let key4 = encap_source_key(words16(&base4), FAMILY_V4);
+        let key6 = encap_source_key(base6, FAMILY_V6);
+        for hash in [0, 1, 0xffff, 0xdead_beef, u32::MAX] {
+            let s4 = outer_source_v4(base4, hash);
+            assert_eq!(encap_source_key(words16(&s4), FAMILY_V4), key4);
+            assert_eq!(
+                encap_source_key(outer_source_v6(base6, hash), FAMILY_V6),
+                key6
+            );
+        }
+        // Another /16 (v4) or /96 (v6) is another key.
+        assert_ne!(encap_source_key(words16(&[10, 254, 0, 0]), FAMILY_V4), key4);
+        let mut other6 = base6;
+        other6[11] = 1;
+        assert_ne!(encap_source_key(other6, FAMILY_V6), key6);
+    }
+
+    fn words16(a: &[u8; 4]) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..4].copy_from_slice(a);
+        out
     }
 
     #[test]

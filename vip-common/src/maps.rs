@@ -64,6 +64,13 @@ pub const MAP_FLOWS: &str = "FLOWS";
 /// Per-CPU [`Counter`] per `flow_stat::*`: what the flow table did for `VIP_F_FLOWS` VIPs.
 pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 
+/// [`EncapSourceKey`] -> `u32` (unused, 1) (hash map): where balancers send encapsulated
+/// packets from. An IPIP / IP6IP6 packet whose inner packet is for a VIP is decapsulated
+/// (`vip_xdp`; `vip_decap`: any IPIP / IP6IP6) only when its outer source, with the per-flow
+/// part zeroed ([`crate::encap::encap_source_key`]), is listed; otherwise it is dropped
+/// (`reason::DROP_ENCAP_SOURCE`). vipd lists the cluster's `encap_source_v4/v6`.
+pub const MAP_ENCAP_SOURCES: &str = "ENCAP_SOURCES";
+
 /// Every map, in the order vipd pins them.
 pub const ALL_MAPS: &[&str] = &[
     MAP_VIPS,
@@ -79,6 +86,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_BACKEND_STATS,
     MAP_FLOWS,
     MAP_FLOW_STATS,
+    MAP_ENCAP_SOURCES,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -93,6 +101,8 @@ pub const ARRAY_ELEMENT_BYTES: usize = 8;
 pub const DEFAULT_MAX_PEERS: u32 = 16;
 pub const DEFAULT_MAX_LEASES: u32 = 64;
 pub const DEFAULT_MAX_IFACES: u32 = 8;
+/// Entries of [`MAP_ENCAP_SOURCES`]: the cluster's encapsulation source of each family.
+pub const MAX_ENCAP_SOURCES: u32 = 2;
 /// Entries of [`MAP_FLOWS`] in the object. The kernel rounds an LRU map with
 /// `BPF_F_NO_COMMON_LRU` up to a multiple of the possible CPUs (each CPU's LRU list gets an
 /// equal share), so vipd asks for such a multiple. 65536 entries take about 7 MiB (see
@@ -147,8 +157,12 @@ pub mod reason {
     /// A VIP packet in a unicast frame for another node's MAC (see `MAP_IFACES`): passed
     /// untouched, not forwarded.
     pub const PASS_OTHER_HOST: u32 = 16;
+    /// An IPIP / IP6IP6 packet for a VIP (`vip_decap`: any) whose outer source is not a
+    /// balancer's (not in `MAP_ENCAP_SOURCES`): dropped, never decapsulated, so that a host
+    /// cannot slip a spoofed inner source past the edge's filters.
+    pub const DROP_ENCAP_SOURCE: u32 = 17;
     /// Number of reasons (size of the stats map).
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     /// Human names, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -169,6 +183,7 @@ pub mod reason {
         "drop_no_lease",
         "tx_second_chance",
         "pass_other_host",
+        "drop_encap_source",
     ];
 }
 
@@ -388,6 +403,19 @@ pub struct LeaseKey {
 }
 const _: () = assert!(core::mem::size_of::<LeaseKey>() == 20);
 
+/// Key of [`MAP_ENCAP_SOURCES`]: an outer source address with its per-flow part zeroed (see
+/// [`crate::encap::encap_source_key`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
+pub struct EncapSourceKey {
+    /// IPv4 in the first 4 bytes (rest zero) or IPv6.
+    pub addr: [u8; 16],
+    /// `wire::FAMILY_V4` or `wire::FAMILY_V6`.
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<EncapSourceKey>() == 20);
+
 /// This node's data-plane lease on a VIP address. vipd lists every cluster VIP; the owner
 /// renews `expiry_ns` (CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`) while it is in
 /// quorum. A listed address whose lease has expired (0: never held) is not answered for (ARP
@@ -435,4 +463,5 @@ mod user {
     unsafe impl aya::Pod for super::Lease {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
+    unsafe impl aya::Pod for super::EncapSourceKey {}
 }

@@ -5,10 +5,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::maps::{
-    flow_stat, reason, Backend, Counter, FlowEntry, FlowKey, Iface, Lease, LeaseKey, Peer, PeerKey,
-    Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS,
-    DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS,
-    DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    flow_stat, reason, Backend, Counter, EncapSourceKey, FlowEntry, FlowKey, Iface, Lease,
+    LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
+    DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS, MAX_ENCAP_SOURCES,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -28,6 +28,9 @@ pub static SETTINGS: Array<Settings, 1> = Array::new();
 pub static PEERS: HashMap<PeerKey, Peer, { DEFAULT_MAX_PEERS as usize }> = HashMap::new();
 #[btf_map]
 pub static LEASES: HashMap<LeaseKey, Lease, { DEFAULT_MAX_LEASES as usize }> = HashMap::new();
+#[btf_map]
+pub static ENCAP_SOURCES: HashMap<EncapSourceKey, u32, { MAX_ENCAP_SOURCES as usize }> =
+    HashMap::new();
 #[btf_map]
 pub static IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
 #[btf_map]

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use vip_common::{
-    encap::{second_chances_taken, OUTER_TTL},
+    encap::{encap_source_key, second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
         flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
@@ -22,8 +22,8 @@ use vip_common::{
 use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, FLOWS, FLOW_STATS, IFACES, LEASES, PEERS, SETTINGS,
-        SLOTS, STATS, VIPS, VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
+        PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
@@ -67,26 +67,59 @@ pub fn vip_xdp(ctx: XdpContext) -> u32 {
     action
 }
 
-/// Backend side of encapsulated DSR: strip the outer IPv4/IPv6 header, deliver locally.
+/// Backend side of encapsulated DSR: strip the outer IPv4/IPv6 header of a packet a balancer
+/// sent (its outer source in `ENCAP_SOURCES`), deliver locally; drop any other IPIP/IP6IP6.
 #[xdp]
 pub fn vip_decap(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let why = match l3_offset(&ctx) {
-        Some((ETH_P_IP, l3)) => match read::<[u8; 10]>(&ctx, l3) {
-            Some(h) if h[0] == 0x45 && h[9] == IPPROTO_IPIP => decap(&ctx, l3, IPV4_HLEN),
+        Some((ETH_P_IP, l3)) => match View::at::<20>(&ctx, l3) {
+            Some(h) if h.u8(0) == 0x45 && h.u8(9) == IPPROTO_IPIP => {
+                if from_balancer(words_addr(&h.addr(12, true)), FAMILY_V4) {
+                    decap(&ctx, l3, IPV4_HLEN)
+                } else {
+                    DROP_ENCAP_SOURCE
+                }
+            }
             Some(_) => PASS_NOT_VIP,
-            None => PASS_MALFORMED,
+            // Too short for an outer header (it could not be stripped anyway).
+            None => match read::<[u8; 10]>(&ctx, l3) {
+                Some(h) if h[0] != 0x45 || h[9] != IPPROTO_IPIP => PASS_NOT_VIP,
+                _ => PASS_MALFORMED,
+            },
         },
-        Some((ETH_P_IPV6, l3)) => match read::<[u8; 8]>(&ctx, l3) {
-            Some(h) if h[0] >> 4 == 6 && h[6] == IPPROTO_IPV6 => decap(&ctx, l3, IPV6_HLEN),
+        Some((ETH_P_IPV6, l3)) => match View::at::<40>(&ctx, l3) {
+            Some(h) if h.u8(0) >> 4 == 6 && h.u8(6) == IPPROTO_IPV6 => {
+                if from_balancer(words_addr(&h.addr(8, false)), FAMILY_V6) {
+                    decap(&ctx, l3, IPV6_HLEN)
+                } else {
+                    DROP_ENCAP_SOURCE
+                }
+            }
             Some(_) => PASS_NOT_VIP,
-            None => PASS_MALFORMED,
+            None => match read::<[u8; 8]>(&ctx, l3) {
+                Some(h) if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 => PASS_NOT_VIP,
+                _ => PASS_MALFORMED,
+            },
         },
         Some(_) => PASS_NOT_IP,
         None => PASS_MALFORMED,
     };
     count(&STATS, why, bytes);
-    XDP_PASS
+    if why == DROP_ENCAP_SOURCE {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    }
+}
+
+/// Whether an outer source `addr` of `family` is one balancers send encapsulated packets
+/// from (`ENCAP_SOURCES`, keyed with the per-flow part zeroed).
+#[inline(always)]
+fn from_balancer(addr: [u8; 16], family: u8) -> bool {
+    let key = encap_source_key(addr, family);
+    // SAFETY: only tests for presence.
+    unsafe { ENCAP_SOURCES.get(&key) }.is_some()
 }
 
 /// EtherType after at most two VLAN tags, and the L3 offset (14, 18 or 22).
@@ -190,7 +223,10 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
     }
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         return match inner_flow_v4(ctx, l4) {
-            Some(inner) => encapsulated(ctx, l3, IPV4_HLEN, h.u8(8), &inner),
+            Some(inner) => {
+                let outer_src = words_addr(&h.addr(12, true));
+                encapsulated(ctx, l3, IPV4_HLEN, h.u8(8), outer_src, &inner)
+            }
             None => MALFORMED,
         };
     }
@@ -199,15 +235,28 @@ fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
 
 /// Encapsulated by a peer (its table or its second chance picked a backend here): when the
 /// inner packet is for a VIP, strip the outer header and deliver locally, unless this node
-/// has no socket for it and the outer TTL allows one more second chance.
+/// has no socket for it and the outer TTL allows one more second chance. Only when a balancer
+/// sent it (`outer_src` in `ENCAP_SOURCES`, looked up only for VIP packets); a VIP packet from
+/// anyone else is dropped.
 #[inline(always)]
-fn encapsulated(ctx: &XdpContext, l3: usize, outer_len: usize, ttl: u8, inner: &Flow) -> Verdict {
+fn encapsulated(
+    ctx: &XdpContext,
+    l3: usize,
+    outer_len: usize,
+    ttl: u8,
+    outer_src: [u8; 16],
+    inner: &Flow,
+) -> Verdict {
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
     let Some(vip) = lookup_vip(inner, settings.flags) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
+    // IPIP and IP6IP6 only: the outer family is the inner one.
+    if !from_balancer(outer_src, inner.family) {
+        return (XDP_DROP, DROP_ENCAP_SOURCE);
+    }
     let why = decap(ctx, l3, outer_len);
     if why != PASS_DECAP {
         return (XDP_PASS, why);
@@ -286,7 +335,10 @@ fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
     match next {
         IPPROTO_ICMPV6 => icmp6(ctx, l3, l4),
         IPPROTO_IPV6 => match inner_flow_v6(ctx, l4) {
-            Some(inner) => encapsulated(ctx, l3, IPV6_HLEN, h.u8(7), &inner),
+            Some(inner) => {
+                let outer_src = words_addr(&h.addr(8, false));
+                encapsulated(ctx, l3, IPV6_HLEN, h.u8(7), outer_src, &inner)
+            }
             None => MALFORMED,
         },
         IPV6_NEXT_FRAGMENT => (XDP_PASS, PASS_FRAGMENT),

@@ -56,11 +56,21 @@ fn wanted(o: &HostOptions) -> anyhow::Result<plan::Wanted> {
         }
         None => plan::Wanted {
             vips: o.vips.iter().copied().collect(),
+            encap_sources: default_encap_sources(),
             ..Default::default()
         },
     };
     w.decap.extend(o.decap.iter().cloned());
     Ok(w)
+}
+
+/// `ENCAP_SOURCES` without a config: the default `cluster.encap_source_v4/v6`.
+fn default_encap_sources() -> Vec<vip_common::maps::EncapSourceKey> {
+    use crate::config::defaults::{ENCAP_SOURCE_V4, ENCAP_SOURCE_V6};
+    crate::core::image::encap_sources_of(
+        ENCAP_SOURCE_V4.parse().expect("the default parses"),
+        ENCAP_SOURCE_V6.parse().expect("the default parses"),
+    )
 }
 
 fn report(
@@ -107,7 +117,7 @@ pub async fn setup(
     let mut failure = None;
     for c in changes {
         // Recorded one by one: a failure halfway still leaves `undo` the part that was done.
-        match io::apply(&handle, &c, &o.decap_pin_dir).await {
+        match io::apply(&handle, &c, &o.decap_pin_dir, &w.encap_sources).await {
             Ok(()) => {
                 record.changes.push(c.clone());
                 io::save_record(&o.state_file, &record)?;

@@ -381,6 +381,8 @@ impl Daemon {
         let peers = self.maps.image().settings.flags & SETTINGS_F_PEERS != 0;
         self.maps
             .settings(image::settings(&self.config, self.layout_id, peers))?;
+        self.maps
+            .encap_sources(&image::encap_sources(&self.config))?;
         for v in 0..self.plan.vips.len() {
             for pos in 0..self.plan.vips[v].backends.len() {
                 let index = self.plan.vips[v].backends[pos].index as usize;

@@ -25,12 +25,19 @@ pub struct Wanted {
     pub vips: BTreeSet<IpAddr>,
     /// Interfaces that receive encapsulated VIP traffic (need the decapsulation program).
     pub decap: BTreeSet<String>,
+    /// Where balancers send encapsulated packets from (`ENCAP_SOURCES` of the decapsulation
+    /// program): the config's `cluster.encap_source_v4/v6`, or their defaults without one.
+    /// Any other IPIP/IP6IP6 reaching a decap interface is dropped.
+    pub encap_sources: Vec<vip_common::maps::EncapSourceKey>,
 }
 
 /// The VIPs this host backs: every VIP of `config` with a backend at one of `host` (address ->
 /// interface holding it), plus `extra`. A `forward = "encap"` backend's interface needs decap.
 pub fn wanted(config: &Config, host: &BTreeMap<IpAddr, String>, extra: &[IpAddr]) -> Wanted {
-    let mut w = Wanted::default();
+    let mut w = Wanted {
+        encap_sources: crate::core::image::encap_sources(config),
+        ..Default::default()
+    };
     for vip in &config.vips {
         for b in &vip.backends {
             let Some(iface) = host.get(&b.address) else {

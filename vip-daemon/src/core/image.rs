@@ -7,6 +7,11 @@ use vip_common::maps::{
     Backend, Settings, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, SETTINGS_F_ALL_PORTS,
     SETTINGS_F_PEERS,
 };
+use vip_common::{
+    encap::encap_source_key,
+    maps::EncapSourceKey,
+    wire::{FAMILY_V4, FAMILY_V6},
+};
 
 use crate::{
     config::{BackendConf, Config, Forward},
@@ -29,6 +34,26 @@ pub fn settings(config: &Config, layout_id: u32, peers: bool) -> Settings {
         flags,
         encap_src_v6: config.cluster.encap_source_v6.octets(),
     }
+}
+
+/// The ENCAP_SOURCES entries: where the cluster's balancers send encapsulated packets from
+/// (`cluster.encap_source_v4/v6`, identical on every node), so that this node decapsulates
+/// what a peer's table or second chance sends it, and nothing else.
+pub fn encap_sources(config: &Config) -> Vec<EncapSourceKey> {
+    encap_sources_of(
+        config.cluster.encap_source_v4,
+        config.cluster.encap_source_v6,
+    )
+}
+
+/// [`encap_sources`] of these `encap_source_v4/v6`.
+pub fn encap_sources_of(v4: std::net::Ipv4Addr, v6: std::net::Ipv6Addr) -> Vec<EncapSourceKey> {
+    let (v4, _) = addr16(&IpAddr::V4(v4));
+    let (v6, _) = addr16(&IpAddr::V6(v6));
+    vec![
+        encap_source_key(v4, FAMILY_V4),
+        encap_source_key(v6, FAMILY_V6),
+    ]
 }
 
 /// What a backend's BACKENDS entry depends on besides its config.

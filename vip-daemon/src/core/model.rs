@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 
 use vip_common::{
     encap::{
-        ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6, second_chance_ttl,
-        second_chances_taken, OUTER_TTL, SECOND_CHANCES,
+        encap_source_key, ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6,
+        second_chance_ttl, second_chances_taken, OUTER_TTL, SECOND_CHANCES,
     },
     flow::{addr_words, flow_hash, maglev_slot},
     maps::{
-        flow_stat, reason::*, Backend, FlowEntry, FlowKey, Lease, LeaseKey, Settings, VipInfo,
-        VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+        flow_stat, reason::*, Backend, EncapSourceKey, FlowEntry, FlowKey, Lease, LeaseKey,
+        Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
         SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
         VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
@@ -44,6 +44,8 @@ pub struct ModelState {
     /// never evicts, so it matches the kernel only while the kernel's LRU map has room
     /// (tests keep well below its size).
     pub flows: HashMap<FlowKey, FlowEntry>,
+    /// The `ENCAP_SOURCES` map: where balancers send encapsulated packets from.
+    pub encap_sources: HashSet<EncapSourceKey>,
 }
 
 /// This node's sockets, as the program's second chance sees them.
@@ -93,6 +95,11 @@ pub struct Choice {
 }
 
 impl ModelState {
+    /// Whether `ENCAP_SOURCES` lists the outer source `addr` (per-flow part zeroed).
+    pub fn from_balancer(&self, addr: [u8; 16], family: u8) -> bool {
+        self.encap_sources.contains(&encap_source_key(addr, family))
+    }
+
     /// This node's lease on a VIP address: None when not cluster-managed.
     pub fn lease(&self, addr: [u8; 16], family: u8) -> Option<bool> {
         let key = LeaseKey {
@@ -276,7 +283,7 @@ fn ipv4(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
     }
     if proto == IPPROTO_IPIP && ihl == IPV4_HLEN {
         return match inner_flow_v4(f, l4) {
-            Some(inner) => encapsulated(state, f, l3, IPV4_HLEN, h[8], &inner),
+            Some(inner) => encapsulated(state, f, l3, IPV4_HLEN, h[8], v4_addr(&h, 12), &inner),
             None => pass(PASS_MALFORMED),
         };
     }
@@ -284,18 +291,23 @@ fn ipv4(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
 }
 
 /// The program's `encapsulated`: an encapsulated VIP packet is stripped and delivered, or,
-/// without a socket for it, given one more second chance while the outer TTL allows.
+/// without a socket for it, given one more second chance while the outer TTL allows; dropped
+/// unless `outer_src` is a balancer's.
 fn encapsulated(
     state: &ModelState,
     f: &[u8],
     l3: usize,
     outer_len: usize,
     ttl: u8,
+    outer_src: [u8; 16],
     inner: &Flow,
 ) -> Outcome {
     let Some(vip) = state.lookup_vip(inner) else {
         return verdict(f, XDP_PASS, PASS_NOT_VIP);
     };
+    if !state.from_balancer(outer_src, inner.family) {
+        return verdict(f, XDP_DROP, DROP_ENCAP_SOURCE);
+    }
     let out = decap(f, l3, outer_len);
     if out.reason != PASS_DECAP {
         return out;
@@ -390,7 +402,11 @@ fn ipv6(state: &mut ModelState, f: &[u8], l3: usize) -> Outcome {
             },
         },
         IPPROTO_IPV6 => match inner_flow_v6(f, l4) {
-            Some(inner) => encapsulated(state, f, l3, IPV6_HLEN, h[7], &inner),
+            Some(inner) => {
+                let mut src = [0u8; 16];
+                src.copy_from_slice(&h[8..24]);
+                encapsulated(state, f, l3, IPV6_HLEN, h[7], src, &inner)
+            }
             None => pass(PASS_MALFORMED),
         },
         IPV6_NEXT_FRAGMENT => pass(PASS_FRAGMENT),
@@ -752,21 +768,50 @@ fn decap(f: &[u8], l3: usize, outer_len: usize) -> Outcome {
     }
 }
 
-/// The backend-side program (`vip_decap`) applied to one frame.
-pub fn process_decap(frame: &[u8]) -> Outcome {
+/// The backend-side program (`vip_decap`) applied to one frame, with `ENCAP_SOURCES` holding
+/// `sources`.
+pub fn process_decap(frame: &[u8], sources: &HashSet<EncapSourceKey>) -> Outcome {
     let pass = |reason| verdict(frame, XDP_PASS, reason);
+    let known = |addr, family| sources.contains(&encap_source_key(addr, family));
     match l3_offset(frame) {
-        Some((ETH_P_IP, l3)) => match bytes::<10>(frame, l3) {
-            Some(h) if h[0] == 0x45 && h[9] == IPPROTO_IPIP => decap(frame, l3, IPV4_HLEN),
+        Some((ETH_P_IP, l3)) => match bytes::<20>(frame, l3) {
+            Some(h) if h[0] == 0x45 && h[9] == IPPROTO_IPIP => {
+                if known(v4_addr(&h, 12), FAMILY_V4) {
+                    decap(frame, l3, IPV4_HLEN)
+                } else {
+                    verdict(frame, XDP_DROP, DROP_ENCAP_SOURCE)
+                }
+            }
             Some(_) => pass(PASS_NOT_VIP),
-            None => pass(PASS_MALFORMED),
+            None => match bytes::<10>(frame, l3) {
+                Some(h) if h[0] != 0x45 || h[9] != IPPROTO_IPIP => pass(PASS_NOT_VIP),
+                _ => pass(PASS_MALFORMED),
+            },
         },
-        Some((ETH_P_IPV6, l3)) => match bytes::<8>(frame, l3) {
-            Some(h) if h[0] >> 4 == 6 && h[6] == IPPROTO_IPV6 => decap(frame, l3, IPV6_HLEN),
+        Some((ETH_P_IPV6, l3)) => match bytes::<40>(frame, l3) {
+            Some(h) if h[0] >> 4 == 6 && h[6] == IPPROTO_IPV6 => {
+                let mut src = [0u8; 16];
+                src.copy_from_slice(&h[8..24]);
+                if known(src, FAMILY_V6) {
+                    decap(frame, l3, IPV6_HLEN)
+                } else {
+                    verdict(frame, XDP_DROP, DROP_ENCAP_SOURCE)
+                }
+            }
             Some(_) => pass(PASS_NOT_VIP),
-            None => pass(PASS_MALFORMED),
+            None => match bytes::<8>(frame, l3) {
+                Some(h) if h[0] >> 4 != 6 || h[6] != IPPROTO_IPV6 => pass(PASS_NOT_VIP),
+                _ => pass(PASS_MALFORMED),
+            },
         },
         Some(_) => pass(PASS_NOT_IP),
         None => pass(PASS_MALFORMED),
     }
+}
+
+/// The IPv4 address at `at` of a header, as a 16-byte map address (rest zero).
+fn v4_addr<const N: usize>(h: &[u8; N], at: usize) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&h[at..at + 4]);
+    a
 }

@@ -224,6 +224,7 @@ pub async fn apply(
     handle: &rtnetlink::Handle,
     c: &Change,
     decap_pin_dir: &Path,
+    encap_sources: &[vip_common::maps::EncapSourceKey],
 ) -> Result<(), HostError> {
     match c {
         Change::Sysctl { path, to, .. } => write_sysctl(path, to),
@@ -233,6 +234,8 @@ pub async fn apply(
         Change::Decap { iface } => {
             use crate::shell::dataplane::Dataplane;
             let mut dp = Dataplane::load_pinned(decap_pin_dir, &decap_sizing())?;
+            // Before attaching: the program drops IPIP/IP6IP6 from sources it does not know.
+            dp.set_encap_sources(encap_sources)?;
             dp.attach_program(vip_common::maps::PROG_DECAP, iface)?;
             Ok(())
         }

@@ -98,6 +98,7 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
         contract::MAP_PEERS => (sz(size_of::<PeerKey>()), sz(size_of::<Peer>())),
         contract::MAP_LEASES => (sz(size_of::<LeaseKey>()), sz(size_of::<Lease>())),
         contract::MAP_IFACES => (u32s, sz(size_of::<Iface>())),
+        contract::MAP_ENCAP_SOURCES => (sz(size_of::<contract::EncapSourceKey>()), u32s),
         contract::MAP_FLOWS => (
             sz(size_of::<contract::FlowKey>()),
             sz(size_of::<contract::FlowEntry>()),
@@ -542,6 +543,51 @@ impl Dataplane {
         let mut map: HashMap<_, u32, Iface> =
             HashMap::try_from(self.map_mut(contract::MAP_IFACES)?)?;
         Ok(map.insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?)
+    }
+
+    /// Lists a source balancers send encapsulated packets from (see `MAP_ENCAP_SOURCES`).
+    pub fn set_encap_source(
+        &mut self,
+        key: &contract::EncapSourceKey,
+    ) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, contract::EncapSourceKey, u32> =
+            HashMap::try_from(self.map_mut(contract::MAP_ENCAP_SOURCES)?)?;
+        Ok(map.insert(key, 1, 0)?)
+    }
+
+    pub fn remove_encap_source(
+        &mut self,
+        key: &contract::EncapSourceKey,
+    ) -> Result<(), DataplaneError> {
+        let mut map: HashMap<_, contract::EncapSourceKey, u32> =
+            HashMap::try_from(self.map_mut(contract::MAP_ENCAP_SOURCES)?)?;
+        Ok(map.remove(key)?)
+    }
+
+    /// Every key of `ENCAP_SOURCES`.
+    pub fn encap_sources(&self) -> Result<Vec<contract::EncapSourceKey>, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(contract::MAP_ENCAP_SOURCES)
+            .ok_or(DataplaneError::MissingMap(contract::MAP_ENCAP_SOURCES))?;
+        let map: HashMap<_, contract::EncapSourceKey, u32> = HashMap::try_from(map)?;
+        Ok(map.keys().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Makes `ENCAP_SOURCES` hold exactly `wanted`: each written, then the others removed.
+    pub fn set_encap_sources(
+        &mut self,
+        wanted: &[contract::EncapSourceKey],
+    ) -> Result<(), DataplaneError> {
+        for key in wanted {
+            self.set_encap_source(key)?;
+        }
+        for key in self.encap_sources()? {
+            if !wanted.contains(&key) {
+                self.remove_encap_source(&key)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn set_peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {

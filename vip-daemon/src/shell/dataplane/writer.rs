@@ -5,7 +5,7 @@
 //! `core::image`); the writer skips a write whose value is already there. The order of a
 //! change (new backends, tables, VIPs, removals) is the caller's: see `app/startup.rs`
 //! `apply_layout`.
-use vip_common::maps::{Backend, Lease, LeaseKey, Settings, VipInfo, VipKey};
+use vip_common::maps::{Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipInfo, VipKey};
 
 use super::{Dataplane, DataplaneError, TablePublisher, TableRegion};
 use crate::core::model::ModelState;
@@ -40,6 +40,13 @@ impl MapWriter {
     pub fn settings(&mut self, settings: Settings) -> Result<(), DataplaneError> {
         self.dp.set_settings(&settings)?;
         self.image.settings = settings;
+        Ok(())
+    }
+
+    /// Makes `ENCAP_SOURCES` hold exactly `wanted` (also dropping what a previous vipd left).
+    pub fn encap_sources(&mut self, wanted: &[EncapSourceKey]) -> Result<(), DataplaneError> {
+        self.dp.set_encap_sources(wanted)?;
+        self.image.encap_sources = wanted.iter().copied().collect();
         Ok(())
     }
 
