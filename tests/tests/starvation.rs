@@ -1,6 +1,6 @@
 //! Zero false positives under CPU starvation: the VIP owner's vipd shares one core with a
 //! stress load for ten minutes (`VIP_STARVATION_SECS` to change), with the daemon's default
-//! timings. No node may declare another down, and the VIP must never move. The starved
+//! timings and the heartbeat detector (5 ms heartbeats, dead after 50 ms of silence). No node may declare another down, and the VIP must never move. The starved
 //! node's Lifeguard score and worst timer lag are printed to show the load was real.
 mod common;
 
@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::Cluster;
+use common::{Cluster, HEARTBEAT};
 use vip_tests::{privileged, progress};
 
 /// Busy loops pinned to one CPU, killed on drop.
@@ -77,8 +77,9 @@ fn a_starved_owner_causes_no_false_positive_for_ten_minutes() {
         cpus >= 2,
         "needs two CPUs to starve one node and not the others"
     );
-    // Daemon defaults: lease 1 s, probe period 150 ms, suspicion 300 ms.
-    let cluster = Cluster::start_with("");
+    // Daemon defaults (lease 1 s, probe period 150 ms, suspicion 300 ms) and the lab's
+    // heartbeat detector: its real-time threads must keep the starved node heard.
+    let cluster = Cluster::start_with(HEARTBEAT);
     let owner = cluster.wait_single_owner(Duration::from_secs(10));
     let starved_cpu = cpus - 1;
     for (i, n) in cluster.nodes.iter().enumerate() {

@@ -629,6 +629,27 @@ fn a_second_gossip_link_is_checked_where_written() {
     );
 }
 
+/// The heartbeat detector: off unless `heartbeat_interval` is set; the timeout defaults to
+/// five intervals and must be at least three.
+#[test]
+fn heartbeat_keys_are_checked_where_written() {
+    let cluster = "[node]\nname = \"ctl1\"\n[cluster]\nlisten = \"192.0.2.11:7946\"\n\
+                   key_file = \"/etc/vip-fabric/cluster.key\"\n";
+    let c = vip_daemon::config::parse(cluster, "c.toml").expect("valid");
+    assert_eq!(c.cluster.membership.and_then(|m| m.heartbeat), None);
+    let on = format!("{cluster}heartbeat_interval = \"5ms\"\n");
+    let c = vip_daemon::config::parse(&on, "c.toml").expect("valid");
+    let hb = c.cluster.membership.and_then(|m| m.heartbeat).expect("on");
+    assert_eq!(
+        (hb.interval, hb.timeout),
+        (Duration::from_millis(5), Duration::from_millis(25))
+    );
+    let short = format!("{on}heartbeat_timeout = \"10ms\"\n");
+    assert_eq!(located(&errors(&short)), [(7, "cluster.heartbeat_timeout")]);
+    let alone = format!("{cluster}heartbeat_timeout = \"50ms\"\n");
+    assert_eq!(located(&errors(&alone)), [(6, "cluster.heartbeat_timeout")]);
+}
+
 #[test]
 fn cluster_mode_keys() {
     let text = r#"

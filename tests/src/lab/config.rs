@@ -108,7 +108,7 @@ voters = ["ctl1", "ctl2", "ctl3"]
 lease = "600ms"
 probe_period = "100ms"
 suspect_timeout = "250ms"
-heartbeat_interval = "10ms"
+heartbeat_interval = "5ms"
 heartbeat_timeout = "50ms"
 fence_command = ["{state}/fence.sh", "{name}"]
 

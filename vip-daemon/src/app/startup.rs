@@ -527,12 +527,12 @@ impl Daemon {
                             && self.plan.vips.iter().any(|o| {
                                 o.name == v.name && o.info.flags & VIP_F_FLOWS != 0
                             });
+                        let timeout = config
+                            .vips
+                            .iter()
+                            .find(|c| c.name == v.name)
+                            .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
                         if left_flows {
-                            let timeout = config
-                                .vips
-                                .iter()
-                                .find(|c| c.name == v.name)
-                                .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
                             tracing::info!(
                                 vip = %v.name,
                                 transition = ?timeout,
@@ -545,11 +545,6 @@ impl Daemon {
                         }
                         if v.previous.is_some() && !was_flows && !live.is_empty() {
                             let old = self.plan.vips.iter().find(|o| o.name == v.name);
-                            let timeout = config
-                                .vips
-                                .iter()
-                                .find(|c| c.name == v.name)
-                                .map_or(std::time::Duration::ZERO, |c| c.drain_timeout);
                             tracing::info!(
                                 vip = %v.name,
                                 transition = ?timeout,

@@ -27,6 +27,9 @@ use crate::core::{
 const MAGIC: &[u8; 2] = b"HB";
 const BYE: u8 = 1;
 const ALIVE: u8 = 0;
+/// Heartbeats come every few milliseconds; the ownership core's arithmetic (`margin`, tens
+/// of milliseconds and more) needs word from a peer far less often.
+const HEARD_EVERY: Duration = Duration::from_millis(20);
 
 pub struct HeartbeatConfig {
     pub me: String,
@@ -133,6 +136,8 @@ impl Beat<'_> {
         let me = self.config.me.as_bytes();
         let mut buf = vec![0u8; 2048];
         let mut next = Instant::now();
+        // When each peer's last Heard went to the loop: one per HEARD_EVERY is word enough.
+        let mut told: std::collections::HashMap<String, Instant> = Default::default();
         while !stop.load(Ordering::Acquire) {
             let now = Instant::now();
             if now >= next {
@@ -180,9 +185,14 @@ impl Beat<'_> {
                 let _ = self.events.try_send(GossipEvent::Back(n));
             }
             drop(detector);
-            // An authentic heartbeat is word from its sender (`Input::Heard`), sent only while
-            // the channel leaves room for verdicts: a Heard is worth less than a Silent.
-            if self.events.capacity() > 64 {
+            // An authentic heartbeat is word from its sender (`Input::Heard`), sent at most
+            // every HEARD_EVERY per peer and only while the channel leaves room for verdicts:
+            // a Heard is worth less than a Silent.
+            let due = told
+                .get(&name)
+                .is_none_or(|t| now.duration_since(*t) >= HEARD_EVERY);
+            if due && self.events.capacity() > 64 {
+                told.insert(name.clone(), now);
                 let _ = self.events.try_send(GossipEvent::Heard(name));
             }
         }
@@ -201,6 +211,21 @@ fn parse(plain: &[u8]) -> Option<(u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `want` arrives within 2 s.
+    async fn wait_for(rx: &mut mpsc::Receiver<GossipEvent>, want: GossipEvent) -> bool {
+        let found = async {
+            while let Some(ev) = rx.recv().await {
+                if ev == want {
+                    return true;
+                }
+            }
+            false
+        };
+        tokio::time::timeout(Duration::from_secs(2), found)
+            .await
+            .unwrap_or(false)
+    }
 
     #[test]
     fn heartbeats_between_two_threads_find_a_stopped_one_silent() {
@@ -229,28 +254,10 @@ mod tests {
             let (tx_b, _rx_b) = mpsc::channel(256);
             let _ha = spawn(config("a", ga), tx_a).expect("a");
             let hb = spawn(config("b", gb), tx_b).expect("b");
-            let heard = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(ev) = rx_a.recv().await {
-                    if ev == GossipEvent::Heard("b".into()) {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await;
-            assert_eq!(heard, Ok(true));
+            assert!(wait_for(&mut rx_a, GossipEvent::Heard("b".into())).await);
             drop(hb);
             let stopped = Instant::now();
-            let silent = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some(ev) = rx_a.recv().await {
-                    if ev == GossipEvent::Silent("b".into()) {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await;
-            assert_eq!(silent, Ok(true));
+            assert!(wait_for(&mut rx_a, GossipEvent::Silent("b".into())).await);
             assert!(stopped.elapsed() < Duration::from_millis(500));
         });
     }
