@@ -126,7 +126,19 @@ impl NeighbourQuery {
         let hops = if self.backends.is_empty() {
             None
         } else {
-            Some(neighbours::resolve(&self.netlink, &self.backends).await)
+            // The netlink socket is shared: a dump of another task's in flight makes this one
+            // fail with EBUSY ("neighbour refresh failed ... os error 16" once a minute in the
+            // cluster tests' logs). Off the loop, so a short wait and a retry cost nothing.
+            let mut tries = 0;
+            loop {
+                match neighbours::resolve(&self.netlink, &self.backends).await {
+                    Err(e) if e.is_busy() && tries < 3 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    r => break Some(r),
+                }
+            }
         };
         NeighbourFacts { peers, hops }
     }

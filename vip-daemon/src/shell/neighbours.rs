@@ -48,6 +48,14 @@ pub enum NeighbourError {
     Io(#[from] std::io::Error),
 }
 
+impl NeighbourError {
+    /// EBUSY: another dump was in progress on the shared netlink socket (the self-check's
+    /// address dump, say); worth one more try a moment later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Netlink(rtnetlink::Error::NetlinkError(m)) if m.raw_code().abs() == libc::EBUSY)
+    }
+}
+
 /// A netlink connection (its driver task is spawned on the current tokio runtime).
 pub fn connect() -> Result<Handle, NeighbourError> {
     let (conn, handle, _) = rtnetlink::new_connection()?;
