@@ -403,14 +403,7 @@ pub fn ipv6_neighbor_solicitation(src_mac: [u8; 6], src_ip: [u8; 16], target: [u
     let mut dst = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0];
     dst[13..].copy_from_slice(&target[13..]);
     let dst_mac = [0x33, 0x33, 0xff, target[13], target[14], target[15]];
-    let frame = Frame {
-        dst_mac,
-        src_mac,
-        ttl: 255,
-        ..Frame::default()
-    };
-    let body = [&target[..], &[1, 1], &src_mac].concat();
-    icmp(&frame, src_ip, dst, [135, 0, 0, 0, 0, 0, 0, 0], &body)
+    neighbor_solicitation(src_mac, dst_mac, src_ip, dst, target)
 }
 
 /// Neighbor solicitation for `target` sent unicast to it at `dst_mac` (neighbour
@@ -422,6 +415,18 @@ pub fn ipv6_unicast_neighbor_solicitation(
     src_ip: [u8; 16],
     target: [u8; 16],
 ) -> Vec<u8> {
+    neighbor_solicitation(src_mac, dst_mac, src_ip, target, target)
+}
+
+/// A neighbor solicitation for `target` to (`dst_mac`, `dst_ip`), hop limit 255, with a
+/// source link-layer address option.
+fn neighbor_solicitation(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src_ip: [u8; 16],
+    dst_ip: [u8; 16],
+    target: [u8; 16],
+) -> Vec<u8> {
     let frame = Frame {
         dst_mac,
         src_mac,
@@ -429,7 +434,7 @@ pub fn ipv6_unicast_neighbor_solicitation(
         ..Frame::default()
     };
     let body = [&target[..], &[1, 1], &src_mac].concat();
-    icmp(&frame, src_ip, target, [135, 0, 0, 0, 0, 0, 0, 0], &body)
+    icmp(&frame, src_ip, dst_ip, [135, 0, 0, 0, 0, 0, 0, 0], &body)
 }
 
 // ---- reader -------------------------------------------------------------------------------
