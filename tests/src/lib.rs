@@ -1,5 +1,6 @@
 //! Fixtures for the root-only tests: privilege gate, network namespaces, veth pairs and
 //! running code inside a namespace. Every guard cleans up on drop, also when a test panics.
+pub mod cluster;
 pub mod fixture;
 pub mod lab;
 pub mod packet;

@@ -7,7 +7,8 @@ use anyhow::{bail, Context as _};
 use vip_tests::lab::{self, bench, Bins, Names};
 
 const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or the scripted demo)
-       vip-lab bench throughput|failover [--duration S] [--rounds N] [--tail S] [--report-dir D]
+       vip-lab bench throughput [--duration S] [--rounds N] [--report-dir D]
+       vip-lab bench failover [--trials N] [--tail S] [--detect-trials N] [--report-dir D]
                                    (root: vip-fabric vs HAProxy + keepalived in the lab)
        vip-lab bench changes [--report-dir D]
                                    (root: day-2 changes on one vipd under load)
@@ -44,6 +45,8 @@ fn bench(which: &str, args: &[&str]) -> anyhow::Result<()> {
     opts.duration_s = number("--duration")?.unwrap_or(opts.duration_s);
     opts.rounds = number("--rounds")?.map_or(opts.rounds, |n| n.max(1) as usize);
     opts.tail_s = number("--tail")?.unwrap_or(opts.tail_s);
+    opts.trials = number("--trials")?.map_or(opts.trials, |n| n.max(1) as usize);
+    opts.detect_trials = number("--detect-trials")?.map_or(opts.detect_trials, |n| n as usize);
     if let Some(dir) = optional(args, "--report-dir") {
         opts.report_dir = dir.into();
     }

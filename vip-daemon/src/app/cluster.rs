@@ -175,8 +175,12 @@ impl Daemon {
                 vec![]
             }
             GossipEvent::Down(n) => {
-                let was = c.alive.remove(&n) && !c.silent.contains(&n);
+                let removed = c.alive.remove(&n);
+                if removed {
+                    tracing::warn!(member = %n, "member down: SWIM declared it dead");
+                }
                 // Counted once per death, whichever detector found it first.
+                let was = removed && !c.silent.contains(&n);
                 c.member_down_events += u64::from(was);
                 // Node death is backend death: its backends leave every table now.
                 recompute = true;

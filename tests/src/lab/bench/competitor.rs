@@ -104,9 +104,10 @@ fn keepalived_config(node: &str, f: &Flavour, priority: u8) -> String {
     )
 }
 
-/// The HAProxy and keepalived processes of every flavour on every controller.
+/// The HAProxy and keepalived processes of every flavour on every controller, with the
+/// controller each runs on.
 pub struct Competitors {
-    procs: Vec<Proc>,
+    procs: Vec<(usize, Proc)>,
 }
 
 impl Competitors {
@@ -123,6 +124,28 @@ impl Competitors {
             me.start_on(lab, i, priority)?;
         }
         Ok(me)
+    }
+
+    /// SIGKILLs every HAProxy and keepalived on controller `i`, as a crash would: keepalived
+    /// leaves its VIPs on eth0.
+    pub fn kill_on(&mut self, lab: &Lab, i: usize) {
+        self.procs.retain(|(node, _)| *node != i);
+        kill_children(&lab.names, lab.nodes[i].name);
+    }
+
+    /// Stops every instance, removes the VIPs the killed ones left behind, and starts them
+    /// again with `master` on the highest priority.
+    pub fn restart(&mut self, lab: &Lab, master: usize) -> anyhow::Result<()> {
+        self.procs.clear();
+        for node in &lab.nodes {
+            kill_children(&lab.names, node.name);
+            for f in &FLAVOURS {
+                let vip = format!("{}/24", f.vip);
+                let _ = ns_cmd(&node.ns, &["ip", "addr", "del", &vip, "dev", "eth0"]);
+            }
+        }
+        *self = Self::start(lab, master)?;
+        Ok(())
     }
 
     fn start_on(&mut self, lab: &Lab, i: usize, priority: u8) -> anyhow::Result<()> {
@@ -144,7 +167,7 @@ impl Competitors {
                 &str_of(&path("haproxy.pid"))?,
             ]
             .map(str::to_owned);
-            self.spawn(ns, "haproxy", &haproxy, &path("haproxy.log"))?;
+            self.spawn(i, ns, "haproxy", &haproxy, &path("haproxy.log"))?;
             let keepalived = [
                 "-n",
                 "-l",
@@ -160,13 +183,14 @@ impl Competitors {
                 &str_of(&path("keepalived-checkers.pid"))?,
             ]
             .map(str::to_owned);
-            self.spawn(ns, "keepalived", &keepalived, &path("keepalived.log"))?;
+            self.spawn(i, ns, "keepalived", &keepalived, &path("keepalived.log"))?;
         }
         Ok(())
     }
 
     fn spawn(
         &mut self,
+        node: usize,
         ns: &str,
         program: &str,
         args: &[String],
@@ -175,7 +199,7 @@ impl Competitors {
         let program = cmd(&["which", program])?;
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.procs
-            .push(Proc::spawn(ns, program.trim().as_ref(), &args, log)?);
+            .push((node, Proc::spawn(ns, program.trim().as_ref(), &args, log)?));
         Ok(())
     }
 
@@ -200,11 +224,20 @@ impl Competitors {
                 let states: Vec<String> = FLAVOURS
                     .iter()
                     .map(|f| {
+                        let node = lab.nodes[master].name;
+                        let log = |what| {
+                            let text = std::fs::read_to_string(file(&lab.names, node, f, what))
+                                .unwrap_or_default();
+                            let lines: Vec<&str> = text.lines().collect();
+                            lines[lines.len().saturating_sub(5)..].join("\n    ")
+                        };
                         format!(
-                            "{}: holders {:?}, servers {:?}",
+                            "{}: holders {:?}, servers {:?}\n  {node} haproxy.log:\n    {}\n  {node} keepalived.log:\n    {}",
                             f.name,
                             holders(lab, f.vip),
-                            server_states(lab, master, f)
+                            server_states(lab, master, f),
+                            log("haproxy.log"),
+                            log("keepalived.log")
                         )
                     })
                     .collect();
@@ -214,6 +247,30 @@ impl Competitors {
                 );
             }
             pause(Duration::from_millis(50))?;
+        }
+    }
+}
+
+/// SIGKILLs keepalived's VRRP and checker children on `node` (killing the parent leaves them
+/// running, and a new keepalived then finds its "daemon already running"), and waits until
+/// they are gone.
+fn kill_children(names: &Names, node: &str) {
+    for f in &FLAVOURS {
+        for what in ["keepalived-vrrp.pid", "keepalived-checkers.pid"] {
+            let path = file(names, node, f, what);
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            let _ = std::fs::remove_file(&path);
+            let Some(pid) = pid.filter(|&p| p > 1) else {
+                continue;
+            };
+            // SAFETY: plain kill(2); the pid is keepalived's own child from its pid file.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let gone = Instant::now() + Duration::from_secs(2);
+            while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 }

@@ -1,11 +1,16 @@
-//! `bench failover`: one backend service SIGKILLed, then the VIP owner's link cut, each seen
-//! at once by three stacks under the same probe load (a new connection every 15 ms per
-//! stack): vip-fabric, and HAProxy + keepalived in the guide's and in tuned settings. The
-//! keepalived master is vipd's VIP owner, so one cut takes every stack's owner down.
+//! `bench failover`: one backend service SIGKILLed, then the VIP owner lost again and again
+//! (`--trials`, 20 by default: a link cut and a SIGKILL with the link up, alternately), each
+//! seen at once by three stacks under the same probe load (a new connection every 15 ms per
+//! stack): vip-fabric, and HAProxy + keepalived in the guide's and in tuned settings. Before
+//! each trial keepalived's master is moved to vipd's VIP owner, so one loss takes every
+//! stack's owner down. Last, vipd alone in clusters of 3, 5 and 7 (`detection`): how long
+//! until the others take a lost member for dead and one of them claims its VIP.
 use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
+
+use anyhow::Context as _;
 
 use super::{
     competitor::{server_states, FLAVOURS, PORT_OFFSET},
@@ -13,10 +18,13 @@ use super::{
     start, Arena, Options,
 };
 use crate::{
-    lab::{borrowed_ns, config::API_VIP, pause, story::Story, topology::Names, Bins},
+    lab::{
+        borrowed_ns, config::API_VIP, pause, running::holders, story::Story, topology::Names, Bins,
+    },
     servers::LineClient,
 };
 
+mod detection;
 mod report;
 
 /// A stack under test: where its HTTP service and its long-lived stream service answer.
@@ -50,13 +58,49 @@ pub struct BackendKill {
     pub seen: Seen,
 }
 
-/// What one stack did when its owner's link was cut.
-pub struct LinkCut {
+/// How a trial takes the owner down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// eth0 down, vipd SIGKILLed: the controller is gone (HAProxy and keepalived keep running
+    /// behind the dead link).
+    LinkCut,
+    /// The balancer's processes SIGKILLed, the link up: vipd (its pinned data plane keeps
+    /// forwarding until its lease ends), HAProxy and keepalived (which leaves its VIP behind).
+    Kill,
+}
+
+impl Loss {
+    /// Trials alternate, starting with a link cut.
+    fn of_trial(t: usize) -> Self {
+        if t.is_multiple_of(2) {
+            Self::LinkCut
+        } else {
+            Self::Kill
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::LinkCut => "link cut",
+            Self::Kill => "SIGKILL, link up",
+        }
+    }
+}
+
+/// What one stack did when its owner was lost.
+pub struct Outage {
     pub seen: Seen,
     /// Long-lived connections to backends on surviving nodes: (open, broken).
     pub to_survivors: (usize, usize),
-    /// Long-lived connections to the dead node's backend: (open, broken).
+    /// Long-lived connections to the lost node's backend: (open, broken).
     pub to_dead: (usize, usize),
+}
+
+/// One owner loss, seen by every stack (in [`stacks`] order).
+pub struct Trial {
+    pub loss: Loss,
+    pub owner: &'static str,
+    pub stacks: Vec<Outage>,
 }
 
 pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()> {
@@ -66,22 +110,69 @@ pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()>
     let stacks = stacks();
     story.chapter("1. a backend service is SIGKILLed (a new connection every 15 ms per stack)");
     let kills = backend_kill(&mut arena, &stacks, &story)?;
+    let victim = arena.lab.nodes[(arena.owner + 1) % 3].name;
     story.chapter(&format!(
-        "2. the owner's link is cut ({LONG_LIVED} long-lived connections per stack; probes for {} s after)",
-        opts.tail_s
+        "2. the owner is lost {} times, by link cut and by SIGKILL with the link up \
+         ({LONG_LIVED} long-lived connections per stack; probes for {} s after)",
+        opts.trials, opts.tail_s
     ));
-    let cuts = link_cut(
-        &mut arena,
-        &stacks,
-        &story,
-        Duration::from_secs(opts.tail_s),
-    )?;
-    let (victim, owner) = (
-        arena.lab.nodes[(arena.owner + 1) % 3].name,
-        arena.lab.nodes[arena.owner].name,
-    );
+    let tail = Duration::from_secs(opts.tail_s);
+    let mut trials = Vec::new();
+    for t in 0..opts.trials {
+        align_competitors(&mut arena, &story)?;
+        let loss = Loss::of_trial(t);
+        let trial = outage(&mut arena, &stacks, loss, tail)?;
+        story.say(format!(
+            "trial {}/{} ({}, {}): {}",
+            t + 1,
+            opts.trials,
+            loss.label(),
+            trial.owner,
+            report::trial_summary(&stacks, &trial, opts.tail_s)
+        ));
+        trials.push(trial);
+        revive(&mut arena, &story)?;
+    }
     drop(arena);
-    report::print_and_write(&stacks, &kills, &cuts, victim, owner, opts)
+    story.chapter(&format!(
+        "3. detection: vipd alone in clusters of {:?}, the owner lost {} times each",
+        detection::SIZES,
+        opts.detect_trials
+    ));
+    let detections = detection::measure(&bins.vipd, opts.detect_trials, &story)?;
+    report::print_and_write(&stacks, &kills, &trials, &detections, victim, opts)
+}
+
+/// Restarts HAProxy + keepalived with their master on vipd's current owner of the API VIP.
+fn align_competitors(arena: &mut Arena, story: &Story) -> anyhow::Result<()> {
+    let all = arena.lab.statuses(Duration::from_millis(300));
+    let owner = holders(&all, API_VIP)
+        .first()
+        .map(|n| arena.lab.index_of(n))
+        .context("no owner of the API VIP")?;
+    arena.owner = owner;
+    arena.competitors.restart(&arena.lab, owner)?;
+    let took = arena
+        .competitors
+        .wait_ready(&arena.lab, owner, Duration::from_secs(30))?;
+    story.say(format!(
+        "HAProxy + keepalived restarted with their master on {} (vipd's owner): ready after {took:.1?}",
+        arena.lab.nodes[owner].name
+    ));
+    Ok(())
+}
+
+/// Powers the lost controller back on (the fencing hook froze it and took its link down)
+/// and waits for every vipd to agree again.
+fn revive(arena: &mut Arena, story: &Story) -> anyhow::Result<()> {
+    let lost = arena.owner;
+    arena.lab.power_on(lost)?;
+    let took = arena.lab.wait_converged(Duration::from_secs(30))?;
+    story.say(format!(
+        "{} powered back on: converged after {took:.1?}",
+        arena.lab.nodes[lost].name
+    ));
+    Ok(())
 }
 
 fn probe_all(arena: &Arena, stacks: &[Stack]) -> Vec<Prober> {
@@ -165,12 +256,12 @@ fn vipd_sees_down(arena: &Arena, node: &str) -> bool {
         })
 }
 
-fn link_cut(
+fn outage(
     arena: &mut Arena,
     stacks: &[Stack],
-    story: &Story,
+    loss: Loss,
     tail: Duration,
-) -> anyhow::Result<Vec<LinkCut>> {
+) -> anyhow::Result<Trial> {
     let owner = arena.lab.nodes[arena.owner].name;
     let client = borrowed_ns(&arena.lab.names.ns("client"));
     let targets: Vec<SocketAddr> = stacks.iter().map(|s| s.stream).collect();
@@ -190,11 +281,14 @@ fn link_cut(
     })?;
     let probers = probe_all(arena, stacks);
     pause(Duration::from_secs(1))?;
-    let cut = Instant::now();
-    arena.lab.nodes[arena.owner].crash()?;
-    story.say(format!(
-        "{owner} (owner of every VIP) dies: eth0 down, vipd SIGKILLed"
-    ));
+    let lost = Instant::now();
+    match loss {
+        Loss::LinkCut => arena.lab.nodes[arena.owner].crash()?,
+        Loss::Kill => {
+            arena.lab.nodes[arena.owner].vipd = None;
+            arena.competitors.kill_on(&arena.lab, arena.owner);
+        }
+    }
     pause(tail)?;
     let outcomes: Vec<_> = probers.into_iter().map(Prober::finish).collect();
     let owner_name = owner.to_owned();
@@ -217,13 +311,17 @@ fn link_cut(
             })
             .collect::<Vec<_>>()
     });
-    Ok(outcomes
-        .into_iter()
-        .zip(conns)
-        .map(|(o, (to_survivors, to_dead))| LinkCut {
-            seen: seen_after(&o, cut),
-            to_survivors,
-            to_dead,
-        })
-        .collect())
+    Ok(Trial {
+        loss,
+        owner,
+        stacks: outcomes
+            .into_iter()
+            .zip(conns)
+            .map(|(o, (to_survivors, to_dead))| Outage {
+                seen: seen_after(&o, lost),
+                to_survivors,
+                to_dead,
+            })
+            .collect(),
+    })
 }

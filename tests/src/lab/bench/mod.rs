@@ -38,8 +38,13 @@ pub struct Options {
     pub duration_s: u64,
     /// `wrk` runs per target; the median is reported (throughput).
     pub rounds: usize,
-    /// How long the probes keep running after the link cut, to see the failure tail (failover).
+    /// How long the probes keep running after each owner loss, to see the failure tail
+    /// (failover; the guide's HAProxy takes ~10 s to drop the lost node's backend).
     pub tail_s: u64,
+    /// Owner losses (failover), alternately a link cut and a SIGKILL with the link up.
+    pub trials: usize,
+    /// Owner losses per cluster size in the detection figures (failover).
+    pub detect_trials: usize,
     pub report_dir: PathBuf,
 }
 
@@ -48,7 +53,9 @@ impl Default for Options {
         Self {
             duration_s: 10,
             rounds: 1,
-            tail_s: 25,
+            tail_s: 12,
+            trials: 20,
+            detect_trials: 5,
             report_dir: PathBuf::from("target/bench-report"),
         }
     }

@@ -178,6 +178,8 @@ pub fn failures(title: &str, panels: &[Panel<'_>]) -> anyhow::Result<String> {
                 .configure_mesh()
                 .x_desc(p.x_desc.as_str())
                 .y_desc("failed requests (running count)")
+                // Whole counts only: no label repeated on a short axis.
+                .y_labels((top as usize).min(10) + 1)
                 .x_label_formatter(&|v| format!("{v:.1}"))
                 .y_label_formatter(&|v| format!("{v:.0}"))
                 .label_style(font(LABEL))
@@ -211,6 +213,79 @@ pub fn failures(title: &str, panels: &[Panel<'_>]) -> anyhow::Result<String> {
                 .draw()
                 .map_err(plot_error)?;
         }
+        root.present().map_err(plot_error)?;
+    }
+    Ok(svg)
+}
+
+/// Each series' values (one per trial) sorted and drawn over their rank, 0-100 % of the
+/// trials, on a logarithmic axis: a stack's whole distribution as one line, its median at
+/// 50 %. Values under 1 are drawn at 1 (the log axis has no 0).
+pub fn distribution(
+    title: &str,
+    y_desc: &str,
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        let max = series
+            .iter()
+            .flat_map(|s| s.1.iter())
+            .copied()
+            .fold(10.0, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, font(TITLE))
+            .margin(20)
+            .margin_right(30)
+            .x_label_area_size(55)
+            .y_label_area_size(85)
+            // Head room above the highest point for the legend.
+            .build_cartesian_2d(0.0..100.0, (1.0..max * 30.0).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("trials at or below (%)")
+            .y_desc(y_desc)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(font(LABEL))
+            .axis_desc_style(font(LABEL))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(plot_error)?;
+        for (k, (label, values)) in series.iter().enumerate() {
+            let mut sorted = values.clone();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len().max(1) as f64;
+            let points: Vec<(f64, f64)> = sorted
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (100.0 * (i + 1) as f64 / n, v.max(1.0)))
+                .collect();
+            let style = colour(k).stroke_width(3);
+            chart
+                .draw_series(LineSeries::new(points.clone(), style))
+                .map_err(plot_error)?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 5, colour(k).filled())),
+                )
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(font(LABEL))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK.mix(0.4))
+            .draw()
+            .map_err(plot_error)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
@@ -342,6 +417,36 @@ mod tests {
         );
         for y in attr_values(&svg, "<text", "y") {
             assert!((0.0..f64::from(60 + 2 * 380)).contains(&y), "text at y={y}");
+        }
+    }
+
+    #[test]
+    fn distribution_draws_every_trial_of_every_stack_with_its_legend() {
+        let series = [
+            (
+                "vip-fabric: p50 60 ms, p99 95 ms".to_owned(),
+                vec![55.0, 60.0, 95.0, 0.0],
+            ),
+            (
+                "tuned keepalived: p50 300 ms".to_owned(),
+                vec![290.0, 300.0, 310.0, 420.0],
+            ),
+        ];
+        let svg =
+            distribution("owner lost: time to answer again, 4 trials", "ms", &series).unwrap();
+        keep("distribution.svg", &svg);
+        for text in [
+            "owner lost: time to answer again, 4 trials",
+            "trials at or below (%)",
+            "vip-fabric: p50 60 ms, p99 95 ms",
+            "tuned keepalived: p50 300 ms",
+        ] {
+            assert!(svg.contains(text), "{text:?} missing from\n{svg}");
+        }
+        // One dot per trial per stack.
+        assert_eq!(svg.matches("<circle").count(), 8);
+        for y in attr_values(&svg, "<text", "y") {
+            assert!((0.0..560.0).contains(&y), "text at y={y}");
         }
     }
 
