@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use super::{
     competitor::{server_states, FLAVOURS, PORT_OFFSET},
-    probe::{seen_after, Prober, Seen},
+    probe::{self, seen_after, Prober, Seen},
     start, Arena, Options,
 };
 use crate::{
@@ -175,6 +175,27 @@ fn revive(arena: &mut Arena, story: &Story) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Until every stack answers ten requests in a row through its VIP (a client's neighbour
+/// entry may still point at a node that just came back, until the master's next
+/// gratuitous ARP).
+fn wait_serving(client: &crate::NetNs, stacks: &[Stack]) -> anyhow::Result<()> {
+    for s in stacks {
+        let (label, to) = (s.label, s.http);
+        let started = Instant::now();
+        let mut in_a_row = 0;
+        while in_a_row < 10 {
+            let ok = client.run(move || probe::http_get(to).is_ok());
+            in_a_row = if ok { in_a_row + 1 } else { 0 };
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(20),
+                "{label} at {to} not answering 20 s before the trial"
+            );
+            pause(Duration::from_millis(if ok { 10 } else { 100 }))?;
+        }
+    }
+    Ok(())
+}
+
 fn probe_all(arena: &Arena, stacks: &[Stack]) -> Vec<Prober> {
     let client = arena.lab.names.ns("client");
     stacks
@@ -264,11 +285,13 @@ fn outage(
 ) -> anyhow::Result<Trial> {
     let owner = arena.lab.nodes[arena.owner].name;
     let client = borrowed_ns(&arena.lab.names.ns("client"));
-    let targets: Vec<SocketAddr> = stacks.iter().map(|s| s.stream).collect();
+    wait_serving(&client, stacks)?;
+    let targets: Vec<(&'static str, SocketAddr)> =
+        stacks.iter().map(|s| (s.label, s.stream)).collect();
     let streams = client.run(move || {
         targets
             .iter()
-            .map(|&t| {
+            .map(|&(label, t)| {
                 (0..LONG_LIVED)
                     .map(|_| {
                         let mut c = LineClient::connect(t)?;
@@ -276,8 +299,9 @@ fn outage(
                         Ok((c, who))
                     })
                     .collect::<std::io::Result<Vec<_>>>()
+                    .with_context(|| format!("a long-lived connection to {label} at {t}"))
             })
-            .collect::<std::io::Result<Vec<_>>>()
+            .collect::<anyhow::Result<Vec<_>>>()
     })?;
     let probers = probe_all(arena, stacks);
     pause(Duration::from_secs(1))?;

@@ -71,7 +71,7 @@ impl Prober {
     }
 }
 
-fn http_get(to: SocketAddr) -> std::io::Result<String> {
+pub fn http_get(to: SocketAddr) -> std::io::Result<String> {
     let mut conn = TcpStream::connect_timeout(&to, TIMEOUT)?;
     conn.set_read_timeout(Some(TIMEOUT))?;
     conn.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
