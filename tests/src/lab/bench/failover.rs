@@ -101,6 +101,9 @@ pub struct Trial {
     pub loss: Loss,
     pub owner: &'static str,
     pub stacks: Vec<Outage>,
+    /// Nodes other than the lost owner that vipd's fencing hook fenced during the trial:
+    /// a false detection (none expected).
+    pub wrongly_fenced: Vec<String>,
 }
 
 pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()> {
@@ -121,17 +124,30 @@ pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()>
     for t in 0..opts.trials {
         align_competitors(&mut arena, &story)?;
         let loss = Loss::of_trial(t);
-        let trial = outage(&mut arena, &stacks, loss, tail)?;
+        let fences_before = arena.lab.fence_events().len();
+        let mut trial = outage(&mut arena, &stacks, loss, tail)?;
+        trial.wrongly_fenced = fenced_since(&arena, fences_before)
+            .into_iter()
+            .filter(|n| n != trial.owner)
+            .collect();
         story.say(format!(
-            "trial {}/{} ({}, {}): {}",
+            "trial {}/{} ({}, {}): {}{}",
             t + 1,
             opts.trials,
             loss.label(),
             trial.owner,
-            report::trial_summary(&stacks, &trial, opts.tail_s)
+            report::trial_summary(&stacks, &trial, opts.tail_s),
+            if trial.wrongly_fenced.is_empty() {
+                String::new()
+            } else {
+                format!("; !! vipd also fenced {:?}", trial.wrongly_fenced)
+            }
         ));
+        let lost: Vec<usize> = std::iter::once(arena.owner)
+            .chain(trial.wrongly_fenced.iter().map(|n| arena.lab.index_of(n)))
+            .collect();
         trials.push(trial);
-        revive(&mut arena, &story)?;
+        revive(&mut arena, &lost, &story)?;
     }
     drop(arena);
     story.chapter(&format!(
@@ -162,15 +178,32 @@ fn align_competitors(arena: &mut Arena, story: &Story) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Powers the lost controller back on (the fencing hook froze it and took its link down)
-/// and waits for every vipd to agree again.
-fn revive(arena: &mut Arena, story: &Story) -> anyhow::Result<()> {
-    let lost = arena.owner;
-    arena.lab.power_on(lost)?;
+/// The nodes the fencing hook fenced since its log had `from` lines (deduplicated).
+fn fenced_since(arena: &Arena, from: usize) -> Vec<String> {
+    let mut fenced: Vec<String> = arena.lab.fence_events()[from..]
+        .iter()
+        .filter_map(|l| {
+            // "<time> <by> fenced <node> (froze pids ...): <reason>"
+            let words: Vec<&str> = l.split_whitespace().collect();
+            (words.get(2) == Some(&"fenced")).then(|| words.get(3).map(|n| (*n).to_owned()))?
+        })
+        .collect();
+    fenced.sort();
+    fenced.dedup();
+    fenced
+}
+
+/// Powers the lost controllers back on (the fencing hook froze them and took their links
+/// down) and waits for every vipd to agree again.
+fn revive(arena: &mut Arena, lost: &[usize], story: &Story) -> anyhow::Result<()> {
+    for &i in lost {
+        arena.lab.power_on(i)?;
+    }
     let took = arena.lab.wait_converged(Duration::from_secs(30))?;
+    let names: Vec<&str> = lost.iter().map(|&i| arena.lab.nodes[i].name).collect();
     story.say(format!(
         "{} powered back on: converged after {took:.1?}",
-        arena.lab.nodes[lost].name
+        names.join(", ")
     ));
     Ok(())
 }
@@ -338,6 +371,7 @@ fn outage(
     Ok(Trial {
         loss,
         owner,
+        wrongly_fenced: Vec::new(),
         stacks: outcomes
             .into_iter()
             .zip(conns)

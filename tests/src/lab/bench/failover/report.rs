@@ -221,14 +221,25 @@ fn owner_losses(md: &mut String, stacks: &[Stack], trials: &[Trial], tail: u64) 
             let _ = writeln!(md, "{line}");
         }
     }
+    let wrong: usize = trials.iter().map(|t| t.wrongly_fenced.len()).sum();
+    let line = format!(
+        "vipd fenced a node other than the lost owner {wrong} times in {} trials",
+        trials.len()
+    );
+    println!("  {line}");
     let _ = write!(
         md,
-        "\n### Every trial: answering again after (ms) / failed requests\n\n| trial | loss | owner |"
+        "\n{line} (a false detection; each one is listed below).\n\n\
+         ### Every trial: answering again after (ms) / failed requests\n\n| trial | loss | owner |"
     );
     for s in stacks {
         let _ = write!(md, " {} |", short(s.label));
     }
-    let _ = write!(md, "\n|---|---|---|{}\n", "---|".repeat(stacks.len()));
+    let _ = write!(
+        md,
+        " also fenced |\n|---|---|---|{}---|\n",
+        "---|".repeat(stacks.len())
+    );
     for (t, trial) in trials.iter().enumerate() {
         let _ = write!(
             md,
@@ -240,7 +251,7 @@ fn owner_losses(md: &mut String, stacks: &[Stack], trials: &[Trial], tail: u64) 
         for o in &trial.stacks {
             let _ = write!(md, " {} / {} |", failover_ms(o, tail), o.seen.failed);
         }
-        md.push('\n');
+        let _ = writeln!(md, " {} |", trial.wrongly_fenced.join(", "));
     }
 }
 
