@@ -139,8 +139,10 @@ fn minimal_example_gets_every_default() {
         fencing: true,
         failback: false,
         drain_timeout: std::time::Duration::from_secs(300),
+        announce: Announce::Address,
     };
     assert_eq!(c.vips, [web]);
+    assert_eq!(c.bgp, Bgp::default());
     assert_eq!(DEFAULT_PATH, "/etc/vip-fabric/vipd.toml");
 }
 
@@ -522,6 +524,79 @@ fn failback_only_on_primary_backup_and_drain_timeout_parses() {
         5,
         "vip[0].drain_timeout",
         &["invalid duration \"soon\""],
+    );
+}
+
+#[test]
+fn bgp_announce_and_its_table() {
+    let c = config::parse(&insert(VIP, 5, r#"announce = "bgp""#), "t.toml").unwrap();
+    assert_eq!(c.vips[0].announce, Announce::Bgp);
+    let src = format!(
+        "[bgp]\ntable = 300\nprotocol = 99\nwithout_quorum = true\n\
+         withdraw_quiet = \"200ms\"\nwithdraw_max = \"3s\"\n{VIP}"
+    );
+    let c = config::parse(&src, "t.toml").unwrap();
+    let want = Bgp {
+        table: 300,
+        protocol: 99,
+        without_quorum: true,
+        withdraw_quiet: Duration::from_millis(200),
+        withdraw_max: Duration::from_secs(3),
+    };
+    assert_eq!(c.bgp, want);
+    one_error(
+        &insert(VIP, 5, r#"announce = "ospf""#),
+        5,
+        "vip[0].announce",
+        &["unknown value \"ospf\"", "\"address\", \"bgp\""],
+    );
+    let d = errors(&format!(
+        "[bgp]\ntable = 254\nprotocol = 2\nwithdraw_quiet = \"9s\"\n{VIP}"
+    ));
+    assert_eq!(
+        located(&d),
+        [
+            (2, "bgp.table"),
+            (3, "bgp.protocol"),
+            (4, "bgp.withdraw_quiet")
+        ],
+        "{d:#?}"
+    );
+    check(&d[0], 2, "bgp.table", &["254 is reserved"]);
+    check(
+        &d[2],
+        4,
+        "bgp.withdraw_quiet",
+        &["not be longer than `withdraw_max`"],
+    );
+    // One address, one way of announcing it; no owner preferences on a routed VIP.
+    let shared = insert(&two_vips(11, r#"name = "api2""#), 12, r#"announce = "bgp""#);
+    let d = errors(&shared);
+    assert!(
+        d.iter()
+            .any(|d| d.field == "vip[1].announce" && d.message.contains("shares address")),
+        "{d:#?}"
+    );
+    one_error(
+        &insert(
+            &insert(VIP, 5, r#"announce = "bgp""#),
+            6,
+            r#"selection = "primary-backup""#,
+        ),
+        5,
+        "vip[0].announce",
+        &["needs selection = \"maglev\""],
+    );
+    // (Single node: `preferences` are refused for that too.)
+    let d = errors(&insert(
+        &insert(VIP, 5, r#"announce = "bgp""#),
+        6,
+        r#"preferences = ["ctl1"]"#,
+    ));
+    assert!(
+        d.iter().any(|d| d.field == "vip[0].preferences"
+            && d.message.contains("an announce = \"bgp\" VIP has none")),
+        "{d:#?}"
     );
 }
 

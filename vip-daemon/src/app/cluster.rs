@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use vip_common::maps::{Lease, LeaseKey};
 
 use crate::{
-    config::{Config, Membership},
+    config::{Announce, Config, Membership},
     core::{
         ownership::{
             Action, Claim, Gossip, Input, NodeState, Ownership, OwnershipConfig, VipPolicy,
@@ -82,7 +82,12 @@ pub fn policies(config: &Config) -> (Vec<VipPolicy>, BTreeMap<String, IpAddr>) {
         .membership
         .as_ref()
         .is_some_and(|m| m.fence_command.is_some());
-    for v in &config.vips {
+    // A routed VIP has no owner: every node in service announces it (`core::announce`).
+    for v in config
+        .vips
+        .iter()
+        .filter(|v| v.announce == Announce::Address)
+    {
         let name = v.address.to_string();
         addrs.insert(name.clone(), v.address);
         match out.iter_mut().find(|p| p.name == name) {

@@ -3,6 +3,7 @@
 //! pure cores decide; the loop applies their decisions to the maps. Clustering plugs in as
 //! one more input source.
 mod admin;
+mod announce;
 mod backends;
 mod cluster;
 mod cluster_reload;
@@ -173,6 +174,8 @@ pub struct Daemon {
     pub notifier: crate::shell::hooks::Notifier,
     /// The last self-check (`selfcheck`), for status.
     pub last_selfcheck: Option<selfcheck::Run>,
+    /// Routes of `announce = "bgp"` VIPs (`announce`).
+    pub routes: announce::Routes,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -303,9 +306,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        // Whatever the event changed (quorum, health, standby, a reload), the routes of
+        // `announce = "bgp"` VIPs follow; nothing to do without such VIPs.
+        d.reconcile_routes().await;
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     health.set(Err("stopping".into()));
+    d.withdraw_before_stop().await;
     d.save_state();
     d.on_clean_stop().await;
     Ok(())

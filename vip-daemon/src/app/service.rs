@@ -106,7 +106,10 @@ impl Daemon {
                 "this is {me}: `vipd node standby` acts on the node it runs on; run it on {n}"
             ));
         }
-        if self.cluster.is_none() {
+        // Single node, standby means something only for routed VIPs: their routes are
+        // withdrawn and the routers send their traffic to the other balancers.
+        let routed = (self.config.vips.iter()).any(|v| v.announce == crate::config::Announce::Bgp);
+        if self.cluster.is_none() && !routed {
             return Err(
                 "single-node mode: there is no other node to hand the VIPs to; take \
                         backends out with `vipd backend drain` instead"

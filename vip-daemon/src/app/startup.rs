@@ -311,6 +311,7 @@ pub async fn start(
         track_watchers: None,
         notifier,
         last_selfcheck: None,
+        routes: Default::default(),
     };
     d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
     if let Some(s) = &saved {

@@ -10,6 +10,7 @@
 //! Layout: `raw` (serde shapes, all keys optional), `validate` + `vip` + `check` (the rules),
 //! `locate` (field path ↔ line), `diag` (diagnostics), `types` (the resolved output).
 
+mod bgp;
 mod check;
 mod diag;
 mod limits;
@@ -24,6 +25,7 @@ mod vip;
 
 use std::path::Path;
 
+pub use bgp::Bgp;
 pub use check::{fmt_duration, parse_duration};
 pub use diag::{ConfigError, Diagnostic};
 pub use limits::cpus as limits_cpus;

@@ -25,7 +25,19 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub track: RawTrack,
     #[serde(default)]
+    pub bgp: RawBgp,
+    #[serde(default)]
     pub vip: Vec<RawVip>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBgp {
+    pub table: Option<i64>,
+    pub protocol: Option<i64>,
+    pub without_quorum: Option<bool>,
+    pub withdraw_quiet: Option<String>,
+    pub withdraw_max: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +196,7 @@ pub(crate) struct RawVip {
     pub fencing: Option<bool>,
     pub failback: Option<bool>,
     pub drain_timeout: Option<String>,
+    pub announce: Option<String>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
 }

@@ -70,6 +70,7 @@ pub struct Config {
     pub hooks: super::ops::Hooks,
     pub track: super::ops::Track,
     pub status_socket: super::ops::StatusSocket,
+    pub bgp: super::bgp::Bgp,
 }
 
 /// `[limits]` keys as written in the file; each one set is at least what the file needs.
@@ -242,6 +243,19 @@ pub struct Vip {
     pub failback: bool,
     /// How long a drained backend keeps its established flows (`core::drain`).
     pub drain_timeout: std::time::Duration,
+    /// How the VIP's traffic reaches this node.
+    pub announce: Announce,
+}
+
+/// How a VIP's traffic is drawn to the node(s) balancing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Announce {
+    /// One node owns the address (cluster mode: by quorum, with leases and fencing) and
+    /// answers ARP / neighbour discovery for it.
+    Address,
+    /// Every node in service installs a host route in `[bgp] table` for a routing daemon to
+    /// announce (`core::announce`); the routers spread flows over them by ECMP.
+    Bgp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

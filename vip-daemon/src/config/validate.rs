@@ -61,6 +61,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
         hooks: super::ops::hooks(&raw.hooks, cx),
         track: super::ops::track(&raw.track, &node.interfaces, cx),
         status_socket: super::ops::status_socket(&raw.control, cx),
+        bgp: super::bgp::bgp(&raw.bgp, cx),
         node,
         cluster,
         metrics_listen,
@@ -68,6 +69,7 @@ pub(crate) fn validate(raw: &RawConfig, cx: &mut Ctx) -> Config {
         vips,
         limits: LimitSettings::default(),
     };
+    super::bgp::check_vips(&config.vips, cx);
     config.limits = super::limits::limits(&raw.limits, &config, cx);
     super::limits::check_memory(&config, cx);
     config

@@ -107,6 +107,13 @@ fn vip(raw: &RawVip, at: &FieldPath, node: &Node, default_timing: &Timing, cx: &
         fencing: raw.fencing.unwrap_or(true),
         failback: failback(cx, raw.failback, &at.key("failback"), selection),
         drain_timeout: drain_timeout(cx, &raw.drain_timeout, &at.key("drain_timeout")),
+        announce: cx
+            .choice(
+                &raw.announce,
+                &at.key("announce"),
+                &[("address", Announce::Address), ("bgp", Announce::Bgp)],
+            )
+            .unwrap_or(Announce::Address),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod announce;
 pub mod backends;
 pub mod budget;
 pub mod drain;

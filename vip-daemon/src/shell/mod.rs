@@ -13,6 +13,7 @@ pub mod neighbours;
 pub mod offload;
 pub mod precompute;
 pub mod probes;
+pub mod routes;
 pub mod sockwatch;
 pub mod state;
 pub mod status;

@@ -1,0 +1,126 @@
+//! The host routes of `announce = "bgp"` VIPs (`core::announce`), through rtnetlink: one
+//! blackhole route per announced address (/32 or /128) in `[bgp] table`, tagged with
+//! `[bgp] protocol`, for a routing daemon to redistribute (docs/operations.md, "BGP").
+//!
+//! Blackhole, not a route via `lo`: the XDP program takes the VIP's traffic before the
+//! stack, and whatever it passes (an ICMP echo, a port no VIP serves) must not be routed
+//! back to the router it came from if a routing daemon copies the table into the FIB.
+use std::{collections::BTreeSet, net::IpAddr};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType},
+    Handle, RouteMessageBuilder,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("route {addr}/{len} in table {table}: {source}", len = if addr.is_ipv4() { 32 } else { 128 })]
+    Netlink {
+        addr: IpAddr,
+        table: u32,
+        source: rtnetlink::Error,
+    },
+    #[error("listing the routes of table {table}: {source}")]
+    List {
+        table: u32,
+        source: rtnetlink::Error,
+    },
+}
+
+/// Where vipd's routes live and how they are tagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteTable {
+    pub table: u32,
+    pub protocol: u8,
+}
+
+impl RouteTable {
+    fn message(&self, addr: IpAddr) -> RouteMessage {
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        let builder = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, len)
+            // A host prefix of the address's own family cannot be invalid.
+            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
+        builder
+            .table_id(self.table)
+            .protocol(RouteProtocol::from(self.protocol))
+            .kind(RouteType::BlackHole)
+            .build()
+    }
+
+    /// Installs the route of `addr` (idempotent: replaces an equal one).
+    pub async fn add(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
+        let msg = self.message(addr);
+        handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| self.error(addr, source))
+    }
+
+    /// Removes the route of `addr` (idempotent: a missing route is not an error).
+    pub async fn remove(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
+        match handle.route().del(self.message(addr)).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == libc::ESRCH => Ok(()),
+            r => r.map_err(|source| self.error(addr, source)),
+        }
+    }
+
+    /// Every host route with vipd's protocol in the table: what an earlier run left (a crash
+    /// skips the withdraw) and what the self-check compares.
+    pub async fn installed(&self, handle: &Handle) -> Result<BTreeSet<IpAddr>, RouteError> {
+        let mut out = BTreeSet::new();
+        for query in [
+            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+        ] {
+            let mut routes = handle.route().get(query).execute();
+            let list = |source| RouteError::List {
+                table: self.table,
+                source,
+            };
+            while let Some(r) = routes.try_next().await.map_err(list)? {
+                if u8::from(r.header.protocol) != self.protocol || table_of(&r) != self.table {
+                    continue;
+                }
+                let full =
+                    if r.header.address_family == rtnetlink::packet_route::AddressFamily::Inet {
+                        32
+                    } else {
+                        128
+                    };
+                if r.header.destination_prefix_length != full {
+                    continue;
+                }
+                out.extend(r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+                    _ => None,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    fn error(&self, addr: IpAddr, source: rtnetlink::Error) -> RouteError {
+        RouteError::Netlink {
+            addr,
+            table: self.table,
+            source,
+        }
+    }
+}
+
+/// A route's table: the 32-bit attribute when present (tables above 255), else the header's.
+fn table_of(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
