@@ -32,6 +32,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         "control.status_socket / status_group",
         old.status_socket != new.status_socket,
     );
+    // Where the announced routes live: a reload would strand the old table's routes.
+    check(
+        "bgp.table / bgp.protocol",
+        (old.bgp.table, old.bgp.protocol) != (new.bgp.table, new.bgp.protocol),
+    );
     changed
 }
 
@@ -112,6 +117,13 @@ address = "192.0.2.11"
         assert_eq!(restart_only_changes(&old, &iface), ["node.interfaces"]);
         let metrics = config(&format!("[metrics]\nlisten = \"off\"\n{BASE}"));
         assert_eq!(restart_only_changes(&old, &metrics), ["metrics.listen"]);
+        let table = config(&format!("[bgp]\ntable = 202\n{BASE}"));
+        assert_eq!(
+            restart_only_changes(&old, &table),
+            ["bgp.table / bgp.protocol"]
+        );
+        let quiet = config(&format!("[bgp]\nwithdraw_quiet = \"1s\"\n{BASE}"));
+        assert!(restart_only_changes(&old, &quiet).is_empty());
     }
 
     fn cluster(voters: &str, vips: &str) -> Config {
