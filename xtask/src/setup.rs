@@ -40,6 +40,10 @@ const APT_PACKAGES: &[&str] = &[
     "dpkg-dev",
     "binutils",
     "lintian",
+    // Routed VIPs (`announce = "bgp"`, issue 18): the lab's and tests' routers and each
+    // controller's BGP speaker (zebra, bgpd, bfdd), run by them in namespaces; the
+    // package's own service is neither started nor left enabled.
+    "frr",
 ];
 
 /// Only for the lab's benches (`setup --bench`): they race vip-fabric against HAProxy +
@@ -52,6 +56,7 @@ const SERVICE_UNITS: &[&str] = &[
     "prometheus.service",
     "haproxy.service",
     "keepalived.service",
+    "frr.service",
 ];
 
 /// While alive, `/usr/sbin/policy-rc.d` answers 101 (action forbidden), so packages installed
