@@ -2,6 +2,7 @@
 //! running code inside a namespace. Every guard cleans up on drop, also when a test panics.
 pub mod cluster;
 pub mod fixture;
+pub mod frr;
 pub mod lab;
 pub mod packet;
 pub mod servers;

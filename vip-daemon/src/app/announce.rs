@@ -26,6 +26,9 @@ pub struct Routes {
     pub stopping: bool,
     /// Route adds and removes that failed (retried at the next event).
     pub failures: u64,
+    /// Routed VIP addresses made local (cluster mode: every node is a backend, and a backend
+    /// accepts direct-server-return traffic for a local VIP; `RouteTable::add_local`).
+    pub on_lo: BTreeSet<IpAddr>,
 }
 
 impl Daemon {
@@ -73,6 +76,29 @@ impl Daemon {
         let any_bgp = self.config.vips.iter().any(|v| v.announce == Announce::Bgp);
         if self.routes.adopted && !any_bgp && self.routes.installed.is_empty() {
             return;
+        }
+        if self.cluster.is_some() {
+            let routed = self
+                .config
+                .vips
+                .iter()
+                .filter(|v| v.announce == Announce::Bgp);
+            let missing: Vec<IpAddr> = routed
+                .map(|v| v.address)
+                .filter(|a| !self.routes.on_lo.contains(a))
+                .collect();
+            let table = self.route_table();
+            for a in missing {
+                match table.add_local(&self.netlink, a).await {
+                    Ok(()) => {
+                        self.routes.on_lo.insert(a);
+                    }
+                    Err(e) => {
+                        self.routes.failures += 1;
+                        tracing::warn!(error = %e, "making a routed VIP local failed");
+                    }
+                }
+            }
         }
         let table = self.route_table();
         if !self.routes.adopted {

@@ -9,7 +9,9 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType},
+    packet_route::route::{
+        RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    },
     Handle, RouteMessageBuilder,
 };
 
@@ -26,7 +28,12 @@ pub enum RouteError {
         table: u32,
         source: rtnetlink::Error,
     },
+    #[error("no loopback interface in this network namespace")]
+    NoLoopback,
 }
+
+/// The kernel's table of local addresses (`ip route show table local`).
+const RT_TABLE_LOCAL: u32 = 255;
 
 /// Where vipd's routes live and how they are tagged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +112,33 @@ impl RouteTable {
         Ok(out)
     }
 
+    /// Makes `addr` local on this host without an address on `lo` (idempotent): a `local`
+    /// route in the kernel's local table, as `ip route add local VIP dev lo table local`
+    /// does. A backend accepts direct-server-return traffic for a routed VIP through it; an
+    /// address on `lo` would do the same but also give routing daemons a connected /32
+    /// that outranks (distance 0) the imported route they should announce, so a routed VIP
+    /// would never be announced from a node that is its own backend.
+    pub async fn add_local(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
+        let lo = lo_index().ok_or(RouteError::NoLoopback)?;
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(addr, len)
+            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new())
+            .table_id(RT_TABLE_LOCAL)
+            .protocol(RouteProtocol::from(self.protocol))
+            .scope(RouteScope::Host)
+            .kind(RouteType::Local)
+            .output_interface(lo)
+            .build();
+        handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| self.error(addr, source))
+    }
+
     fn error(&self, addr: IpAddr, source: rtnetlink::Error) -> RouteError {
         RouteError::Netlink {
             addr,
@@ -123,4 +157,12 @@ fn table_of(r: &RouteMessage) -> u32 {
             _ => None,
         })
         .unwrap_or(u32::from(r.header.table))
+}
+
+fn lo_index() -> Option<u32> {
+    // SAFETY: a valid NUL-terminated C string.
+    match unsafe { libc::if_nametoindex(c"lo".as_ptr()) } {
+        0 => None,
+        i => Some(i),
+    }
 }
