@@ -84,15 +84,14 @@ impl Daemon {
     }
 
     /// Applies the backend core's actions in order, the publishes last (each VIP once), then
-    /// what only tells of the change (broadcasts, hooks, log lines: the verdict's table goes
-    /// live first), then the state file (`save` says how).
+    /// the log lines (a line written to stderr before the publish delayed the verdict's
+    /// table), then the state file (`save` says how).
     pub(super) fn apply_backend_actions(&mut self, actions: Vec<Action>, save_how: Save) {
         let mut publish: Vec<(usize, Instant, bool)> = Vec::new();
         let mut save = false;
-        let mut told = Vec::new();
+        let mut notes = Vec::new();
         for action in actions {
             match action {
-                action @ (Action::Broadcast(_) | Action::Log(..)) => told.push(action),
                 Action::Publish { vip, at, admin } => {
                     match publish.iter_mut().find(|(v, _, _)| *v == vip) {
                         Some(p) => p.2 |= admin,
@@ -100,21 +99,6 @@ impl Daemon {
                     }
                 }
                 Action::WriteBackend(index) => self.write_backend(index as usize),
-                Action::SaveState => save = true,
-                Action::RefreshNeighbours => self.neighbours_due = true,
-                Action::ServiceGone => {
-                    self.metrics.service_gone.inc();
-                }
-                Action::WeightFromConfig(index) => self.weight_from_config(index as usize),
-            }
-        }
-        for (vip, at, admin) in publish {
-            self.admin_publish = admin;
-            self.republish(vip, Some(at));
-            self.admin_publish = false;
-        }
-        for action in told {
-            match action {
                 Action::Broadcast(Share::Verdict { index, health }) => {
                     let state = match health {
                         crate::core::health::Health::Up => "up",
@@ -131,9 +115,22 @@ impl Daemon {
                     self.notify_backend(index as usize, state);
                     self.share_admin(index as usize);
                 }
-                Action::Log(level, note) => self.log_note(level, note),
-                _ => {}
+                Action::SaveState => save = true,
+                Action::RefreshNeighbours => self.neighbours_due = true,
+                Action::ServiceGone => {
+                    self.metrics.service_gone.inc();
+                }
+                Action::WeightFromConfig(index) => self.weight_from_config(index as usize),
+                Action::Log(level, note) => notes.push((level, note)),
             }
+        }
+        for (vip, at, admin) in publish {
+            self.admin_publish = admin;
+            self.republish(vip, Some(at));
+            self.admin_publish = false;
+        }
+        for (level, note) in notes {
+            self.log_note(level, note);
         }
         // After the publishes: a primary/backup writer they changed is saved too.
         match (save, save_how) {

@@ -246,14 +246,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     loop {
         let (save_at, prepare_at) = (d.save_at, d.prepare_at);
         tokio::select! {
+            // Verdicts first, then what the next ones need (steps computed and written
+            // ahead), then the rest: a command or tick that is ready at the same time waits.
+            biased;
             Some(ev) = probe_rx.recv() => {
                 d.on_probe(ev);
                 if std::mem::take(&mut d.neighbours_due) {
                     d.refresh_neighbours_soon(&neigh_tx);
                 }
             }
-            _ = sleep_until_some(prepare_at), if prepare_at.is_some() => d.prepare_due(),
             Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
+            _ = sleep_until_some(prepare_at), if prepare_at.is_some() => d.prepare_due(),
             _ = sleep_until_some(save_at), if save_at.is_some() => {
                 d.save_at = None;
                 d.save_state_soon();
