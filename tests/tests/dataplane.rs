@@ -1149,17 +1149,42 @@ fn patched_publishes_keep_the_kernel_table_equal_to_the_model() {
     let mut want: Vec<u32> = (0..region.size).map(|s| s % 3).collect();
     b.publish(&region, &want);
     // Patches bring only the slots the last patch changed up to date in the other
-    // generation; a whole publish in between makes the next patch copy everything.
+    // generation; a whole publish in between makes the next patch copy everything. Steps
+    // written ahead are flipped live, or patched over when the verdict wanted another.
     for round in 0..200 {
         let mut new = want.clone();
         for _ in 0..(next() % 50) {
             let slot = (next() % u64::from(region.size)) as usize;
             new[slot] = (next() % 4) as u32;
         }
+        let diff = SlotDiff::between(&want, &new).expect("same size");
+        // Written ahead (the step the verdict brings, or another one it does not), then
+        // flipped or patched over: the live table is untouched until then.
+        let ahead = match round % 4 {
+            1 => Some(diff.clone()),
+            2 => {
+                let mut other = want.clone();
+                other[(next() % u64::from(region.size)) as usize] = 9;
+                Some(SlotDiff::between(&want, &other).expect("same size"))
+            }
+            _ => None,
+        };
+        let token = round as u64 + 1;
+        if let Some(ahead) = &ahead {
+            std::thread::sleep(vip_daemon::shell::dataplane::RETIRE_GRACE);
+            assert!(b.tables.prepare(&region, ahead, token).expect("prepare"));
+            let live = b.tables.live_table(&region).expect("live");
+            assert!(
+                live == want,
+                "round {round}: a write ahead changed the live table"
+            );
+        }
         if round % 17 == 5 {
             b.publish(&region, &new);
+        } else if ahead.as_ref() == Some(&diff) {
+            assert!(b.tables.publish_prepared(&region, token).is_some());
         } else {
-            let diff = SlotDiff::between(&want, &new).expect("same size");
+            assert!(b.tables.publish_prepared(&region, token + 1000).is_none());
             b.tables.publish_patched(&region, &diff).expect("patch");
         }
         want = new;

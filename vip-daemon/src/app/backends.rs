@@ -84,10 +84,12 @@ impl Daemon {
     }
 
     /// Applies the backend core's actions in order, the publishes last (each VIP once), then
-    /// the state file (`save` says how).
+    /// the log lines (a line written to stderr before the publish delayed the verdict's
+    /// table), then the state file (`save` says how).
     pub(super) fn apply_backend_actions(&mut self, actions: Vec<Action>, save_how: Save) {
         let mut publish: Vec<(usize, Instant, bool)> = Vec::new();
         let mut save = false;
+        let mut notes = Vec::new();
         for action in actions {
             match action {
                 Action::Publish { vip, at, admin } => {
@@ -119,13 +121,16 @@ impl Daemon {
                     self.metrics.service_gone.inc();
                 }
                 Action::WeightFromConfig(index) => self.weight_from_config(index as usize),
-                Action::Log(level, note) => self.log_note(level, note),
+                Action::Log(level, note) => notes.push((level, note)),
             }
         }
         for (vip, at, admin) in publish {
             self.admin_publish = admin;
             self.republish(vip, Some(at));
             self.admin_publish = false;
+        }
+        for (level, note) in notes {
+            self.log_note(level, note);
         }
         // After the publishes: a primary/backup writer they changed is saved too.
         match (save, save_how) {
@@ -252,23 +257,25 @@ impl Daemon {
         if !self.backends.is_current(index, serial) {
             return; // a prober of a backend that a reload removed
         }
-        let labels = self.backend_labels(index as usize);
-        self.metrics
-            .probe_latency
-            .get_or_create(&labels)
-            .observe(ev.result.latency.as_secs_f64());
-        if !ev.result.ok {
-            self.metrics.probe_failures.get_or_create(&labels).inc();
-        }
         if let Some(Some(prober)) = self.probers.get_mut(index as usize) {
             prober.next_at = Some(ev.next_at);
         }
+        // The metrics after the verdict's publish: they wait, the verdict does not.
+        let (ok, latency) = (ev.result.ok, ev.result.latency);
         self.backend_input(Input::Probe {
             index,
             serial,
             result: ev.result,
             at: ev.at,
         });
+        let labels = self.backend_labels(index as usize);
+        self.metrics
+            .probe_latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+        if !ok {
+            self.metrics.probe_failures.get_or_create(&labels).inc();
+        }
         // The next probe may now be one short of a verdict: prepare its table.
         if let Some(&vip) = self.vip_of.get(index as usize) {
             self.precompute(vip);

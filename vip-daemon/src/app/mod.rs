@@ -105,6 +105,11 @@ pub struct VipRt {
     /// e.g. a table adopted at start; counted when asked).
     /// By backend index.
     pub slot_counts: Option<Vec<u32>>,
+    /// (token, weights) of the chain's next step, written ahead into the inactive table
+    /// generation: its verdict only flips (`TablePublisher::prepare`).
+    pub prepared: Option<(u64, crate::core::precompute::Weights)>,
+    /// The next step is to be written ahead at `Daemon::prepare_at`.
+    pub prepare_wanted: bool,
 }
 
 /// The previous table of a VIP in its transition (see `VipRt::transition`).
@@ -176,6 +181,8 @@ pub struct Daemon {
     pub last_selfcheck: Option<selfcheck::Run>,
     /// Routes of `announce = "bgp"` VIPs (`announce`).
     pub routes: announce::Routes,
+    /// When to write ahead the next steps of the VIPs that want it (`prepare_due`).
+    pub prepare_at: Option<Instant>,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -240,8 +247,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (neigh_tx, mut neigh_rx) = mpsc::channel(1);
     let (parsed_tx, mut parsed_rx) = mpsc::channel(4);
     loop {
-        let save_at = d.save_at;
+        let (save_at, prepare_at) = (d.save_at, d.prepare_at);
         tokio::select! {
+            // Verdicts first, then what the next ones need (steps computed and written
+            // ahead), then the rest: a command or tick that is ready at the same time waits.
+            biased;
             Some(ev) = probe_rx.recv() => {
                 d.on_probe(ev);
                 if std::mem::take(&mut d.neighbours_due) {
@@ -249,6 +259,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
+            _ = sleep_until_some(prepare_at), if prepare_at.is_some() => d.prepare_due(),
             _ = sleep_until_some(save_at), if save_at.is_some() => {
                 d.save_at = None;
                 d.save_state_soon();
@@ -256,15 +267,27 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some((req, reply)) = call_rx.recv() => {
                 // What a command shows, or changes, is on disk: a verdict seen in `status`
                 // survives a kill -9 right after.
-                if d.save_at.take().is_some() {
-                    d.save_state();
-                }
+                let saving = d.save_at.take().is_some();
                 if matches!(req, Request::Reload) {
+                    if saving {
+                        d.save_state();
+                    }
                     d.parse_for_reload(&parsed_tx, Some(reply));
                     continue;
                 }
+                // The write runs off the loop and the answer waits for it, not the verdicts
+                // queued behind this command (a write took milliseconds).
+                let write = saving.then(|| d.save_state_ordered());
                 let resp = d.on_request(req).await;
-                let _ = reply.send(resp);
+                match write {
+                    None => _ = reply.send(resp),
+                    Some(write) => _ = tokio::task::spawn_blocking(move || {
+                        if let Err(e) = write() {
+                            tracing::warn!(error = %e, "could not save the state file");
+                        }
+                        let _ = reply.send(resp);
+                    }),
+                }
             }
             Some(Parsed { config, reply }) = parsed_rx.recv() => {
                 let outcome = d.reload(config).await;

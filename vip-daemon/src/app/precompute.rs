@@ -7,7 +7,18 @@ use crate::{
     shell::precompute::{Done, Job, Kind},
 };
 
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+use crate::shell::dataplane::RETIRE_GRACE;
+
 use super::Daemon;
+
+/// Tokens of steps written ahead: unique in the process, so that a token never names
+/// another step's write (VIP positions change with reloads).
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
 /// Precomputing costs one Maglev build per backend and step; above this many backends a VIP
 /// builds on demand instead.
@@ -113,6 +124,65 @@ impl Daemon {
             }
             Kind::Singles if done.from == rt.basis => rt.steps.singles = done.steps,
             _ => {}
+        }
+        if done.kind == Kind::Chain {
+            self.want_prepare(done.vip);
+        }
+    }
+
+    /// Asks for the VIP's next predicted step to be written ahead once the generation it
+    /// goes to is out of its grace (`prepare_due`).
+    pub(super) fn want_prepare(&mut self, vip: usize) {
+        self.vips[vip].prepare_wanted = true;
+        let at = Instant::now() + RETIRE_GRACE;
+        self.prepare_at = Some(self.prepare_at.map_or(at, |a| a.min(at)));
+    }
+
+    /// Writes the next predicted step of one VIP that wants it into its inactive table
+    /// generation, so that its verdict only flips the live one (a patch of tens of thousands
+    /// of slots held the loop, and the verdicts behind it, for hundreds of microseconds).
+    /// One VIP per turn of the loop: a verdict waits for one write ahead at most.
+    pub(super) fn prepare_due(&mut self) {
+        self.prepare_at = None;
+        let mut retry: Option<Instant> = None;
+        let mut wrote = false;
+        for vip in 0..self.vips.len() {
+            if !self.vips[vip].prepare_wanted {
+                continue;
+            }
+            if wrote {
+                self.prepare_at = Some(Instant::now());
+                break;
+            }
+            let region = self.plan.vips[vip].region;
+            let rt = &mut self.vips[vip];
+            let next =
+                (rt.steps.chain.first()).filter(|s| s.from == rt.basis && !s.diff.is_empty());
+            let Some(step) = next else {
+                rt.prepare_wanted = false;
+                continue;
+            };
+            if rt.prepared.as_ref().is_some_and(|(_, to)| *to == step.to) {
+                rt.prepare_wanted = false;
+                continue;
+            }
+            let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+            match self.maps.prepare_table(&region, &step.diff, token) {
+                Ok(true) => {
+                    rt.prepared = Some((token, step.to.clone()));
+                    rt.prepare_wanted = false;
+                    wrote = true;
+                }
+                // In its grace: again when it is over.
+                Ok(false) => retry = Some(Instant::now() + RETIRE_GRACE),
+                Err(e) => {
+                    rt.prepare_wanted = false;
+                    tracing::debug!(vip = %self.plan.vips[vip].name, error = %e, "writing a step ahead failed");
+                }
+            }
+        }
+        if let Some(at) = retry {
+            self.prepare_at = Some(self.prepare_at.map_or(at, |a| a.min(at)));
         }
     }
 }

@@ -312,6 +312,7 @@ pub async fn start(
         notifier,
         last_selfcheck: None,
         routes: Default::default(),
+        prepare_at: None,
     };
     d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
     if let Some(s) = &saved {
@@ -616,6 +617,17 @@ impl Daemon {
             Ok(()) => self.state_dirty = false,
             Err(e) => tracing::warn!(error = %e, "could not save the state file"),
         }
+    }
+
+    /// The state file's write as of now, to run off the loop (`Saver::save_ordered`).
+    pub(super) fn save_state_ordered(
+        &mut self,
+    ) -> impl FnOnce() -> Result<(), crate::shell::state::StateError> + Send + 'static {
+        let write = self
+            .saver
+            .save_ordered(&self.state_path, self.saved_state());
+        self.state_dirty = false;
+        write
     }
 
     /// Queues the state file's write on its own thread (verdicts: the loop goes on).

@@ -49,12 +49,16 @@ impl Daemon {
             return;
         }
         // A step computed ahead (`core::precompute`) patches the live table: tens of
-        // microseconds instead of a build.
+        // microseconds instead of a build; written ahead (`prepare_due`), one store.
         let published = match self.take_step(vip, &weights) {
-            Some(step) if step.diff.is_empty() => false,
+            Some(step) if step.diff.is_empty() => None,
             Some(step) => {
-                self.vips[vip].publishes_precomputed += 1;
-                self.publish(vip, NewTable::Patch(&step.diff))
+                let rt = &mut self.vips[vip];
+                rt.publishes_precomputed += 1;
+                let prepared = (rt.prepared.take())
+                    .filter(|(_, to)| *to == step.to)
+                    .map(|(token, _)| token);
+                self.publish(vip, NewTable::Patch(&step.diff, prepared))
             }
             None => {
                 let v = &self.plan.vips[vip];
@@ -72,12 +76,16 @@ impl Daemon {
                     }
                 }
                 let changed = self.vips[vip].generation.is_none() || table != self.live(vip);
-                changed && self.publish(vip, NewTable::Whole(table))
+                if changed {
+                    self.publish(vip, NewTable::Whole(table))
+                } else {
+                    None
+                }
             }
         };
-        if published {
+        if let Some(live_at) = published {
             if let Some(at) = cause {
-                let took = at.elapsed();
+                let took = live_at.saturating_duration_since(at);
                 self.metrics.verdict_to_live.observe(took.as_secs_f64());
                 if self.verdict_latencies.len() >= 4096 {
                     self.verdict_latencies.remove(0);
@@ -90,6 +98,9 @@ impl Daemon {
             let rt = &mut self.vips[vip];
             rt.steps.advance(&weights);
             rt.basis = weights.clone();
+            if published.is_some() {
+                self.want_prepare(vip);
+            }
         }
         self.precompute(vip);
         self.refresh_fallback(vip, weights);
@@ -269,8 +280,10 @@ impl Daemon {
         }
     }
 
-    /// Publishes the VIP's new table; whether it went live.
-    fn publish(&mut self, vip: usize, table: NewTable) -> bool {
+    /// Publishes the VIP's new table; when it went live, if it did.
+    fn publish(&mut self, vip: usize, table: NewTable) -> Option<Instant> {
+        // Whatever the inactive generation held ahead is overwritten or made live now.
+        self.vips[vip].prepared = None;
         let region = self.plan.vips[vip].region;
         // The replaced table is where connections live only across an operator's change (a
         // drain, an enable, a weight). Health and membership changes keep the
@@ -281,32 +294,36 @@ impl Daemon {
         } else {
             Vec::new()
         };
-        let counts = match &table {
-            NewTable::Whole(t) => Some(slot_counts(t)),
-            NewTable::Patch(diff) => self.vips[vip].slot_counts.take().map(|mut counts| {
-                let live = self.live(vip);
-                for (slot, new) in diff.changes() {
-                    if let Some(n) = counts.get_mut(live[slot] as usize) {
-                        *n -= 1;
+        let (counts, result) = match &table {
+            NewTable::Whole(t) => {
+                let result = self.publish_region(&region, t);
+                (
+                    Some(slot_counts(t)),
+                    result.map(|gen| (gen, Instant::now())),
+                )
+            }
+            NewTable::Patch(diff, prepared) => {
+                let mut counts = self.vips[vip].slot_counts.take();
+                let result = self.maps.patch_table(&region, diff, *prepared, |old, new| {
+                    if let Some(counts) = counts.as_mut() {
+                        if let Some(n) = counts.get_mut(old as usize) {
+                            *n -= 1;
+                        }
+                        count_slot(counts, new);
                     }
-                    count_slot(&mut counts, new);
-                }
-                counts
-            }),
-        };
-        let result = match &table {
-            NewTable::Whole(t) => self.publish_region(&region, t),
-            NewTable::Patch(diff) => self.maps.patch_table(&region, diff),
+                });
+                (counts, result)
+            }
         };
         self.vips[vip].slot_counts = counts.filter(|_| result.is_ok());
         match result {
-            Ok(gen) => {
+            Ok((gen, live_at)) => {
                 // An empty slot held for a restored writer keeps it as the writer.
                 let writer = match (self.vips[vip].awaiting_writer, &table) {
                     (Some(_), _) => self.vips[vip].writer,
                     (None, NewTable::Whole(t)) => self.writer_of(vip, t),
                     // Steps are for Maglev VIPs only: no writer.
-                    (None, NewTable::Patch(_)) => None,
+                    (None, NewTable::Patch(..)) => None,
                 };
                 let rt = &mut self.vips[vip];
                 // A new writer (the old one became ineligible, or there was none): the others
@@ -338,11 +355,11 @@ impl Daemon {
                     vip: self.plan.vips[vip].name.clone(),
                 };
                 self.metrics.publishes.get_or_create(&labels).inc();
-                true
+                Some(live_at)
             }
             Err(e) => {
                 tracing::error!(vip = %self.plan.vips[vip].name, error = %e, "publish failed");
-                false
+                None
             }
         }
     }
@@ -409,10 +426,11 @@ impl Daemon {
     }
 }
 
-/// A table to publish: whole, or as the slots that differ from the live one.
+/// A table to publish: whole, or as the slots that differ from the live one (with the
+/// token of its write ahead, if it was written ahead).
 enum NewTable<'a> {
     Whole(Vec<u32>),
-    Patch(&'a precompute::SlotDiff),
+    Patch(&'a precompute::SlotDiff, Option<u64>),
 }
 
 /// `b`'s entry in `weights` (one per backend of `v`, in plan order).

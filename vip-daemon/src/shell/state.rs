@@ -213,6 +213,21 @@ impl Saver {
         self.shared.ready.notify_one();
     }
 
+    /// A write of `state` ordered as of now (a later `save` or `save_now` wins over it),
+    /// to run on another thread: whoever must see it on disk waits for it there, not the
+    /// event loop.
+    pub fn save_ordered(
+        &self,
+        path: &Path,
+        state: SavedState,
+    ) -> impl FnOnce() -> Result<(), StateError> + Send + 'static {
+        let (seq, path, shared) = (self.shared.seq(), path.to_path_buf(), self.shared.clone());
+        move || {
+            let text = serde_json::to_vec_pretty(&state).expect("plain data serializes");
+            shared.write_ordered(seq, &path, &text)
+        }
+    }
+
     /// Writes now (operator commands, stopping): on disk when it returns.
     pub fn save_now(&self, path: &Path, state: &SavedState) -> Result<(), StateError> {
         let text = serde_json::to_vec_pretty(state).expect("plain data serializes");

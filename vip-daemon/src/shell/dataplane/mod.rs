@@ -19,10 +19,11 @@ use vip_common::maps::{
     Settings, VipInfo, VipKey,
 };
 
+mod batch;
 mod tables;
 mod writer;
 pub use crate::core::layout::{Sizing, TableRegion};
-pub use tables::TablePublisher;
+pub use tables::{TablePublisher, RETIRE_GRACE};
 pub use writer::MapWriter;
 
 /// The XDP object built by build.rs from the `vip-ebpf` crate.
@@ -58,6 +59,11 @@ pub enum DataplaneError {
     Pin(String),
     #[error("mmap of map {map} failed: {source}")]
     Mmap {
+        map: &'static str,
+        source: io::Error,
+    },
+    #[error("batch read of map {map} failed: {source}")]
+    Batch {
         map: &'static str,
         source: io::Error,
     },
@@ -428,6 +434,13 @@ impl Dataplane {
             .ebpf
             .map(name)
             .ok_or(DataplaneError::MissingMap(name))?;
+        static CPUS: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+        let cpus = *CPUS.get_or_init(|| possible_cpus().ok().map(|n| n as usize));
+        if let Some(cpus) = cpus {
+            if let Some(counters) = batch::sum_per_cpu_batch(map, cpus, name)? {
+                return Ok(counters);
+            }
+        }
         sum_per_cpu(map)
     }
 

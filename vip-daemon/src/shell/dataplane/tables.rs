@@ -19,7 +19,7 @@ const ACTIVE_STRIDE: usize = vip_common::maps::ARRAY_ELEMENT_BYTES / 4;
 
 /// A generation just retired may still be read by packets in flight; XDP runs to completion
 /// in well under this, so a retired generation is not rewritten sooner.
-const RETIRE_GRACE: Duration = Duration::from_millis(1);
+pub const RETIRE_GRACE: Duration = Duration::from_millis(1);
 
 /// An mmap of a `BPF_F_MMAPABLE` array map viewed as flat `u32` words. The kernel stores each
 /// element in 8 bytes, so a `u32`-valued array has one word of padding per element and a
@@ -98,6 +98,9 @@ pub struct TablePublisher {
     /// By VIP: the slots where the inactive generation differs from the live one, when known
     /// (the last publish was a patch); see [`TablePublisher::publish_patched`].
     behind: std::collections::HashMap<u32, Vec<u32>>,
+    /// By VIP: the token of the step its inactive generation holds, written ahead
+    /// ([`TablePublisher::prepare`]); any other write of that generation drops it.
+    prepared: std::collections::HashMap<u32, u64>,
 }
 
 impl TablePublisher {
@@ -107,6 +110,7 @@ impl TablePublisher {
             active: MappedArray::new(active, vip_common::maps::MAP_ACTIVE)?,
             retired_at: Default::default(),
             behind: Default::default(),
+            prepared: Default::default(),
         })
     }
 
@@ -159,7 +163,82 @@ impl TablePublisher {
             });
         }
         self.behind.remove(&region.vip_index);
+        self.prepared.remove(&region.vip_index);
         self.publish_with(region, |next, _| next.copy_from_slice(table))
+    }
+
+    /// Writes the live table of `region` changed by `diff` into the inactive generation
+    /// without making it live: a later [`TablePublisher::publish_prepared`] with `token`
+    /// only flips. False (nothing written) while the inactive generation is in its grace
+    /// after retiring, or before the first publish.
+    pub fn prepare(
+        &mut self,
+        region: &TableRegion,
+        diff: &crate::core::precompute::SlotDiff,
+        token: u64,
+    ) -> Result<bool, DataplaneError> {
+        let in_grace =
+            (self.retired_at.get(&region.vip_index)).is_some_and(|at| at.elapsed() < RETIRE_GRACE);
+        if self.live_generation(region).is_none() || in_grace {
+            return Ok(false);
+        }
+        self.prepared.remove(&region.vip_index);
+        // Taken first: without it (an error below) the next write copies the whole table.
+        let behind = self.behind.remove(&region.vip_index);
+        let (next, live) = self.generations(region)?;
+        let changed = catch_up_and_apply(next, live, behind, diff);
+        // The inactive generation now differs from the live one at the step's slots only.
+        self.behind.insert(region.vip_index, changed);
+        self.prepared.insert(region.vip_index, token);
+        Ok(true)
+    }
+
+    /// Makes the generation [`TablePublisher::prepare`] wrote for `token` live: one store.
+    /// None when it holds something else (nothing changed then).
+    pub fn publish_prepared(&mut self, region: &TableRegion, token: u64) -> Option<u32> {
+        if self.prepared.get(&region.vip_index) != Some(&token) {
+            return None;
+        }
+        self.prepared.remove(&region.vip_index);
+        let next = match self.live_generation(region)? {
+            0 => 1,
+            _ => 0,
+        };
+        let start = region.base + next * region.size;
+        self.active_word(region.vip_index)
+            .store(start, Ordering::Release);
+        // The retired generation, the table before, differs from the new live one at the
+        // step's slots: `behind` says so already.
+        self.retired_at.insert(region.vip_index, Instant::now());
+        Some(next)
+    }
+
+    /// (inactive generation, live generation) of `region`, writable and readable.
+    fn generations(
+        &mut self,
+        region: &TableRegion,
+    ) -> Result<(&mut [u32], &[u32]), DataplaneError> {
+        let end = (region.base + region.slots()) as usize;
+        if end > self.slots.len {
+            return Err(DataplaneError::TableSize {
+                expected: self.slots.len as u32,
+                got: end,
+            });
+        }
+        let next = match self.live_generation(region) {
+            Some(0) => 1,
+            _ => 0,
+        };
+        let start = (region.base + next * region.size) as usize;
+        let size = region.size as usize;
+        let (before, rest) = self.slots.slice_mut().split_at_mut(start);
+        let (next_gen, after) = rest.split_at_mut(size);
+        let other_gen = if next == 1 {
+            &before[region.base as usize..start]
+        } else {
+            &after[..size]
+        };
+        Ok((next_gen, other_gen))
     }
 
     /// Publishes the live table of `region` changed by `diff`. The inactive generation holds
@@ -179,15 +258,10 @@ impl TablePublisher {
             });
         }
         let behind = self.behind.remove(&region.vip_index);
-        let changed: Vec<u32> = diff.changes().map(|(slot, _)| slot as u32).collect();
+        self.prepared.remove(&region.vip_index);
+        let mut changed = Vec::new();
         let published = self.publish_with(region, |next, live| {
-            match behind {
-                Some(slots) => slots
-                    .iter()
-                    .for_each(|&s| next[s as usize] = live[s as usize]),
-                None => next.copy_from_slice(live),
-            }
-            diff.apply(next);
+            changed = catch_up_and_apply(next, live, behind, diff);
         })?;
         self.behind.insert(region.vip_index, changed);
         Ok(published)
@@ -234,4 +308,27 @@ impl TablePublisher {
         self.retired_at.insert(region.vip_index, Instant::now());
         Ok((next, took))
     }
+}
+
+/// Brings `next` up to `live` (only the `behind` slots when known, else all of it), then
+/// applies `diff`; the slots it changed.
+fn catch_up_and_apply(
+    next: &mut [u32],
+    live: &[u32],
+    behind: Option<Vec<u32>>,
+    diff: &crate::core::precompute::SlotDiff,
+) -> Vec<u32> {
+    match behind {
+        Some(slots) => slots
+            .iter()
+            .for_each(|&s| next[s as usize] = live[s as usize]),
+        None => next.copy_from_slice(live),
+    }
+    // One pass over the diff: it is decoded, not indexed.
+    let mut changed = Vec::with_capacity(diff.len());
+    for (slot, value) in diff.changes() {
+        next[slot] = value;
+        changed.push(slot as u32);
+    }
+    changed
 }

@@ -91,17 +91,43 @@ impl MapWriter {
     }
 
     /// Publishes the live table of `region` patched by `diff` (the image likewise); the
-    /// generation now live.
+    /// generation now live and when it went live. With the token of a
+    /// [`MapWriter::prepare_table`] of this diff, that only flips. `on_change(old, new)` sees
+    /// each changed slot's backend indices as the image is patched (one pass over the diff
+    /// for the image and the caller's counts, after the table is live).
     pub fn patch_table(
         &mut self,
         region: &TableRegion,
         diff: &crate::core::precompute::SlotDiff,
-    ) -> Result<u32, DataplaneError> {
-        let (gen, _) = self.tables.publish_patched(region, diff)?;
+        prepared: Option<u64>,
+        mut on_change: impl FnMut(u32, u32),
+    ) -> Result<(u32, std::time::Instant), DataplaneError> {
+        let flipped = prepared.and_then(|token| self.tables.publish_prepared(region, token));
+        let gen = match flipped {
+            Some(gen) => gen,
+            None => self.tables.publish_patched(region, diff)?.0,
+        };
+        let live_at = std::time::Instant::now();
         let base = region.base as usize;
-        diff.apply(&mut self.image.slots[base..base + region.size as usize]);
+        let image = &mut self.image.slots[base..base + region.size as usize];
+        for (slot, new) in diff.changes() {
+            on_change(image[slot], new);
+            image[slot] = new;
+        }
         self.image.active[region.vip_index as usize] = region.base;
-        Ok(gen)
+        Ok((gen, live_at))
+    }
+
+    /// Writes the live table of `region` patched by `diff` into its inactive generation,
+    /// not live yet (`TablePublisher::prepare`); whether it did (not during the grace of a
+    /// generation just retired).
+    pub fn prepare_table(
+        &mut self,
+        region: &TableRegion,
+        diff: &crate::core::precompute::SlotDiff,
+        token: u64,
+    ) -> Result<bool, DataplaneError> {
+        self.tables.prepare(region, diff, token)
     }
 
     /// Records in the image a table the maps already hold (adopted from a previous vipd).
