@@ -43,22 +43,30 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    fn message(&self, addr: IpAddr) -> RouteMessage {
+    /// A /32 or /128 route to `addr` tagged with vipd's protocol.
+    fn host_route(&self, addr: IpAddr) -> RouteMessageBuilder<IpAddr> {
         let len = if addr.is_ipv4() { 32 } else { 128 };
-        let builder = RouteMessageBuilder::<IpAddr>::new()
+        RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(addr, len)
             // A host prefix of the address's own family cannot be invalid.
-            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new());
-        builder
-            .table_id(self.table)
+            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new())
             .protocol(RouteProtocol::from(self.protocol))
+    }
+
+    fn message(&self, addr: IpAddr) -> RouteMessage {
+        self.host_route(addr)
+            .table_id(self.table)
             .kind(RouteType::BlackHole)
             .build()
     }
 
-    /// Installs the route of `addr` (idempotent: replaces an equal one).
-    pub async fn add(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
-        let msg = self.message(addr);
+    /// Adds `msg` for `addr`, replacing an equal route (idempotent).
+    async fn replace(
+        &self,
+        handle: &Handle,
+        addr: IpAddr,
+        msg: RouteMessage,
+    ) -> Result<(), RouteError> {
         handle
             .route()
             .add(msg)
@@ -66,6 +74,11 @@ impl RouteTable {
             .execute()
             .await
             .map_err(|source| self.error(addr, source))
+    }
+
+    /// Installs the route of `addr` (idempotent: replaces an equal one).
+    pub async fn add(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
+        self.replace(handle, addr, self.message(addr)).await
     }
 
     /// Removes the route of `addr` (idempotent: a missing route is not an error).
@@ -120,23 +133,14 @@ impl RouteTable {
     /// would never be announced from a node that is its own backend.
     pub async fn add_local(&self, handle: &Handle, addr: IpAddr) -> Result<(), RouteError> {
         let lo = lo_index().ok_or(RouteError::NoLoopback)?;
-        let len = if addr.is_ipv4() { 32 } else { 128 };
-        let msg = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(addr, len)
-            .unwrap_or_else(|_| RouteMessageBuilder::<IpAddr>::new())
+        let msg = self
+            .host_route(addr)
             .table_id(RT_TABLE_LOCAL)
-            .protocol(RouteProtocol::from(self.protocol))
             .scope(RouteScope::Host)
             .kind(RouteType::Local)
             .output_interface(lo)
             .build();
-        handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(|source| self.error(addr, source))
+        self.replace(handle, addr, msg).await
     }
 
     fn error(&self, addr: IpAddr, source: rtnetlink::Error) -> RouteError {

@@ -204,14 +204,7 @@ pub fn failures(title: &str, panels: &[Panel<'_>]) -> anyhow::Result<String> {
                     .label(format!("{}: {}", s.label, summary(s.points, p.from, p.to)))
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .label_font(font(LABEL))
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.4))
-                .draw()
-                .map_err(plot_error)?;
+            legend(&mut chart)?;
         }
         root.present().map_err(plot_error)?;
     }
@@ -278,17 +271,24 @@ pub fn distribution(
                 )
                 .map_err(plot_error)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(font(LABEL))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(plot_error)?;
+        legend(&mut chart)?;
         root.present().map_err(plot_error)?;
     }
     Ok(svg)
+}
+
+/// The series' legend, boxed, in the upper left corner.
+fn legend<'a, X: Ranged, Y: Ranged>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(font(LABEL))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(plot_error)
 }
 
 fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
