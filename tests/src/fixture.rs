@@ -3,7 +3,9 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_common::{
     encap::encap_source_key,
-    maps::{Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipInfo, VipKey},
+    maps::{
+        vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipFilter, VipInfo, VipKey,
+    },
     wire::{FAMILY_V4, FAMILY_V6},
 };
 use vip_daemon::{
@@ -23,6 +25,10 @@ pub struct Balancer {
     pub tables: TablePublisher,
     pub model: ModelState,
     pub sizing: Sizing,
+    /// What the kernel's `VIP_FILTER` holds: the bits of `model.vips`' addresses, as vipd
+    /// writes it. The model itself has no filter: a VIP packet the filter wrongly stopped
+    /// would show as a kernel/model disagreement.
+    pub vip_filter: VipFilter,
 }
 
 impl Balancer {
@@ -50,6 +56,7 @@ impl Balancer {
             tables,
             model,
             sizing,
+            vip_filter: [0; vip_common::maps::VIP_FILTER_WORDS as usize],
         };
         // Like vipd: the balancers' own encapsulation sources are known (second chance).
         b.set_encap_sources(&own_encap_sources(&settings));
@@ -63,6 +70,11 @@ impl Balancer {
     }
 
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
+        let words = vip_filter(self.model.vips.keys().chain([&key]).map(|k| &k.addr));
+        self.dp
+            .set_vip_filter(&words, Some(&self.vip_filter))
+            .expect("set vip filter");
+        self.vip_filter = words;
         self.dp.set_vip(&key, &info).expect("set vip");
         self.model.vips.insert(key, info);
         if key.port == 0 {

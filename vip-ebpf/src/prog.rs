@@ -11,10 +11,10 @@ use vip_common::{
     encap::{encap_source_key, second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
-        flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
-        BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS,
-        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
-        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        flow_stat, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey,
+        VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
+        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT,
+        VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -23,7 +23,7 @@ use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
-        PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
+        PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
@@ -247,6 +247,9 @@ fn encapsulated(
     outer_src: [u8; 16],
     inner: &Flow,
 ) -> Verdict {
+    if !maybe_vip(&inner.dst) {
+        return (XDP_PASS, PASS_NOT_VIP);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
@@ -392,6 +395,17 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
 }
 
+/// Whether `dst` may be a VIP address (`VIP_FILTER`): false means surely not, so the
+/// packet needs no hash lookup. An array lookup, which the verifier inlines.
+#[inline(always)]
+fn maybe_vip(dst: &[u32; 4]) -> bool {
+    let bit = vip_filter_bit(dst);
+    match VIP_FILTER.get(bit / 64) {
+        Some(word) => word & (1 << (bit % 64)) != 0,
+        None => true,
+    }
+}
+
 /// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
 #[inline(always)]
 fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
@@ -427,6 +441,9 @@ fn from_peer(ctx: &XdpContext) -> bool {
 /// `l4`: the TCP/UDP header of the packet itself (unused for an ICMP error, `icmp`).
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -> Verdict {
+    if !maybe_vip(&flow.dst) {
+        return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
