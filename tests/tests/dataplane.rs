@@ -755,7 +755,8 @@ fn rows(b: &Balancer) -> Vec<Row> {
 
 /// `VIP_FILTER`: a packet whose destination's bit is clear is passed untouched before any
 /// hash lookup; one whose bit a VIP shares (a false positive) goes on to the exact lookup and
-/// is passed all the same; VIP packets are forwarded as ever (the hit rows above).
+/// is passed all the same; VIP packets are forwarded as ever (the hit rows above). Likewise
+/// `PEER_FILTER`: only the exact `PEERS` lookup makes a frame a peer's.
 fn prefilter_rows(b: &Balancer) -> Vec<Row> {
     let f = Frame::default();
     let has = |a: [u8; 16]| maps::vip_filter_has(&b.vip_filter, &addr_words(&a));
@@ -777,7 +778,31 @@ fn prefilter_rows(b: &Balancer) -> Vec<Row> {
     let clear6 = pick(Box::new(near6.clone()), false);
     let shared6 = pick(Box::new(near6), true);
     let v4 = |a: [u8; 16]| [a[0], a[1], a[2], a[3]];
+    // A MAC that is no peer's but shares the peer's `PEER_FILTER` bit: the exact `PEERS`
+    // lookup decides, and the frame is balanced like any client's.
+    let peer_bit = maps::peer_filter_bit(&PEER_MAC);
+    let lookalike = (0..=u32::MAX)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        })
+        .find(|m| *m != PEER_MAC && maps::peer_filter_bit(m) == peer_bit)
+        .expect("a MAC sharing the peer's bit");
+    let web = tcp4(VIP_WEB, 80);
     vec![
+        row(
+            "peer prefilter: a non-peer MAC sharing the peer's bit is balanced",
+            packet::l4_frame(
+                &Frame {
+                    src_mac: lookalike,
+                    ..Frame::default()
+                },
+                &web,
+            ),
+            XDP_TX,
+            TX_L2,
+            Out::L2(mac_of(model_backend(b, &web))),
+        ),
         row(
             "prefilter: v4 to no VIP, bit clear: passed untouched",
             packet::l4_frame(&f, &tcp4(v4(clear4), 80)),

@@ -80,6 +80,13 @@ pub const MAP_ENCAP_SOURCES: &str = "ENCAP_SOURCES";
 /// their last entry. Fixed size (not from the config): the program masks with a constant.
 pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 
+/// [`PEER_FILTER_WORDS`] `u64` words (array): a bitmap of the `PEERS` MACs at
+/// [`peer_filter_bit`], checked before the `PEERS` lookup that a VIP packet needs in cluster
+/// mode: a frame from a MAC whose bit is clear (the router's, a client's) is not from a peer,
+/// with no hash lookup. Exact like [`MAP_VIP_FILTER`]; vipd sets a peer's bit before its
+/// `PEERS` entry (either order only delays when frames from it count as a peer's).
+pub const MAP_PEER_FILTER: &str = "PEER_FILTER";
+
 /// Every map, in the order vipd pins them.
 pub const ALL_MAPS: &[&str] = &[
     MAP_VIPS,
@@ -97,6 +104,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_FLOW_STATS,
     MAP_ENCAP_SOURCES,
     MAP_VIP_FILTER,
+    MAP_PEER_FILTER,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -157,6 +165,34 @@ pub fn vip_filter<'a>(addrs: impl IntoIterator<Item = &'a [u8; 16]>) -> VipFilte
 pub fn vip_filter_has(words: &VipFilter, addr: &[u32; 4]) -> bool {
     let bit = vip_filter_bit(addr);
     words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+}
+
+/// Words of [`MAP_PEER_FILTER`]: 1024 bits for a few dozen nodes.
+pub const PEER_FILTER_WORDS: u32 = 16;
+const PEER_FILTER_BITS_LOG2: u32 = 10;
+const _: () = assert!(PEER_FILTER_WORDS * 64 == 1 << PEER_FILTER_BITS_LOG2);
+
+/// The contents of [`MAP_PEER_FILTER`].
+pub type PeerFilter = [u64; PEER_FILTER_WORDS as usize];
+
+/// The bit of [`MAP_PEER_FILTER`] for a source MAC: a multiplicative hash of its last four
+/// bytes (the ones that differ between one vendor's NICs) mixed with the first two.
+#[inline(always)]
+pub const fn peer_filter_bit(mac: &[u8; 6]) -> u32 {
+    let x = u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]])
+        ^ (u16::from_le_bytes([mac[0], mac[1]]) as u32).rotate_left(16);
+    let x = x ^ (x >> 16);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - PEER_FILTER_BITS_LOG2)
+}
+
+/// The [`MAP_PEER_FILTER`] contents for these peer MACs.
+pub fn peer_filter<'a>(macs: impl IntoIterator<Item = &'a [u8; 6]>) -> PeerFilter {
+    let mut words = [0u64; PEER_FILTER_WORDS as usize];
+    for mac in macs {
+        let bit = peer_filter_bit(mac);
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
 }
 
 /// `BPF_F_MMAPABLE` map flag.
@@ -551,5 +587,25 @@ mod tests {
         // 8192 probes, 2 of them VIPs, against 3 of 16384 bits.
         assert!(hits <= 2 + 16, "{hits} hits");
         assert!(vip_filter(&[]).iter().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn peer_filter_holds_every_peer_mac() {
+        let peers = [[2, 0, 0, 0, 0xee, 1], [0x52, 0x54, 0, 0x12, 0x34, 0x56]];
+        let words = peer_filter(&peers);
+        for mac in &peers {
+            let bit = peer_filter_bit(mac);
+            assert!(
+                words[(bit / 64) as usize] & (1 << (bit % 64)) != 0,
+                "{mac:?}"
+            );
+        }
+        let mut others = 0;
+        for i in 0..=255u8 {
+            let bit = peer_filter_bit(&[2, 0, 0, 0, 0xee, i]);
+            others += u32::from(words[(bit / 64) as usize] & (1 << (bit % 64)) != 0);
+        }
+        // 256 neighbours (one of them a peer) against 2 of 1024 bits.
+        assert!(others <= 1 + 4, "{others}");
     }
 }

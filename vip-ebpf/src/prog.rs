@@ -11,10 +11,10 @@ use vip_common::{
     encap::{encap_source_key, second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
-        flow_stat, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey,
-        VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
-        SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT,
-        VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
+        LeaseKey, PeerKey, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL,
+        NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS,
+        VIP_F_FLOWS_EXIT, VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -23,7 +23,7 @@ use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
-        PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
+        PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
     },
     pkt::{be16_at, read, u8_at, write, View},
     second_chance::second_chance,
@@ -430,6 +430,15 @@ fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
 fn from_peer(ctx: &XdpContext) -> bool {
     match read::<[u8; 6]>(ctx, 6) {
         Some(mac) => {
+            // Most frames come from a router or a client: the bitmap rules them out without
+            // the hash lookup.
+            let bit = peer_filter_bit(&mac);
+            if PEER_FILTER
+                .get(bit / 64)
+                .is_some_and(|word| word & (1 << (bit % 64)) == 0)
+            {
+                return false;
+            }
             let key = PeerKey { mac, _pad: [0; 2] };
             // SAFETY: only tests for presence.
             unsafe { PEERS.get(&key) }.is_some()

@@ -6,7 +6,8 @@
 //! change (new backends, tables, VIPs, removals) is the caller's: see `app/startup.rs`
 //! `apply_layout`.
 use vip_common::maps::{
-    vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipFilter, VipInfo, VipKey,
+    peer_filter, vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, PeerFilter, Settings,
+    VipFilter, VipInfo, VipKey, MAP_PEER_FILTER, MAP_VIP_FILTER,
 };
 
 use super::{Dataplane, DataplaneError, TablePublisher, TableRegion};
@@ -18,6 +19,8 @@ pub struct MapWriter {
     image: ModelState,
     /// What `VIP_FILTER` holds (None until first written: a previous vipd's contents).
     vip_filter: Option<VipFilter>,
+    /// What `PEER_FILTER` holds, likewise.
+    peer_filter: Option<PeerFilter>,
 }
 
 impl MapWriter {
@@ -29,6 +32,7 @@ impl MapWriter {
             tables,
             image,
             vip_filter: None,
+            peer_filter: None,
         }
     }
 
@@ -92,7 +96,8 @@ impl MapWriter {
     /// Makes `VIP_FILTER` hold `words`, writing only the words that changed.
     fn write_vip_filter(&mut self, words: VipFilter) -> Result<(), DataplaneError> {
         if self.vip_filter != Some(words) {
-            self.dp.set_vip_filter(&words, self.vip_filter.as_ref())?;
+            let old = self.vip_filter.as_ref().map(|w| &w[..]);
+            self.dp.set_filter(MAP_VIP_FILTER, &words, old)?;
             self.vip_filter = Some(words);
         }
         Ok(())
@@ -170,6 +175,12 @@ impl MapWriter {
 
     /// Lists a peer node's MAC (second chance: segments from it are not bounced back).
     pub fn peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
+        let words = peer_filter(self.image.peers.iter().chain([&mac]));
+        if self.peer_filter != Some(words) {
+            let old = self.peer_filter.as_ref().map(|w| &w[..]);
+            self.dp.set_filter(MAP_PEER_FILTER, &words, old)?;
+            self.peer_filter = Some(words);
+        }
         self.dp.set_peer(mac, node_id)?;
         self.image.peers.insert(mac);
         Ok(())
