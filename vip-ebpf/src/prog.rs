@@ -25,7 +25,7 @@ use crate::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
         PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
     },
-    pkt::{be16_at, read, u8_at, write, View},
+    pkt::{be16_at, read, read_bytes, u8_at, write_bytes, View},
     second_chance::second_chance,
 };
 
@@ -428,7 +428,7 @@ fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
 
 #[inline(always)]
 fn from_peer(ctx: &XdpContext) -> bool {
-    match read::<[u8; 6]>(ctx, 6) {
+    match read_bytes::<6>(ctx, 6) {
         Some(mac) => {
             // Most frames come from a router or a client: the bitmap rules them out without
             // the hash lookup.
@@ -678,10 +678,11 @@ fn forward(
     match backend.mode {
         FWD_LOCAL => (XDP_PASS, PASS_LOCAL),
         FWD_L2 => {
-            let Some(our_mac) = read::<[u8; 6]>(ctx, 0) else {
+            let Some(our_mac) = read_bytes::<6>(ctx, 0) else {
                 return MALFORMED;
             };
-            if write(ctx, 0, backend.mac).is_none() || write(ctx, 6, our_mac).is_none() {
+            if write_bytes(ctx, 0, backend.mac).is_none() || write_bytes(ctx, 6, our_mac).is_none()
+            {
                 return MALFORMED;
             }
             (XDP_TX, sent)
