@@ -12,9 +12,9 @@ use vip_common::{
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
         flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
-        LeaseKey, PeerKey, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL,
-        NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS,
-        VIP_F_FLOWS_EXIT, VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
+        FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT,
+        VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -265,7 +265,7 @@ fn encapsulated(
         return (XDP_PASS, why);
     }
     let taken = second_chances_taken(ttl);
-    match second_chance(ctx, l3, inner, &vip, settings.hash_seed, false, taken) {
+    match second_chance(ctx, l3, inner, &vip, settings, false, taken) {
         Some(v) => v,
         None => (XDP_PASS, PASS_DECAP),
     }
@@ -465,7 +465,7 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         // Forwarded here because a backend of this node was chosen: if its service died,
         // give the connection a second chance elsewhere.
-        return match second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
+        return match second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
             Some(v) => v,
             None => (XDP_PASS, PASS_FROM_PEER),
         };
@@ -508,11 +508,11 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     count(&VIP_STATS, vip.index, bytes);
     count(&BACKEND_STATS, index, bytes);
     if backend.mode == FWD_LOCAL {
-        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
+        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
             return v;
         }
     }
-    forward(ctx, l3, backend, hash, flow.family, icmp)
+    forward(ctx, l3, backend, settings, hash, flow.family, icmp)
 }
 
 /// The backend index the VIP's live table gives a flow of hash `hash`.
@@ -670,6 +670,7 @@ fn forward(
     ctx: &XdpContext,
     l3: usize,
     backend: &Backend,
+    settings: &Settings,
     hash: u32,
     family: u8,
     icmp: bool,
@@ -688,9 +689,6 @@ fn forward(
             (XDP_TX, sent)
         }
         FWD_ENCAP if backend.family == family => {
-            let Some(settings) = SETTINGS.get(0) else {
-                return (XDP_DROP, DROP_ENCAP_FAILED);
-            };
             let ok = if family == FAMILY_V4 {
                 encap_v4(ctx, l3, backend, hash, settings, OUTER_TTL)
             } else {
