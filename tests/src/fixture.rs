@@ -3,7 +3,10 @@
 use aya::programs::{TestRun as _, TestRunOptions};
 use vip_common::{
     encap::encap_source_key,
-    maps::{Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipInfo, VipKey},
+    maps::{
+        peer_filter, vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, PeerFilter, Settings,
+        VipFilter, VipInfo, VipKey, MAP_PEER_FILTER, MAP_VIP_FILTER,
+    },
     wire::{FAMILY_V4, FAMILY_V6},
 };
 use vip_daemon::{
@@ -23,6 +26,12 @@ pub struct Balancer {
     pub tables: TablePublisher,
     pub model: ModelState,
     pub sizing: Sizing,
+    /// What the kernel's `VIP_FILTER` holds: the bits of `model.vips`' addresses, as vipd
+    /// writes it. The model itself has no filter: a VIP packet the filter wrongly stopped
+    /// would show as a kernel/model disagreement.
+    pub vip_filter: VipFilter,
+    /// What the kernel's `PEER_FILTER` holds: the bits of `model.peers`, likewise.
+    pub peer_filter: PeerFilter,
 }
 
 impl Balancer {
@@ -50,6 +59,8 @@ impl Balancer {
             tables,
             model,
             sizing,
+            vip_filter: [0; vip_common::maps::VIP_FILTER_WORDS as usize],
+            peer_filter: [0; vip_common::maps::PEER_FILTER_WORDS as usize],
         };
         // Like vipd: the balancers' own encapsulation sources are known (second chance).
         b.set_encap_sources(&own_encap_sources(&settings));
@@ -63,6 +74,11 @@ impl Balancer {
     }
 
     pub fn set_vip(&mut self, key: VipKey, info: VipInfo) {
+        let words = vip_filter(self.model.vips.keys().chain([&key]).map(|k| &k.addr));
+        self.dp
+            .set_filter(MAP_VIP_FILTER, &words, Some(&self.vip_filter))
+            .expect("set vip filter");
+        self.vip_filter = words;
         self.dp.set_vip(&key, &info).expect("set vip");
         self.model.vips.insert(key, info);
         if key.port == 0 {
@@ -88,6 +104,11 @@ impl Balancer {
     }
 
     pub fn set_peer(&mut self, mac: [u8; 6]) {
+        let words = peer_filter(self.model.peers.iter().chain([&mac]));
+        self.dp
+            .set_filter(MAP_PEER_FILTER, &words, Some(&self.peer_filter))
+            .expect("set peer filter");
+        self.peer_filter = words;
         self.dp.set_peer(mac, 1).expect("set peer");
         self.model.peers.insert(mac);
         self.add_settings_flags(vip_common::maps::SETTINGS_F_PEERS);

@@ -749,7 +749,89 @@ fn rows(b: &Balancer) -> Vec<Row> {
         PASS_NOT_VIP,
         Out::Same,
     ));
+    rows.extend(prefilter_rows(b));
     rows
+}
+
+/// `VIP_FILTER`: a packet whose destination's bit is clear is passed untouched before any
+/// hash lookup; one whose bit a VIP shares (a false positive) goes on to the exact lookup and
+/// is passed all the same; VIP packets are forwarded as ever (the hit rows above). Likewise
+/// `PEER_FILTER`: only the exact `PEERS` lookup makes a frame a peer's.
+fn prefilter_rows(b: &Balancer) -> Vec<Row> {
+    let f = Frame::default();
+    let has = |a: [u8; 16]| maps::vip_filter_has(&b.vip_filter, &addr_words(&a));
+    let is_vip = |a: [u8; 16]| b.model.vips.keys().any(|k| k.addr == a);
+    let v6 = |i: u16| {
+        let mut a = VIP_DNS6;
+        a[12..14].copy_from_slice(&i.to_be_bytes());
+        a
+    };
+    // Addresses near the VIPs: the first whose bit is clear, the first whose bit is set.
+    let near4 = (0..=u16::MAX).map(|i| a4([192, 0, (i >> 8) as u8, i as u8]));
+    let near6 = (1..=u16::MAX).map(v6);
+    let pick = |mut it: Box<dyn Iterator<Item = [u8; 16]>>, set: bool| {
+        it.find(|a| !is_vip(*a) && has(*a) == set)
+            .expect("an address exists")
+    };
+    let clear4 = pick(Box::new(near4.clone()), false);
+    let shared4 = pick(Box::new(near4), true);
+    let clear6 = pick(Box::new(near6.clone()), false);
+    let shared6 = pick(Box::new(near6), true);
+    let v4 = |a: [u8; 16]| [a[0], a[1], a[2], a[3]];
+    // A MAC that is no peer's but shares the peer's `PEER_FILTER` bit: the exact `PEERS`
+    // lookup decides, and the frame is balanced like any client's.
+    let peer_bit = maps::peer_filter_bit(&PEER_MAC);
+    let lookalike = (0..=u32::MAX)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            [2, 0, b[0], b[1], b[2], b[3]]
+        })
+        .find(|m| *m != PEER_MAC && maps::peer_filter_bit(m) == peer_bit)
+        .expect("a MAC sharing the peer's bit");
+    let web = tcp4(VIP_WEB, 80);
+    vec![
+        row(
+            "peer prefilter: a non-peer MAC sharing the peer's bit is balanced",
+            packet::l4_frame(
+                &Frame {
+                    src_mac: lookalike,
+                    ..Frame::default()
+                },
+                &web,
+            ),
+            XDP_TX,
+            TX_L2,
+            Out::L2(mac_of(model_backend(b, &web))),
+        ),
+        row(
+            "prefilter: v4 to no VIP, bit clear: passed untouched",
+            packet::l4_frame(&f, &tcp4(v4(clear4), 80)),
+            XDP_PASS,
+            PASS_NOT_VIP,
+            Out::Same,
+        ),
+        row(
+            "prefilter: v4 to no VIP sharing a VIP's bit: exact lookup, passed",
+            packet::l4_frame(&f, &tcp4(v4(shared4), 80)),
+            XDP_PASS,
+            PASS_NOT_VIP,
+            Out::Same,
+        ),
+        row(
+            "prefilter: v6 to no VIP, bit clear: passed untouched",
+            packet::l4_frame(&f, &Flow::udp6(CLIENT6, 5353, clear6, 53)),
+            XDP_PASS,
+            PASS_NOT_VIP,
+            Out::Same,
+        ),
+        row(
+            "prefilter: v6 to no VIP sharing a VIP's bit: exact lookup, passed",
+            packet::l4_frame(&f, &Flow::udp6(CLIENT6, 5353, shared6, 53)),
+            XDP_PASS,
+            PASS_NOT_VIP,
+            Out::Same,
+        ),
+    ]
 }
 
 /// A host on the network, not a balancer (outside `ENCAP_SRC4`'s /16).

@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of this contract: bumped whenever a map's type, key or value layout changes, so
 /// that a vipd never adopts pinned maps laid out by another contract.
-pub const CONTRACT_VERSION: u32 = 3;
+pub const CONTRACT_VERSION: u32 = 4;
 
 /// Directory under bpffs where program, links and maps are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
@@ -71,6 +71,22 @@ pub const MAP_FLOW_STATS: &str = "FLOW_STATS";
 /// (`reason::DROP_ENCAP_SOURCE`). vipd lists the cluster's `encap_source_v4/v6`.
 pub const MAP_ENCAP_SOURCES: &str = "ENCAP_SOURCES";
 
+/// [`VIP_FILTER_WORDS`] `u64` words (array): a bitmap of the VIP addresses, one bit per
+/// address at [`vip_filter_bit`]. The program looks a packet's destination up here before any
+/// hash lookup and passes it at once when its bit is clear: traffic for no VIP (storage,
+/// tenants, management) then costs one array load. Exact: a set bit only sends the packet on
+/// to the `VIPS` lookup, so another address sharing a VIP's bit costs that lookup, no more.
+/// vipd sets a VIP's bit before writing its `VIPS` entry and clears bits only after removing
+/// their last entry. Fixed size (not from the config): the program masks with a constant.
+pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
+
+/// [`PEER_FILTER_WORDS`] `u64` words (array): a bitmap of the `PEERS` MACs at
+/// [`peer_filter_bit`], checked before the `PEERS` lookup that a VIP packet needs in cluster
+/// mode: a frame from a MAC whose bit is clear (the router's, a client's) is not from a peer,
+/// with no hash lookup. Exact like [`MAP_VIP_FILTER`]; vipd sets a peer's bit before its
+/// `PEERS` entry (either order only delays when frames from it count as a peer's).
+pub const MAP_PEER_FILTER: &str = "PEER_FILTER";
+
 /// Every map, in the order vipd pins them.
 pub const ALL_MAPS: &[&str] = &[
     MAP_VIPS,
@@ -87,6 +103,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_FLOWS,
     MAP_FLOW_STATS,
     MAP_ENCAP_SOURCES,
+    MAP_VIP_FILTER,
+    MAP_PEER_FILTER,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -108,6 +126,74 @@ pub const MAX_ENCAP_SOURCES: u32 = 2;
 /// equal share), so vipd asks for such a multiple. 65536 entries take about 7 MiB (see
 /// `Sizing::map_bytes`).
 pub const DEFAULT_MAX_FLOWS: u32 = 65536;
+
+/// Words of [`MAP_VIP_FILTER`]: 16384 bits (2 KiB, a few cache lines). With n VIP
+/// addresses, a packet for another address finds its bit set with probability ~n / 16384.
+pub const VIP_FILTER_WORDS: u32 = 256;
+/// log2 of the bits of [`MAP_VIP_FILTER`].
+const VIP_FILTER_BITS_LOG2: u32 = 14;
+const _: () = assert!(VIP_FILTER_WORDS * 64 == 1 << VIP_FILTER_BITS_LOG2);
+
+/// The bit of [`MAP_VIP_FILTER`] for a destination address given as `flow::addr_words`
+/// (IPv4: `[word, 0, 0, 0]`): the top bits of a multiplicative hash of the words' XOR. Word
+/// `bit / 64`, bit `bit % 64` of it. Both families share the bitmap (a collision between
+/// them is one more false positive).
+#[inline(always)]
+pub const fn vip_filter_bit(addr: &[u32; 4]) -> u32 {
+    let x = addr[0] ^ addr[1] ^ addr[2] ^ addr[3];
+    // The last octets (the ones that differ within a subnet) are the word's top bits: fold
+    // them down so they reach every bit of the product.
+    let x = x ^ (x >> 16);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - VIP_FILTER_BITS_LOG2)
+}
+
+/// The contents of [`MAP_VIP_FILTER`].
+pub type VipFilter = [u64; VIP_FILTER_WORDS as usize];
+
+/// The [`MAP_VIP_FILTER`] contents for these VIP addresses (`VipKey::addr`).
+pub fn vip_filter<'a>(addrs: impl IntoIterator<Item = &'a [u8; 16]>) -> VipFilter {
+    let mut words = [0u64; VIP_FILTER_WORDS as usize];
+    for a in addrs {
+        let bit = vip_filter_bit(&crate::flow::addr_words(a));
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
+}
+
+/// Whether [`MAP_VIP_FILTER`] `words` may hold `addr` (false: surely no VIP).
+#[inline(always)]
+pub fn vip_filter_has(words: &VipFilter, addr: &[u32; 4]) -> bool {
+    let bit = vip_filter_bit(addr);
+    words[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+}
+
+/// Words of [`MAP_PEER_FILTER`]: 1024 bits for a few dozen nodes.
+pub const PEER_FILTER_WORDS: u32 = 16;
+const PEER_FILTER_BITS_LOG2: u32 = 10;
+const _: () = assert!(PEER_FILTER_WORDS * 64 == 1 << PEER_FILTER_BITS_LOG2);
+
+/// The contents of [`MAP_PEER_FILTER`].
+pub type PeerFilter = [u64; PEER_FILTER_WORDS as usize];
+
+/// The bit of [`MAP_PEER_FILTER`] for a source MAC: a multiplicative hash of its last four
+/// bytes (the ones that differ between one vendor's NICs) mixed with the first two.
+#[inline(always)]
+pub const fn peer_filter_bit(mac: &[u8; 6]) -> u32 {
+    let x = u32::from_le_bytes([mac[2], mac[3], mac[4], mac[5]])
+        ^ (u16::from_le_bytes([mac[0], mac[1]]) as u32).rotate_left(16);
+    let x = x ^ (x >> 16);
+    x.wrapping_mul(0x9e37_79b1) >> (32 - PEER_FILTER_BITS_LOG2)
+}
+
+/// The [`MAP_PEER_FILTER`] contents for these peer MACs.
+pub fn peer_filter<'a>(macs: impl IntoIterator<Item = &'a [u8; 6]>) -> PeerFilter {
+    let mut words = [0u64; PEER_FILTER_WORDS as usize];
+    for mac in macs {
+        let bit = peer_filter_bit(mac);
+        words[(bit / 64) as usize] |= 1 << (bit % 64);
+    }
+    words
+}
 
 /// `BPF_F_MMAPABLE` map flag.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
@@ -464,4 +550,62 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::EncapSourceKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::addr_words;
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut x = [0; 16];
+        x[..4].copy_from_slice(&a);
+        x
+    }
+
+    #[test]
+    fn vip_filter_holds_every_vip_address_and_few_others() {
+        let mut v6 = [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let vips = [v4([192, 0, 2, 10]), v4([10, 1, 2, 3]), v6];
+        let words = vip_filter(&vips);
+        for a in &vips {
+            assert!(vip_filter_has(&words, &addr_words(a)), "{a:?}");
+        }
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 3);
+        // Neighbouring addresses spread over the bitmap: false positives stay rare.
+        let mut hits = 0;
+        for i in 0..=255u8 {
+            for j in 0..16u8 {
+                hits += u32::from(vip_filter_has(&words, &addr_words(&v4([192, 0, j, i]))));
+                v6[15] = i;
+                v6[14] = j;
+                hits += u32::from(vip_filter_has(&words, &addr_words(&v6)));
+            }
+        }
+        // 8192 probes, 2 of them VIPs, against 3 of 16384 bits.
+        assert!(hits <= 2 + 16, "{hits} hits");
+        assert!(vip_filter(&[]).iter().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn peer_filter_holds_every_peer_mac() {
+        let peers = [[2, 0, 0, 0, 0xee, 1], [0x52, 0x54, 0, 0x12, 0x34, 0x56]];
+        let words = peer_filter(&peers);
+        for mac in &peers {
+            let bit = peer_filter_bit(mac);
+            assert!(
+                words[(bit / 64) as usize] & (1 << (bit % 64)) != 0,
+                "{mac:?}"
+            );
+        }
+        let mut others = 0;
+        for i in 0..=255u8 {
+            let bit = peer_filter_bit(&[2, 0, 0, 0, 0xee, i]);
+            others += u32::from(words[(bit / 64) as usize] & (1 << (bit % 64)) != 0);
+        }
+        // 256 neighbours (one of them a peer) against 2 of 1024 bits.
+        assert!(others <= 1 + 4, "{others}");
+    }
 }

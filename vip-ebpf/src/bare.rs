@@ -7,16 +7,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::pkt::{read, write};
+use crate::pkt::{read_bytes, write_bytes};
 
 #[xdp]
 pub fn bare_tx(ctx: XdpContext) -> u32 {
-    if let Some(macs) = read::<[u8; 12]>(&ctx, 0) {
+    if let Some(macs) = read_bytes::<12>(&ctx, 0) {
         let swapped = [
             macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2],
             macs[3], macs[4], macs[5],
         ];
-        let _ = write(&ctx, 0, swapped);
+        let _ = write_bytes(&ctx, 0, swapped);
     }
     XDP_TX
 }

@@ -7,7 +7,7 @@ use vip_common::{
     wire::{IPV4_HLEN, IPV6_HLEN},
 };
 
-use crate::pkt::{read, write};
+use crate::pkt::{read, read_bytes, write, write_bytes};
 
 #[inline(always)]
 fn adjust_head(ctx: &XdpContext, delta: i32) -> Option<()> {
@@ -25,13 +25,13 @@ type L2Tail = [u8; 10];
 
 #[inline(always)]
 fn push_outer(ctx: &XdpContext, outer_len: usize, mac: [u8; 6]) -> Option<()> {
-    let our_mac = read::<[u8; 6]>(ctx, 0)?;
-    let tail = read::<L2Tail>(ctx, 12)?;
+    let our_mac = read_bytes::<6>(ctx, 0)?;
+    let tail = read_bytes::<10>(ctx, 12)?;
     adjust_head(ctx, -(outer_len as i32))?;
-    write(ctx, 0, mac)?;
-    write(ctx, 6, our_mac)?;
+    write_bytes(ctx, 0, mac)?;
+    write_bytes(ctx, 6, our_mac)?;
     // Copies the tags and EtherType; the bytes past `l3` are overwritten by the outer header.
-    write(ctx, 12, tail)
+    write_bytes::<10>(ctx, 12, tail)
 }
 
 /// IPv4-in-IPv4 to `backend.addr`, next hop `backend.mac`, outer source varying per flow.
@@ -44,7 +44,7 @@ pub fn encap_v4(
     settings: &Settings,
     ttl: u8,
 ) -> Option<()> {
-    let inner = read::<[u8; 4]>(ctx, l3)?;
+    let inner = read_bytes::<4>(ctx, l3)?;
     let inner_len = u16::from_be_bytes([inner[2], inner[3]]);
     let dst = [
         backend.addr[0],
@@ -54,7 +54,7 @@ pub fn encap_v4(
     ];
     let src = outer_source_v4(settings.encap_src_v4, hash);
     push_outer(ctx, IPV4_HLEN, backend.mac)?;
-    write(ctx, l3, ipv4_outer(inner_len, inner[1], ttl, src, dst))
+    write_bytes(ctx, l3, ipv4_outer(inner_len, inner[1], ttl, src, dst))
 }
 
 /// IPv6-in-IPv6, likewise.
@@ -67,11 +67,11 @@ pub fn encap_v6(
     settings: &Settings,
     hop_limit: u8,
 ) -> Option<()> {
-    let inner = read::<[u8; 6]>(ctx, l3)?;
+    let inner = read_bytes::<6>(ctx, l3)?;
     let inner_len = u16::from_be_bytes([inner[4], inner[5]]).wrapping_add(IPV6_HLEN as u16);
     let src = outer_source_v6(settings.encap_src_v6, hash);
     push_outer(ctx, IPV6_HLEN, backend.mac)?;
-    write(
+    write_bytes(
         ctx,
         l3,
         ipv6_outer(

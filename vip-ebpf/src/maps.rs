@@ -9,6 +9,7 @@ use vip_common::maps::{
     LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU,
     DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
     DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS, MAX_ENCAP_SOURCES,
+    PEER_FILTER_WORDS, VIP_FILTER_WORDS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -31,6 +32,10 @@ pub static LEASES: HashMap<LeaseKey, Lease, { DEFAULT_MAX_LEASES as usize }> = H
 #[btf_map]
 pub static ENCAP_SOURCES: HashMap<EncapSourceKey, u32, { MAX_ENCAP_SOURCES as usize }> =
     HashMap::new();
+#[btf_map]
+pub static VIP_FILTER: Array<u64, { VIP_FILTER_WORDS as usize }> = Array::new();
+#[btf_map]
+pub static PEER_FILTER: Array<u64, { PEER_FILTER_WORDS as usize }> = Array::new();
 #[btf_map]
 pub static IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
 #[btf_map]

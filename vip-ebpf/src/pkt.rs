@@ -34,6 +34,56 @@ pub fn write<T>(ctx: &XdpContext, off: usize, value: T) -> Option<()> {
     ptr_at::<T>(ctx, off).map(|p| unsafe { core::ptr::write_unaligned(p, value) })
 }
 
+/// `N` bytes at `off`, loaded 4, 2 and 1 at a time: `read::<[u8; N]>` compiles to one load
+/// per byte (LLVM's BPF backend assumes nothing about a packet pointer's alignment). Unaligned
+/// wider loads are fine here (see [`View`]).
+#[inline(always)]
+pub fn read_bytes<const N: usize>(ctx: &XdpContext, off: usize) -> Option<[u8; N]> {
+    let p = ptr_at::<[u8; N]>(ctx, off)? as *const u8;
+    let mut out = [0u8; N];
+    let mut i = 0;
+    // SAFETY (all three loops): inside the window checked by ptr_at (alignment: see View).
+    while i + 4 <= N {
+        let b = unsafe { (p.add(i) as *const u32).read() }.to_ne_bytes();
+        (out[i], out[i + 1], out[i + 2], out[i + 3]) = (b[0], b[1], b[2], b[3]);
+        i += 4;
+    }
+    while i + 2 <= N {
+        let b = unsafe { (p.add(i) as *const u16).read() }.to_ne_bytes();
+        (out[i], out[i + 1]) = (b[0], b[1]);
+        i += 2;
+    }
+    while i < N {
+        out[i] = unsafe { *p.add(i) };
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Stores `bytes` at `off` 4, 2 and 1 at a time (see [`read_bytes`]).
+#[inline(always)]
+pub fn write_bytes<const N: usize>(ctx: &XdpContext, off: usize, bytes: [u8; N]) -> Option<()> {
+    let p = ptr_at::<[u8; N]>(ctx, off)? as *mut u8;
+    let b = bytes;
+    let mut i = 0;
+    // SAFETY (all three loops): inside the window checked by ptr_at (alignment: see View).
+    while i + 4 <= N {
+        let w = u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        unsafe { (p.add(i) as *mut u32).write(w) };
+        i += 4;
+    }
+    while i + 2 <= N {
+        let w = u16::from_ne_bytes([b[i], b[i + 1]]);
+        unsafe { (p.add(i) as *mut u16).write(w) };
+        i += 2;
+    }
+    while i < N {
+        unsafe { *p.add(i) = b[i] };
+        i += 1;
+    }
+    Some(())
+}
+
 /// A bounds-checked window of `N` bytes at an offset; fields are read with single loads.
 /// BPF allows unaligned packet loads here (the verifier enforces alignment only under
 /// BPF_F_STRICT_ALIGNMENT, and x86 loads are unaligned-safe); byte-wise loads of 16-byte

@@ -11,10 +11,10 @@ use vip_common::{
     encap::{encap_source_key, second_chances_taken, OUTER_TTL},
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
-        flow_stat, reason::*, Backend, FlowEntry, FlowKey, LeaseKey, PeerKey, VipInfo, VipKey,
-        BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS,
-        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
-        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
+        LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
+        FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT,
+        VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -23,9 +23,9 @@ use crate::{
     encap::{decap, encap_v4, encap_v6},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
-        PEERS, SETTINGS, SLOTS, STATS, VIPS, VIP_STATS,
+        PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
     },
-    pkt::{be16_at, read, u8_at, write, View},
+    pkt::{be16_at, read, read_bytes, u8_at, write_bytes, View},
     second_chance::second_chance,
 };
 
@@ -247,6 +247,9 @@ fn encapsulated(
     outer_src: [u8; 16],
     inner: &Flow,
 ) -> Verdict {
+    if !maybe_vip(&inner.dst) {
+        return (XDP_PASS, PASS_NOT_VIP);
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
@@ -262,7 +265,7 @@ fn encapsulated(
         return (XDP_PASS, why);
     }
     let taken = second_chances_taken(ttl);
-    match second_chance(ctx, l3, inner, &vip, settings.hash_seed, false, taken) {
+    match second_chance(ctx, l3, inner, &vip, settings, false, taken) {
         Some(v) => v,
         None => (XDP_PASS, PASS_DECAP),
     }
@@ -392,6 +395,17 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
 }
 
+/// Whether `dst` may be a VIP address (`VIP_FILTER`): false means surely not, so the
+/// packet needs no hash lookup. An array lookup, which the verifier inlines.
+#[inline(always)]
+fn maybe_vip(dst: &[u32; 4]) -> bool {
+    let bit = vip_filter_bit(dst);
+    match VIP_FILTER.get(bit / 64) {
+        Some(word) => word & (1 << (bit % 64)) != 0,
+        None => true,
+    }
+}
+
 /// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
 #[inline(always)]
 fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
@@ -414,8 +428,17 @@ fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
 
 #[inline(always)]
 fn from_peer(ctx: &XdpContext) -> bool {
-    match read::<[u8; 6]>(ctx, 6) {
+    match read_bytes::<6>(ctx, 6) {
         Some(mac) => {
+            // Most frames come from a router or a client: the bitmap rules them out without
+            // the hash lookup.
+            let bit = peer_filter_bit(&mac);
+            if PEER_FILTER
+                .get(bit / 64)
+                .is_some_and(|word| word & (1 << (bit % 64)) == 0)
+            {
+                return false;
+            }
             let key = PeerKey { mac, _pad: [0; 2] };
             // SAFETY: only tests for presence.
             unsafe { PEERS.get(&key) }.is_some()
@@ -427,6 +450,9 @@ fn from_peer(ctx: &XdpContext) -> bool {
 /// `l4`: the TCP/UDP header of the packet itself (unused for an ICMP error, `icmp`).
 #[inline(always)]
 fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -> Verdict {
+    if !maybe_vip(&flow.dst) {
+        return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
+    }
     let Some(settings) = SETTINGS.get(0) else {
         return (XDP_PASS, PASS_NOT_VIP);
     };
@@ -439,7 +465,7 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         // Forwarded here because a backend of this node was chosen: if its service died,
         // give the connection a second chance elsewhere.
-        return match second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
+        return match second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
             Some(v) => v,
             None => (XDP_PASS, PASS_FROM_PEER),
         };
@@ -482,11 +508,11 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     count(&VIP_STATS, vip.index, bytes);
     count(&BACKEND_STATS, index, bytes);
     if backend.mode == FWD_LOCAL {
-        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings.hash_seed, icmp, 0) {
+        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
             return v;
         }
     }
-    forward(ctx, l3, backend, hash, flow.family, icmp)
+    forward(ctx, l3, backend, settings, hash, flow.family, icmp)
 }
 
 /// The backend index the VIP's live table gives a flow of hash `hash`.
@@ -644,6 +670,7 @@ fn forward(
     ctx: &XdpContext,
     l3: usize,
     backend: &Backend,
+    settings: &Settings,
     hash: u32,
     family: u8,
     icmp: bool,
@@ -652,18 +679,16 @@ fn forward(
     match backend.mode {
         FWD_LOCAL => (XDP_PASS, PASS_LOCAL),
         FWD_L2 => {
-            let Some(our_mac) = read::<[u8; 6]>(ctx, 0) else {
+            let Some(our_mac) = read_bytes::<6>(ctx, 0) else {
                 return MALFORMED;
             };
-            if write(ctx, 0, backend.mac).is_none() || write(ctx, 6, our_mac).is_none() {
+            if write_bytes(ctx, 0, backend.mac).is_none() || write_bytes(ctx, 6, our_mac).is_none()
+            {
                 return MALFORMED;
             }
             (XDP_TX, sent)
         }
         FWD_ENCAP if backend.family == family => {
-            let Some(settings) = SETTINGS.get(0) else {
-                return (XDP_DROP, DROP_ENCAP_FAILED);
-            };
             let ok = if family == FAMILY_V4 {
                 encap_v4(ctx, l3, backend, hash, settings, OUTER_TTL)
             } else {

@@ -23,14 +23,15 @@ use vip_common::{
     encap::{second_chance_ttl, SECOND_CHANCES},
     flow::{flow_hash, maglev_slot},
     maps::{
-        reason::*, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_SRC_HASH,
+        reason::*, Settings, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_FLOWS,
+        VIP_F_SRC_HASH,
     },
     wire::*,
 };
 
 use crate::{
     encap::{encap_v4, encap_v6},
-    maps::{ACTIVE, BACKENDS, SETTINGS, SLOTS},
+    maps::{ACTIVE, BACKENDS, SLOTS},
     pkt::ptr_at,
     prog::{Flow, Verdict},
 };
@@ -131,7 +132,7 @@ pub fn second_chance(
     l3: usize,
     flow: &Flow,
     vip: &VipInfo,
-    seed: u32,
+    settings: &Settings,
     icmp: bool,
     taken: u8,
 ) -> Option<Verdict> {
@@ -147,7 +148,7 @@ pub fn second_chance(
     }
     let base = ACTIVE.get(vip.fallback - 1)?;
     let hash = flow_hash(
-        seed,
+        settings.hash_seed,
         &flow.src,
         &flow.dst,
         flow.sport,
@@ -161,7 +162,6 @@ pub fn second_chance(
     if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != flow.family {
         return None;
     }
-    let settings = SETTINGS.get(0)?;
     let ttl = second_chance_ttl(taken);
     let sent = if flow.family == FAMILY_V4 {
         encap_v4(ctx, l3, backend, hash, settings, ttl)

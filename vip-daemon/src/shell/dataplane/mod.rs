@@ -105,6 +105,7 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
         contract::MAP_LEASES => (sz(size_of::<LeaseKey>()), sz(size_of::<Lease>())),
         contract::MAP_IFACES => (u32s, sz(size_of::<Iface>())),
         contract::MAP_ENCAP_SOURCES => (sz(size_of::<contract::EncapSourceKey>()), u32s),
+        contract::MAP_VIP_FILTER | contract::MAP_PEER_FILTER => (u32s, 2 * u32s),
         contract::MAP_FLOWS => (
             sz(size_of::<contract::FlowKey>()),
             sz(size_of::<contract::FlowEntry>()),
@@ -549,6 +550,24 @@ impl Dataplane {
         let mut map: HashMap<_, LeaseKey, Lease> =
             HashMap::try_from(self.map_mut(contract::MAP_LEASES)?)?;
         Ok(map.remove(key)?)
+    }
+
+    /// Writes the words of bitmap `map` (`VIP_FILTER`, `PEER_FILTER`) that differ from `old`
+    /// (None: the map's contents are unknown, write them all). Word by word: ordering against
+    /// the map it filters is the caller's.
+    pub fn set_filter(
+        &mut self,
+        map: &'static str,
+        words: &[u64],
+        old: Option<&[u64]>,
+    ) -> Result<(), DataplaneError> {
+        let mut map: Array<_, u64> = Array::try_from(self.map_mut(map)?)?;
+        for (i, word) in words.iter().enumerate() {
+            if old.is_none_or(|old| old[i] != *word) {
+                map.set(i as u32, word, 0)?;
+            }
+        }
+        Ok(())
     }
 
     /// Lists the MAC of interface `ifindex` (see `MAP_IFACES`).

@@ -5,7 +5,10 @@
 //! `core::image`); the writer skips a write whose value is already there. The order of a
 //! change (new backends, tables, VIPs, removals) is the caller's: see `app/startup.rs`
 //! `apply_layout`.
-use vip_common::maps::{Backend, EncapSourceKey, Lease, LeaseKey, Settings, VipInfo, VipKey};
+use vip_common::maps::{
+    peer_filter, vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, PeerFilter, Settings,
+    VipFilter, VipInfo, VipKey, MAP_PEER_FILTER, MAP_VIP_FILTER,
+};
 
 use super::{Dataplane, DataplaneError, TablePublisher, TableRegion};
 use crate::core::model::ModelState;
@@ -14,13 +17,23 @@ pub struct MapWriter {
     dp: Dataplane,
     tables: TablePublisher,
     image: ModelState,
+    /// What `VIP_FILTER` holds (None until first written: a previous vipd's contents).
+    vip_filter: Option<VipFilter>,
+    /// What `PEER_FILTER` holds, likewise.
+    peer_filter: Option<PeerFilter>,
 }
 
 impl MapWriter {
     /// `image`: what the maps hold now (tables read back from adopted maps, the rest as it
     /// will be rewritten by the first `apply_layout`).
     pub fn new(dp: Dataplane, tables: TablePublisher, image: ModelState) -> Self {
-        Self { dp, tables, image }
+        Self {
+            dp,
+            tables,
+            image,
+            vip_filter: None,
+            peer_filter: None,
+        }
     }
 
     /// What the maps hold, as the host model.
@@ -62,7 +75,11 @@ impl MapWriter {
 
     /// Makes `VIPS` hold exactly `wanted`: every entry (re)written, then the others removed
     /// (also those a previous vipd left, which the image does not know).
+    /// `VIP_FILTER` covers the old and the new addresses while the entries change, then the
+    /// new ones only: a VIP's address is never filtered out while its entry is there.
     pub fn vips(&mut self, wanted: &[(VipKey, VipInfo)]) -> Result<(), DataplaneError> {
+        let both = self.image.vips.keys().chain(wanted.iter().map(|(k, _)| k));
+        self.write_vip_filter(vip_filter(both.map(|k| &k.addr)))?;
         self.image.vips.clear();
         for (key, info) in wanted {
             self.dp.set_vip(key, info)?;
@@ -73,11 +90,23 @@ impl MapWriter {
                 self.dp.remove_vip(&key)?;
             }
         }
+        self.write_vip_filter(vip_filter(self.image.vips.keys().map(|k| &k.addr)))
+    }
+
+    /// Makes `VIP_FILTER` hold `words`, writing only the words that changed.
+    fn write_vip_filter(&mut self, words: VipFilter) -> Result<(), DataplaneError> {
+        if self.vip_filter != Some(words) {
+            let old = self.vip_filter.as_ref().map(|w| &w[..]);
+            self.dp.set_filter(MAP_VIP_FILTER, &words, old)?;
+            self.vip_filter = Some(words);
+        }
         Ok(())
     }
 
     /// (Re)writes one `VIPS` entry.
     pub fn vip(&mut self, key: VipKey, info: VipInfo) -> Result<(), DataplaneError> {
+        let with_key = self.image.vips.keys().chain([&key]);
+        self.write_vip_filter(vip_filter(with_key.map(|k| &k.addr)))?;
         self.dp.set_vip(&key, &info)?;
         self.image.vips.insert(key, info);
         Ok(())
@@ -172,6 +201,12 @@ impl MapWriter {
 
     /// Lists a peer node's MAC (second chance: segments from it are not bounced back).
     pub fn peer(&mut self, mac: [u8; 6], node_id: u32) -> Result<(), DataplaneError> {
+        let words = peer_filter(self.image.peers.iter().chain([&mac]));
+        if self.peer_filter != Some(words) {
+            let old = self.peer_filter.as_ref().map(|w| &w[..]);
+            self.dp.set_filter(MAP_PEER_FILTER, &words, old)?;
+            self.peer_filter = Some(words);
+        }
         self.dp.set_peer(mac, node_id)?;
         self.image.peers.insert(mac);
         Ok(())
