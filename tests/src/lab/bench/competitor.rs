@@ -265,6 +265,12 @@ fn kill_children(names: &Names, node: &str) {
             let Some(pid) = pid.filter(|&p| p > 1) else {
                 continue;
             };
+            // A file left by a keepalived that died with its namespace (a power-on) may name
+            // a pid reused since: only a keepalived is killed.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() != "keepalived" {
+                continue;
+            }
             // SAFETY: plain kill(2); the pid is keepalived's own child from its pid file.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             let gone = Instant::now() + Duration::from_secs(2);

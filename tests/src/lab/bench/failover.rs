@@ -121,12 +121,36 @@ pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()>
     ));
     let tail = Duration::from_secs(opts.tail_s);
     let mut trials = Vec::new();
+    if let Err(e) = owner_losses(&mut arena, &stacks, opts, tail, &story, &mut trials) {
+        // The configs, logs and fencing log of the lab stay for a look.
+        arena.lab.keep_state = true;
+        return Err(e);
+    }
+    drop(arena);
+    story.chapter(&format!(
+        "3. detection: vipd alone in clusters of {:?}, the owner lost {} times each",
+        detection::SIZES,
+        opts.detect_trials
+    ));
+    let detections = detection::measure(&bins.vipd, opts.detect_trials, &story)?;
+    report::print_and_write(&stacks, &kills, &trials, &detections, victim, opts)
+}
+
+/// `opts.trials` owner losses, each one's outcome pushed to `trials`.
+fn owner_losses(
+    arena: &mut Arena,
+    stacks: &[Stack],
+    opts: &Options,
+    tail: Duration,
+    story: &Story,
+    trials: &mut Vec<Trial>,
+) -> anyhow::Result<()> {
     for t in 0..opts.trials {
-        align_competitors(&mut arena, &story)?;
+        align_competitors(arena, story)?;
         let loss = Loss::of_trial(t);
         let fences_before = arena.lab.fence_events().len();
-        let mut trial = outage(&mut arena, &stacks, loss, tail)?;
-        trial.wrongly_fenced = fenced_since(&arena, fences_before)
+        let mut trial = outage(arena, stacks, loss, tail)?;
+        trial.wrongly_fenced = fenced_since(arena, fences_before)
             .into_iter()
             .filter(|n| n != trial.owner)
             .collect();
@@ -136,7 +160,7 @@ pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()>
             opts.trials,
             loss.label(),
             trial.owner,
-            report::trial_summary(&stacks, &trial, opts.tail_s),
+            report::trial_summary(stacks, &trial, opts.tail_s),
             if trial.wrongly_fenced.is_empty() {
                 String::new()
             } else {
@@ -147,16 +171,9 @@ pub fn failover(names: Names, bins: &Bins, opts: &Options) -> anyhow::Result<()>
             .chain(trial.wrongly_fenced.iter().map(|n| arena.lab.index_of(n)))
             .collect();
         trials.push(trial);
-        revive(&mut arena, &lost, &story)?;
+        revive(arena, &lost, story)?;
     }
-    drop(arena);
-    story.chapter(&format!(
-        "3. detection: vipd alone in clusters of {:?}, the owner lost {} times each",
-        detection::SIZES,
-        opts.detect_trials
-    ));
-    let detections = detection::measure(&bins.vipd, opts.detect_trials, &story)?;
-    report::print_and_write(&stacks, &kills, &trials, &detections, victim, opts)
+    Ok(())
 }
 
 /// Restarts HAProxy + keepalived with their master on vipd's current owner of the API VIP.
