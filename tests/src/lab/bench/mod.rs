@@ -81,8 +81,18 @@ fn start(names: Names, bins: &Bins, story: &Story) -> anyhow::Result<Arena> {
         "starting HAProxy + keepalived on every controller (both flavours; master: {}, vipd's owner of {API_VIP})",
         lab.nodes[owner].name
     ));
-    let competitors = Competitors::start(&lab, owner)?;
-    let took = competitors.wait_ready(&lab, owner, Duration::from_secs(30))?;
+    let ready = Competitors::start(&lab, owner).and_then(|c| {
+        let took = c.wait_ready(&lab, owner, Duration::from_secs(30))?;
+        Ok((c, took))
+    });
+    let (competitors, took) = match ready {
+        Ok(ready) => ready,
+        Err(e) => {
+            // The configs, logs and fencing log stay for a look.
+            lab.keep_state = true;
+            return Err(e);
+        }
+    };
     story.say(format!("HAProxy + keepalived ready after {took:.1?}"));
     Ok(Arena {
         lab,
