@@ -11,6 +11,13 @@
 //! * Silent after `timeout` without a word, reported once (`silent_once_after_timeout`).
 //! * Back at its next word, reported once (`back_at_next_word`).
 //! * A member that said goodbye is forgotten, never silent (`goodbye_is_not_silence`).
+//! * A deaf node judges nobody: a member goes silent only while another member was heard
+//!   within half the timeout. When every peer seems quiet at once, this node's own
+//!   receiving (its CPU, its softirqs, its link) is the likelier culprit, and SWIM decides.
+//!   Found by `bench failover`: a node whose neighbours restarted HAProxy and keepalived
+//!   heard nothing for 50 ms, took both peers for dead in the same instant and fenced a
+//!   healthy one (`a_deaf_node_judges_nobody`). The price: with a single peer, or when
+//!   every peer dies at once (no quorum is left to act on it then), SWIM finds the death.
 //!
 //! What silence means for ownership is the shell's to decide (`app::cluster`): it is a
 //! membership verdict like SWIM's (a false one included), so every rule of
@@ -54,11 +61,24 @@ impl Detector {
 
     /// Members newly silent at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Verdict> {
+        let age = |last: Instant| now.saturating_duration_since(last);
+        let recent = self.timeout / 2;
+        let heard_recently: Vec<&String> = (self.peers.iter())
+            .filter(|(_, (last, _))| age(*last) <= recent)
+            .map(|(p, _)| p)
+            .collect();
         let mut out = Vec::new();
-        for (peer, (last, silent)) in &mut self.peers {
-            if !*silent && now.saturating_duration_since(*last) > self.timeout {
-                *silent = true;
+        for (peer, (last, silent)) in &self.peers {
+            let other_heard = heard_recently.iter().any(|p| *p != peer);
+            if !*silent && age(*last) > self.timeout && other_heard {
                 out.push(Verdict::Silent(peer.clone()));
+            }
+        }
+        for v in &out {
+            if let Verdict::Silent(p) = v {
+                if let Some(entry) = self.peers.get_mut(p) {
+                    entry.1 = true;
+                }
             }
         }
         out
@@ -93,17 +113,49 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Detector::new(TIMEOUT);
         assert_eq!(d.heard("ctl2", t0), None);
-        assert_eq!(d.heard("ctl3", t0 + Duration::from_millis(30)), None);
+        let ms = Duration::from_millis;
+        // ctl3 keeps talking (every 10 ms), ctl4 stops later than ctl2.
+        for t in (0..=300).step_by(10) {
+            d.heard("ctl3", t0 + ms(t));
+        }
+        d.heard("ctl4", t0 + ms(30));
         // Exactly at the timeout: not yet.
         assert!(d.tick(t0 + TIMEOUT).is_empty());
-        let at = t0 + TIMEOUT + Duration::from_millis(1);
+        let at = t0 + TIMEOUT + ms(1);
         assert_eq!(d.tick(at), [Verdict::Silent("ctl2".into())]);
-        assert!(d.is_silent("ctl2") && !d.is_silent("ctl3"));
-        assert!(d.tick(at + Duration::from_millis(5)).is_empty(), "once");
-        assert_eq!(
-            d.tick(at + Duration::from_millis(40)),
-            [Verdict::Silent("ctl3".into())]
-        );
+        assert!(d.is_silent("ctl2") && !d.is_silent("ctl4"));
+        assert!(d.tick(at + ms(5)).is_empty(), "once");
+        assert_eq!(d.tick(at + ms(40)), [Verdict::Silent("ctl4".into())]);
+    }
+
+    #[test]
+    fn a_deaf_node_judges_nobody() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Detector::new(TIMEOUT);
+        // Both peers heard every 5 ms until this node stops receiving for 80 ms.
+        for t in (0..=100).step_by(5) {
+            d.heard("ctl1", t0 + ms(t));
+            d.heard("ctl3", t0 + ms(t + 2));
+        }
+        assert!(d.tick(t0 + ms(182)).is_empty(), "everyone quiet at once");
+        // The backlog arrives: nobody was ever reported, so nothing comes back either.
+        assert_eq!(d.heard("ctl1", t0 + ms(183)), None);
+        assert_eq!(d.heard("ctl3", t0 + ms(183)), None);
+        // A real death while the other peer talks is still found.
+        for t in (185..=300).step_by(5) {
+            d.heard("ctl3", t0 + ms(t));
+            let v = d.tick(t0 + ms(t));
+            if t < 244 {
+                assert!(v.is_empty(), "at {t} ms");
+            } else if t == 245 {
+                assert_eq!(v, [Verdict::Silent("ctl1".into())]);
+            }
+        }
+        // A single peer is never judged by this detector (SWIM finds its death).
+        let mut alone = Detector::new(TIMEOUT);
+        alone.heard("ctl2", t0);
+        assert!(alone.tick(t0 + ms(500)).is_empty());
     }
 
     #[test]
@@ -111,7 +163,9 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Detector::new(TIMEOUT);
         d.heard("ctl2", t0);
+        d.heard("ctl3", t0 + Duration::from_millis(100));
         d.tick(t0 + Duration::from_millis(100));
+        assert!(d.is_silent("ctl2"));
         let back = t0 + Duration::from_millis(120);
         assert_eq!(d.heard("ctl2", back), Some(Verdict::Back("ctl2".into())));
         assert_eq!(d.heard("ctl2", back), None, "once");
@@ -134,9 +188,10 @@ mod tests {
         );
     }
 
-    /// Simulated time, seeded loss: a member heard every 10 ms with 5 % of heartbeats lost
-    /// is never reported silent with a 60 ms timeout over 10 minutes (six losses in a row
-    /// would be needed), and a member that stops is reported within timeout + one tick.
+    /// Simulated time, seeded loss: two members heard every 10 ms with 5 % of heartbeats
+    /// lost are never reported silent with a 60 ms timeout over 10 minutes (six losses in a
+    /// row would be needed), and a member that stops while the other talks is reported
+    /// within timeout + one tick.
     #[test]
     fn loss_is_not_silence_and_death_is_found_within_a_tick() {
         let t0 = Instant::now();
@@ -152,14 +207,19 @@ mod tests {
         let mut now = t0;
         for _ in 0..60_000 {
             now += tick;
-            if !lost() {
-                d.heard("ctl2", now);
+            for peer in ["ctl2", "ctl3"] {
+                if !lost() {
+                    d.heard(peer, now);
+                }
             }
             assert!(d.tick(now).is_empty(), "false silence at {:?}", now - t0);
         }
         let died = now;
         loop {
             now += tick;
+            if !lost() {
+                d.heard("ctl3", now);
+            }
             if !d.tick(now).is_empty() {
                 break;
             }

@@ -228,32 +228,37 @@ mod tests {
     }
 
     #[test]
-    fn heartbeats_between_two_threads_find_a_stopped_one_silent() {
+    fn heartbeats_between_three_threads_find_a_stopped_one_silent() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
         rt.block_on(async {
             let port = |p| SocketAddr::from(([127, 0, 0, 1], p));
-            let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-            let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let probes: Vec<std::net::UdpSocket> = (0..3)
+                .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+                .collect();
             // Gossip addresses whose port + 1 is free for the heartbeats (probably).
-            let (ga, gb) = (
-                port(a.local_addr().expect("addr").port() - 1),
-                port(b.local_addr().expect("addr").port() - 1),
-            );
-            drop((a, b));
+            let gossip: Vec<SocketAddr> = probes
+                .iter()
+                .map(|s| port(s.local_addr().expect("addr").port() - 1))
+                .collect();
+            drop(probes);
             let config = |me: &str, listen| HeartbeatConfig {
                 me: me.into(),
-                links: vec![(listen, vec![ga, gb])],
+                links: vec![(listen, gossip.clone())],
                 interval: Duration::from_millis(10),
                 timeout: Duration::from_millis(50),
                 keys: ([3; 32], None),
             };
             let (tx_a, mut rx_a) = mpsc::channel(256);
             let (tx_b, _rx_b) = mpsc::channel(256);
-            let _ha = spawn(config("a", ga), tx_a).expect("a");
-            let hb = spawn(config("b", gb), tx_b).expect("b");
+            let (tx_c, _rx_c) = mpsc::channel(256);
+            let _ha = spawn(config("a", gossip[0]), tx_a).expect("a");
+            let hb = spawn(config("b", gossip[1]), tx_b).expect("b");
+            // A third member that keeps talking: a detector judges only while it hears
+            // someone (`core::heartbeat`, a deaf node judges nobody).
+            let _hc = spawn(config("c", gossip[2]), tx_c).expect("c");
             assert!(wait_for(&mut rx_a, GossipEvent::Heard("b".into())).await);
             drop(hb);
             let stopped = Instant::now();
