@@ -144,7 +144,10 @@ impl Daemon {
                         }
                     })
                     .collect();
-                let c = vip_stats.get(i).copied().unwrap_or_default();
+                let c = vip_stats
+                    .get(v.info.index as usize)
+                    .copied()
+                    .unwrap_or_default();
                 VipStatus {
                     name: v.name.clone(),
                     address: ip_string(&conf.address),
@@ -400,7 +403,10 @@ impl Daemon {
             let l = VipLabels {
                 vip: v.name.clone(),
             };
-            let c = vip_stats.get(i).copied().unwrap_or_default();
+            let c = vip_stats
+                .get(v.info.index as usize)
+                .copied()
+                .unwrap_or_default();
             counter_to(&self.metrics.vip_packets.get_or_create(&l), c.packets);
             counter_to(&self.metrics.vip_bytes.get_or_create(&l), c.bytes);
             for b in &v.backends {
