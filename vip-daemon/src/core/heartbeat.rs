@@ -18,6 +18,13 @@
 //!   heard nothing for 50 ms, took both peers for dead in the same instant and fenced a
 //!   healthy one (`a_deaf_node_judges_nobody`). The price: with a single peer, or when
 //!   every peer dies at once (no quorum is left to act on it then), SWIM finds the death.
+//! * After deafness, a full timeout of grace: when the first word after a gap of more than
+//!   half the timeout arrives, every member gets `timeout` to be heard again before anyone
+//!   is judged. Found by the same bench: a stall of the whole machine (all three nodes'
+//!   threads at once, a network-namespace teardown next to them) ended with one peer's
+//!   heartbeat arriving a few hundred microseconds before the other's, which was then
+//!   judged silent by the rule above, on all three nodes in the same millisecond
+//!   (`after_deafness_everyone_gets_a_timeout`).
 //!
 //! What silence means for ownership is the shell's to decide (`app::cluster`): it is a
 //! membership verdict like SWIM's (a false one included), so every rule of
@@ -35,6 +42,10 @@ pub struct Detector {
     timeout: Duration,
     /// Last word and whether it is reported silent, by member.
     peers: BTreeMap<String, (Instant, bool)>,
+    /// The last word from anyone, and the first word after the last gap of more than half
+    /// the timeout (nobody is judged for a timeout after it).
+    last_word: Option<Instant>,
+    recovered: Option<Instant>,
 }
 
 impl Detector {
@@ -42,11 +53,19 @@ impl Detector {
         Self {
             timeout,
             peers: BTreeMap::new(),
+            last_word: None,
+            recovered: None,
         }
     }
 
     /// A heartbeat (or any authentic datagram) from `peer` at `now`.
     pub fn heard(&mut self, peer: &str, now: Instant) -> Option<Verdict> {
+        if let Some(last) = self.last_word {
+            if now.saturating_duration_since(last) > self.timeout / 2 {
+                self.recovered = Some(now);
+            }
+        }
+        self.last_word = self.last_word.max(Some(now));
         match self.peers.get_mut(peer) {
             Some((last, silent)) => {
                 *last = (*last).max(now);
@@ -62,6 +81,9 @@ impl Detector {
     /// Members newly silent at `now`.
     pub fn tick(&mut self, now: Instant) -> Vec<Verdict> {
         let age = |last: Instant| now.saturating_duration_since(last);
+        if self.recovered.is_some_and(|r| age(r) < self.timeout) {
+            return Vec::new();
+        }
         let recent = self.timeout / 2;
         let heard_recently: Vec<&String> = (self.peers.iter())
             .filter(|(_, (last, _))| age(*last) <= recent)
@@ -163,7 +185,9 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Detector::new(TIMEOUT);
         d.heard("ctl2", t0);
-        d.heard("ctl3", t0 + Duration::from_millis(100));
+        for t in (0..=100).step_by(10) {
+            d.heard("ctl3", t0 + Duration::from_millis(t));
+        }
         d.tick(t0 + Duration::from_millis(100));
         assert!(d.is_silent("ctl2"));
         let back = t0 + Duration::from_millis(120);
@@ -172,6 +196,32 @@ mod tests {
         // A late, reordered word does not move the last word back.
         d.heard("ctl2", t0);
         assert!(d.tick(back + TIMEOUT).is_empty());
+    }
+
+    #[test]
+    fn after_deafness_everyone_gets_a_timeout() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut d = Detector::new(TIMEOUT);
+        for t in (0..=100).step_by(5) {
+            d.heard("ctl1", t0 + ms(t));
+            d.heard("ctl3", t0 + ms(t));
+        }
+        // 70 ms with no word at all; then ctl3's word arrives just before ctl1's.
+        assert_eq!(d.heard("ctl3", t0 + ms(170)), None);
+        assert!(d.tick(t0 + ms(170)).is_empty(), "judged in the gap's wake");
+        d.heard("ctl1", t0 + ms(171));
+        // ctl1 really stops now; ctl3 talks on: found a timeout after its last word
+        // (the grace after the gap has ended by then).
+        let mut found = None;
+        for t in (175..=400).step_by(5) {
+            d.heard("ctl3", t0 + ms(t));
+            if !d.tick(t0 + ms(t)).is_empty() {
+                found = Some(t);
+                break;
+            }
+        }
+        assert_eq!(found, Some(235));
     }
 
     #[test]
