@@ -1,7 +1,8 @@
-//! FRR (zebra + bgpd) run inside a test's network namespace, as the routing side of routed
-//! VIPs: each instance has its own path space (`-N`: config under /etc/frr/NAME, sockets and
-//! pid files under /var/run/frr/NAME), so several run on one machine; killed and removed on
-//! drop. `cargo xtask setup` installs FRR (its own service stays off).
+//! FRR (zebra, bgpd, bfdd) run inside a test's or the lab's network namespace, as the routing
+//! side of routed VIPs: each instance has its own path space (`-N`: config under
+//! /etc/frr/NAME, sockets and pid files under /var/run/frr/NAME), so several run on one
+//! machine; killed and removed on drop. `cargo xtask setup` installs FRR (its own service
+//! stays off). The configs of a balancer and of the ECMP router are built here, once.
 use std::{
     path::PathBuf,
     process::Command,
@@ -17,10 +18,10 @@ pub struct Frr {
     run: PathBuf,
 }
 
-const DAEMONS: [&str; 2] = ["zebra", "bgpd"];
+const DAEMONS: [&str; 3] = ["zebra", "bgpd", "bfdd"];
 
 impl Frr {
-    /// Starts zebra and bgpd in `ns` with `config` (an frr.conf), as user frr.
+    /// Starts zebra, bgpd and bfdd in `ns` with `config` (an frr.conf), as user frr.
     pub fn start(ns: &NetNs, config: &str) -> Self {
         let name = unique("vt");
         let etc = PathBuf::from("/etc/frr").join(&name);
@@ -78,6 +79,59 @@ impl Frr {
             .filter_map(|p| p.trim().parse().ok())
             .collect()
     }
+}
+
+/// BFD every 100 ms, down after 3 missed: a dead peer's routes go within ~300 ms.
+const BFD_PROFILE: &str = "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  \
+                           detect-multiplier 3\n exit\nexit\n";
+
+/// A BGP speaker and its address.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub address: String,
+    pub asn: u32,
+}
+
+/// FRR on a balancer: vipd's route table (`[bgp] table`) imported and announced to each
+/// router over eBGP, with BFD so that a dead balancer leaves the routers' ECMP groups fast.
+pub fn balancer_conf(me: &Peer, table: u32, routers: &[Peer]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\nip import-table {table}\n{BFD_PROFILE}router bgp {}\n \
+         bgp router-id {}\n no bgp ebgp-requires-policy\n",
+        me.asn, me.address
+    );
+    for r in routers {
+        c.push_str(&neighbor(r));
+    }
+    c.push_str(&format!(
+        " address-family ipv4 unicast\n  redistribute table {table}\n exit-address-family\n"
+    ));
+    c
+}
+
+/// FRR on the router: every balancer a neighbour, ECMP over up to 8 of them (each balancer
+/// has its own AS, hence `multipath-relax`). The kernel's L4 multipath hash
+/// (`net.ipv4.fib_multipath_hash_policy = 1`) is the caller's to set.
+pub fn router_conf(me: &Peer, balancers: &[Peer]) -> String {
+    let mut c = format!(
+        "frr defaults datacenter\n{BFD_PROFILE}router bgp {}\n bgp router-id {}\n \
+         no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n",
+        me.asn, me.address
+    );
+    for b in balancers {
+        c.push_str(&neighbor(b));
+    }
+    c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n");
+    c
+}
+
+/// An eBGP neighbour with 1 s / 3 s timers and BFD.
+fn neighbor(p: &Peer) -> String {
+    format!(
+        " neighbor {a} remote-as {asn}\n neighbor {a} timers 1 3\n neighbor {a} bfd profile fast\n",
+        a = p.address,
+        asn = p.asn
+    )
 }
 
 impl Drop for Frr {

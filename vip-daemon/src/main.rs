@@ -303,6 +303,19 @@ enum NodeCmd {
         /// This node's name (optional; the command acts on the node it runs on).
         node: Option<String>,
     },
+    /// Standby, then wait until the traffic left: routed VIPs withdrawn (address VIPs handed
+    /// over), established connections still forwarded until no VIP packet arrived here for
+    /// `--quiet`, or `--timeout` passed (exit code 5: traffic still arriving).
+    Drain {
+        /// How long the VIPs' packet counters must stay still.
+        #[arg(long, default_value = "1s", value_parser = vip_daemon::config::parse_duration)]
+        quiet: std::time::Duration,
+        /// The longest wait.
+        #[arg(long, default_value = "30s", value_parser = vip_daemon::config::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Back in service after a drain (as `unstandby`): routes announced again.
+    Undrain,
 }
 
 fn init_logging() {
@@ -327,6 +340,8 @@ fn init_logging() {
 const EXIT_ERROR: i32 = 1;
 const EXIT_TRACE_MISMATCH: i32 = 3;
 const EXIT_HOST_MISSING: i32 = 4;
+/// `vipd node drain`: VIP packets still arrived here when the wait ended.
+const EXIT_NOT_DRAINED: i32 = 5;
 
 /// Writes to stdout. A reader that went away (`vipd status | head -1`) ends the command
 /// quietly with success: it has what it wanted.
@@ -526,9 +541,14 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
             let (standby, node) = match action {
                 NodeCmd::Standby { node } => (true, node.clone()),
                 NodeCmd::Unstandby { node } => (false, node.clone()),
+                NodeCmd::Drain { .. } => (true, None),
+                NodeCmd::Undrain => (false, None),
             };
             if let Response::Ok { message } = ask(cli, Request::Node { standby, node })? {
                 outln!("{message}")?;
+            }
+            if let NodeCmd::Drain { quiet, timeout } = action {
+                return wait_drained(cli, *quiet, *timeout);
             }
         }
         Command::ImportHaproxy { file, keepalived } => {
@@ -652,6 +672,51 @@ fn host_command(cli: &Cli, action: &HostCmd) -> anyhow::Result<i32> {
 
 /// Prints `value` as pretty JSON: an object with the `schema` version of vipd's JSON output
 /// (`shell::status::STATUS_SCHEMA`) among its fields.
+/// `vipd node drain`'s wait: the node's VIP packet counters (over every VIP) polled until
+/// they stayed still for `quiet` (the routers or the new owners took the traffic, and the
+/// connections that still came here ended or moved) or `timeout` passed.
+fn wait_drained(
+    cli: &Cli,
+    quiet: std::time::Duration,
+    timeout: std::time::Duration,
+) -> anyhow::Result<i32> {
+    use vip_daemon::core::announce::{Converged, Withdrawal};
+    let packets = || -> anyhow::Result<u64> {
+        match ask(cli, Request::Status)? {
+            Response::Status(s) => Ok(s.vips.iter().map(|v| v.packets).sum()),
+            _ => anyhow::bail!("vipd did not answer with its status"),
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut wait = Withdrawal::start(started, quiet, timeout);
+    let mut seen = packets()?;
+    let outcome = loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now_seen = packets()?;
+        let now = std::time::Instant::now();
+        wait.on_packets(now_seen.saturating_sub(seen), now);
+        seen = now_seen;
+        if let Some(c) = wait.converged(now) {
+            break c;
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    match outcome {
+        Converged::Quiet => {
+            outln!("drained after {took:.2}s: no VIP packet here for {quiet:?}")?;
+            Ok(0)
+        }
+        Converged::TimedOut => {
+            warn(format_args!(
+                "not drained after {took:.2}s: VIP packets still arrive here (traffic that \
+                 does not come through the routers, or routers that did not converge); the \
+                 node stays in standby"
+            ));
+            Ok(EXIT_NOT_DRAINED)
+        }
+    }
+}
+
 fn print_json(value: impl serde::Serialize) -> anyhow::Result<()> {
     let mut object = serde_json::Map::new();
     let schema = vip_daemon::shell::status::STATUS_SCHEMA;
