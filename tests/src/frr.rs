@@ -58,6 +58,19 @@ impl Frr {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // A line a daemon does not take is only logged; make a config that lost its BGP
+        // instance fail here, not as missing routes later.
+        if config.contains("router bgp") {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !me.vtysh("show running-config").contains("router bgp") {
+                assert!(
+                    Instant::now() < deadline,
+                    "bgpd -N {} did not take its BGP instance from:\n{config}",
+                    me.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         me
     }
 
@@ -81,7 +94,9 @@ impl Frr {
     }
 }
 
-/// BFD every 100 ms, down after 3 missed: a dead peer's routes go within ~300 ms.
+/// BFD every 100 ms, down after 3 missed: a dead peer's routes go within ~300 ms. Last in
+/// the file: each daemon reads the whole file, and bgpd, which has no `bfd` node, takes the
+/// block's `exit` lines for leaving the config and ignores everything after them.
 const BFD_PROFILE: &str = "bfd\n profile fast\n  receive-interval 100\n  transmit-interval 100\n  \
                            detect-multiplier 3\n exit\nexit\n";
 
@@ -96,7 +111,7 @@ pub struct Peer {
 /// router over eBGP, with BFD so that a dead balancer leaves the routers' ECMP groups fast.
 pub fn balancer_conf(me: &Peer, table: u32, routers: &[Peer]) -> String {
     let mut c = format!(
-        "frr defaults datacenter\nip import-table {table}\n{BFD_PROFILE}router bgp {}\n \
+        "frr defaults datacenter\nip import-table {table}\nrouter bgp {}\n \
          bgp router-id {}\n no bgp ebgp-requires-policy\n",
         me.asn, me.address
     );
@@ -106,7 +121,7 @@ pub fn balancer_conf(me: &Peer, table: u32, routers: &[Peer]) -> String {
     c.push_str(&format!(
         " address-family ipv4 unicast\n  redistribute table {table}\n exit-address-family\n"
     ));
-    c
+    c + BFD_PROFILE
 }
 
 /// FRR on the router: every balancer a neighbour, ECMP over up to 8 of them (each balancer
@@ -114,7 +129,7 @@ pub fn balancer_conf(me: &Peer, table: u32, routers: &[Peer]) -> String {
 /// (`net.ipv4.fib_multipath_hash_policy = 1`) is the caller's to set.
 pub fn router_conf(me: &Peer, balancers: &[Peer]) -> String {
     let mut c = format!(
-        "frr defaults datacenter\n{BFD_PROFILE}router bgp {}\n bgp router-id {}\n \
+        "frr defaults datacenter\nrouter bgp {}\n bgp router-id {}\n \
          no bgp ebgp-requires-policy\n bgp bestpath as-path multipath-relax\n",
         me.asn, me.address
     );
@@ -122,7 +137,7 @@ pub fn router_conf(me: &Peer, balancers: &[Peer]) -> String {
         c.push_str(&neighbor(b));
     }
     c.push_str(" address-family ipv4 unicast\n  maximum-paths 8\n exit-address-family\n");
-    c
+    c + BFD_PROFILE
 }
 
 /// An eBGP neighbour with 1 s / 3 s timers and BFD.
