@@ -8,7 +8,13 @@
 //! link (BFD takes it out of the ECMP group within 500 ms).
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use common::{node_ip, Cluster, HEARTBEAT, TEST_TIMING};
 use vip_tests::{
@@ -181,6 +187,26 @@ impl Routed {
             .expect("long-lived connections through the routed VIP")
     }
 
+    /// New short connections through the routed VIP, one every 5 ms, until the returned
+    /// flag is set; the thread returns (answered, failed).
+    fn chatter(&self) -> (Arc<AtomicBool>, std::thread::JoinHandle<(u32, u32)>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = self.client.spawn(move || {
+            let (mut ok, mut failed) = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                let addr = format!("{RVIP}:7000").parse().expect("addr");
+                match LineClient::connect(addr).and_then(|mut c| c.ask()) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        });
+        (stop, thread)
+    }
+
     /// Asks every connection again: each must still reach the backend it had, except those
     /// on `lost` backends (dropped from the list). Panics naming `after` otherwise.
     fn still_served(
@@ -258,23 +284,41 @@ fn a_balancer_crashed_drained_stopped_or_cut_off_breaks_no_connection() {
     let conns = r.connect(60);
 
     // vipd crashes on ctl2: its pinned data plane keeps forwarding and its route stays, so
-    // the router changes nothing; the next vipd adopts the route.
+    // the router changes nothing; the next vipd adopts the route. The other nodes cannot
+    // tell a dead vipd from a dead node within the 50 ms they take to decide, and a dead
+    // node's backends leave every table at once (app/liveness.rs): the connections to
+    // ctl2's own service are given up like those of a dead node, every other one is kept.
     r.cluster.nodes[1].vipd.kill9();
-    let conns = r.still_served(conns, &[], "vipd's crash");
+    std::thread::sleep(Duration::from_millis(200));
+    let ctl2 = vec!["ctl2".to_string()];
+    let conns = r.still_served(conns, &ctl2, "vipd's crash");
     let fresh = r.connect(20);
     assert_eq!(next_hops(r.router()), r.all, "a crashed vipd's route stays");
     r.cluster.nodes[1].vipd.spawn();
     let logs = r.cluster.nodes[1].vipd.logs();
     assert!(logs.contains("adopting VIP routes"), "{logs}");
     let conns = r.still_served(conns, &[], "vipd's restart");
-    let fresh = r.still_served(fresh, &[], "vipd's restart");
+    let fresh = r.still_served(fresh, &ctl2, "vipd's restart");
 
-    // ctl1 drained: the command returns once no VIP packet arrives there any more.
+    // ctl1 drained under a stream of new connections: the command returns once no VIP
+    // packet arrives there any more; not one of them fails.
+    let (stop, chatter) = r.chatter();
+    std::thread::sleep(Duration::from_millis(300));
     let out = r.cluster.nodes[0]
         .vipd
         .cli(&["node", "drain", "--quiet", "500ms", "--timeout", "20s"])
         .expect("drain");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = chatter.join().expect("chatter");
+    eprintln!(
+        "ctl1: {}; new connections meanwhile: {ok} answered, {failed} failed",
+        out.trim()
+    );
     assert!(out.contains("drained after"), "{out}");
+    assert_eq!(
+        failed, 0,
+        "new connections failed during the drain ({ok} answered)"
+    );
     assert_eq!(
         next_hops(r.router()),
         r.all[1..],
@@ -288,9 +332,18 @@ fn a_balancer_crashed_drained_stopped_or_cut_off_breaks_no_connection() {
     r.wait_hops(&r.all, "ctl1 back after undrain");
     let conns = r.still_served(conns, &[], "the return from a drain");
 
-    // ctl2 stops cleanly: routes withdrawn first, the stop waits until the router moved
-    // the traffic (seen in its log); no connection breaks. Then it comes back.
+    // ctl2 stops cleanly under a stream of new connections: routes withdrawn first, the stop
+    // waits until the router moved the traffic (seen in its log); no connection breaks, no
+    // new one fails. Then it comes back.
+    let (stop, chatter) = r.chatter();
+    std::thread::sleep(Duration::from_millis(300));
     let stopped = r.cluster.nodes[1].vipd.terminate();
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = chatter.join().expect("chatter");
+    assert_eq!(
+        failed, 0,
+        "new connections failed during a clean stop ({ok} answered)"
+    );
     let logs = r.cluster.nodes[1].vipd.logs();
     assert!(
         logs.contains("VIP routes withdrawn, no packet for them"),
@@ -298,7 +351,7 @@ fn a_balancer_crashed_drained_stopped_or_cut_off_breaks_no_connection() {
     );
     let hops = [r.all[0].clone(), r.all[2].clone()];
     r.wait_hops(&hops, "ctl2 withdrawn by its clean stop");
-    eprintln!("ctl2's clean stop took {stopped:?}");
+    eprintln!("ctl2's clean stop took {stopped:?}; new connections meanwhile: {ok} answered");
     let conns = r.still_served(conns, &[], "a balancer's clean stop");
     let fresh = r.still_served(fresh, &[], "a balancer's clean stop");
     r.cluster.nodes[1].vipd.spawn();
