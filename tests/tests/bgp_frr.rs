@@ -272,6 +272,15 @@ fn ecmp_spreads_flows_and_a_withdraw_keeps_connections() {
         .expect("unstandby");
     r.wait_hops(&r.all, "ctl1's route back");
     r.still_served(conns, &[], "the return from standby");
+
+    // ctl3 cut off from the other controllers (its BGP session stays up): without quorum
+    // its view of health may be stale, so it withdraws; it announces again after the heal.
+    cluster.partition(2);
+    let took = r.wait_hops(&r.all[..2], "ctl3's route withdrawn without quorum");
+    eprintln!("router converged {took:?} after ctl3 lost quorum");
+    cluster.heal(2);
+    let took = r.wait_hops(&r.all, "ctl3's route back after the heal");
+    eprintln!("ctl3 announced again {took:?} after the heal");
 }
 
 #[test]
