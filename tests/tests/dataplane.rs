@@ -118,6 +118,7 @@ fn balancer() -> (Balancer, Vips) {
         layout_id: 0,
         flags: 0,
         encap_src_v6: ENCAP_SRC6,
+        ..Default::default()
     };
     let mut b = Balancer::new(sizing, settings);
     for i in 0..=2 {

@@ -41,6 +41,7 @@ fn settings() -> Settings {
         layout_id: 0,
         flags: 0,
         encap_src_v6: [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0, 0, 0, 0],
+        ..Default::default()
     }
 }
 

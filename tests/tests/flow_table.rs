@@ -100,6 +100,7 @@ impl Fixture {
             layout_id: 0,
             flags: 0,
             encap_src_v6: [0; 16],
+            ..Default::default()
         };
         let mut b = Balancer::new(sizing, settings);
         for i in [A, B] {

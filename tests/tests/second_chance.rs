@@ -68,6 +68,7 @@ fn balancer() -> Balancer {
         layout_id: 0,
         flags: SETTINGS_F_PEERS,
         encap_src_v6: [0; 16],
+        ..Default::default()
     };
     let mut b = Balancer::new(sizing, settings);
     for i in 0..3u32 {

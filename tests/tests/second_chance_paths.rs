@@ -56,6 +56,7 @@ fn node(me: u32, live: &[u32], fallback: &[u32], sockets: LocalSockets) -> Model
         layout_id: 0,
         flags: SETTINGS_F_PEERS,
         encap_src_v6: [0; 16],
+        ..Default::default()
     };
     let mut state = ModelState {
         settings,

@@ -223,6 +223,7 @@ fn tagged_vip_traffic_with_rx_vlan_offload() {
         layout_id: 0,
         flags: 0,
         encap_src_v6: [0; 16],
+        ..Default::default()
     };
     let mut bal = Balancer::with_dataplane(dp, sizing, settings);
     bal.set_backend(

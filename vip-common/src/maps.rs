@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Version of this contract: bumped whenever a map's type, key or value layout changes, so
 /// that a vipd never adopts pinned maps laid out by another contract.
-pub const CONTRACT_VERSION: u32 = 4;
+pub const CONTRACT_VERSION: u32 = 5;
 
 /// Directory under bpffs where program, links and maps are pinned.
 pub const PIN_DIR: &str = "/sys/fs/bpf/vip-fabric";
@@ -433,6 +433,12 @@ const _: () = assert!(core::mem::size_of::<FlowEntry>() == 8);
 pub const SETTINGS_F_PEERS: u32 = 1;
 /// `Settings::flags`: some VIP covers every port (otherwise a miss on the exact port is final).
 pub const SETTINGS_F_ALL_PORTS: u32 = 2;
+/// `Settings::flags`: log each VIP packet's fate to `AYA_LOGS` (`vipd debug packets`).
+pub const SETTINGS_F_DEBUG: u32 = 4;
+/// With `SETTINGS_F_DEBUG`: only packets to `Settings::debug_vip`.
+pub const SETTINGS_F_DEBUG_VIP: u32 = 8;
+/// With `SETTINGS_F_DEBUG`: only packets from `Settings::debug_src`.
+pub const SETTINGS_F_DEBUG_SRC: u32 = 16;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
@@ -449,8 +455,41 @@ pub struct Settings {
     pub flags: u32,
     /// Base of per-flow outer IPv6 sources (last four bytes from the hash).
     pub encap_src_v6: [u8; 16],
+    /// `SETTINGS_F_DEBUG_VIP`: the VIP address logged, as `flow::addr_words`.
+    pub debug_vip: [u32; 4],
+    /// `SETTINGS_F_DEBUG_SRC`: the client address logged, as `flow::addr_words`.
+    pub debug_src: [u32; 4],
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+const _: () = assert!(core::mem::size_of::<Settings>() == 64);
+
+/// Per-CPU scratch entry through which `vipd debug packets` passes a packet's notes from
+/// the balancer's deep path to the program's entry, which logs them (`AYA_LOGS`, aya-log):
+/// logging from the deep path would stack aya-log's record on the balancer's frame past the
+/// verifier's 512 bytes. One per loaded program, never pinned, so not in [`ALL_MAPS`].
+pub const MAP_PACKET_NOTES: &str = "PACKET_NOTES";
+
+/// Set in a verdict's reason when the packet left a note in [`MAP_PACKET_NOTES`]; the entry
+/// clears it before counting.
+pub const REASON_F_NOTED: u32 = 1 << 31;
+
+/// What the balancer knew of a packet for a VIP: its flow and the VIP's entry (the record
+/// adds the live table's slot and backend for the flow, and the verdict).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PacketNote {
+    /// As `flow::addr_words`.
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub vip: VipInfo,
+    /// The XDP action << 8 | the reason, written by the program's entry.
+    pub verdict: u32,
+}
+const _: () = assert!(core::mem::size_of::<PacketNote>() == 60);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]

@@ -125,6 +125,11 @@ enum Command {
     },
     /// Data-plane reason counters, read from the pinned maps.
     Stats,
+    /// What the data plane does with packets, as it happens.
+    Debug {
+        #[command(subcommand)]
+        action: DebugCmd,
+    },
     /// Print a completion script for SHELL to stdout (e.g. `vipd completions bash >
     /// /etc/bash_completion.d/vipd`).
     Completions {
@@ -287,6 +292,24 @@ enum VipCmd {
         vip: String,
         /// Name of the node that takes the address (`node.name` in its config).
         node: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Print the XDP program's decision for each packet to a VIP until Ctrl-C: the flow, the
+    /// VIP, the live table's slot and backend for it, the action and the reason (flow-table
+    /// hit, second chance, no lease...). Off again when it stops; costs nothing while off.
+    Packets {
+        /// Only packets to this VIP address.
+        #[arg(long)]
+        vip: Option<std::net::IpAddr>,
+        /// Only packets from this client address.
+        #[arg(long)]
+        src: Option<std::net::IpAddr>,
+        /// Stop after this long (e.g. 10s) instead of at Ctrl-C.
+        #[arg(long, value_parser = vip_daemon::config::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
 }
 
@@ -551,6 +574,9 @@ fn command(cli: &Cli) -> anyhow::Result<i32> {
                 return wait_drained(cli, *quiet, *timeout);
             }
         }
+        Command::Debug {
+            action: DebugCmd::Packets { vip, src, duration },
+        } => return debug_packets(cli, *vip, *src, *duration),
         Command::ImportHaproxy { file, keepalived } => {
             let read = |p: &PathBuf| {
                 std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))
@@ -672,6 +698,67 @@ fn host_command(cli: &Cli, action: &HostCmd) -> anyhow::Result<i32> {
 
 /// Prints `value` as pretty JSON: an object with the `schema` version of vipd's JSON output
 /// (`shell::status::STATUS_SCHEMA`) among its fields.
+/// Set by SIGINT / SIGTERM while `vipd debug packets` streams.
+static STOP_STREAM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn stop_stream(_: libc::c_int) {
+    STOP_STREAM.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `vipd debug packets`: turns the XDP program's packet log on, prints it, renews it every
+/// second (vipd turns it off by itself a few seconds after the last renewal), and turns it
+/// off at Ctrl-C or after `duration`.
+fn debug_packets(
+    cli: &Cli,
+    vip: Option<std::net::IpAddr>,
+    src: Option<std::net::IpAddr>,
+    duration: Option<std::time::Duration>,
+) -> anyhow::Result<i32> {
+    use std::time::{Duration, Instant};
+    use vip_daemon::shell::packet_log::PacketLog;
+    let req = |on| Request::DebugPackets { on, vip, src };
+    let program = |resp| match resp {
+        Response::Debug { program_id } => Ok(program_id),
+        _ => anyhow::bail!("vipd did not answer with its XDP program"),
+    };
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, stop_stream as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            stop_stream as *const () as libc::sighandler_t,
+        );
+    }
+    let mut id = program(ask(cli, req(true))?)?;
+    let mut log = PacketLog::open(id)?;
+    warn(format_args!(
+        "logging the packets to {} from {} (XDP program {id}); Ctrl-C stops",
+        vip.map_or("every VIP".into(), |v| v.to_string()),
+        src.map_or("any client".into(), |a| a.to_string()),
+    ));
+    let (started, mut renewed) = (Instant::now(), Instant::now());
+    let streamed = (|| -> anyhow::Result<()> {
+        while !STOP_STREAM.load(std::sync::atomic::Ordering::Relaxed)
+            && duration.is_none_or(|d| started.elapsed() < d)
+        {
+            log.print_for(Duration::from_millis(200))?;
+            if renewed.elapsed() >= Duration::from_secs(1) {
+                renewed = Instant::now();
+                // A restarted vipd runs another program instance: follow it.
+                let now_id = program(ask(cli, req(true))?)?;
+                if now_id != id {
+                    (id, log) = (now_id, PacketLog::open(now_id)?);
+                }
+            }
+        }
+        Ok(())
+    })();
+    let off = ask(cli, req(false));
+    streamed?;
+    off?;
+    Ok(0)
+}
+
 /// `vipd node drain`'s wait: the node's VIP packet counters (over every VIP) polled until
 /// they stayed still for `quiet` (the routers or the new owners took the traffic, and the
 /// connections that still came here ended or moved) or `timeout` passed.

@@ -6,6 +6,8 @@
 #[cfg(target_arch = "bpf")]
 mod bare;
 #[cfg(target_arch = "bpf")]
+mod debug;
+#[cfg(target_arch = "bpf")]
 mod encap;
 #[cfg(target_arch = "bpf")]
 mod maps;

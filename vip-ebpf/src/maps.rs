@@ -6,10 +6,10 @@ use aya_ebpf::{
 };
 use vip_common::maps::{
     flow_stat, reason, Backend, Counter, EncapSourceKey, FlowEntry, FlowKey, Iface, Lease,
-    LeaseKey, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU,
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES,
-    DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS, MAX_ENCAP_SOURCES,
-    PEER_FILTER_WORDS, VIP_FILTER_WORDS,
+    LeaseKey, PacketNote, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE,
+    BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES,
+    DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
+    MAX_ENCAP_SOURCES, PEER_FILTER_WORDS, VIP_FILTER_WORDS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -51,6 +51,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry, { DEFAULT_MAX_FLOWS as usize },
     LruHashMap::new();
 #[btf_map]
 pub static FLOW_STATS: PerCpuArray<Counter, { flow_stat::COUNT as usize }> = PerCpuArray::new();
+
+/// `vipd debug packets`: see `vip_common::maps::MAP_PACKET_NOTES`.
+#[btf_map]
+pub static PACKET_NOTES: PerCpuArray<PacketNote, 1> = PerCpuArray::new();
 
 /// Adds one packet of `bytes` to slot `index` of a per-CPU counter map.
 #[inline(always)]

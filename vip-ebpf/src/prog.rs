@@ -13,13 +13,15 @@ use vip_common::{
     maps::{
         flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
         LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
-        FWD_LOCAL, NO_BACKEND, SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT,
-        VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        FWD_LOCAL, NO_BACKEND, REASON_F_NOTED, SETTINGS_F_ALL_PORTS, SETTINGS_F_DEBUG,
+        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
+        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
 
 use crate::{
+    debug,
     encap::{decap, encap_v4, encap_v6},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
@@ -62,7 +64,11 @@ impl Flow {
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (action, why) = balance(&ctx);
+    let (mut action, mut why) = balance(&ctx);
+    if why & REASON_F_NOTED != 0 {
+        let verdict = debug::log(action << 8 | (why & !REASON_F_NOTED & 0xff));
+        (action, why) = ((verdict >> 8) & 0x7, verdict & 0xff);
+    }
     count(&STATS, why, bytes);
     action
 }
@@ -138,7 +144,9 @@ fn l3_offset(ctx: &XdpContext) -> Option<(u16, usize)> {
     Some((proto, l3))
 }
 
-#[inline(always)]
+// Out of line: its frame (~440 bytes) must not sit under `debug::log`'s aya-log record
+// (~320 bytes) within the verifier's 512-byte stack.
+#[inline(never)]
 fn balance(ctx: &XdpContext) -> Verdict {
     match l3_offset(ctx) {
         Some((ETH_P_IP, l3)) => ipv4(ctx, l3),
@@ -459,6 +467,26 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
     let Some(vip) = lookup_vip(flow, settings.flags) else {
         return (XDP_PASS, if icmp { PASS_ICMP } else { PASS_NOT_VIP });
     };
+    let verdict = for_vip(ctx, l3, l4, flow, icmp, settings, &vip);
+    // `vipd debug packets`: off, this one test is all it costs here.
+    if settings.flags & SETTINGS_F_DEBUG != 0 && debug::note(flow, &vip) {
+        return (verdict.0, verdict.1 | REASON_F_NOTED);
+    }
+    verdict
+}
+
+/// A packet for `vip`: forwarded to its backend, given a second chance, or dropped.
+#[inline(always)]
+fn for_vip(
+    ctx: &XdpContext,
+    l3: usize,
+    l4: usize,
+    flow: &Flow,
+    icmp: bool,
+    settings: &Settings,
+    vip: &VipInfo,
+) -> Verdict {
+    let vip = *vip;
     if for_another_host(ctx) {
         return (XDP_PASS, PASS_OTHER_HOST);
     }
@@ -517,7 +545,7 @@ fn to_backend(ctx: &XdpContext, l3: usize, l4: usize, flow: &Flow, icmp: bool) -
 
 /// The backend index the VIP's live table gives a flow of hash `hash`.
 #[inline(always)]
-fn table_pick(vip: &VipInfo, hash: u32) -> Result<u32, Verdict> {
+pub(crate) fn table_pick(vip: &VipInfo, hash: u32) -> Result<u32, Verdict> {
     const NONE: Verdict = (XDP_DROP, DROP_NO_BACKEND);
     let base = ACTIVE.get(vip.index).ok_or(NONE)?;
     if vip.table_size == 0 {

@@ -121,6 +121,7 @@ pub fn balancer(flows: u32) -> anyhow::Result<(Balancer, Vec<TableRegion>)> {
         layout_id: 0,
         flags: 0,
         encap_src_v6: [0xfd, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..Default::default()
     };
     let mut b = Balancer::new(sizing, settings);
     let backend = |addr, family, mode, i| Backend {

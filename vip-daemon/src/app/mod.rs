@@ -7,6 +7,7 @@ mod announce;
 mod backends;
 mod cluster;
 mod cluster_reload;
+mod debug;
 pub mod host;
 mod liveness;
 mod neighbours;
@@ -181,6 +182,8 @@ pub struct Daemon {
     pub last_selfcheck: Option<selfcheck::Run>,
     /// Routes of `announce = "bgp"` VIPs (`announce`).
     pub routes: announce::Routes,
+    /// `vipd debug packets`: what the XDP program logs, until when (renewed by the CLI).
+    pub packet_debug: Option<(crate::core::image::PacketDebug, Instant)>,
     /// When to write ahead the next steps of the VIPs that want it (`prepare_due`).
     pub prepare_at: Option<Instant>,
 }
@@ -316,6 +319,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.drain_tick();
                 d.restored_writer_tick();
                 d.transition_tick();
+                d.packet_debug_tick();
                 if d.state_dirty {
                     d.save_state_soon();
                 }
@@ -371,6 +375,10 @@ impl Daemon {
             },
             Request::Node { standby, node } => match self.set_standby(standby, node).await {
                 Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            },
+            Request::DebugPackets { on, vip, src } => match self.debug_packets(on, vip, src) {
+                Ok(program_id) => Response::Debug { program_id },
                 Err(message) => Response::Error { message },
             },
             Request::Leave => match self.leave().await {

@@ -92,7 +92,8 @@ impl Daemon {
             }
         }
         if any && self.maps.image().settings.flags & SETTINGS_F_PEERS == 0 {
-            let settings = image::settings(&self.config, self.layout_id, true);
+            let debug = self.packet_debug.map(|(d, _)| d);
+            let settings = image::settings(&self.config, self.layout_id, true, debug);
             if let Err(e) = self.maps.settings(settings) {
                 tracing::error!(error = %e, "SETTINGS write failed");
             }

@@ -259,7 +259,7 @@ pub async fn start(
     // The image starts as what the maps hold where it matters for skipping writes: backend
     // entries (a previous vipd's stale ones are zeroed by `apply_layout`) and live tables.
     let mut image = ModelState {
-        settings: image::settings(&config, layout_id, false),
+        settings: image::settings(&config, layout_id, false, None),
         backends: vec![Default::default(); plan.sizing.backends as usize],
         active: vec![0; (plan.sizing.vips + plan.sizing.fallbacks).max(1) as usize],
         // Zeros, as in fresh maps, from calloc: only the regions written become resident.
@@ -312,6 +312,7 @@ pub async fn start(
         notifier,
         last_selfcheck: None,
         routes: Default::default(),
+        packet_debug: None,
         prepare_at: None,
     };
     d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
@@ -381,8 +382,12 @@ impl Daemon {
     /// and only then removals (VIPs first, then the backend entries no table uses any more).
     fn apply_layout(&mut self, old: Option<&Plan>) -> anyhow::Result<()> {
         let peers = self.maps.image().settings.flags & SETTINGS_F_PEERS != 0;
-        self.maps
-            .settings(image::settings(&self.config, self.layout_id, peers))?;
+        self.maps.settings(image::settings(
+            &self.config,
+            self.layout_id,
+            peers,
+            self.packet_debug.map(|(d, _)| d),
+        ))?;
         self.maps
             .encap_sources(&image::encap_sources(&self.config))?;
         for v in 0..self.plan.vips.len() {

@@ -3,9 +3,10 @@
 //! `core::maglev` / `plan::build_table`; this module holds the rest.
 use std::net::IpAddr;
 
+use vip_common::flow::addr_words;
 use vip_common::maps::{
     Backend, Settings, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, SETTINGS_F_ALL_PORTS,
-    SETTINGS_F_PEERS,
+    SETTINGS_F_DEBUG, SETTINGS_F_DEBUG_SRC, SETTINGS_F_DEBUG_VIP, SETTINGS_F_PEERS,
 };
 use vip_common::{
     encap::encap_source_key,
@@ -18,8 +19,22 @@ use crate::{
     core::{backends, plan::addr16},
 };
 
-/// The SETTINGS entry. `peers`: PEERS lists at least one other node's MAC.
-pub fn settings(config: &Config, layout_id: u32, peers: bool) -> Settings {
+/// What `vipd debug packets` asked the XDP program to log: every VIP packet, or only those
+/// to one VIP address and/or from one client address.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketDebug {
+    pub vip: Option<std::net::IpAddr>,
+    pub src: Option<std::net::IpAddr>,
+}
+
+/// The SETTINGS entry. `peers`: PEERS lists at least one other node's MAC; `debug`: packet
+/// logging on, with its filters.
+pub fn settings(
+    config: &Config,
+    layout_id: u32,
+    peers: bool,
+    debug: Option<PacketDebug>,
+) -> Settings {
     let mut flags = 0;
     if config.vips.iter().any(|v| v.port == 0) {
         flags |= SETTINGS_F_ALL_PORTS;
@@ -27,12 +42,26 @@ pub fn settings(config: &Config, layout_id: u32, peers: bool) -> Settings {
     if peers {
         flags |= SETTINGS_F_PEERS;
     }
+    let (mut debug_vip, mut debug_src) = ([0; 4], [0; 4]);
+    if let Some(d) = debug {
+        flags |= SETTINGS_F_DEBUG;
+        if let Some(a) = d.vip {
+            flags |= SETTINGS_F_DEBUG_VIP;
+            debug_vip = addr_words(&addr16(&a).0);
+        }
+        if let Some(a) = d.src {
+            flags |= SETTINGS_F_DEBUG_SRC;
+            debug_src = addr_words(&addr16(&a).0);
+        }
+    }
     Settings {
         hash_seed: config.cluster.hash_seed,
         encap_src_v4: config.cluster.encap_source_v4.octets(),
         layout_id,
         flags,
         encap_src_v6: config.cluster.encap_source_v6.octets(),
+        debug_vip,
+        debug_src,
     }
 }
 

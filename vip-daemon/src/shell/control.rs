@@ -59,6 +59,14 @@ pub enum Request {
         vip: String,
         to: String,
     },
+    /// `vipd debug packets`: the XDP program logs the fate of every packet for a VIP (or only
+    /// those to `vip` and/or from `src`) for the next few seconds; the CLI renews it every
+    /// second while it prints, and turns it off (`on: false`) when it stops.
+    DebugPackets {
+        on: bool,
+        vip: Option<std::net::IpAddr>,
+        src: Option<std::net::IpAddr>,
+    },
     /// `vipd node standby|unstandby [NODE]`: this node out of service (its VIPs handed over,
     /// nothing placed on it) or back; kept across restarts. NODE, when given, must be this
     /// node (the command acts where it runs).
@@ -80,8 +88,17 @@ impl Request {
 pub enum Response {
     Status(Box<crate::shell::status::Status>),
     Trace(crate::shell::status::TraceReport),
-    Ok { message: String },
-    Error { message: String },
+    Ok {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+    /// `DebugPackets`: the id of the attached XDP program, whose `AYA_LOGS` ring buffer
+    /// carries the records.
+    Debug {
+        program_id: u32,
+    },
 }
 
 /// A request from a client with the way back.

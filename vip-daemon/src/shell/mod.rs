@@ -11,6 +11,7 @@ pub mod keyfile;
 pub mod metrics;
 pub mod neighbours;
 pub mod offload;
+pub mod packet_log;
 pub mod precompute;
 pub mod probes;
 pub mod routes;
