@@ -337,7 +337,8 @@ pub fn live(names: Names, bins: &Bins) -> anyhow::Result<()> {
          ip netns exec {p}-router ip route show {ROUTED_VIP}\n     \
          ip netns exec {p}-router vtysh -N {p}-router -c 'show bgp summary'\n     \
          {vipd} --control {ctl} node drain   (then: node undrain)\n     \
-         ip netns exec {p}-ctl3 ip link set eth0 down   (BFD takes ctl3 out; `up` again)",
+         ip netns exec {p}-ctl3 ip link set eth0 down   (BFD takes ctl3 out; to return it: `up`,\n     \
+         then `ip route replace {CLIENT_NET} via {ROUTER_LAN}`: the link's fall took that route)",
         vipd = bins.vipd.display(),
         ctl = r.lab.nodes[0].control.display(),
     );

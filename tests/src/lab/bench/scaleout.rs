@@ -319,7 +319,10 @@ fn report(m: &Measured, opts: &Options) -> anyhow::Result<()> {
     let scale_2 = two / one.max(1.0);
     let scale_3 = three / one.max(1.0);
     let broken: usize = m.broken.iter().map(|b| b.1).sum();
-    let machine = machine();
+    // What else ran on the machine meanwhile shows in the spread of the rounds.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_owned();
+    let machine = format!("{}, load average {load} at the end", machine());
     let cpus = std::thread::available_parallelism().map_or(0, usize::from);
     let mut md = format!(
         "# Scale-out: a routed VIP over 1, 2 and 3 balancers (ECMP)\n\n\
