@@ -23,7 +23,14 @@ const DAEMONS: [&str; 3] = ["zebra", "bgpd", "bfdd"];
 impl Frr {
     /// Starts zebra, bgpd and bfdd in `ns` with `config` (an frr.conf), as user frr.
     pub fn start(ns: &NetNs, config: &str) -> Self {
-        let name = unique("vt");
+        Self::start_named(ns, &unique("vt"), config)
+    }
+
+    /// As [`Frr::start`] under a chosen instance name: the lab names its instances after its
+    /// prefix, so that its sweep finds a crashed run's directories (`/etc/frr/NAME`,
+    /// `/var/run/frr/NAME`).
+    pub fn start_named(ns: &NetNs, name: &str, config: &str) -> Self {
+        let name = name.to_owned();
         let etc = PathBuf::from("/etc/frr").join(&name);
         let run = PathBuf::from("/var/run/frr").join(&name);
         for dir in [&etc, &run] {

@@ -1,4 +1,4 @@
-//! `cargo xtask lab [--demo]`: set up, build vipd and vip-lab (release), then become vip-lab
+//! `cargo xtask lab [--bgp] [--demo]`: set up, build vipd and vip-lab (release), then become vip-lab
 //! (exec, so that Ctrl-C goes straight to it and it cleans up what it made). The lab's
 //! benches (`cargo xtask bench throughput|failover`) run the same way.
 use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
@@ -7,12 +7,18 @@ use anyhow::bail;
 
 use crate::{cargo, run, setup};
 
-pub fn lab(demo: bool) -> anyhow::Result<()> {
-    let args: &[&str] = if demo { &["--demo"] } else { &[] };
-    exec_vip_lab(args, &format!("lab{}", if demo { " --demo" } else { "" }))
+pub fn lab(demo: bool, bgp: bool) -> anyhow::Result<()> {
+    let mut args = Vec::new();
+    if bgp {
+        args.push("--bgp");
+    }
+    if demo {
+        args.push("--demo");
+    }
+    exec_vip_lab(&args, &format!("lab {}", args.join(" ")))
 }
 
-/// `cargo xtask bench throughput|failover|changes [ARGS]`: vip-fabric against HAProxy +
+/// `cargo xtask bench throughput|failover|changes|memory|scaleout [ARGS]`: vip-fabric against HAProxy +
 /// keepalived in the lab, or day-2 changes on one vipd; reports go to `target/bench-report/`.
 pub fn bench(which: &str, extra: &[String]) -> anyhow::Result<()> {
     let report_dir = setup::workspace_root()?.join("target/bench-report");

@@ -52,18 +52,23 @@ enum Cmd {
     },
     /// The local lab (needs root): a client and three controllers running vipd and real
     /// services in network namespaces, shown live until Ctrl-C; `--demo` plays the failure
-    /// story (backend loss, owner loss, partition) with timings and exits.
+    /// story (backend loss, owner loss, partition) with timings and exits. `--bgp`: a routed
+    /// VIP announced by FRR on every controller to an ECMP router namespace, the client
+    /// behind the router (with `--demo`: crash, lost link, drain under ECMP).
     Lab {
         #[arg(long)]
         demo: bool,
+        #[arg(long)]
+        bgp: bool,
     },
     /// Build and run a benchmark in release mode: `xdp` (ns/packet through BPF_PROG_TEST_RUN
     /// and table publish time; root), `maglev`, `swim` (simulated membership at 3 and 1,000
     /// nodes), `throughput` and `failover` (the lab, against HAProxy + keepalived; root),
     /// `changes` (day-2 changes on one vipd under load; root), `memory` (50 VIPs x 10 backends:
-    /// resident memory, maps and verdict-to-live during the ramp-up; root).
+    /// resident memory, maps and verdict-to-live during the ramp-up; root), `scaleout`
+    /// (req/s and load spread through a routed VIP with 1, 2, 3 balancers under ECMP; root).
     Bench {
-        /// Which benchmark: xdp, maglev, swim, throughput, failover, changes or memory.
+        /// Which benchmark: xdp, maglev, swim, throughput, failover, changes, memory or scaleout.
         which: String,
         /// Extra arguments for it (e.g. `--rounds 9`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -95,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Bench { which, args } => bench::bench(&which, &args),
-        Cmd::Lab { demo } => lab::lab(demo),
+        Cmd::Lab { demo, bgp } => lab::lab(demo, bgp),
         Cmd::Verify { args } => verify::verify(&args),
     }
 }

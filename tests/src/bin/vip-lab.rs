@@ -7,12 +7,15 @@ use anyhow::{bail, Context as _};
 use vip_tests::lab::{self, bench, Bins, Names};
 
 const USAGE: &str = "usage: vip-lab [--demo]          (root: the lab, live or the scripted demo)
+       vip-lab --bgp [--demo]    (root: the lab with a routed VIP, FRR and an ECMP router)
        vip-lab bench throughput [--duration S] [--rounds N] [--report-dir D]
        vip-lab bench failover [--trials N] [--tail S] [--detect-trials N] [--report-dir D]
                                    (root: vip-fabric vs HAProxy + keepalived in the lab)
        vip-lab bench changes [--report-dir D]
                                    (root: day-2 changes on one vipd under load)
        vip-lab bench memory              (root: 50 VIPs x 10 backends: RSS, maps, ramp-up)
+       vip-lab bench scaleout [--duration S] [--report-dir D]
+                                   (root: req/s through the routed VIP, 1-3 balancers)
        vip-lab serve http|tcp|udp --port P --name N --vip A
        vip-lab probe-udp                 (vipd exec check; VIPD_BACKEND_ADDRESS/PORT)";
 
@@ -22,7 +25,15 @@ fn main() -> anyhow::Result<()> {
     match args.as_slice() {
         [] => run(false),
         ["--demo"] => run(true),
-        ["bench", which @ ("throughput" | "failover" | "changes" | "memory"), rest @ ..] => {
+        ["--bgp"] => {
+            let (names, bins) = prepare()?;
+            lab::bgp::live(names, &bins)
+        }
+        ["--bgp", "--demo"] | ["--demo", "--bgp"] => {
+            let (names, bins) = prepare()?;
+            lab::bgp_demo(names, &bins).map(drop)
+        }
+        ["bench", which @ ("throughput" | "failover" | "changes" | "memory" | "scaleout"), rest @ ..] => {
             bench(which, rest)
         }
         ["serve", kind, rest @ ..] => {
@@ -55,6 +66,7 @@ fn bench(which: &str, args: &[&str]) -> anyhow::Result<()> {
         "throughput" => bench::throughput(names, &bins, &opts),
         "changes" => bench::changes(&bins, &opts),
         "memory" => bench::memory(&bins, &opts),
+        "scaleout" => bench::scaleout(names, &bins, &opts),
         _ => bench::failover(names, &bins, &opts),
     }
 }

@@ -64,6 +64,16 @@ pub const SERVICES: [Service; 5] = [
     },
 ];
 
+/// The `--bgp` lab's routed VIP (TEST-NET-2, reached through the router): a routed copy of
+/// the API VIP's keystone and stream services, served by the same processes (they listen on
+/// every address), announced by BGP from every controller in service.
+pub const ROUTED_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+
+pub const ROUTED_SERVICES: [Service; 2] = [
+    service("rkeystone", ROUTED_VIP, 5000, ServiceKind::Http),
+    service("rstream", ROUTED_VIP, 7000, ServiceKind::Tcp),
+];
+
 pub const CONTROLLERS: [&str; 3] = ["ctl1", "ctl2", "ctl3"];
 
 /// Host number of controller `i` (0-based): 192.0.2.11..13.
@@ -131,12 +141,17 @@ jitter = 0.0
         state = state.display(),
         control = names.control(name).display(),
     );
-    for s in SERVICES {
+    let routed: &[Service] = if names.bgp { &ROUTED_SERVICES } else { &[] };
+    for &s in SERVICES.iter().chain(routed) {
         let _ = write!(
             c,
             "\n[[vip]]\nname = \"{}\"\naddress = \"{}\"\nport = {}\n",
             s.name, s.vip, s.port
         );
+        if s.vip == ROUTED_VIP {
+            // Host route in [bgp] table 201 (the default) for FRR to announce.
+            c.push_str("announce = \"bgp\"\n");
+        }
         let check = match s.kind {
             ServiceKind::Http => "{ kind = \"http\", path = \"/\", expect = 200 }".to_owned(),
             ServiceKind::Tcp => "{ kind = \"tcp\" }".to_owned(),

@@ -8,6 +8,8 @@
 //! Cleanup is one sweep over that prefix, run before starting (a crashed run's leftovers) and
 //! when the [`Lab`] is dropped (normal exit, error, panic, Ctrl-C).
 pub mod bench;
+pub mod bgp;
+mod bgp_story;
 mod chatter;
 mod config;
 mod display;
@@ -32,6 +34,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
+pub use bgp_story::{bgp_acts, bgp_demo, BgpDemo, Step as BgpStep};
 pub use config::{Service, ServiceKind, API_VIP, DB_VIP, SERVICES};
 pub use display::live;
 pub use node::{ask, status_of, Node};

@@ -16,13 +16,23 @@ use super::{borrowed_ns, cmd, config::CONTROLLERS, ns_cmd};
 #[derive(Clone, Debug)]
 pub struct Names {
     pub prefix: String,
+    /// The `--bgp` lab: routed copies of the services, a router and a client behind it
+    /// (`super::bgp`).
+    pub bgp: bool,
 }
 
 impl Names {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            bgp: false,
         }
+    }
+
+    /// The same lab with routed VIPs (`--bgp`).
+    pub fn with_bgp(mut self) -> Self {
+        self.bgp = true;
+        self
     }
 
     /// Namespace of a role: "lan", "client", "ctl1".
@@ -106,7 +116,7 @@ fn attach_pass(names: &Names, ports: &[&str]) -> anyhow::Result<()> {
     })
 }
 
-fn add_ns(name: &str) -> anyhow::Result<()> {
+pub(super) fn add_ns(name: &str) -> anyhow::Result<()> {
     cmd(&["ip", "netns", "add", name])?;
     ns_cmd(name, &["ip", "link", "set", "lo", "up"])?;
     // Tentative (DAD) IPv6 addresses stall the first seconds of traffic.
@@ -123,7 +133,7 @@ fn add_ns(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn add_host(names: &Names, role: &str, n: u8) -> anyhow::Result<()> {
+pub(super) fn add_host(names: &Names, role: &str, n: u8) -> anyhow::Result<()> {
     let (ns, lan) = (names.ns(role), names.ns("lan"));
     add_ns(&ns)?;
     cmd(&[
@@ -256,6 +266,15 @@ pub fn sweep(names: &Names, keep_state: bool) -> Vec<String> {
         if entry.file_name().to_string_lossy().starts_with(&pin_prefix) {
             let _ = std::fs::remove_dir_all(entry.path());
             found.push(format!("pins {}", entry.path().display()));
+        }
+    }
+    // FRR instances of the `--bgp` lab (their daemons died with the namespaces).
+    for dir in ["/etc/frr", "/var/run/frr"] {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&pin_prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+                found.push(format!("FRR directory {}", entry.path().display()));
+            }
         }
     }
     if !keep_state {

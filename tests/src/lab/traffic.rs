@@ -69,10 +69,15 @@ const GAP: Duration = Duration::from_millis(25);
 
 impl Traffic {
     pub fn start(client_ns: &str) -> Self {
+        Self::start_services(client_ns, &SERVICES)
+    }
+
+    /// The same load on other services (the `--bgp` lab's routed ones).
+    pub fn start_services(client_ns: &str, services: &[Service]) -> Self {
         let counts = Arc::new(Mutex::new(Snapshot::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let ns = borrowed_ns(client_ns);
-        let threads = SERVICES
+        let threads = services
             .iter()
             .map(|&s| {
                 let (counts, stop) = (counts.clone(), stop.clone());

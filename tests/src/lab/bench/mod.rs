@@ -4,12 +4,14 @@
 //! `vip-lab bench changes`: day-2 changes (reloads, restarts, drain, crash, weight, flap) on
 //! one vipd under load, without the competitors; a markdown report and one summary line.
 //! `vip-lab bench memory`: one vipd with 50 VIPs x 10 backends: resident memory, maps, ramp-up.
+//! `vip-lab bench scaleout`: the `--bgp` lab's routed VIP with 1, 2, 3 balancers under ECMP.
 mod changes;
 mod competitor;
 mod failover;
 mod memory;
 mod plot;
 mod probe;
+mod scaleout;
 mod throughput;
 mod wrk;
 
@@ -20,6 +22,7 @@ use anyhow::Context as _;
 pub use changes::changes;
 pub use failover::failover;
 pub use memory::memory;
+pub use scaleout::scaleout;
 pub use throughput::throughput;
 
 use self::competitor::Competitors;
