@@ -110,11 +110,14 @@ impl Daemon {
                 Action::Log(level, note) => notes.push((level, note)),
             }
         }
+        // Probe verdicts only: an operator's change is in the table when the command answers.
+        self.defer_builds = matches!(save_how, Save::Soon(_));
         for (vip, at, admin) in publish {
             self.admin_publish = admin;
             self.republish(vip, Some(at));
             self.admin_publish = false;
         }
+        self.defer_builds = false;
         for share in shares {
             self.share(share);
         }
