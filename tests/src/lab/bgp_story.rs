@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
+use vip_daemon::shell::status::Status;
 
 use super::{
     bgp::{hop_names, packets_since, snapshot, Routed, ROUTED_VIP},
@@ -164,8 +165,29 @@ pub fn bgp_acts(r: &mut Routed, story: &Story) -> anyhow::Result<BgpDemo> {
         return_convergence: Some(return_convergence),
     });
     say_step(story, steps.last().expect("step"));
-    // Its backend must be up everywhere again before the next step measures.
-    r.lab.wait_converged(Duration::from_secs(20))?;
+    // Its backend must be up everywhere again before the next step measures. Not SWIM's
+    // full view: in one CI run SWIM on the survivors kept the returned node `suspect` (never
+    // refuted, never declared down) for over 20 s while heartbeats, quorum, health and the
+    // router were all back; that is SWIM's to fix, not this step's to wait for (said below).
+    let back = Instant::now();
+    loop {
+        let all = r.lab.statuses(Duration::from_millis(300));
+        let ready = |s: &Status| {
+            s.cluster.as_ref().is_some_and(|c| c.in_quorum)
+                && (s.vips.iter()).all(|v| v.backends.iter().all(|b| b.health == "up"))
+        };
+        if all.iter().all(|s| s.as_ref().is_some_and(ready)) {
+            if !super::running::converged(&all) {
+                story.say("note: SWIM does not count every member alive yet (heartbeats do)");
+            }
+            break;
+        }
+        anyhow::ensure!(
+            back.elapsed() < Duration::from_secs(20),
+            "quorum and every backend not back 20 s after the link"
+        );
+        pause(Duration::from_millis(20))?;
+    }
 
     let drained = (victim + 1) % 3;
     let d = CONTROLLERS[drained];
