@@ -146,12 +146,6 @@ pub struct Daemon {
     /// The publish under way follows an operator's change (drain, enable, weight): only then
     /// does the table it replaces become the fallback's previous table (see `publish`).
     pub admin_publish: bool,
-    /// The publishes under way follow probe verdicts: a table to build waits (`builds_due`).
-    pub defer_builds: bool,
-    /// (VIP, earliest verdict) of Maglev VIPs whose verdicts found no step computed ahead:
-    /// built once the verdicts queued behind them are live (`build_due`), so that a build of
-    /// about a millisecond holds no other VIP's verdict (one such miss held 3-5 verdicts).
-    pub builds_due: Vec<(usize, Instant)>,
     /// Admin states and primary/backup writers as the cluster agrees on them (`core::admin`).
     pub admin_book: admin::AdminBook,
     pub writer_book: admin::WriterBook,
@@ -215,7 +209,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let realtime = loop_priority();
     let health = crate::shell::metrics::Health::default();
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
     if let Some(listener) = status_listener {
@@ -229,10 +222,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let (probe_tx, mut probe_rx) = mpsc::channel(1024);
     let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
-    // Below a real-time loop, the worker cannot delay a verdict: at normal priority it keeps
-    // up with a ramp-up on a busy machine (at nice 10 its chains came too late for half the
-    // verdicts, each then built on the loop). Else it must give way to the loop.
-    let worker = crate::shell::precompute::Worker::spawn(precomputed_tx, !realtime);
+    let worker = crate::shell::precompute::Worker::spawn(precomputed_tx);
     let mut d = startup::start(opts, config, probe_tx, worker).await?;
     let (fence_tx, mut fence_rx) = mpsc::channel::<(String, bool)>(16);
     let mut gossip_rx = match d.config.cluster.membership.clone() {
@@ -272,7 +262,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 }
             }
             Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
-            _ = std::future::ready(()), if !d.builds_due.is_empty() => d.build_due(),
             _ = sleep_until_some(prepare_at), if prepare_at.is_some() => d.prepare_due(),
             _ = sleep_until_some(save_at), if save_at.is_some() => {
                 d.save_at = None;
@@ -580,32 +569,6 @@ impl Daemon {
         self.refresh_metrics();
         self.metrics.encode()
     }
-}
-
-/// Real-time priority of the event loop's thread: below the heartbeat threads' 10
-/// (`shell::heartbeat`), above everything at normal priority.
-const LOOP_PRIORITY: i32 = 5;
-
-/// SCHED_FIFO for the calling thread, which runs the event loop: a verdict must go live in
-/// microseconds, and on a busy machine a normal thread woken by it waited for a CPU for up
-/// to milliseconds (verdict-to-live p99 over 1 ms in `bench memory`). The loop sleeps
-/// between events and runs each briefly; without the privilege (`LimitRTPRIO` in the unit),
-/// a warning and normal priority. Threads it starts (the precompute worker, blocking tasks,
-/// the state-file writer) do not inherit it (`SCHED_RESET_ON_FORK`). Whether it is real-time.
-fn loop_priority() -> bool {
-    let param = libc::sched_param {
-        sched_priority: LOOP_PRIORITY,
-    };
-    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
-    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "event loop not real-time: verdicts may wait for a CPU on a busy machine"
-        );
-        return false;
-    }
-    true
 }
 
 /// How long verdicts wait for the state file's write: a burst of them writes it once.

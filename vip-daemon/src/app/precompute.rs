@@ -48,8 +48,7 @@ impl Daemon {
         {
             return;
         }
-        let expected = self.expected_verdicts(vip);
-        let wanted = precompute::predicted_chain(&rt.basis, &expected);
+        let wanted = precompute::predicted_chain(&rt.basis, &self.expected_verdicts(vip));
         let shared = precompute::shared_chain(&rt.steps.chain, &wanted);
         let rt = &mut self.vips[vip];
         rt.steps.chain.truncate(shared);
@@ -59,13 +58,7 @@ impl Daemon {
             let ask = Some((from.clone(), targets.clone()));
             if rt.asked_chain != ask {
                 rt.asked_chain = ask;
-                // Each step of the chain changes one backend's weight: the first one's
-                // expected verdict is when this job is due.
-                let changed = (0..from.len()).find(|&p| from[p] != targets[0][p]);
-                let due = (expected.iter())
-                    .find(|e| Some(e.pos) == changed)
-                    .map(|e| e.at);
-                self.submit(vip, Kind::Chain, due, from, targets);
+                self.submit(vip, Kind::Chain, from, targets);
             }
         }
         let rt = &mut self.vips[vip];
@@ -73,25 +66,17 @@ impl Daemon {
             let basis = rt.basis.clone();
             rt.asked_singles = Some(basis.clone());
             let targets = precompute::singles(&basis);
-            self.submit(vip, Kind::Singles, None, basis, targets);
+            self.submit(vip, Kind::Singles, basis, targets);
         }
     }
 
-    fn submit(
-        &self,
-        vip: usize,
-        kind: Kind,
-        due: Option<Instant>,
-        from: Weights,
-        targets: Vec<Weights>,
-    ) {
+    fn submit(&self, vip: usize, kind: Kind, from: Weights, targets: Vec<Weights>) {
         if targets.is_empty() {
             return;
         }
         self.precompute.submit(Job {
             vip,
             kind,
-            due,
             plan: self.plan.vips[vip].clone(),
             seed: self.plan.seed,
             from,

@@ -286,8 +286,6 @@ pub async fn start(
         neighbours_due: false,
         neighbours_in_flight: false,
         admin_publish: false,
-        defer_builds: false,
-        builds_due: Vec::new(),
         admin_book: Default::default(),
         writer_book: Default::default(),
         config,

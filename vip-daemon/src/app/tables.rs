@@ -51,14 +51,6 @@ impl Daemon {
         // A step computed ahead (`core::precompute`) patches the live table: tens of
         // microseconds instead of a build; written ahead (`prepare_due`), one store.
         let published = match self.take_step(vip, &weights) {
-            None if self.defer_builds && self.can_defer_build(vip) => {
-                let at = cause.unwrap_or_else(Instant::now);
-                match self.builds_due.iter_mut().find(|(v, _)| *v == vip) {
-                    Some((_, due)) => *due = (*due).min(at),
-                    None => self.builds_due.push((vip, at)),
-                }
-                return;
-            }
             Some(step) if step.diff.is_empty() => None,
             Some(step) => {
                 let rt = &mut self.vips[vip];
@@ -113,28 +105,6 @@ impl Daemon {
         self.precompute(vip);
         self.refresh_fallback(vip, weights);
         self.refresh_previous(vip);
-    }
-
-    /// Whether the VIP's table may be built after the verdicts queued behind this one: a
-    /// Maglev VIP with a live table (what it serves meanwhile), no writer to wait for.
-    fn can_defer_build(&self, vip: usize) -> bool {
-        let rt = &self.vips[vip];
-        self.plan.vips[vip].selection == Selection::Maglev
-            && rt.generation.is_some()
-            && rt.awaiting_writer.is_none()
-    }
-
-    /// Builds and publishes the table of one VIP whose verdict found no step computed ahead
-    /// (`Daemon::builds_due`); the loop calls it once no verdict is queued.
-    pub(super) fn build_due(&mut self) {
-        if self.builds_due.is_empty() {
-            return;
-        }
-        let (vip, at) = self.builds_due.remove(0);
-        // A reload in between republished every VIP and may have moved this one.
-        if vip < self.vips.len() {
-            self.republish(vip, Some(at));
-        }
     }
 
     /// Transition after a switch to the flow table: keeps the previous table published in

@@ -1,5 +1,5 @@
 //! The precompute worker: one thread that builds the tables `core::precompute` asks for, off
-//! the event loop, the newest request per VIP, the chain due first first. One thread, not a blocking task per
+//! the event loop, newest request per VIP first-come. One thread, not a blocking task per
 //! publish: 500 backends coming up at once spawned ~400 threads, each with its own malloc
 //! arena (800 MiB resident) and starved the loop of both cores (verdict p99 5 s).
 use std::{
@@ -26,11 +26,6 @@ pub enum Kind {
 pub struct Job {
     pub vip: usize,
     pub kind: Kind,
-    /// When the verdict of the first target is expected (chains): the worker takes the most
-    /// urgent chain first. By VIP position instead, the last VIPs' chains of a ramp-up of 50
-    /// waited behind the first ones' ever-renewed chains past their verdicts, which were
-    /// then built on the loop (a millisecond each).
-    pub due: Option<std::time::Instant>,
     pub plan: VipPlan,
     pub seed: u32,
     pub from: Weights,
@@ -61,19 +56,9 @@ impl Done {
 
 #[derive(Default)]
 struct Queue {
-    /// Pending jobs by (kind, VIP): a newer job replaces the older (see [`Queue::next`]).
+    /// Pending jobs by (kind, VIP): chains before singles; a newer job replaces the older.
     jobs: BTreeMap<(Kind, usize), Job>,
     stop: bool,
-}
-
-impl Queue {
-    /// Takes the next job: chains before singles, the one due first first.
-    fn next(&mut self) -> Option<Job> {
-        let key = (self.jobs.iter())
-            .min_by_key(|(&(kind, vip), job)| (kind, job.due, vip))
-            .map(|(&key, _)| key)?;
-        self.jobs.remove(&key)
-    }
 }
 
 pub struct Worker {
@@ -81,16 +66,13 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// `lower`: at nice 10, when the event loop is not real-time (see [`lower_priority`]).
-    pub fn spawn(tx: mpsc::Sender<Done>, lower: bool) -> Self {
+    pub fn spawn(tx: mpsc::Sender<Done>) -> Self {
         let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("vipd-precompute".into())
             .spawn(move || {
-                if lower {
-                    lower_priority();
-                }
+                lower_priority();
                 work(&theirs, &tx)
             })
             .expect("spawn the precompute thread");
@@ -151,8 +133,8 @@ fn work(shared: &(Mutex<Queue>, Condvar), tx: &mpsc::Sender<Done>) {
                 if q.stop {
                     return;
                 }
-                if let Some(job) = q.next() {
-                    break job;
+                if let Some(key) = q.jobs.keys().next().copied() {
+                    break q.jobs.remove(&key).expect("key just seen");
                 }
                 if !idle_since_last_job {
                     idle_since_last_job = true;
