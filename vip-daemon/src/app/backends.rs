@@ -84,12 +84,13 @@ impl Daemon {
     }
 
     /// Applies the backend core's actions in order, the publishes last (each VIP once), then
-    /// the log lines (a line written to stderr before the publish delayed the verdict's
-    /// table), then the state file (`save` says how).
+    /// what tells others (hooks, peers) and the log lines (a line written to stderr before
+    /// the publish delayed the verdict's table), then the state file (`save` says how).
     pub(super) fn apply_backend_actions(&mut self, actions: Vec<Action>, save_how: Save) {
         let mut publish: Vec<(usize, Instant, bool)> = Vec::new();
         let mut save = false;
         let mut notes = Vec::new();
+        let mut shares = Vec::new();
         for action in actions {
             match action {
                 Action::Publish { vip, at, admin } => {
@@ -99,22 +100,7 @@ impl Daemon {
                     }
                 }
                 Action::WriteBackend(index) => self.write_backend(index as usize),
-                Action::Broadcast(Share::Verdict { index, health }) => {
-                    let state = match health {
-                        crate::core::health::Health::Up => "up",
-                        crate::core::health::Health::Down => "down",
-                    };
-                    self.notify_backend(index as usize, state);
-                    self.share_verdict(index as usize, health);
-                }
-                Action::Broadcast(Share::Service { index, listening }) => {
-                    self.share_service(index as usize, listening);
-                }
-                Action::Broadcast(Share::Admin { index }) => {
-                    let state = self.backends[index as usize].admin.as_str();
-                    self.notify_backend(index as usize, state);
-                    self.share_admin(index as usize);
-                }
+                Action::Broadcast(share) => shares.push(share),
                 Action::SaveState => save = true,
                 Action::RefreshNeighbours => self.neighbours_due = true,
                 Action::ServiceGone => {
@@ -129,6 +115,9 @@ impl Daemon {
             self.republish(vip, Some(at));
             self.admin_publish = false;
         }
+        for share in shares {
+            self.share(share);
+        }
         for (level, note) in notes {
             self.log_note(level, note);
         }
@@ -142,6 +131,28 @@ impl Daemon {
             (true, Save::Soon(at)) => {
                 self.state_dirty = true;
                 self.save_at.get_or_insert(at + super::SAVE_DELAY);
+            }
+        }
+    }
+
+    /// Tells the notify hook and the peers of a backend change.
+    fn share(&mut self, share: Share) {
+        match share {
+            Share::Verdict { index, health } => {
+                let state = match health {
+                    crate::core::health::Health::Up => "up",
+                    crate::core::health::Health::Down => "down",
+                };
+                self.notify_backend(index as usize, state);
+                self.share_verdict(index as usize, health);
+            }
+            Share::Service { index, listening } => {
+                self.share_service(index as usize, listening);
+            }
+            Share::Admin { index } => {
+                let state = self.backends[index as usize].admin.as_str();
+                self.notify_backend(index as usize, state);
+                self.share_admin(index as usize);
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod host;
 mod liveness;
 mod neighbours;
 mod own_host;
+mod pending_image;
 mod precompute;
 mod report;
 mod selfcheck;
@@ -109,6 +110,8 @@ pub struct VipRt {
     /// (token, weights) of the chain's next step, written ahead into the inactive table
     /// generation: its verdict only flips (`TablePublisher::prepare`).
     pub prepared: Option<(u64, crate::core::precompute::Weights)>,
+    /// (token, weights) of a write ahead under way, a piece per turn (`prepare_due`).
+    pub preparing: Option<(u64, crate::core::precompute::Weights)>,
     /// The next step is to be written ahead at `Daemon::prepare_at`.
     pub prepare_wanted: bool,
 }
@@ -186,6 +189,9 @@ pub struct Daemon {
     pub packet_debug: Option<(crate::core::image::PacketDebug, Instant)>,
     /// When to write ahead the next steps of the VIPs that want it (`prepare_due`).
     pub prepare_at: Option<Instant>,
+    /// Patches live in the kernel whose image (and slot counts) the loop brings up to date
+    /// a piece per idle turn (`tables::PendingImage`).
+    pub pending_images: std::collections::VecDeque<pending_image::PendingImage>,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -209,6 +215,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         )?),
         None => None,
     };
+    let realtime = config.node.realtime && loop_priority();
     let health = crate::shell::metrics::Health::default();
     let (call_tx, mut call_rx) = mpsc::channel::<Call>(64);
     if let Some(listener) = status_listener {
@@ -222,7 +229,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let (probe_tx, mut probe_rx) = mpsc::channel(1024);
     let (precomputed_tx, mut precomputed_rx) = mpsc::channel(64);
-    let worker = crate::shell::precompute::Worker::spawn(precomputed_tx);
+    // Below a real-time loop, the worker cannot delay a verdict: at normal priority it keeps
+    // up with a ramp-up on a busy machine (at nice 10 its chains came too late for some
+    // verdicts, each then built on the loop). Else it must give way to the loop.
+    let worker = crate::shell::precompute::Worker::spawn(precomputed_tx, !realtime);
     let mut d = startup::start(opts, config, probe_tx, worker).await?;
     let (fence_tx, mut fence_rx) = mpsc::channel::<(String, bool)>(16);
     let mut gossip_rx = match d.config.cluster.membership.clone() {
@@ -330,6 +340,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = hup.recv() => d.parse_for_reload(&parsed_tx, None),
+            // Last: only when nothing else is ready, and a piece at a time.
+            _ = std::future::ready(()), if !d.pending_images.is_empty() => d.settle_images_some(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -347,6 +359,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 impl Daemon {
     async fn on_request(&mut self, req: Request) -> Response {
+        // What a command reads or replaces (status' slot counts, a trace, an admin change's
+        // previous table) is the image as the kernel has it.
+        self.settle_images();
         match req {
             Request::Status => Response::Status(Box::new(self.status())),
             Request::Trace { src, vip, proto } => match self.trace(src, vip, &proto) {
@@ -507,6 +522,8 @@ impl Daemon {
     /// SIGHUP / `vipd reload`, with the file as parsed: a bad file leaves everything as it
     /// was and says why.
     pub async fn reload(&mut self, config: Result<Config, String>) -> Result<String, String> {
+        // Positions and regions may change: no patch may be left for the old ones.
+        self.settle_images();
         let outcome = match config {
             Ok(config) => self.apply_reload(config).await,
             Err(e) => Err(e),
@@ -566,16 +583,46 @@ impl Daemon {
     }
 
     fn scrape(&mut self) -> String {
+        self.settle_images();
         self.refresh_metrics();
         self.metrics.encode()
     }
 }
 
+/// Real-time priority of the event loop's thread: below the heartbeat threads' 10
+/// (`shell::heartbeat`), above everything at normal priority.
+const LOOP_PRIORITY: i32 = 5;
+
+/// SCHED_FIFO for the calling thread, which runs the event loop (`node.realtime`): a verdict
+/// must go live in microseconds, and on a busy machine a normal thread woken by it waited for
+/// a CPU for tens to hundreds of microseconds. The loop sleeps between events and runs each
+/// briefly (long work goes in pieces: `tables::PendingImage`). Threads it starts do not
+/// inherit it (`SCHED_RESET_ON_FORK`). Without the privilege, a warning and normal priority.
+/// Whether it is real-time.
+fn loop_priority() -> bool {
+    let param = libc::sched_param {
+        sched_priority: LOOP_PRIORITY,
+    };
+    let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "event loop not real-time: verdicts may wait for a CPU on a busy machine"
+        );
+        return false;
+    }
+    true
+}
+
 /// How long verdicts wait for the state file's write: a burst of them writes it once.
 const SAVE_DELAY: Duration = Duration::from_millis(100);
 
+/// Ready at `at`; at once when that is past (a timer rounds up to the next millisecond: a
+/// write ahead in pieces took a millisecond per piece).
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
+        Some(at) if at <= Instant::now() => {}
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }

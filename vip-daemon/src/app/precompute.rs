@@ -12,13 +12,19 @@ use std::{
     time::Instant,
 };
 
-use crate::shell::dataplane::RETIRE_GRACE;
+use crate::shell::dataplane::{Prepare, RETIRE_GRACE};
 
 use super::Daemon;
 
 /// Tokens of steps written ahead: unique in the process, so that a token never names
 /// another step's write (VIP positions change with reloads).
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Steps of a predicted chain computed ahead.
+const CHAIN_AHEAD: usize = 2;
+
+/// Slots of a write ahead per turn of the loop: ~20 us.
+const PREPARE_PIECE: usize = 4096;
 
 /// Precomputing costs one Maglev build per backend and step; above this many backends a VIP
 /// builds on demand instead.
@@ -48,17 +54,29 @@ impl Daemon {
         {
             return;
         }
-        let wanted = precompute::predicted_chain(&rt.basis, &self.expected_verdicts(vip));
+        let expected = self.expected_verdicts(vip);
+        let mut wanted = precompute::predicted_chain(&rt.basis, &expected);
+        // The next steps only: a chain of ten builds for one VIP held the worker while other
+        // VIPs' first steps came due (built on the loop then, a millisecond each).
+        wanted.truncate(CHAIN_AHEAD);
         let shared = precompute::shared_chain(&rt.steps.chain, &wanted);
         let rt = &mut self.vips[vip];
-        rt.steps.chain.truncate(shared);
+        let stale = rt.steps.chain.split_off(shared.min(rt.steps.chain.len()));
+        self.precompute.discard(stale);
+        let rt = &mut self.vips[vip];
         if shared < wanted.len() {
             let from = rt.steps.chain_end(&rt.basis).clone();
             let targets = wanted[shared..].to_vec();
             let ask = Some((from.clone(), targets.clone()));
             if rt.asked_chain != ask {
                 rt.asked_chain = ask;
-                self.submit(vip, Kind::Chain, from, targets);
+                // Each step of the chain changes one backend's weight: the first one's
+                // expected verdict is when this job is due.
+                let changed = (0..from.len()).find(|&p| from[p] != targets[0][p]);
+                let due = (expected.iter())
+                    .find(|e| Some(e.pos) == changed)
+                    .map(|e| e.at);
+                self.submit(vip, Kind::Chain, due, from, targets);
             }
         }
         let rt = &mut self.vips[vip];
@@ -66,17 +84,25 @@ impl Daemon {
             let basis = rt.basis.clone();
             rt.asked_singles = Some(basis.clone());
             let targets = precompute::singles(&basis);
-            self.submit(vip, Kind::Singles, basis, targets);
+            self.submit(vip, Kind::Singles, None, basis, targets);
         }
     }
 
-    fn submit(&self, vip: usize, kind: Kind, from: Weights, targets: Vec<Weights>) {
+    fn submit(
+        &self,
+        vip: usize,
+        kind: Kind,
+        due: Option<Instant>,
+        from: Weights,
+        targets: Vec<Weights>,
+    ) {
         if targets.is_empty() {
             return;
         }
         self.precompute.submit(Job {
             vip,
             kind,
+            due,
             plan: self.plan.vips[vip].clone(),
             seed: self.plan.seed,
             from,
@@ -118,7 +144,10 @@ impl Daemon {
         let rt = &mut self.vips[done.vip];
         match done.kind {
             // Continues the chain where it ends now, or replaces it from the live table.
-            Kind::Chain if done.from == rt.basis => rt.steps.chain = done.steps,
+            Kind::Chain if done.from == rt.basis => {
+                let old = std::mem::replace(&mut rt.steps.chain, done.steps);
+                self.precompute.discard(old);
+            }
             Kind::Chain if &done.from == rt.steps.chain_end(&rt.basis) => {
                 rt.steps.chain.extend(done.steps)
             }
@@ -141,7 +170,8 @@ impl Daemon {
     /// Writes the next predicted step of one VIP that wants it into its inactive table
     /// generation, so that its verdict only flips the live one (a patch of tens of thousands
     /// of slots held the loop, and the verdicts behind it, for hundreds of microseconds).
-    /// One VIP per turn of the loop: a verdict waits for one write ahead at most.
+    /// One piece of one VIP's write per turn of the loop (`PREPARE_PIECE` slots): a verdict
+    /// waits for a piece at most.
     pub(super) fn prepare_due(&mut self) {
         self.prepare_at = None;
         let mut retry: Option<Instant> = None;
@@ -166,16 +196,26 @@ impl Daemon {
                 rt.prepare_wanted = false;
                 continue;
             }
-            let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-            match self.maps.prepare_table(&region, &step.diff, token) {
-                Ok(true) => {
-                    rt.prepared = Some((token, step.to.clone()));
+            // The write under way goes on; another step starts a new one.
+            let token = match &rt.preparing {
+                Some((token, to)) if *to == step.to => *token,
+                _ => NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
+            };
+            rt.preparing = Some((token, step.to.clone()));
+            match (self.maps).prepare_table(&region, &step.diff, token, PREPARE_PIECE) {
+                Ok(Prepare::Done) => {
+                    rt.prepared = rt.preparing.take();
                     rt.prepare_wanted = false;
                     wrote = true;
                 }
+                Ok(Prepare::More) => {
+                    self.prepare_at = Some(Instant::now());
+                    break;
+                }
                 // In its grace: again when it is over.
-                Ok(false) => retry = Some(Instant::now() + RETIRE_GRACE),
+                Ok(Prepare::NotNow) => retry = Some(Instant::now() + RETIRE_GRACE),
                 Err(e) => {
+                    rt.preparing = None;
                     rt.prepare_wanted = false;
                     tracing::debug!(vip = %self.plan.vips[vip].name, error = %e, "writing a step ahead failed");
                 }

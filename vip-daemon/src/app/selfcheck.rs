@@ -23,6 +23,8 @@ pub struct Run {
 
 impl Daemon {
     pub(super) async fn self_check(&mut self) {
+        // The check compares the kernel with the image: both as of now.
+        self.settle_images();
         let t0 = Instant::now();
         let observed = self.observe_self().await;
         let found = selfcheck::findings(&observed);

@@ -301,6 +301,7 @@ pub async fn start(
         vips,
         metrics: Metrics::default(),
         verdict_latencies: Vec::new(),
+        pending_images: Default::default(),
         started: Instant::now(),
         last_reload: None,
         probe_tx,

@@ -5,10 +5,14 @@ use vip_common::maps::{Backend, VipInfo, NO_BACKEND, VIP_F_FLOWS_EXIT, VIP_F_PRE
 
 use crate::{
     config::Selection,
-    core::{image, plan, precompute, writer},
+    core::{
+        image, plan,
+        precompute::{self, DiffCursor},
+        writer,
+    },
 };
 
-use super::Daemon;
+use super::{pending_image::PendingImage, Daemon};
 
 impl Daemon {
     /// Effective weights of a VIP's backends, in plan order.
@@ -58,9 +62,20 @@ impl Daemon {
                 let prepared = (rt.prepared.take())
                     .filter(|(_, to)| *to == step.to)
                     .map(|(token, _)| token);
-                self.publish(vip, NewTable::Patch(&step.diff, prepared))
+                let live_at = self.publish(vip, NewTable::Patch(&step.diff, prepared));
+                if live_at.is_some() {
+                    self.pending_images.push_back(PendingImage {
+                        vip,
+                        region: self.plan.vips[vip].region,
+                        diff: step.diff,
+                        at: DiffCursor::default(),
+                    });
+                }
+                live_at
             }
             None => {
+                // Compared with, and replaced in, the image: as the kernel has it.
+                self.settle_image(vip);
                 let v = &self.plan.vips[vip];
                 let writer = self.current_writer(vip);
                 let mut table =
@@ -96,8 +111,9 @@ impl Daemon {
         // Maglev: the live table is the one of these weights now (built, patched, or equal).
         if self.plan.vips[vip].selection == Selection::Maglev {
             let rt = &mut self.vips[vip];
-            rt.steps.advance(&weights);
+            let stale = rt.steps.advance(&weights);
             rt.basis = weights.clone();
+            self.precompute.discard(stale);
             if published.is_some() {
                 self.want_prepare(vip);
             }
@@ -284,12 +300,14 @@ impl Daemon {
     fn publish(&mut self, vip: usize, table: NewTable) -> Option<Instant> {
         // Whatever the inactive generation held ahead is overwritten or made live now.
         self.vips[vip].prepared = None;
+        self.vips[vip].preparing = None;
         let region = self.plan.vips[vip].region;
         // The replaced table is where connections live only across an operator's change (a
         // drain, an enable, a weight). Health and membership changes keep the
         // table-without-this-node fallback, which is right for a dead or returning service,
         // and an older previous table would point at stale homes.
         let replaced = if self.admin_publish {
+            self.settle_image(vip);
             self.live(vip).to_vec()
         } else {
             Vec::new()
@@ -302,18 +320,11 @@ impl Daemon {
                     result.map(|gen| (gen, Instant::now())),
                 )
             }
-            NewTable::Patch(diff, prepared) => {
-                let mut counts = self.vips[vip].slot_counts.take();
-                let result = self.maps.patch_table(&region, diff, *prepared, |old, new| {
-                    if let Some(counts) = counts.as_mut() {
-                        if let Some(n) = counts.get_mut(old as usize) {
-                            *n -= 1;
-                        }
-                        count_slot(counts, new);
-                    }
-                });
-                (counts, result)
-            }
+            // The image and the counts follow after the table is live (`PendingImage`).
+            NewTable::Patch(diff, prepared) => (
+                self.vips[vip].slot_counts.take(),
+                self.maps.patch_table(&region, diff, *prepared),
+            ),
         };
         self.vips[vip].slot_counts = counts.filter(|_| result.is_ok());
         match result {
@@ -450,7 +461,7 @@ fn slot_counts(table: &[u32]) -> Vec<u32> {
     counts
 }
 
-fn count_slot(counts: &mut Vec<u32>, index: u32) {
+pub(super) fn count_slot(counts: &mut Vec<u32>, index: u32) {
     if index == NO_BACKEND {
         return;
     }

@@ -48,6 +48,7 @@ pub(crate) struct RawNode {
     pub addresses: Option<Vec<String>>,
     pub pin_dir: Option<String>,
     pub state_dir: Option<String>,
+    pub realtime: Option<bool>,
 }
 
 /// `[limits]`: capacities of the data plane, fixed when vipd creates its maps.

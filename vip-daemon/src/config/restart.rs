@@ -19,6 +19,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         old.node.interfaces != new.node.interfaces,
     );
     check("node.pin_dir", old.node.pin_dir != new.node.pin_dir);
+    check("node.realtime", old.node.realtime != new.node.realtime);
     match (&old.cluster.membership, &new.cluster.membership) {
         (Some(o), Some(n)) => membership_changes(o, n, &mut check),
         (o, n) => check(

@@ -164,6 +164,9 @@ pub struct Node {
     pub pin_dir: PathBuf,
     /// Absolute directory of the state file (`<state_dir>/<pin_dir's last part>.state.json`).
     pub state_dir: PathBuf,
+    /// The event loop runs SCHED_FIFO (below the heartbeat threads), as keepalived and
+    /// Corosync do: a verdict goes live without waiting for a CPU on a busy machine.
+    pub realtime: bool,
 }
 
 /// Settings that must be identical on every node.

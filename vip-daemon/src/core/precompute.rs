@@ -79,6 +79,26 @@ impl SlotDiff {
         })
     }
 
+    /// Applies the next changes from `at`, at most `max` of them, through `f(slot, value)`;
+    /// whether the diff is done. Resumable: a large diff is applied a piece per turn of the
+    /// loop, so that a verdict never waits behind all of it.
+    pub fn apply_some(
+        &self,
+        at: &mut DiffCursor,
+        max: usize,
+        mut f: impl FnMut(usize, u32),
+    ) -> bool {
+        let end = self.values.len().min(at.value.saturating_add(max));
+        let mut gaps = &self.gaps[at.gap_byte..];
+        for &v in &self.values[at.value..end] {
+            at.slot += read_varint(&mut gaps) as usize;
+            f(at.slot, self.palette[v as usize]);
+        }
+        at.gap_byte = self.gaps.len() - gaps.len();
+        at.value = end;
+        end == self.values.len()
+    }
+
     /// Slots changed.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -92,6 +112,14 @@ impl SlotDiff {
     pub fn bytes(&self) -> usize {
         self.gaps.capacity() + 2 * self.values.capacity() + 4 * self.palette.capacity()
     }
+}
+
+/// Where [`SlotDiff::apply_some`] goes on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiffCursor {
+    gap_byte: usize,
+    value: usize,
+    slot: usize,
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -151,14 +179,16 @@ impl Steps {
 
     /// After the table of `now` went live: the steps that still start from it or from a
     /// later step of the chain stay; the rest cannot apply any more.
-    pub fn advance(&mut self, now: &Weights) {
-        match self.chain.iter().position(|s| &s.from == now) {
-            Some(first) => {
-                self.chain.drain(..first);
-            }
-            None => self.chain.clear(),
-        }
-        self.singles.retain(|s| &s.from == now);
+    /// Returns the steps dropped (for the caller to free where it likes).
+    pub fn advance(&mut self, now: &Weights) -> Vec<Step> {
+        let first = (self.chain.iter().position(|s| &s.from == now)).unwrap_or(self.chain.len());
+        let mut stale: Vec<Step> = self.chain.drain(..first).collect();
+        let (keep, gone) = std::mem::take(&mut self.singles)
+            .into_iter()
+            .partition(|s| &s.from == now);
+        self.singles = keep;
+        stale.extend::<Vec<Step>>(gone);
+        stale
     }
 
     /// The weights at the end of the chain (where a longer chain continues), else `basis`.
@@ -258,6 +288,24 @@ mod tests {
         assert!(diff.bytes() < old.len() * 4 / 10, "{} bytes", diff.bytes());
         assert!(SlotDiff::between(&old, &new[1..]).is_none());
         assert!(SlotDiff::between(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_diff_applied_a_piece_at_a_time_equals_it_applied_at_once() {
+        let mut fewer: Weights = vec![Some(1); 10];
+        fewer[3] = None;
+        let (old, new) = (table(&vec![Some(1); 10]), table(&fewer));
+        let diff = SlotDiff::between(&old, &new).unwrap();
+        for piece in [1, 7, 4096, usize::MAX] {
+            let (mut patched, mut at, mut turns) = (old.clone(), DiffCursor::default(), 0);
+            while !diff.apply_some(&mut at, piece, |slot, v| patched[slot] = v) {
+                turns += 1;
+            }
+            assert_eq!(patched, new, "pieces of {piece}");
+            assert_eq!(turns, diff.len().div_ceil(piece.min(diff.len())) - 1);
+            // Done stays done.
+            assert!(diff.apply_some(&mut at, piece, |_, _| panic!("applied twice")));
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The precompute worker: one thread that builds the tables `core::precompute` asks for, off
-//! the event loop, newest request per VIP first-come. One thread, not a blocking task per
+//! the event loop, the newest request per VIP, the chain due first first. One thread, not a blocking task per
 //! publish: 500 backends coming up at once spawned ~400 threads, each with its own malloc
 //! arena (800 MiB resident) and starved the loop of both cores (verdict p99 5 s).
 use std::{
@@ -26,6 +26,11 @@ pub enum Kind {
 pub struct Job {
     pub vip: usize,
     pub kind: Kind,
+    /// When the verdict of the first target is expected (chains): the worker takes the most
+    /// urgent chain first. By VIP position instead, the last VIPs' chains of a ramp-up of 50
+    /// waited behind the first ones' ever-renewed chains past their verdicts, which were
+    /// then built on the loop (a millisecond each).
+    pub due: Option<std::time::Instant>,
     pub plan: VipPlan,
     pub seed: u32,
     pub from: Weights,
@@ -56,9 +61,21 @@ impl Done {
 
 #[derive(Default)]
 struct Queue {
-    /// Pending jobs by (kind, VIP): chains before singles; a newer job replaces the older.
+    /// Pending jobs by (kind, VIP): a newer job replaces the older (see [`Queue::next`]).
     jobs: BTreeMap<(Kind, usize), Job>,
+    /// Steps the loop is done with, freed here (`Worker::discard`).
+    garbage: Vec<Step>,
     stop: bool,
+}
+
+impl Queue {
+    /// Takes the next job: chains before singles, the one due first first.
+    fn next(&mut self) -> Option<Job> {
+        let key = (self.jobs.iter())
+            .min_by_key(|(&(kind, vip), job)| (kind, job.due, vip))
+            .map(|(&key, _)| key)?;
+        self.jobs.remove(&key)
+    }
 }
 
 pub struct Worker {
@@ -66,13 +83,16 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn spawn(tx: mpsc::Sender<Done>) -> Self {
+    /// `lower`: at nice 10, when the event loop is not real-time (see [`lower_priority`]).
+    pub fn spawn(tx: mpsc::Sender<Done>, lower: bool) -> Self {
         let shared = Arc::new((Mutex::new(Queue::default()), Condvar::new()));
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("vipd-precompute".into())
             .spawn(move || {
-                lower_priority();
+                if lower {
+                    lower_priority();
+                }
                 work(&theirs, &tx)
             })
             .expect("spawn the precompute thread");
@@ -82,7 +102,23 @@ impl Worker {
     pub fn submit(&self, job: Job) {
         let (queue, ready) = &*self.shared;
         let mut q = queue.lock().expect("precompute queue");
-        q.jobs.insert((job.kind, job.vip), job);
+        let replaced = q.jobs.insert((job.kind, job.vip), job);
+        drop(q);
+        ready.notify_one();
+        drop(replaced);
+    }
+
+    /// Frees steps on this thread, which allocated them: freed on the loop, a ramp-up's
+    /// tables of diffs cost it up to hundreds of microseconds (glibc returning memory,
+    /// another thread's arena), verdicts waiting.
+    pub fn discard(&self, steps: Vec<Step>) {
+        if steps.is_empty() {
+            return;
+        }
+        let (queue, ready) = &*self.shared;
+        let mut q = queue.lock().expect("precompute queue");
+        q.garbage.extend(steps);
+        drop(q);
         ready.notify_one();
     }
 }
@@ -115,6 +151,9 @@ pub fn lower_priority() {
 /// Returns the heap's free pages to the kernel (glibc `malloc_trim`). The builds free a few
 /// 256 KiB tables each; glibc keeps freed heap memory resident for reuse, which after a
 /// ramp-up of 500 verdicts was a third of vipd's resident memory.
+/// How long the worker is idle before it gives freed memory back.
+const TRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions.
@@ -128,22 +167,33 @@ fn work(shared: &(Mutex<Queue>, Condvar), tx: &mpsc::Sender<Done>) {
     loop {
         let job = {
             let mut q = queue.lock().expect("precompute queue");
-            let mut idle_since_last_job = false;
             loop {
                 if q.stop {
                     return;
                 }
-                if let Some(key) = q.jobs.keys().next().copied() {
-                    break q.jobs.remove(&key).expect("key just seen");
-                }
-                if !idle_since_last_job {
-                    idle_since_last_job = true;
+                if !q.garbage.is_empty() {
+                    let garbage = std::mem::take(&mut q.garbage);
                     drop(q);
-                    give_back_freed_memory();
+                    drop(garbage);
                     q = queue.lock().expect("precompute queue");
                     continue;
                 }
-                q = ready.wait(q).expect("precompute queue");
+                if let Some(job) = q.next() {
+                    break job;
+                }
+                // Memory goes back once a burst is over (`TRIM_AFTER` without work): trimming
+                // locks every malloc arena, the loop's too, and the pages it gives back fault
+                // in again at the next allocation.
+                let (guard, waited) = ready.wait_timeout(q, TRIM_AFTER).expect("precompute queue");
+                q = guard;
+                if waited.timed_out() && q.jobs.is_empty() && q.garbage.is_empty() {
+                    drop(q);
+                    give_back_freed_memory();
+                    q = queue.lock().expect("precompute queue");
+                    q = ready
+                        .wait_while(q, |q| !q.stop && q.jobs.is_empty() && q.garbage.is_empty())
+                        .expect("precompute queue");
+                }
             }
         };
         // Stop when a newer job replaces this one; singles also give way to any chain (a

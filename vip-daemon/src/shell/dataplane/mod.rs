@@ -23,7 +23,7 @@ mod batch;
 mod tables;
 mod writer;
 pub use crate::core::layout::{Sizing, TableRegion};
-pub use tables::{TablePublisher, RETIRE_GRACE};
+pub use tables::{Prepare, TablePublisher, RETIRE_GRACE};
 pub use writer::MapWriter;
 
 /// The XDP object built by build.rs from the `vip-ebpf` crate.

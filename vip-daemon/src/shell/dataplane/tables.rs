@@ -13,6 +13,7 @@ use std::{
 use aya::maps::{Map, MapData};
 
 use super::{DataplaneError, TableRegion};
+use crate::core::precompute::DiffCursor;
 
 /// Words per `ACTIVE` element (a u32 value in an 8-byte element).
 const ACTIVE_STRIDE: usize = vip_common::maps::ARRAY_ELEMENT_BYTES / 4;
@@ -51,7 +52,9 @@ impl MappedArray {
                 std::ptr::null_mut(),
                 bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                // Populated now: a first touch of each page later faulted inside a write ahead
+                // (hundreds of microseconds for a table's 128 pages, verdicts waiting).
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 data.fd().as_fd().as_raw_fd(),
                 0,
             )
@@ -101,6 +104,33 @@ pub struct TablePublisher {
     /// By VIP: the token of the step its inactive generation holds, written ahead
     /// ([`TablePublisher::prepare`]); any other write of that generation drops it.
     prepared: std::collections::HashMap<u32, u64>,
+    /// By VIP: a write ahead under way, a piece per [`TablePublisher::prepare`].
+    preparing: std::collections::HashMap<u32, Preparing>,
+}
+
+/// A write ahead under way: the inactive generation is brought up to the live one, then the
+/// step's diff applied, `max` slots per call, so that the loop takes verdicts in between (a
+/// whole write ahead held it for up to 650 us).
+struct Preparing {
+    token: u64,
+    /// Slots of the inactive generation behind the live one (None: possibly all).
+    behind: Option<Vec<u32>>,
+    /// How many of them (or words of the whole table) are brought up to date.
+    caught_up: usize,
+    at: DiffCursor,
+    /// The slots the diff wrote so far.
+    changed: Vec<u32>,
+}
+
+/// How far [`TablePublisher::prepare`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prepare {
+    /// Nothing written: the inactive generation is in its grace, or nothing is live yet.
+    NotNow,
+    /// A piece written; call again with the same token.
+    More,
+    /// Written: [`TablePublisher::publish_prepared`] with the token only flips.
+    Done,
 }
 
 impl TablePublisher {
@@ -111,6 +141,7 @@ impl TablePublisher {
             retired_at: Default::default(),
             behind: Default::default(),
             prepared: Default::default(),
+            preparing: Default::default(),
         })
     }
 
@@ -164,33 +195,102 @@ impl TablePublisher {
         }
         self.behind.remove(&region.vip_index);
         self.prepared.remove(&region.vip_index);
+        self.preparing.remove(&region.vip_index);
         self.publish_with(region, |next, _| next.copy_from_slice(table))
     }
 
     /// Writes the live table of `region` changed by `diff` into the inactive generation
-    /// without making it live: a later [`TablePublisher::publish_prepared`] with `token`
-    /// only flips. False (nothing written) while the inactive generation is in its grace
-    /// after retiring, or before the first publish.
+    /// without making it live, at most about `max` slots per call: call again with the same
+    /// `token` while it answers [`Prepare::More`]; a later
+    /// [`TablePublisher::publish_prepared`] with `token` then only flips. Another token, or
+    /// any publish of the VIP, abandons a write under way.
     pub fn prepare(
         &mut self,
         region: &TableRegion,
         diff: &crate::core::precompute::SlotDiff,
         token: u64,
-    ) -> Result<bool, DataplaneError> {
-        let in_grace =
-            (self.retired_at.get(&region.vip_index)).is_some_and(|at| at.elapsed() < RETIRE_GRACE);
+        max: usize,
+    ) -> Result<Prepare, DataplaneError> {
+        let vip = region.vip_index;
+        let in_grace = (self.retired_at.get(&vip)).is_some_and(|at| at.elapsed() < RETIRE_GRACE);
         if self.live_generation(region).is_none() || in_grace {
-            return Ok(false);
+            return Ok(Prepare::NotNow);
         }
-        self.prepared.remove(&region.vip_index);
-        // Taken first: without it (an error below) the next write copies the whole table.
-        let behind = self.behind.remove(&region.vip_index);
+        let mut p = match self.preparing.remove(&vip) {
+            Some(p) if p.token == token => p,
+            other => {
+                self.abandon(vip, other, region.size as usize);
+                self.prepared.remove(&vip);
+                Preparing {
+                    token,
+                    // Taken: without it (an error below) the next write copies the whole table.
+                    behind: self.behind.remove(&vip),
+                    caught_up: 0,
+                    at: DiffCursor::default(),
+                    changed: Vec::with_capacity(diff.len()),
+                }
+            }
+        };
         let (next, live) = self.generations(region)?;
-        let changed = catch_up_and_apply(next, live, behind, diff);
-        // The inactive generation now differs from the live one at the step's slots only.
-        self.behind.insert(region.vip_index, changed);
-        self.prepared.insert(region.vip_index, token);
-        Ok(true)
+        let Preparing {
+            behind,
+            caught_up,
+            at,
+            changed,
+            ..
+        } = &mut p;
+        let behind_len = behind.as_ref().map_or(next.len(), Vec::len);
+        match behind {
+            // A copy: a word costs a fraction of a decoded slot.
+            None => {
+                let end = next.len().min(*caught_up + 8 * max);
+                next[*caught_up..end].copy_from_slice(&live[*caught_up..end]);
+                *caught_up = end;
+            }
+            Some(slots) => {
+                let end = slots.len().min(*caught_up + max);
+                for &s in &slots[*caught_up..end] {
+                    next[s as usize] = live[s as usize];
+                }
+                *caught_up = end;
+            }
+        }
+        if *caught_up == behind_len {
+            let done = diff.apply_some(at, max, |slot, value| {
+                next[slot] = value;
+                changed.push(slot as u32);
+            });
+            if done {
+                // The inactive generation now differs from the live one at the step's slots.
+                self.behind.insert(vip, std::mem::take(changed));
+                self.prepared.insert(vip, token);
+                return Ok(Prepare::Done);
+            }
+        }
+        self.preparing.insert(vip, p);
+        Ok(Prepare::More)
+    }
+
+    /// Drops a write ahead under way, keeping what is known of where the inactive
+    /// generation differs from the live one: the slots not yet brought up to date and those
+    /// the diff wrote.
+    fn abandon(&mut self, vip: u32, preparing: Option<Preparing>, size: usize) {
+        let Some(p) = preparing else {
+            return;
+        };
+        let behind = match p.behind {
+            None if p.caught_up < size => None,
+            None => Some(p.changed),
+            Some(mut slots) => {
+                slots.drain(..p.caught_up);
+                slots.extend(p.changed);
+                Some(slots)
+            }
+        };
+        match behind {
+            Some(slots) => self.behind.insert(vip, slots),
+            None => self.behind.remove(&vip),
+        };
     }
 
     /// Makes the generation [`TablePublisher::prepare`] wrote for `token` live: one store.
@@ -257,6 +357,8 @@ impl TablePublisher {
                 got: 0,
             });
         }
+        let under_way = self.preparing.remove(&region.vip_index);
+        self.abandon(region.vip_index, under_way, region.size as usize);
         let behind = self.behind.remove(&region.vip_index);
         self.prepared.remove(&region.vip_index);
         let mut changed = Vec::new();

@@ -119,17 +119,16 @@ impl MapWriter {
         Ok(gen)
     }
 
-    /// Publishes the live table of `region` patched by `diff` (the image likewise); the
-    /// generation now live and when it went live. With the token of a
-    /// [`MapWriter::prepare_table`] of this diff, that only flips. `on_change(old, new)` sees
-    /// each changed slot's backend indices as the image is patched (one pass over the diff
-    /// for the image and the caller's counts, after the table is live).
+    /// Publishes the live table of `region` patched by `diff`; the generation now live and
+    /// when it went live. With the token of a [`MapWriter::prepare_table`] of this diff, that
+    /// only flips. The image's table follows with [`MapWriter::patch_image_some`]: until
+    /// then it is the table before (the caller keeps the patch and settles it before any
+    /// read of the image).
     pub fn patch_table(
         &mut self,
         region: &TableRegion,
         diff: &crate::core::precompute::SlotDiff,
         prepared: Option<u64>,
-        mut on_change: impl FnMut(u32, u32),
     ) -> Result<(u32, std::time::Instant), DataplaneError> {
         let flipped = prepared.and_then(|token| self.tables.publish_prepared(region, token));
         let gen = match flipped {
@@ -137,26 +136,39 @@ impl MapWriter {
             None => self.tables.publish_patched(region, diff)?.0,
         };
         let live_at = std::time::Instant::now();
-        let base = region.base as usize;
-        let image = &mut self.image.slots[base..base + region.size as usize];
-        for (slot, new) in diff.changes() {
-            on_change(image[slot], new);
-            image[slot] = new;
-        }
         self.image.active[region.vip_index as usize] = region.base;
         Ok((gen, live_at))
     }
 
+    /// Applies up to `max` more slots of a patch [`MapWriter::patch_table`] made live to
+    /// the image's table of `region`, from `at`; whether the patch is all in.
+    /// `on_change(old, new)` sees each changed slot's backend indices.
+    pub fn patch_image_some(
+        &mut self,
+        region: &TableRegion,
+        diff: &crate::core::precompute::SlotDiff,
+        at: &mut crate::core::precompute::DiffCursor,
+        max: usize,
+        mut on_change: impl FnMut(u32, u32),
+    ) -> bool {
+        let base = region.base as usize;
+        let image = &mut self.image.slots[base..base + region.size as usize];
+        diff.apply_some(at, max, |slot, new| {
+            on_change(image[slot], new);
+            image[slot] = new;
+        })
+    }
+
     /// Writes the live table of `region` patched by `diff` into its inactive generation,
-    /// not live yet (`TablePublisher::prepare`); whether it did (not during the grace of a
-    /// generation just retired).
+    /// not live yet, a piece of about `max` slots per call (`TablePublisher::prepare`).
     pub fn prepare_table(
         &mut self,
         region: &TableRegion,
         diff: &crate::core::precompute::SlotDiff,
         token: u64,
-    ) -> Result<bool, DataplaneError> {
-        self.tables.prepare(region, diff, token)
+        max: usize,
+    ) -> Result<super::Prepare, DataplaneError> {
+        self.tables.prepare(region, diff, token, max)
     }
 
     /// Records in the image a table the maps already hold (adopted from a previous vipd).
