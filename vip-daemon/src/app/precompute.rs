@@ -201,6 +201,10 @@ impl Daemon {
                 Some((token, to)) if *to == step.to => *token,
                 _ => NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
             };
+            // A new write overwrites what the inactive generation held ahead.
+            if rt.preparing.as_ref().map(|(t, _)| *t) != Some(token) {
+                rt.prepared = None;
+            }
             rt.preparing = Some((token, step.to.clone()));
             match (self.maps).prepare_table(&region, &step.diff, token, PREPARE_PIECE) {
                 Ok(Prepare::Done) => {

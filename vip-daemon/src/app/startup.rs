@@ -300,7 +300,7 @@ pub async fn start(
         vip_of,
         vips,
         metrics: Metrics::default(),
-        verdict_latencies: Vec::new(),
+        verdict_latencies: Vec::with_capacity(4096),
         pending_images: Default::default(),
         started: Instant::now(),
         last_reload: None,
@@ -660,8 +660,12 @@ impl Daemon {
                         .drain
                         .and_then(|d| d.timeout_override)
                         .map(|t| t.as_millis() as u64),
-                    admin_stamp: (self.admin_book)
-                        .get(&(v.name.clone(), b.conf.name.clone()))
+                    // Looked up only when written at all: the keys are built to look
+                    // them up, and a snapshot of a ramp-up's 500 backends is taken on the
+                    // loop every `SAVE_DELAY`.
+                    admin_stamp: (!self.admin_book.is_empty())
+                        .then(|| self.admin_book.get(&(v.name.clone(), b.conf.name.clone())))
+                        .flatten()
                         .map(|w| w.stamp.clone()),
                     writer_stamp: (self.writer_book.get(&v.name))
                         .filter(|w| w.value == b.conf.name)

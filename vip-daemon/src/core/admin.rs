@@ -79,6 +79,11 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Book<K, V> {
         }
     }
 
+    /// Whether nothing was ever written (a single node whose operator changed nothing).
+    pub fn is_empty(&self) -> bool {
+        self.registers.is_empty()
+    }
+
     pub fn get(&self, key: &K) -> Option<&Write<V>> {
         self.registers.get(key)
     }
