@@ -165,7 +165,8 @@ pub struct Node {
     /// Absolute directory of the state file (`<state_dir>/<pin_dir's last part>.state.json`).
     pub state_dir: PathBuf,
     /// The event loop runs SCHED_FIFO (below the heartbeat threads), as keepalived and
-    /// Corosync do: a verdict goes live without waiting for a CPU on a busy machine.
+    /// Corosync do: a verdict goes live without waiting for a CPU on a busy machine. Off by
+    /// default: with it, the ten-minute starvation test saw false positives (2 runs of 3).
     pub realtime: bool,
 }
 

@@ -140,7 +140,7 @@ fn node(raw: &RawNode, cx: &mut Ctx) -> Node {
         addresses,
         pin_dir: PathBuf::from(pin_dir),
         state_dir: PathBuf::from(state_dir),
-        realtime: raw.realtime.unwrap_or(true),
+        realtime: raw.realtime.unwrap_or(false),
     }
 }
 

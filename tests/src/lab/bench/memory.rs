@@ -3,7 +3,8 @@
 //! the backends come up). Ten backend hosts on one LAN each serve every VIP (one TCP listener,
 //! ten addresses' worth of backends per VIP); vipd starts with all of them down and reports,
 //! once every VIP has its ten backends in its table, its resident memory, the maps' total and
-//! the p99 of its verdict-to-live latencies over the ramp-up (from its own status).
+//! the p99 of its verdict-to-live latencies over the ramp-up (from its own status). vipd runs
+//! with `node.realtime = true` (opt-in; see docs/operations.md).
 use std::{
     fmt::Write as _,
     net::Ipv4Addr,
@@ -38,7 +39,7 @@ fn vip_address(i: u8) -> Ipv4Addr {
 fn config(iface: &str, state_dir: &std::path::Path) -> String {
     let mut c = format!(
         "[node]\nname = \"lb\"\ninterfaces = [\"{iface}\"]\npin_dir = \"@PIN_DIR@\"\n\
-         state_dir = \"{}\"\n\n[control]\nsocket = \"@CONTROL@\"\n",
+         state_dir = \"{}\"\nrealtime = true\n\n[control]\nsocket = \"@CONTROL@\"\n",
         state_dir.display()
     );
     for i in 0..VIPS {
