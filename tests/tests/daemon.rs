@@ -806,10 +806,13 @@ name = "b0"
 address = "10.77.0.11"
 priority = 0
 
+# Two probes more to come up: the primary is eligible first whatever the order of the
+# first probes (the writer is sticky: a backup up first would keep the slot).
 [[vip.backend]]
 name = "b1"
 address = "10.77.0.12"
 priority = 1
+check = {{ kind = "http", path = "/", rise = 4 }}
 
 [[vip]]
 name = "web"
@@ -864,9 +867,13 @@ address = "10.77.0.12"
     let only = |name: &str, n: usize| HashMap::from([(name.to_owned(), n)]);
     wait(
         &vipd,
-        "b0 writes, both serve web",
+        "b0 writes, b1 up, both serve web",
         Duration::from_secs(5),
-        &|s| slots(s, "galera", "b0") == 1 && live_backends(s, "web") == 2,
+        &|s| {
+            slots(s, "galera", "b0") == 1
+                && backend_field(s, "galera", "b1", "health") == "up"
+                && live_backends(s, "web") == 2
+        },
     );
     assert_eq!(serve(VIP, 10), only("b0", 10), "the primary writes first");
 
