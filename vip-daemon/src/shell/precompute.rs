@@ -148,12 +148,12 @@ pub fn lower_priority() {
     }
 }
 
-/// Returns the heap's free pages to the kernel (glibc `malloc_trim`). The builds free a few
-/// 256 KiB tables each; glibc keeps freed heap memory resident for reuse, which after a
-/// ramp-up of 500 verdicts was a third of vipd's resident memory.
 /// How long the worker is idle before it gives freed memory back.
 const TRIM_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Returns the heap's free pages to the kernel (glibc `malloc_trim`). The builds free a few
+/// 256 KiB tables each; glibc keeps freed heap memory resident for reuse, which after a
+/// ramp-up of 500 verdicts was a third of vipd's resident memory.
 fn give_back_freed_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim has no preconditions.
