@@ -1,7 +1,9 @@
 //! Keeping each VIP's live table equal to what its backends' states call for.
 use std::time::Instant;
 
-use vip_common::maps::{Backend, VipInfo, NO_BACKEND, VIP_F_FLOWS_EXIT, VIP_F_PREV_TABLE};
+use vip_common::maps::{
+    Backend, VipInfo, BACKEND_F_KEEP_FLOWS, NO_BACKEND, VIP_F_FLOWS_EXIT, VIP_F_PREV_TABLE,
+};
 
 use crate::{
     config::Selection,
@@ -28,10 +30,20 @@ impl Daemon {
     /// verdict or admin change happened: the time to live is measured from it.
     pub(super) fn republish(&mut self, vip: usize, cause: Option<Instant>) {
         // BACKEND_F_KEEP_FLOWS follows the backends' states: a backend leaving the table for
-        // good gives up its established flows along with its slots.
+        // good gives up its established flows along with its slots, before the table
+        // changes. One gaining it is written after the table: the live pick does not read
+        // the flag (until then its pinned flows follow the live table, which is where they
+        // land once it is live), and the entry's syscall (3-70 us here) came before the
+        // flip on every verdict up.
+        let mut after = Vec::new();
         for pos in 0..self.plan.vips[vip].backends.len() {
             let index = self.plan.vips[vip].backends[pos].index as usize;
-            self.write_backend(index);
+            let entry = self.backend_entry(index);
+            if only_gains_keep_flows(&self.maps.image().backends[index], &entry) {
+                after.push(index);
+            } else {
+                self.write_backend(index);
+            }
         }
         let weights = self.weights(vip);
         // A Maglev table is a function of the backends and their weights: a change that
@@ -47,6 +59,9 @@ impl Daemon {
             && !weights.is_empty()
             && rt.basis == weights
         {
+            after
+                .into_iter()
+                .for_each(|index| self.write_backend(index));
             self.precompute(vip);
             self.refresh_fallback(vip, weights);
             self.refresh_previous(vip);
@@ -54,7 +69,39 @@ impl Daemon {
         }
         // A step computed ahead (`core::precompute`) patches the live table: tens of
         // microseconds instead of a build; written ahead (`prepare_due`), one store.
-        let published = match self.take_step(vip, &weights) {
+        let published = self.publish_for(vip, weights.clone());
+        after
+            .into_iter()
+            .for_each(|index| self.write_backend(index));
+        if let Some(live_at) = published {
+            if let Some(at) = cause {
+                let took = live_at.saturating_duration_since(at);
+                self.metrics.verdict_to_live.observe(took.as_secs_f64());
+                if self.verdict_latencies.len() >= 4096 {
+                    self.verdict_latencies.remove(0);
+                }
+                self.verdict_latencies.push(took);
+            }
+        }
+        // Maglev: the live table is the one of these weights now (built, patched, or equal).
+        if self.plan.vips[vip].selection == Selection::Maglev {
+            let rt = &mut self.vips[vip];
+            let stale = rt.steps.advance(&weights);
+            rt.basis = weights.clone();
+            self.precompute.discard(stale);
+            if published.is_some() {
+                self.want_prepare(vip);
+            }
+        }
+        self.precompute(vip);
+        self.refresh_fallback(vip, weights);
+        self.refresh_previous(vip);
+    }
+
+    /// Publishes the VIP's table for `weights` (a step computed ahead, or a whole build) if
+    /// it differs from the live one; when it went live.
+    fn publish_for(&mut self, vip: usize, weights: Vec<Option<u32>>) -> Option<Instant> {
+        match self.take_step(vip, &weights) {
             Some(step) if step.diff.is_empty() => None,
             Some(step) => {
                 let rt = &mut self.vips[vip];
@@ -97,30 +144,7 @@ impl Daemon {
                     None
                 }
             }
-        };
-        if let Some(live_at) = published {
-            if let Some(at) = cause {
-                let took = live_at.saturating_duration_since(at);
-                self.metrics.verdict_to_live.observe(took.as_secs_f64());
-                if self.verdict_latencies.len() >= 4096 {
-                    self.verdict_latencies.remove(0);
-                }
-                self.verdict_latencies.push(took);
-            }
         }
-        // Maglev: the live table is the one of these weights now (built, patched, or equal).
-        if self.plan.vips[vip].selection == Selection::Maglev {
-            let rt = &mut self.vips[vip];
-            let stale = rt.steps.advance(&weights);
-            rt.basis = weights.clone();
-            self.precompute.discard(stale);
-            if published.is_some() {
-                self.want_prepare(vip);
-            }
-        }
-        self.precompute(vip);
-        self.refresh_fallback(vip, weights);
-        self.refresh_previous(vip);
     }
 
     /// Transition after a switch to the flow table: keeps the previous table published in
@@ -444,6 +468,15 @@ enum NewTable<'a> {
     Patch(&'a precompute::SlotDiff, Option<u64>),
 }
 
+/// Whether `new` differs from `old` only by gaining `BACKEND_F_KEEP_FLOWS`.
+fn only_gains_keep_flows(old: &Backend, new: &Backend) -> bool {
+    let mut without = *new;
+    without.flags &= !BACKEND_F_KEEP_FLOWS;
+    old.flags & BACKEND_F_KEEP_FLOWS == 0
+        && new.flags & BACKEND_F_KEEP_FLOWS != 0
+        && without == *old
+}
+
 /// `b`'s entry in `weights` (one per backend of `v`, in plan order).
 fn weight_in(
     v: &crate::core::plan::VipPlan,
@@ -470,4 +503,31 @@ pub(super) fn count_slot(counts: &mut Vec<u32>, index: u32) {
         counts.resize(i + 1, 0);
     }
     counts[i] += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_backend_gaining_keep_flows_alone_is_written_after_the_table() {
+        let old = Backend {
+            serial: 7,
+            mode: vip_common::maps::FWD_L2,
+            ..Backend::default()
+        };
+        let gains = Backend {
+            flags: BACKEND_F_KEEP_FLOWS,
+            ..old
+        };
+        assert!(only_gains_keep_flows(&old, &gains));
+        // Losing it goes before the table; so does any other change, with it or not.
+        assert!(!only_gains_keep_flows(&gains, &old));
+        assert!(!only_gains_keep_flows(&old, &old));
+        let moved = Backend {
+            mac: [2, 0, 0, 0, 0, 1],
+            ..gains
+        };
+        assert!(!only_gains_keep_flows(&old, &moved));
+    }
 }
