@@ -119,7 +119,7 @@ impl Daemon {
             self.share(share);
         }
         for (level, note) in notes {
-            self.log_note(level, note);
+            self.log_note_soon(level, note);
         }
         // After the publishes: a primary/backup writer they changed is saved too.
         match (save, save_how) {
@@ -172,7 +172,7 @@ impl Daemon {
     }
 
     /// Words a log line of the backend core.
-    fn log_note(&self, level: Level, note: Note) {
+    pub(super) fn log_note(&self, level: Level, note: Note) {
         macro_rules! at_level {
             ($($arg:tt)*) => {
                 match level {

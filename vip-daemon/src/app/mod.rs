@@ -3,6 +3,7 @@
 //! pure cores decide; the loop applies their decisions to the maps. Clustering plugs in as
 //! one more input source.
 mod admin;
+mod after_verdict;
 mod announce;
 mod backends;
 mod cluster;
@@ -84,6 +85,10 @@ pub struct VipRt {
         Vec<crate::core::precompute::Weights>,
     )>,
     pub asked_singles: Option<crate::core::precompute::Weights>,
+    pub asked_swap: Option<(
+        crate::core::precompute::Weights,
+        Vec<crate::core::precompute::Weights>,
+    )>,
     /// Second chance: the published fallback table (empty until the first publish).
     pub fallback: Vec<u32>,
     /// The live table before the last change (empty until there was one): where
@@ -192,6 +197,8 @@ pub struct Daemon {
     /// Patches live in the kernel whose image (and slot counts) the loop brings up to date
     /// a piece per idle turn (`tables::PendingImage`).
     pub pending_images: std::collections::VecDeque<pending_image::PendingImage>,
+    /// What verdicts left for later turns of the loop.
+    pub after_verdict: after_verdict::AfterVerdict,
 }
 
 /// Runs vipd until SIGTERM/SIGINT. The data plane stays attached and pinned when it returns:
@@ -271,6 +278,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     d.refresh_neighbours_soon(&neigh_tx);
                 }
             }
+            // What the verdicts left for later (`after_verdict`): a piece per turn once no
+            // verdict waits.
+            _ = std::future::ready(()), if !d.after_verdict.is_empty() => d.after_verdict_some(),
             Some(done) = precomputed_rx.recv() => d.on_precomputed(done),
             _ = sleep_until_some(prepare_at), if prepare_at.is_some() => d.prepare_due(),
             _ = sleep_until_some(save_at), if save_at.is_some() => {
@@ -352,6 +362,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     health.set(Err("stopping".into()));
     d.withdraw_before_stop().await;
+    d.settle_images();
     d.save_state();
     d.on_clean_stop().await;
     Ok(())

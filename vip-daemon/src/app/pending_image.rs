@@ -21,8 +21,10 @@ pub struct PendingImage {
 const IMAGE_PIECE: usize = 4096;
 
 impl Daemon {
-    /// Brings the image up to every patch live in the kernel.
+    /// Brings the image up to every patch live in the kernel (and the maps up to the
+    /// entries verdicts left for later turns: `after_verdict`).
     pub(super) fn settle_images(&mut self) {
+        self.settle_after_verdicts();
         while let Some(mut p) = self.pending_images.pop_front() {
             self.apply_pending(&mut p, usize::MAX);
         }

@@ -80,6 +80,17 @@ impl Daemon {
             }
         }
         let rt = &mut self.vips[vip];
+        if let Some(targets) = precompute::swapped_pair(&rt.basis, &expected) {
+            let computed =
+                (rt.steps.swaps.first()).is_some_and(|s| s.from == rt.basis && s.to == targets[0]);
+            let ask = (rt.basis.clone(), targets);
+            if !computed && rt.asked_swap.as_ref() != Some(&ask) {
+                rt.asked_swap = Some(ask.clone());
+                let due = expected.iter().map(|e| e.at).min();
+                self.submit(vip, Kind::Swap, due, ask.0, ask.1);
+            }
+        }
+        let rt = &mut self.vips[vip];
         if rt.steps.singles.is_empty() && rt.asked_singles.as_ref() != Some(&rt.basis) {
             let basis = rt.basis.clone();
             rt.asked_singles = Some(basis.clone());
@@ -152,6 +163,10 @@ impl Daemon {
                 rt.steps.chain.extend(done.steps)
             }
             Kind::Singles if done.from == rt.basis => rt.steps.singles = done.steps,
+            Kind::Swap if done.from == rt.basis => {
+                let old = std::mem::replace(&mut rt.steps.swaps, done.steps);
+                self.precompute.discard(old);
+            }
             _ => {}
         }
         if done.kind == Kind::Chain {

@@ -302,6 +302,7 @@ pub async fn start(
         metrics: Metrics::default(),
         verdict_latencies: Vec::with_capacity(4096),
         pending_images: Default::default(),
+        after_verdict: Default::default(),
         started: Instant::now(),
         last_reload: None,
         probe_tx,
@@ -507,7 +508,7 @@ impl Daemon {
                         // Steps and their basis were for the old plan's backends.
                         rt.steps = Default::default();
                         rt.basis = Vec::new();
-                        (rt.asked_chain, rt.asked_singles) = (None, None);
+                        (rt.asked_chain, rt.asked_singles, rt.asked_swap) = (None, None, None);
                         if v.fallback.is_none() {
                             rt.fallback.clear();
                         }

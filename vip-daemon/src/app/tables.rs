@@ -61,7 +61,7 @@ impl Daemon {
         {
             after
                 .into_iter()
-                .for_each(|index| self.write_backend(index));
+                .for_each(|index| self.write_backend_soon(index));
             self.precompute(vip);
             self.refresh_fallback(vip, weights);
             self.refresh_previous(vip);
@@ -72,7 +72,7 @@ impl Daemon {
         let published = self.publish_for(vip, weights.clone());
         after
             .into_iter()
-            .for_each(|index| self.write_backend(index));
+            .for_each(|index| self.write_backend_soon(index));
         if let Some(live_at) = published {
             if let Some(at) = cause {
                 let took = live_at.saturating_duration_since(at);

@@ -19,7 +19,7 @@
 //! into a small palette of backend indices: ~3 bytes per changed slot, ~20 KiB for "one of
 //! ten backends fewer" at 65537 slots instead of 256 KiB for the whole table (issue 14:
 //! 50 VIPs x 10 backends held 415 MiB with whole tables).
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Effective weights of a VIP's backends, in plan order (None: not in the table).
 pub type Weights = Vec<Option<u32>>;
@@ -151,11 +151,13 @@ pub struct Step {
     pub diff: SlotDiff,
 }
 
-/// A VIP's precomputed steps: the predicted chain and the singles of the current table.
+/// A VIP's precomputed steps: the predicted chain, the singles of the current table, and
+/// the first two predicted verdicts in the other order ([`swapped_pair`]).
 #[derive(Clone, Debug, Default)]
 pub struct Steps {
     pub chain: Vec<Step>,
     pub singles: Vec<Step>,
+    pub swaps: Vec<Step>,
 }
 
 impl Steps {
@@ -164,6 +166,7 @@ impl Steps {
         self.chain
             .iter()
             .chain(&self.singles)
+            .chain(&self.swaps)
             .find(|s| &s.from == from && &s.to == to)
     }
 
@@ -173,8 +176,11 @@ impl Steps {
         if let Some(i) = self.chain.iter().position(matches) {
             return Some(self.chain.remove(i));
         }
-        let i = self.singles.iter().position(matches)?;
-        Some(self.singles.swap_remove(i))
+        if let Some(i) = self.singles.iter().position(matches) {
+            return Some(self.singles.swap_remove(i));
+        }
+        let i = self.swaps.iter().position(matches)?;
+        Some(self.swaps.remove(i))
     }
 
     /// After the table of `now` went live: the steps that still start from it or from a
@@ -188,6 +194,12 @@ impl Steps {
             .partition(|s| &s.from == now);
         self.singles = keep;
         stale.extend::<Vec<Step>>(gone);
+        // A swap's second step starts where its first one ends.
+        let (keep, gone) = std::mem::take(&mut self.swaps)
+            .into_iter()
+            .partition(|s| &s.from == now);
+        self.swaps = keep;
+        stale.extend::<Vec<Step>>(gone);
         stale
     }
 
@@ -200,6 +212,7 @@ impl Steps {
         self.chain
             .iter()
             .chain(&self.singles)
+            .chain(&self.swaps)
             .map(|s| s.diff.bytes() + 8 * (s.from.capacity() + s.to.capacity()))
             .sum()
     }
@@ -229,6 +242,32 @@ pub fn predicted_chain(basis: &Weights, expected: &[Expected]) -> Vec<Weights> {
         chain.push(current.clone());
     }
     chain
+}
+
+/// Verdicts expected this close together may come in either order: a probe's round trip
+/// varies by more than the starts of two probes this close differ.
+pub const SWAP_WINDOW: Duration = Duration::from_millis(5);
+
+/// The first two verdicts of [`predicted_chain`] in the other order, when they are expected
+/// within [`SWAP_WINDOW`] of each other: the weights after the second one alone, then after
+/// both (the chain's second). Two backends of a VIP probed within a millisecond answered in
+/// the other order about once per ramp-up of 500 verdicts, and each time both verdicts
+/// found no step computed (two whole builds, 1-2 ms each).
+pub fn swapped_pair(basis: &Weights, expected: &[Expected]) -> Option<Vec<Weights>> {
+    let mut order: Vec<&Expected> = expected.iter().collect();
+    order.sort_by_key(|e| (e.at, e.pos));
+    let mut changes = order
+        .into_iter()
+        .filter(|e| e.pos < basis.len() && basis[e.pos] != e.weight);
+    let (first, second) = (changes.next()?, changes.next()?);
+    if second.at.saturating_duration_since(first.at) > SWAP_WINDOW {
+        return None;
+    }
+    let mut alone = basis.clone();
+    alone[second.pos] = second.weight;
+    let mut both = alone.clone();
+    both[first.pos] = first.weight;
+    Some(vec![alone, both])
 }
 
 /// The weights without each backend in the table, one per such backend.
@@ -367,6 +406,7 @@ mod tests {
         let mut steps = Steps {
             chain: vec![step(&basis, &a), step(&a, &ab)],
             singles: vec![],
+            swaps: vec![],
         };
         assert!(steps.find(&basis, &a).is_some());
         // Out of order (b before a): a miss, not a wrong table.
@@ -383,6 +423,64 @@ mod tests {
         // Something else went live: nothing applies any more.
         steps.advance(&vec![None, Some(1)]);
         assert!(steps.chain.is_empty());
+    }
+
+    #[test]
+    fn two_verdicts_expected_close_together_are_also_prepared_in_the_other_order() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let basis: Weights = vec![None, None, Some(1)];
+        let a = |ms| Expected {
+            pos: 0,
+            at: at(ms),
+            weight: Some(1),
+        };
+        let b = |ms| Expected {
+            pos: 1,
+            at: at(ms),
+            weight: Some(1),
+        };
+        // Already so: not a verdict that changes the table.
+        let c = Expected {
+            pos: 2,
+            at: at(0),
+            weight: Some(1),
+        };
+        let (alone, both) = (
+            vec![None, Some(1), Some(1)],
+            vec![Some(1), Some(1), Some(1)],
+        );
+        assert_eq!(
+            swapped_pair(&basis, &[b(11), c, a(10)]),
+            Some(vec![alone.clone(), both.clone()])
+        );
+        assert_eq!(predicted_chain(&basis, &[b(11), c, a(10)])[1], both);
+        // Far enough apart, or a single one: the chain's order only.
+        let apart = 10 + SWAP_WINDOW.as_millis() as u64 + 1;
+        assert_eq!(swapped_pair(&basis, &[a(10), b(apart)]), None);
+        assert_eq!(swapped_pair(&basis, &[a(10), c]), None);
+
+        // b came first: its step is a swap, then a's from there; the chain is stale.
+        let step = |from: &Weights, to: &Weights| Step {
+            from: from.clone(),
+            to: to.clone(),
+            diff: SlotDiff::between(&table(from), &table(to)).unwrap(),
+        };
+        let first = vec![Some(1), None, Some(1)];
+        let mut steps = Steps {
+            chain: vec![step(&basis, &first), step(&first, &both)],
+            singles: vec![],
+            swaps: vec![step(&basis, &alone), step(&alone, &both)],
+        };
+        let taken = steps.take(&basis, &alone).expect("the swap's first step");
+        let mut live = table(&basis);
+        taken.diff.apply(&mut live);
+        assert_eq!(live, table(&alone));
+        let stale = steps.advance(&alone);
+        assert_eq!(stale.len(), 2, "the chain's steps");
+        let taken = steps.take(&alone, &both).expect("the swap's second step");
+        taken.diff.apply(&mut live);
+        assert_eq!(live, table(&both));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::core::{
 pub enum Kind {
     /// The predicted verdicts' tables, one step after another (urgent: due at the next probe).
     Chain,
+    /// The first two predicted verdicts in the other order (`precompute::swapped_pair`),
+    /// one step after the other.
+    Swap,
     /// The table without each live backend, each a step from `from`.
     Singles,
 }
@@ -204,7 +207,7 @@ fn work(shared: &(Mutex<Queue>, Condvar), tx: &mpsc::Sender<Done>) {
             };
             if q.stop || q.jobs.contains_key(&(job.kind, job.vip)) {
                 Some(Interrupt::Superseded)
-            } else if job.kind == Kind::Singles && q.jobs.keys().any(|k| k.0 == Kind::Chain) {
+            } else if job.kind != Kind::Chain && q.jobs.keys().any(|k| k.0 == Kind::Chain) {
                 Some(Interrupt::Yield)
             } else {
                 None
@@ -259,7 +262,7 @@ fn run(job: &Job, interrupt: impl Fn() -> Option<Interrupt>) -> Result<Done, Int
             to: target.clone(),
             diff,
         });
-        if job.kind == Kind::Chain {
+        if job.kind != Kind::Singles {
             (prev_w, prev) = (target.clone(), table);
         }
     }
