@@ -173,7 +173,7 @@ pub struct Daemon {
     pub vip_of: Vec<usize>,
     pub vips: Vec<VipRt>,
     pub metrics: Metrics,
-    pub verdict_latencies: Vec<Duration>,
+    pub verdict_latencies: std::collections::VecDeque<Duration>,
     pub started: Instant,
     pub last_reload: Option<String>,
     pub probe_tx: mpsc::Sender<ProbeEvent<(u32, u32)>>,

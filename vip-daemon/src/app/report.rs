@@ -39,7 +39,7 @@ impl Daemon {
         if self.verdict_latencies.is_empty() {
             return None;
         }
-        let mut v = self.verdict_latencies.clone();
+        let mut v: Vec<_> = self.verdict_latencies.iter().copied().collect();
         v.sort();
         let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
         Some(v[i].as_secs_f64() * 1e6)

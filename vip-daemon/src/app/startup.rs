@@ -300,7 +300,7 @@ pub async fn start(
         vip_of,
         vips,
         metrics: Metrics::default(),
-        verdict_latencies: Vec::with_capacity(4096),
+        verdict_latencies: std::collections::VecDeque::with_capacity(4096),
         pending_images: Default::default(),
         after_verdict: Default::default(),
         started: Instant::now(),

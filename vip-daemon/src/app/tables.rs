@@ -9,7 +9,7 @@ use crate::{
     config::Selection,
     core::{
         image, plan,
-        precompute::{self, DiffCursor},
+        precompute::{self, DiffCursor, Weights},
         writer,
     },
 };
@@ -34,13 +34,12 @@ impl Daemon {
         // changes. One gaining it is written after the table: the live pick does not read
         // the flag (until then its pinned flows follow the live table, which is where they
         // land once it is live), and the entry's syscall (3-70 us here) came before the
-        // flip on every verdict up.
-        let mut after = Vec::new();
+        // flip on every verdict up (`after_verdict`: written in a later turn of the loop).
         for pos in 0..self.plan.vips[vip].backends.len() {
             let index = self.plan.vips[vip].backends[pos].index as usize;
             let entry = self.backend_entry(index);
             if only_gains_keep_flows(&self.maps.image().backends[index], &entry) {
-                after.push(index);
+                self.write_backend_soon(index);
             } else {
                 self.write_backend(index);
             }
@@ -59,9 +58,6 @@ impl Daemon {
             && !weights.is_empty()
             && rt.basis == weights
         {
-            after
-                .into_iter()
-                .for_each(|index| self.write_backend_soon(index));
             self.precompute(vip);
             self.refresh_fallback(vip, weights);
             self.refresh_previous(vip);
@@ -69,18 +65,17 @@ impl Daemon {
         }
         // A step computed ahead (`core::precompute`) patches the live table: tens of
         // microseconds instead of a build; written ahead (`prepare_due`), one store.
-        let published = self.publish_for(vip, weights.clone());
-        after
-            .into_iter()
-            .for_each(|index| self.write_backend_soon(index));
+        let published = self.publish_for(vip, &weights);
         if let Some(live_at) = published {
             if let Some(at) = cause {
                 let took = live_at.saturating_duration_since(at);
                 self.metrics.verdict_to_live.observe(took.as_secs_f64());
+                // A window of the last 4096 (a front removal shifted all of them, on
+                // every verdict once full).
                 if self.verdict_latencies.len() >= 4096 {
-                    self.verdict_latencies.remove(0);
+                    self.verdict_latencies.pop_front();
                 }
-                self.verdict_latencies.push(took);
+                self.verdict_latencies.push_back(took);
             }
         }
         // Maglev: the live table is the one of these weights now (built, patched, or equal).
@@ -100,8 +95,8 @@ impl Daemon {
 
     /// Publishes the VIP's table for `weights` (a step computed ahead, or a whole build) if
     /// it differs from the live one; when it went live.
-    fn publish_for(&mut self, vip: usize, weights: Vec<Option<u32>>) -> Option<Instant> {
-        match self.take_step(vip, &weights) {
+    fn publish_for(&mut self, vip: usize, weights: &Weights) -> Option<Instant> {
+        match self.take_step(vip, weights) {
             Some(step) if step.diff.is_empty() => None,
             Some(step) => {
                 let rt = &mut self.vips[vip];
@@ -126,7 +121,7 @@ impl Daemon {
                 let v = &self.plan.vips[vip];
                 let writer = self.current_writer(vip);
                 let mut table =
-                    plan::build_table(self.plan.seed, v, |b| weight_in(v, &weights, b), writer);
+                    plan::build_table(self.plan.seed, v, |b| weight_in(v, weights, b), writer);
                 if let Some(deadline) = self.vips[vip].awaiting_writer {
                     let chosen = table.first().copied().filter(|&i| i != NO_BACKEND);
                     if !v.failback

@@ -230,18 +230,23 @@ pub struct Expected {
 /// The cumulative weights after each expected verdict, in the order they are expected
 /// (ties by position), skipping those that would not change the table.
 pub fn predicted_chain(basis: &Weights, expected: &[Expected]) -> Vec<Weights> {
-    let mut order: Vec<&Expected> = expected.iter().collect();
-    order.sort_by_key(|e| (e.at, e.pos));
     let mut current = basis.clone();
     let mut chain = Vec::new();
-    for e in order {
-        if e.pos >= current.len() || current[e.pos] == e.weight {
-            continue;
-        }
+    for e in changes_in_order(basis, expected) {
         current[e.pos] = e.weight;
         chain.push(current.clone());
     }
     chain
+}
+
+/// The expected verdicts that would change `basis` (one per backend), in the order they
+/// are expected (ties by position).
+fn changes_in_order<'a>(basis: &Weights, expected: &'a [Expected]) -> Vec<&'a Expected> {
+    let mut order: Vec<&Expected> = (expected.iter())
+        .filter(|e| e.pos < basis.len() && basis[e.pos] != e.weight)
+        .collect();
+    order.sort_by_key(|e| (e.at, e.pos));
+    order
 }
 
 /// Verdicts expected this close together may come in either order: a probe's round trip
@@ -254,12 +259,8 @@ pub const SWAP_WINDOW: Duration = Duration::from_millis(5);
 /// the other order about once per ramp-up of 500 verdicts, and each time both verdicts
 /// found no step computed (two whole builds, 1-2 ms each).
 pub fn swapped_pair(basis: &Weights, expected: &[Expected]) -> Option<Vec<Weights>> {
-    let mut order: Vec<&Expected> = expected.iter().collect();
-    order.sort_by_key(|e| (e.at, e.pos));
-    let mut changes = order
-        .into_iter()
-        .filter(|e| e.pos < basis.len() && basis[e.pos] != e.weight);
-    let (first, second) = (changes.next()?, changes.next()?);
+    let changes = changes_in_order(basis, expected);
+    let (&first, &second) = (changes.first()?, changes.get(1)?);
     if second.at.saturating_duration_since(first.at) > SWAP_WINDOW {
         return None;
     }
