@@ -115,11 +115,17 @@ impl Balancer {
     }
 
     /// Lists `mac` as the MAC of the interface BPF_PROG_TEST_RUN receives on (the calling
-    /// thread's loopback), in the kernel and in the model.
+    /// thread's loopback), MTU unknown, in the kernel and in the model.
     pub fn set_own_mac(&mut self, mac: [u8; 6]) {
+        self.set_own_iface(mac, 0);
+    }
+
+    /// Lists `mac` and `mtu` (0: unknown) as the receiving interface's, likewise.
+    pub fn set_own_iface(&mut self, mac: [u8; 6], mtu: u16) {
         let lo = vip_daemon::shell::dataplane::if_index("lo").expect("lo");
-        self.dp.set_iface(lo, mac).expect("set iface");
+        self.dp.set_iface(lo, mac, mtu).expect("set iface");
         self.model.own_mac = Some(mac);
+        self.model.mtu = mtu;
     }
 
     /// Publishes a whole table in the kernel and in the model.

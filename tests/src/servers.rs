@@ -319,3 +319,56 @@ impl LineClient {
         Ok(line.trim().to_owned())
     }
 }
+
+/// Counts the bytes of each connection on `[::]:port` (IPv4 too) until the client half-closes
+/// it, then answers with the count; a thread per connection, until `stop`.
+pub fn upload_sink(ns: &NetNs, port: u16, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let is_ready = ready.clone();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind(("::", port)).expect("bind upload sink");
+        listener.set_nonblocking(true).expect("nonblocking");
+        is_ready.store(true, Ordering::Release);
+        while !stop.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    std::thread::spawn(move || {
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+                        let counted = std::io::copy(&mut conn, &mut std::io::sink());
+                        if let Ok(n) = counted {
+                            let _ = write!(conn, "{n}");
+                        }
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    while !ready.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handle
+}
+
+/// Sends `bytes` bytes to an [`upload_sink`] at `to` in full-size segments, half-closes, and
+/// returns the count it answered. A path that silently drops the large segments stalls the
+/// writes: the timeouts (30 s) turn that into an error.
+pub fn upload(to: SocketAddr, bytes: usize) -> std::io::Result<u64> {
+    let mut conn = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+    conn.set_write_timeout(Some(Duration::from_secs(30)))?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        conn.write_all(&chunk[..n])?;
+        left -= n;
+    }
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    answer.trim().parse().map_err(|e| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{answer:?}: {e}"))
+    })
+}

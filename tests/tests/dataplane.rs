@@ -1052,6 +1052,8 @@ fn property_kernel_equals_model() {
     }
     let (mut b, _) = balancer();
     let seeds: Vec<Vec<u8>> = rows(&b).into_iter().map(|r| r.frame).collect();
+    // A small MTU, so that encapsulation often would exceed it (answered or dropped "too big").
+    b.set_own_iface(OUR_MAC, 100);
     let mut next = rng(0x00c0_ffee);
     let vip4 = [
         VIP_WEB,
@@ -1064,7 +1066,7 @@ fn property_kernel_equals_model() {
     ];
     let vip6 = [VIP_DNS6, VIP_ENCAP6];
     let packets = 100_000;
-    let mut forwarded = 0;
+    let (mut forwarded, mut too_big) = (0, 0);
     for i in 0..packets {
         let mut frame = if i % 2 == 0 {
             seeds[(next() % seeds.len() as u64) as usize].clone()
@@ -1075,6 +1077,8 @@ fn property_kernel_equals_model() {
                 .collect();
             let fr = Frame {
                 vlans,
+                payload: vec![0x5a; (next() % 240) as usize],
+                frag: if next() & 1 == 0 { 0x4000 } else { 0 },
                 ..Frame::default()
             };
             let (sport, dport) = (
@@ -1113,8 +1117,18 @@ fn property_kernel_equals_model() {
         if model.action == XDP_TX {
             forwarded += 1;
         }
+        if model.reason == TX_TOO_BIG || model.reason == DROP_TOO_BIG {
+            too_big += 1;
+        }
     }
-    eprintln!("property: {packets} packets, {forwarded} forwarded, kernel == model for all");
+    eprintln!(
+        "property: {packets} packets, {forwarded} forwarded, {too_big} too big, kernel == \
+         model for all"
+    );
+    assert!(
+        too_big > packets / 200,
+        "the generator must exercise the MTU check"
+    );
     assert!(
         forwarded > packets / 10,
         "the generator must exercise forwarding"

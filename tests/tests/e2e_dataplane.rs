@@ -4,7 +4,8 @@
 //! balancer sees only the client's half). Once with L2 DSR, once encapsulated (IPIP/IP6IP6)
 //! with the decap program on the backends; then a host that is not a balancer forges an
 //! encapsulated SYN with a spoofed inner source, which the decap program drops before any
-//! socket sees it.
+//! socket sees it, and 20 MB uploads in full-size segments complete through the VIP,
+//! encapsulated and across a second chance (the balancer answers "too big").
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -13,12 +14,15 @@ use std::{
 
 use vip_common::{
     encap::outer_source_v4,
-    maps::{self, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2},
+    maps::{self, Backend, Settings, VipInfo, VipKey, FWD_ENCAP, FWD_L2, FWD_LOCAL},
     wire::{FAMILY_V4, FAMILY_V6, IPPROTO_TCP, IPPROTO_UDP},
 };
 use vip_daemon::{
     core::{maglev, model},
-    shell::dataplane::{Dataplane, Sizing, TableRegion},
+    shell::{
+        dataplane::{if_index, Dataplane, Sizing, TableRegion},
+        vipaddr,
+    },
 };
 use vip_tests::{
     fixture::{own_encap_sources, Balancer},
@@ -29,6 +33,10 @@ use vip_tests::{
 const VIP4: [u8; 4] = [10, 77, 0, 100];
 const VIP6: [u8; 16] = [0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
 const M: u32 = 251;
+/// TCP ports of the upload VIPs: balanced to the backends, and this node's own (no service
+/// here: a second chance to the fallback table's backend).
+const UPLOAD_PORT: u16 = 9000;
+const SECOND_CHANCE_PORT: u16 = 9001;
 const SEED: u32 = 0xfab0_0001;
 /// Outside the LAN's 10.77.0.0/16: the /16 of this base is what backends accept
 /// encapsulated packets from, so it must not hold hosts that are not balancers.
@@ -83,6 +91,9 @@ fn run_e2e(mode: u8, test: &str) {
             name.clone(),
             stop.clone(),
         ));
+        for port in [UPLOAD_PORT, SECOND_CHANCE_PORT] {
+            servers.push(servers::upload_sink(&host.ns, port, stop.clone()));
+        }
         for vip in [
             IpAddr::V4(Ipv4Addr::from(VIP4)),
             IpAddr::V6(Ipv6Addr::from(VIP6)),
@@ -112,7 +123,7 @@ fn run_e2e(mode: u8, test: &str) {
     c.static_neighbour("fd77::100", &lan.hosts[lb].mac);
 
     // The balancer: attach, then program VIPs, backends and Maglev tables.
-    let regions: Vec<TableRegion> = (0..4)
+    let regions: Vec<TableRegion> = (0..10)
         .map(|i| TableRegion {
             vip_index: i,
             base: i * 2 * M,
@@ -120,23 +131,44 @@ fn run_e2e(mode: u8, test: &str) {
         })
         .collect();
     let sizing = Sizing {
-        vips: 4,
+        vips: 8,
         backends: 8,
-        slots: 8 * M,
+        slots: 20 * M,
         peers: 4,
         interfaces: 1,
         flows: 0,
-        fallbacks: 0,
+        fallbacks: 2,
     };
-    let dp = {
+    let lb_mac = lan.hosts[lb].mac;
+    let (dp, mtu) = {
         let (path, iface) = (lb_pins.path.clone(), lan.hosts[lb].iface.clone());
         lan.hosts[lb].ns.run(move || {
             let mut dp = Dataplane::load_pinned(&path, &sizing).expect("load");
             dp.attach(&iface).expect("attach");
-            dp
+            // Like vipd: the interface's MAC and MTU in IFACES.
+            let mtu = vipaddr::mtu_of(&iface).expect("MTU");
+            let ifindex = if_index(&iface).expect("ifindex");
+            dp.set_iface(ifindex, lb_mac, mtu).expect("IFACES");
+            (dp, mtu)
         })
     };
+    assert_eq!(mtu, 1500, "the LAN's links have the usual MTU");
     let mut bal = Balancer::with_dataplane(dp, sizing, settings());
+    (bal.model.own_mac, bal.model.mtu) = (Some(lb_mac), mtu);
+    // This node's own backends (no service on the second-chance port).
+    let lb_host = &lan.hosts[lb];
+    for (index, addr, family) in [(6, a4(lb_host.ip4), FAMILY_V4), (7, lb_host.ip6, FAMILY_V6)] {
+        bal.set_backend(
+            index,
+            Backend {
+                addr,
+                mac: lb_mac,
+                family,
+                mode: FWD_LOCAL,
+                ..Backend::default()
+            },
+        );
+    }
     for (i, &b) in backends.iter().enumerate() {
         let h = &lan.hosts[b];
         bal.set_backend(
@@ -160,51 +192,58 @@ fn run_e2e(mode: u8, test: &str) {
             },
         );
     }
+    let key = |addr, port, proto, family| VipKey {
+        addr,
+        port,
+        proto,
+        family,
+    };
+    // The second-chance VIPs' live tables send everything to this node; their fallback
+    // tables (ACTIVE words 8 and 9) spread over the backends.
     let keys = [
-        VipKey {
-            addr: a4(VIP4),
-            port: 80,
-            proto: IPPROTO_TCP,
-            family: FAMILY_V4,
-        },
-        VipKey {
-            addr: a4(VIP4),
-            port: 5353,
-            proto: IPPROTO_UDP,
-            family: FAMILY_V4,
-        },
-        VipKey {
-            addr: VIP6,
-            port: 80,
-            proto: IPPROTO_TCP,
-            family: FAMILY_V6,
-        },
-        VipKey {
-            addr: VIP6,
-            port: 5353,
-            proto: IPPROTO_UDP,
-            family: FAMILY_V6,
-        },
+        key(a4(VIP4), 80, IPPROTO_TCP, FAMILY_V4),
+        key(a4(VIP4), 5353, IPPROTO_UDP, FAMILY_V4),
+        key(VIP6, 80, IPPROTO_TCP, FAMILY_V6),
+        key(VIP6, 5353, IPPROTO_UDP, FAMILY_V6),
+        key(a4(VIP4), UPLOAD_PORT, IPPROTO_TCP, FAMILY_V4),
+        key(VIP6, UPLOAD_PORT, IPPROTO_TCP, FAMILY_V6),
+        key(a4(VIP4), SECOND_CHANCE_PORT, IPPROTO_TCP, FAMILY_V4),
+        key(VIP6, SECOND_CHANCE_PORT, IPPROTO_TCP, FAMILY_V6),
     ];
+    let spread = |family| {
+        let first = if family == FAMILY_V4 { 0 } else { 3 };
+        let members: Vec<maglev::MaglevBackend> = (first..first + 3)
+            .map(|id| maglev::MaglevBackend { id, weight: 1 })
+            .collect();
+        maglev::build(SEED, &members, M).expect("maglev")
+    };
     for (i, key) in keys.iter().enumerate() {
+        let local = key.port == SECOND_CHANCE_PORT;
+        let v4 = key.family == FAMILY_V4;
         bal.set_vip(
             *key,
             VipInfo {
                 index: i as u32,
                 table_size: M,
                 flags: 0,
-                fallback: 0,
+                fallback: if !local {
+                    0
+                } else if v4 {
+                    9
+                } else {
+                    10
+                },
             },
         );
-        let first = if key.family == FAMILY_V4 { 0 } else { 3 };
-        let members: Vec<maglev::MaglevBackend> = (first..first + 3)
-            .map(|id| maglev::MaglevBackend { id, weight: 1 })
-            .collect();
-        bal.publish(
-            &regions[i],
-            &maglev::build(SEED, &members, M).expect("maglev"),
-        );
+        let table = match (local, v4) {
+            (true, true) => vec![6; M as usize],
+            (true, false) => vec![7; M as usize],
+            (false, _) => spread(key.family),
+        };
+        bal.publish(&regions[i], &table);
     }
+    bal.publish(&regions[8], &spread(FAMILY_V4));
+    bal.publish(&regions[9], &spread(FAMILY_V6));
 
     // Real flows from the client, each a new connection (new source port).
     let flows = 30;
@@ -283,11 +322,47 @@ fn run_e2e(mode: u8, test: &str) {
             assert!(decap.packets > 0, "backend {i} decapsulated nothing");
         }
         forged_syn_never_reaches_the_listener(&lan, client, backends[0], &backend_pins[0]);
+        large_uploads_complete(&lan, client, &mut bal);
     }
     stop.store(true, Ordering::Release);
     for s in servers {
         s.join().expect("server");
     }
+}
+
+/// 20 MB uploads in full-size segments (the links' MTU is 1500) through the VIP, IPv4 and
+/// IPv6, encapsulated to a backend and across a second chance: encapsulation grows the
+/// client's 1500-byte packets past the MTU, so the balancer answers "too big" from the VIP,
+/// the client lowers its path MTU to the VIP, and every upload completes. Without the answer
+/// those segments are dropped by the backend's link, and the upload stalls.
+fn large_uploads_complete(lan: &Lan, client: usize, bal: &mut Balancer) {
+    const BYTES: usize = 20 << 20;
+    let before = bal.dp.stats().expect("stats");
+    let c = &lan.hosts[client];
+    for port in [UPLOAD_PORT, SECOND_CHANCE_PORT] {
+        for vip in [
+            IpAddr::V4(Ipv4Addr::from(VIP4)),
+            IpAddr::V6(Ipv6Addr::from(VIP6)),
+        ] {
+            let to = SocketAddr::new(vip, port);
+            let started = std::time::Instant::now();
+            let counted = c.ns.run(move || servers::upload(to, BYTES));
+            let counted = counted.unwrap_or_else(|e| panic!("20 MB upload to {to}: {e}"));
+            assert_eq!(counted, BYTES as u64, "{to}: bytes received");
+            eprintln!("20 MB upload to {to}: {:?}", started.elapsed());
+        }
+    }
+    let after = bal.dp.stats().expect("stats");
+    let grew = |r: u32| after[r as usize].packets - before[r as usize].packets;
+    assert!(
+        grew(maps::reason::TX_TOO_BIG) >= 4,
+        "each upload was answered"
+    );
+    assert!(
+        grew(maps::reason::TX_SECOND_CHANCE) > 0,
+        "second chances taken"
+    );
+    assert_eq!(grew(maps::reason::DROP_TOO_BIG), 0);
 }
 
 /// The client (a host on the LAN, not a balancer) sends backend `b` an IPIP SYN to the VIP

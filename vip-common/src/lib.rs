@@ -6,5 +6,6 @@
 
 pub mod encap;
 pub mod flow;
+pub mod icmp;
 pub mod maps;
 pub mod wire;

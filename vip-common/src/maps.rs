@@ -247,8 +247,15 @@ pub mod reason {
     /// balancer's (not in `MAP_ENCAP_SOURCES`): dropped, never decapsulated, so that a host
     /// cannot slip a spoofed inner source past the edge's filters.
     pub const DROP_ENCAP_SOURCE: u32 = 17;
+    /// Encapsulation (to a backend or as a second chance) would have grown the packet past
+    /// the interface's MTU (`Iface::mtu`): answered with ICMP fragmentation-needed /
+    /// packet-too-big from the VIP, so that the client lowers its path MTU (see `icmp`).
+    pub const TX_TOO_BIG: u32 = 18;
+    /// Likewise too big, but not answerable (IPv4 without DF or with options, or an ICMP
+    /// error itself): dropped.
+    pub const DROP_TOO_BIG: u32 = 19;
     /// Number of reasons (size of the stats map).
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 20;
 
     /// Human names, indexed by reason.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -270,6 +277,8 @@ pub mod reason {
         "tx_second_chance",
         "pass_other_host",
         "drop_encap_source",
+        "tx_too_big",
+        "drop_too_big",
     ];
 }
 
@@ -471,6 +480,9 @@ pub const MAP_PACKET_NOTES: &str = "PACKET_NOTES";
 /// Set in a verdict's reason when the packet left a note in [`MAP_PACKET_NOTES`]; the entry
 /// clears it before counting.
 pub const REASON_F_NOTED: u32 = 1 << 31;
+/// Set in a verdict's reason when the packet is to be answered "too big" (bits 8-23: the MTU
+/// to announce): the program's entry builds the answer, off the balancer's stack frame.
+pub const REASON_F_TOO_BIG: u32 = 1 << 30;
 
 /// What the balancer knew of a packet for a VIP: its flow and the VIP's entry (the record
 /// adds the live table's slot and backend for the flow, and the verdict).
@@ -513,7 +525,10 @@ const _: () = assert!(core::mem::size_of::<Peer>() == 8);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Iface {
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The interface's MTU: a packet that encapsulation would grow past it is answered
+    /// `reason::TX_TOO_BIG` instead. 0: not known, not checked (an entry written before
+    /// this field existed had zero padding here).
+    pub mtu: u16,
 }
 const _: () = assert!(core::mem::size_of::<Iface>() == 8);
 

@@ -30,6 +30,8 @@ pub const TCP_STATE_LISTEN: u32 = 10;
 pub const IPV6_HLEN: usize = 40;
 /// IPv4 flags/fragment-offset: More Fragments bit and the offset mask.
 pub const IPV4_MF: u16 = 0x2000;
+/// "Don't fragment" in the same word.
+pub const IPV4_DF: u16 = 0x4000;
 pub const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// ICMPv4 destination unreachable / fragmentation needed.

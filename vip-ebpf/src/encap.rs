@@ -1,13 +1,62 @@
 //! Encapsulated DSR: grow the frame by one outer IPv4/IPv6 header, or strip it on the receiving
 //! side. The L2 header (MACs, up to two VLAN tags, EtherType) moves with the frame start.
-use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_TX},
+    helpers::bpf_xdp_adjust_head,
+    programs::XdpContext,
+};
 use vip_common::{
     encap::{ipv4_outer, ipv6_outer, outer_source_v4, outer_source_v6},
     maps::{reason::*, Backend, Settings},
-    wire::{IPV4_HLEN, IPV6_HLEN},
+    wire::{FAMILY_V4, IPV4_HLEN, IPV6_HLEN},
 };
 
-use crate::pkt::{read, read_bytes, write, write_bytes};
+use crate::{
+    pkt::{read, read_bytes, write, write_bytes},
+    prog::Verdict,
+    too_big,
+};
+
+/// How a packet of `family` is encapsulated: its flow hash (the outer source), the outer TTL,
+/// the receiving interface's MTU (`Iface::mtu`, 0: unknown), whether it is an ICMP error
+/// about a flow, and the reason counted when it is sent.
+pub struct Send {
+    pub hash: u32,
+    pub family: u8,
+    pub ttl: u8,
+    pub mtu: u16,
+    pub icmp: bool,
+    pub sent: u32,
+}
+
+/// Encapsulates the packet at `l3` to `backend` and transmits it, unless the grown frame
+/// would not fit the interface's MTU (then `too_big::verdict`).
+#[inline(always)]
+pub fn encapsulate(
+    ctx: &XdpContext,
+    l3: usize,
+    backend: &Backend,
+    settings: &Settings,
+    how: &Send,
+) -> Verdict {
+    let outer_len = if how.family == FAMILY_V4 {
+        IPV4_HLEN
+    } else {
+        IPV6_HLEN
+    };
+    if !too_big::fits(ctx, l3, outer_len, how.mtu) {
+        return too_big::verdict(how.mtu, outer_len, how.icmp);
+    }
+    let ok = if how.family == FAMILY_V4 {
+        encap_v4(ctx, l3, backend, how.hash, settings, how.ttl)
+    } else {
+        encap_v6(ctx, l3, backend, how.hash, settings, how.ttl)
+    };
+    match ok {
+        Some(()) => (XDP_TX, how.sent),
+        None => (XDP_DROP, DROP_ENCAP_FAILED),
+    }
+}
 
 #[inline(always)]
 fn adjust_head(ctx: &XdpContext, delta: i32) -> Option<()> {
@@ -23,8 +72,10 @@ fn adjust_head(ctx: &XdpContext, delta: i32) -> Option<()> {
 /// caller overwrites afterwards. Always 10 bytes so the verifier sees one fixed-size copy.
 type L2Tail = [u8; 10];
 
+/// Grows the frame by `outer_len` bytes in front of L3, the L2 header moved to the new start
+/// with destination `mac` and, as source, the old destination (this node's MAC).
 #[inline(always)]
-fn push_outer(ctx: &XdpContext, outer_len: usize, mac: [u8; 6]) -> Option<()> {
+pub(crate) fn push_outer(ctx: &XdpContext, outer_len: usize, mac: [u8; 6]) -> Option<()> {
     let our_mac = read_bytes::<6>(ctx, 0)?;
     let tail = read_bytes::<10>(ctx, 12)?;
     adjust_head(ctx, -(outer_len as i32))?;
@@ -36,7 +87,7 @@ fn push_outer(ctx: &XdpContext, outer_len: usize, mac: [u8; 6]) -> Option<()> {
 
 /// IPv4-in-IPv4 to `backend.addr`, next hop `backend.mac`, outer source varying per flow.
 #[inline(always)]
-pub fn encap_v4(
+fn encap_v4(
     ctx: &XdpContext,
     l3: usize,
     backend: &Backend,
@@ -59,7 +110,7 @@ pub fn encap_v4(
 
 /// IPv6-in-IPv6, likewise.
 #[inline(always)]
-pub fn encap_v6(
+fn encap_v6(
     ctx: &XdpContext,
     l3: usize,
     backend: &Backend,

@@ -17,6 +17,8 @@ mod pkt;
 mod prog;
 #[cfg(target_arch = "bpf")]
 mod second_chance;
+#[cfg(target_arch = "bpf")]
+mod too_big;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

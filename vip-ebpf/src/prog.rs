@@ -13,22 +13,23 @@ use vip_common::{
     maps::{
         flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
         LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
-        FWD_LOCAL, NO_BACKEND, REASON_F_NOTED, SETTINGS_F_ALL_PORTS, SETTINGS_F_DEBUG,
-        SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
-        VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
+        FWD_LOCAL, NO_BACKEND, REASON_F_NOTED, REASON_F_TOO_BIG, SETTINGS_F_ALL_PORTS,
+        SETTINGS_F_DEBUG, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT,
+        VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
     wire::*,
 };
 
 use crate::{
     debug,
-    encap::{decap, encap_v4, encap_v6},
+    encap::{decap, encapsulate, Send},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
         PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
     },
     pkt::{be16_at, read, read_bytes, u8_at, write_bytes, View},
     second_chance::second_chance,
+    too_big,
 };
 
 /// (XDP action, reason counter).
@@ -65,12 +66,26 @@ impl Flow {
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (mut action, mut why) = balance(&ctx);
-    if why & REASON_F_NOTED != 0 {
-        let verdict = debug::log(action << 8 | (why & !REASON_F_NOTED & 0xff));
-        (action, why) = ((verdict >> 8) & 0x7, verdict & 0xff);
+    if why & (REASON_F_NOTED | REASON_F_TOO_BIG) != 0 {
+        (action, why) = flagged(&ctx, (action, why));
     }
     count(&STATS, why, bytes);
     action
+}
+
+/// A verdict with flags: answer "too big" (`REASON_F_TOO_BIG`), then log the packet
+/// (`REASON_F_NOTED`). Out of line, so that the entry stays as small as without them.
+#[inline(never)]
+fn flagged(ctx: &XdpContext, (mut action, mut why): Verdict) -> Verdict {
+    let noted = why & REASON_F_NOTED != 0;
+    if why & REASON_F_TOO_BIG != 0 {
+        (action, why) = too_big::answer(ctx, (why >> 8) & 0xffff);
+    }
+    if noted {
+        let verdict = debug::log(action << 8 | (why & 0xff));
+        (action, why) = ((verdict >> 8) & 0x7, verdict & 0xff);
+    }
+    (action, why)
 }
 
 /// Backend side of encapsulated DSR: strip the outer IPv4/IPv6 header of a packet a balancer
@@ -130,7 +145,7 @@ fn from_balancer(addr: [u8; 16], family: u8) -> bool {
 
 /// EtherType after at most two VLAN tags, and the L3 offset (14, 18 or 22).
 #[inline(always)]
-fn l3_offset(ctx: &XdpContext) -> Option<(u16, usize)> {
+pub(crate) fn l3_offset(ctx: &XdpContext) -> Option<(u16, usize)> {
     let mut proto = be16_at(ctx, 12)?;
     let mut l3 = ETH_HLEN;
     if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
@@ -273,7 +288,8 @@ fn encapsulated(
         return (XDP_PASS, why);
     }
     let taken = second_chances_taken(ttl);
-    match second_chance(ctx, l3, inner, &vip, settings, false, taken) {
+    let mtu = receiving_iface(ctx).mtu;
+    match second_chance(ctx, l3, inner, &vip, settings, false, taken, mtu) {
         Some(v) => v,
         None => (XDP_PASS, PASS_DECAP),
     }
@@ -487,13 +503,14 @@ fn for_vip(
     vip: &VipInfo,
 ) -> Verdict {
     let vip = *vip;
-    if for_another_host(ctx) {
+    let iface = receiving_iface(ctx);
+    if iface.other_host {
         return (XDP_PASS, PASS_OTHER_HOST);
     }
     if settings.flags & SETTINGS_F_PEERS != 0 && from_peer(ctx) {
         // Forwarded here because a backend of this node was chosen: if its service died,
         // give the connection a second chance elsewhere.
-        return match second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
+        return match second_chance(ctx, l3, flow, &vip, settings, icmp, 0, iface.mtu) {
             Some(v) => v,
             None => (XDP_PASS, PASS_FROM_PEER),
         };
@@ -536,11 +553,19 @@ fn for_vip(
     count(&VIP_STATS, vip.index, bytes);
     count(&BACKEND_STATS, index, bytes);
     if backend.mode == FWD_LOCAL {
-        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings, icmp, 0) {
+        if let Some(v) = second_chance(ctx, l3, flow, &vip, settings, icmp, 0, iface.mtu) {
             return v;
         }
     }
-    forward(ctx, l3, backend, settings, hash, flow.family, icmp)
+    let how = Send {
+        hash,
+        family: flow.family,
+        ttl: OUTER_TTL,
+        mtu: iface.mtu,
+        icmp,
+        sent: if icmp { TX_ICMP } else { TX_ENCAP },
+    };
+    forward(ctx, l3, backend, settings, &how)
 }
 
 /// The backend index the VIP's live table gives a flow of hash `hash`.
@@ -671,26 +696,45 @@ fn pick_with_flows(
     Ok(index)
 }
 
-/// A unicast frame addressed to another MAC than the receiving interface's (when vipd
-/// listed it in IFACES): someone else's to forward, if anyone's.
+/// What the receiving interface's `IFACES` entry says of a frame (an unlisted interface:
+/// nothing, MTU unknown).
+struct Receiving {
+    /// A unicast frame addressed to another MAC than the interface's: someone else's to
+    /// forward, if anyone's.
+    other_host: bool,
+    /// `Iface::mtu`, 0: unknown.
+    mtu: u16,
+}
+
 #[inline(always)]
-fn for_another_host(ctx: &XdpContext) -> bool {
+fn receiving_iface(ctx: &XdpContext) -> Receiving {
     let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: a plain lookup; the value is only read.
     let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
-        return false;
+        return Receiving {
+            other_host: false,
+            mtu: 0,
+        };
     };
+    Receiving {
+        other_host: for_another_host(ctx, iface.mac),
+        mtu: iface.mtu,
+    }
+}
+
+#[inline(always)]
+fn for_another_host(ctx: &XdpContext, mac: [u8; 6]) -> bool {
     let Some(eth) = View::at::<6>(ctx, 0) else {
         return false;
     };
     let unicast = eth.u8(0) & 1 == 0;
     unicast
-        && (eth.u8(0) != iface.mac[0]
-            || eth.u8(1) != iface.mac[1]
-            || eth.u8(2) != iface.mac[2]
-            || eth.u8(3) != iface.mac[3]
-            || eth.u8(4) != iface.mac[4]
-            || eth.u8(5) != iface.mac[5])
+        && (eth.u8(0) != mac[0]
+            || eth.u8(1) != mac[1]
+            || eth.u8(2) != mac[2]
+            || eth.u8(3) != mac[3]
+            || eth.u8(4) != mac[4]
+            || eth.u8(5) != mac[5])
 }
 
 #[inline(always)]
@@ -699,11 +743,9 @@ fn forward(
     l3: usize,
     backend: &Backend,
     settings: &Settings,
-    hash: u32,
-    family: u8,
-    icmp: bool,
+    how: &Send,
 ) -> Verdict {
-    let sent = if icmp { TX_ICMP } else { TX_L2 };
+    let sent = if how.icmp { TX_ICMP } else { TX_L2 };
     match backend.mode {
         FWD_LOCAL => (XDP_PASS, PASS_LOCAL),
         FWD_L2 => {
@@ -716,17 +758,7 @@ fn forward(
             }
             (XDP_TX, sent)
         }
-        FWD_ENCAP if backend.family == family => {
-            let ok = if family == FAMILY_V4 {
-                encap_v4(ctx, l3, backend, hash, settings, OUTER_TTL)
-            } else {
-                encap_v6(ctx, l3, backend, hash, settings, OUTER_TTL)
-            };
-            match ok {
-                Some(()) => (XDP_TX, if icmp { TX_ICMP } else { TX_ENCAP }),
-                None => (XDP_DROP, DROP_ENCAP_FAILED),
-            }
-        }
+        FWD_ENCAP if backend.family == how.family => encapsulate(ctx, l3, backend, settings, how),
         _ => (XDP_DROP, DROP_NO_BACKEND),
     }
 }

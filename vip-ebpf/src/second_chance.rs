@@ -12,9 +12,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_sock, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2, tcphdr,
-        xdp_action::{XDP_DROP, XDP_TX},
-        BPF_F_CURRENT_NETNS,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2, tcphdr, BPF_F_CURRENT_NETNS,
     },
     helpers::{bpf_sk_lookup_udp, bpf_sk_release, bpf_skc_lookup_tcp, bpf_tcp_check_syncookie},
     programs::XdpContext,
@@ -30,7 +28,7 @@ use vip_common::{
 };
 
 use crate::{
-    encap::{encap_v4, encap_v6},
+    encap::{encapsulate, Send},
     maps::{ACTIVE, BACKENDS, SLOTS},
     pkt::ptr_at,
     prog::{Flow, Verdict},
@@ -124,9 +122,10 @@ fn has_socket(ctx: &XdpContext, l3: usize, flow: &Flow) -> bool {
     }
 }
 
-/// The second chance itself, for a packet already given `taken` of them; None: deliver
-/// locally as usual.
+/// The second chance itself, for a packet already given `taken` of them, received on an
+/// interface of MTU `mtu` (0: unknown); None: deliver locally as usual.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn second_chance(
     ctx: &XdpContext,
     l3: usize,
@@ -135,6 +134,7 @@ pub fn second_chance(
     settings: &Settings,
     icmp: bool,
     taken: u8,
+    mtu: u16,
 ) -> Option<Verdict> {
     // A flow-table VIP's second table is its previous table, not a fallback.
     if taken >= SECOND_CHANCES
@@ -162,14 +162,13 @@ pub fn second_chance(
     if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != flow.family {
         return None;
     }
-    let ttl = second_chance_ttl(taken);
-    let sent = if flow.family == FAMILY_V4 {
-        encap_v4(ctx, l3, backend, hash, settings, ttl)
-    } else {
-        encap_v6(ctx, l3, backend, hash, settings, ttl)
+    let how = Send {
+        hash,
+        family: flow.family,
+        ttl: second_chance_ttl(taken),
+        mtu,
+        icmp,
+        sent: TX_SECOND_CHANCE,
     };
-    Some(match sent {
-        Some(()) => (XDP_TX, TX_SECOND_CHANCE),
-        None => (XDP_DROP, DROP_ENCAP_FAILED),
-    })
+    Some(encapsulate(ctx, l3, backend, settings, &how))
 }

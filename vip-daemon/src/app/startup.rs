@@ -343,15 +343,21 @@ pub async fn start(
         };
         tracing::info!(%iface, mode, "data plane attached");
         // Frames for other MACs (flooded by a bridge, seen by a promiscuous NIC) must not be
-        // balanced here: the program checks them against this interface's MAC.
+        // balanced here: the program checks them against this interface's MAC. Its MTU
+        // bounds what encapsulation may send (larger packets are answered "too big").
         let listed = crate::shell::vipaddr::mac_of(&iface)
             .filter(|mac| *mac != [0; 6])
             .zip(crate::shell::dataplane::if_index(&iface).ok());
         match listed {
-            Some((mac, ifindex)) => d
-                .maps
-                .iface(ifindex, mac)
-                .with_context(|| format!("list {iface}'s MAC in IFACES"))?,
+            Some((mac, ifindex)) => {
+                let mtu = crate::shell::vipaddr::mtu_of(&iface).unwrap_or(0);
+                if mtu == 0 {
+                    tracing::warn!(%iface, "MTU unknown: encapsulated packets are not checked against it");
+                }
+                d.maps
+                    .iface(ifindex, mac, mtu)
+                    .with_context(|| format!("list {iface}'s MAC and MTU in IFACES"))?
+            }
             None => {
                 tracing::warn!(%iface, "no Ethernet MAC: frames for other hosts are not filtered")
             }

@@ -12,6 +12,7 @@ use vip_common::{
         second_chance_ttl, second_chances_taken, OUTER_TTL, SECOND_CHANCES,
     },
     flow::{addr_words, flow_hash, maglev_slot},
+    icmp::{answerable_v4, frag_needed_v4, packet_too_big_v6, QUOTE_V4, QUOTE_V6},
     maps::{
         flow_stat, reason::*, Backend, EncapSourceKey, FlowEntry, FlowKey, Lease, LeaseKey,
         Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
@@ -34,6 +35,9 @@ pub struct ModelState {
     pub peers: HashSet<[u8; 6]>,
     /// The receiving interface's MAC, when listed in `IFACES` (None: not checked).
     pub own_mac: Option<[u8; 6]>,
+    /// The receiving interface's MTU as listed in `IFACES` (0: unlisted or unknown, not
+    /// checked): what encapsulation may grow a packet to.
+    pub mtu: u16,
     pub leases: HashMap<LeaseKey, Lease>,
     /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
     pub now_ns: u64,
@@ -652,10 +656,8 @@ fn second_chance(
         ttl: second_chance_ttl(taken),
     };
     let mut out = forward(state, f, l3, &encap, &how);
-    if out.action == XDP_TX {
+    if out.reason == TX_ENCAP {
         out.reason = TX_SECOND_CHANCE;
-    } else {
-        out.reason = DROP_ENCAP_FAILED;
     }
     Some(out)
 }
@@ -694,6 +696,17 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
             }
         }
         FWD_ENCAP if b.family == family => {
+            let grown = if family == FAMILY_V4 {
+                IPV4_HLEN
+            } else {
+                IPV6_HLEN
+            };
+            if state.mtu != 0 && f.len() - l3 + grown > state.mtu as usize {
+                if icmp {
+                    return verdict(f, XDP_DROP, DROP_TOO_BIG);
+                }
+                return too_big(f, l3, u32::from(state.mtu).saturating_sub(grown as u32));
+            }
             let (outer_len, outer): (usize, Vec<u8>) = if family == FAMILY_V4 {
                 let inner_len = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
                 let src = outer_source_v4(state.settings.encap_src_v4, hash);
@@ -729,6 +742,35 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
             }
         }
         _ => verdict(f, XDP_DROP, DROP_NO_BACKEND),
+    }
+}
+
+/// The program's `too_big::answer`: the frame rewritten into the ICMP answer to its packet,
+/// announcing `mtu` (the L2 header turned back, the quote after the new headers).
+fn too_big(f: &[u8], l3: usize, mtu: u32) -> Outcome {
+    let drop = || verdict(f, XDP_DROP, DROP_TOO_BIG);
+    let head: Vec<u8> = if be16(f, l3 - 2) == Some(ETH_P_IP) {
+        match bytes::<QUOTE_V4>(f, l3) {
+            Some(q) if answerable_v4(&q) => frag_needed_v4(&q, mtu as u16).to_vec(),
+            _ => return drop(),
+        }
+    } else {
+        match bytes::<QUOTE_V6>(f, l3) {
+            Some(q) => packet_too_big_v6(&q, mtu).to_vec(),
+            None => return drop(),
+        }
+    };
+    let mut out = f[..l3].to_vec();
+    out[0..6].copy_from_slice(&f[6..12]);
+    out[6..12].copy_from_slice(&f[0..6]);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&f[l3..l3 + head.len()]);
+    Outcome {
+        action: XDP_TX,
+        reason: TX_TOO_BIG,
+        output: out,
+        chosen: None,
+        flow_stats: Vec::new(),
     }
 }
 

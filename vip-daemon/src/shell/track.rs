@@ -35,24 +35,10 @@ impl Drop for Watchers {
 /// Whether `iface` is up with a link carrier now (`IFF_UP` and `IFF_RUNNING`, which the
 /// kernel sets while the operational state is up), in this thread's network namespace.
 pub fn carrier(iface: &str) -> bool {
-    if iface.len() >= libc::IFNAMSIZ {
-        return false;
-    }
-    // SAFETY: SIOCGIFFLAGS on a datagram socket with a zeroed, NUL-terminated ifreq.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return false;
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-            *d = s as libc::c_char;
-        }
-        let rc = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req);
-        libc::close(fd);
-        let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        rc == 0 && req.ifr_ifru.ifru_flags & want == want
-    }
+    let want = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCGIFFLAGS filled the flags member.
+    crate::shell::vipaddr::ifreq(iface, libc::SIOCGIFFLAGS)
+        .is_some_and(|req| unsafe { req.ifr_ifru.ifru_flags } & want == want)
 }
 
 /// Starts the watchers; scripts run with `VIPD_NODE` set to this node's name.

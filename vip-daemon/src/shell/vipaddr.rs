@@ -113,12 +113,35 @@ pub async fn remove(handle: &Handle, iface: &str, vip: IpAddr) -> Result<(), Vip
 /// The interface's MAC, asked of the kernel in this thread's network namespace (sysfs shows
 /// the namespace it was mounted in, which need not be ours).
 pub fn mac_of(iface: &str) -> Option<[u8; 6]> {
+    let req = ifreq(iface, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    Some([
+        sa[0] as u8,
+        sa[1] as u8,
+        sa[2] as u8,
+        sa[3] as u8,
+        sa[4] as u8,
+        sa[5] as u8,
+    ])
+}
+
+/// The interface's MTU, asked likewise.
+pub fn mtu_of(iface: &str) -> Option<u16> {
+    let req = ifreq(iface, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU filled the MTU member.
+    u16::try_from(unsafe { req.ifr_ifru.ifru_mtu }).ok()
+}
+
+/// `request` (an SIOCGIF* ioctl) about `iface`, on a datagram socket of this thread's
+/// network namespace.
+pub(crate) fn ifreq(iface: &str, request: libc::c_ulong) -> Option<libc::ifreq> {
     if iface.len() >= libc::IFNAMSIZ {
         return None;
     }
-    // SAFETY: SIOCGIFHWADDR on a datagram socket with a zeroed, NUL-terminated ifreq.
+    // SAFETY: an SIOCGIF* ioctl on a datagram socket with a zeroed, NUL-terminated ifreq.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
             return None;
         }
@@ -126,20 +149,9 @@ pub fn mac_of(iface: &str) -> Option<[u8; 6]> {
         for (d, s) in req.ifr_name.iter_mut().zip(iface.bytes()) {
             *d = s as libc::c_char;
         }
-        let rc = libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req);
+        let rc = libc::ioctl(fd, request, &mut req);
         libc::close(fd);
-        if rc != 0 {
-            return None;
-        }
-        let sa = req.ifr_ifru.ifru_hwaddr.sa_data;
-        Some([
-            sa[0] as u8,
-            sa[1] as u8,
-            sa[2] as u8,
-            sa[3] as u8,
-            sa[4] as u8,
-            sa[5] as u8,
-        ])
+        (rc == 0).then_some(req)
     }
 }
 

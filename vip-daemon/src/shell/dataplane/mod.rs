@@ -570,11 +570,16 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Lists the MAC of interface `ifindex` (see `MAP_IFACES`).
-    pub fn set_iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
+    /// Lists the MAC and MTU (0: unknown) of interface `ifindex` (see `MAP_IFACES`).
+    pub fn set_iface(
+        &mut self,
+        ifindex: u32,
+        mac: [u8; 6],
+        mtu: u16,
+    ) -> Result<(), DataplaneError> {
         let mut map: HashMap<_, u32, Iface> =
             HashMap::try_from(self.map_mut(contract::MAP_IFACES)?)?;
-        Ok(map.insert(ifindex, Iface { mac, _pad: [0; 2] }, 0)?)
+        Ok(map.insert(ifindex, Iface { mac, mtu }, 0)?)
     }
 
     /// Lists a source balancers send encapsulated packets from (see `MAP_ENCAP_SOURCES`).

@@ -224,9 +224,9 @@ impl MapWriter {
         Ok(())
     }
 
-    /// Lists an attached interface's MAC (`IFACES`). Per interface, so the image keeps none:
-    /// a traced frame's interface MAC is the trace's input.
-    pub fn iface(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<(), DataplaneError> {
-        self.dp.set_iface(ifindex, mac)
+    /// Lists an attached interface's MAC and MTU (`IFACES`). Per interface, so the image
+    /// keeps none: a traced frame's interface is the trace's input.
+    pub fn iface(&mut self, ifindex: u32, mac: [u8; 6], mtu: u16) -> Result<(), DataplaneError> {
+        self.dp.set_iface(ifindex, mac, mtu)
     }
 }
