@@ -128,6 +128,15 @@ impl Balancer {
         self.model.mtu = mtu;
     }
 
+    /// Lists interface `ifindex` as egress `port` with `iface`'s MAC and MTU, in the kernel
+    /// (`EGRESS`, `EGRESS_DEVS`) and in the model.
+    pub fn set_egress(&mut self, port: u8, ifindex: u32, iface: vip_common::maps::Iface) {
+        self.dp
+            .set_egress(port.into(), ifindex, iface)
+            .expect("set egress");
+        self.model.egress.insert(port, iface);
+    }
+
     /// Publishes a whole table in the kernel and in the model.
     pub fn publish(&mut self, region: &TableRegion, table: &[u32]) {
         let (gen, _) = self.tables.publish(region, table).expect("publish");

@@ -59,7 +59,7 @@ fn backend(index: u32, mode: u8) -> Backend {
         mode,
         serial: index + 1,
         flags: BACKEND_F_KEEP_FLOWS,
-        _pad: [0; 3],
+        ..Backend::default()
     }
 }
 

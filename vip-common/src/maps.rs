@@ -48,6 +48,14 @@ pub const MAP_LEASES: &str = "LEASES";
 /// promiscuous NIC) is passed untouched, never balanced: only the node it was sent to may
 /// forward it. An interface without an entry is not checked.
 pub const MAP_IFACES: &str = "IFACES";
+/// Egress port (`Backend::egress`, 1..) -> [`Iface`] (array): the MAC and MTU of another
+/// attached interface a backend's next hop is behind. Index 0 is unused: port 0 means the
+/// interface the packet came in on (`XDP_TX`).
+pub const MAP_EGRESS: &str = "EGRESS";
+/// Egress port -> that interface (`BPF_MAP_TYPE_DEVMAP`, same indices as [`MAP_EGRESS`]): a
+/// frame for a backend behind another attached interface (bonds, VLANs, separate internal
+/// and external networks) is redirected there (`XDP_REDIRECT`).
+pub const MAP_EGRESS_DEVS: &str = "EGRESS_DEVS";
 /// Per-CPU [`Counter`] per `reason::*`.
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU [`Counter`] per VIP index.
@@ -105,6 +113,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_ENCAP_SOURCES,
     MAP_VIP_FILTER,
     MAP_PEER_FILTER,
+    MAP_EGRESS,
+    MAP_EGRESS_DEVS,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -403,7 +413,11 @@ pub struct Backend {
     pub serial: u32,
     /// `BACKEND_F_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 3],
+    /// The attached interface the next hop is behind, as an index into [`MAP_EGRESS`] and
+    /// [`MAP_EGRESS_DEVS`]; 0: the interface the packet came in on (`XDP_TX`). An entry
+    /// written before this field existed had zero padding here.
+    pub egress: u8,
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
 

@@ -62,6 +62,7 @@ pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 
 /// ARP: Ethernet hardware type, request opcode, and the target protocol address offset.
 pub const ARP_HRD_ETHER: u16 = 1;

@@ -1,7 +1,7 @@
 //! The only map statics of the program, typed from `vip_common::maps`. Capacities here are
 //! the object's defaults; vipd resizes every map from its config before loading.
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use vip_common::maps::{
@@ -38,6 +38,10 @@ pub static VIP_FILTER: Array<u64, { VIP_FILTER_WORDS as usize }> = Array::new();
 pub static PEER_FILTER: Array<u64, { PEER_FILTER_WORDS as usize }> = Array::new();
 #[btf_map]
 pub static IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
+#[btf_map]
+pub static EGRESS: Array<Iface, { DEFAULT_MAX_IFACES as usize + 1 }> = Array::new();
+#[btf_map]
+pub static EGRESS_DEVS: DevMap<{ DEFAULT_MAX_IFACES as usize + 1 }> = DevMap::new();
 #[btf_map]
 pub static STATS: PerCpuArray<Counter, { reason::COUNT as usize }> = PerCpuArray::new();
 #[btf_map]

@@ -22,7 +22,7 @@ use vip_common::{
 
 use crate::{
     debug,
-    encap::{decap, encapsulate, Send},
+    encap::{decap, egress, encapsulate, Send},
     maps::{
         count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
         PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
@@ -561,7 +561,7 @@ fn for_vip(
         hash,
         family: flow.family,
         ttl: OUTER_TTL,
-        mtu: iface.mtu,
+        rx_mtu: iface.mtu,
         icmp,
         sent: if icmp { TX_ICMP } else { TX_ENCAP },
     };
@@ -749,14 +749,23 @@ fn forward(
     match backend.mode {
         FWD_LOCAL => (XDP_PASS, PASS_LOCAL),
         FWD_L2 => {
-            let Some(our_mac) = read_bytes::<6>(ctx, 0) else {
-                return MALFORMED;
+            let (src_mac, action) = if backend.egress == 0 {
+                // The frame's destination is this interface's MAC.
+                match read_bytes::<6>(ctx, 0) {
+                    Some(ours) => (ours, XDP_TX),
+                    None => return MALFORMED,
+                }
+            } else {
+                match egress(backend) {
+                    Some(out) => (out.mac, out.action),
+                    None => return (XDP_DROP, DROP_NO_BACKEND),
+                }
             };
-            if write_bytes(ctx, 0, backend.mac).is_none() || write_bytes(ctx, 6, our_mac).is_none()
+            if write_bytes(ctx, 0, backend.mac).is_none() || write_bytes(ctx, 6, src_mac).is_none()
             {
                 return MALFORMED;
             }
-            (XDP_TX, sent)
+            (action, sent)
         }
         FWD_ENCAP if backend.family == how.family => encapsulate(ctx, l3, backend, settings, how),
         _ => (XDP_DROP, DROP_NO_BACKEND),

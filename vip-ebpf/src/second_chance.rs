@@ -166,7 +166,7 @@ pub fn second_chance(
         hash,
         family: flow.family,
         ttl: second_chance_ttl(taken),
-        mtu,
+        rx_mtu: mtu,
         icmp,
         sent: TX_SECOND_CHANCE,
     };

@@ -48,7 +48,7 @@ pub fn answer(ctx: &XdpContext, mtu: u32) -> Verdict {
     let Some((proto, l3)) = l3_offset(ctx) else {
         return DROP;
     };
-    let Some(sender) = read_bytes::<6>(ctx, 6) else {
+    let (Some(ours), Some(sender)) = (read_bytes::<6>(ctx, 0), read_bytes::<6>(ctx, 6)) else {
         return DROP;
     };
     let done = if proto == ETH_P_IP {
@@ -59,7 +59,7 @@ pub fn answer(ctx: &XdpContext, mtu: u32) -> Verdict {
             return DROP;
         }
         let head = frag_needed_v4(&quote, mtu as u16);
-        push_outer(ctx, IPV4_HLEN + 8, sender)
+        push_outer(ctx, IPV4_HLEN + 8, sender, ours)
             .and_then(|()| write_bytes(ctx, l3, head))
             .and_then(|()| cut(ctx, l3 + 2 * QUOTE_V4))
     } else if proto == ETH_P_IPV6 {
@@ -67,7 +67,7 @@ pub fn answer(ctx: &XdpContext, mtu: u32) -> Verdict {
             return DROP;
         };
         let head = packet_too_big_v6(&quote, mtu);
-        push_outer(ctx, IPV6_HLEN + 8, sender)
+        push_outer(ctx, IPV6_HLEN + 8, sender, ours)
             .and_then(|()| write_bytes(ctx, l3, head))
             .and_then(|()| cut(ctx, l3 + 2 * QUOTE_V6))
     } else {

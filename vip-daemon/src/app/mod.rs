@@ -165,6 +165,10 @@ pub struct Daemon {
     /// The maps, written only through it; its image is the host model of what they hold.
     pub maps: MapWriter,
     pub interfaces: Vec<(String, String)>,
+    /// Interface index of each egress port (port i + 1: `EGRESS`, `EGRESS_DEVS`) when the
+    /// program is attached to several interfaces; empty with one (everything leaves by
+    /// `XDP_TX`).
+    pub egress_ports: Vec<u32>,
     /// Every backend's state and the decisions made from it (`core::backends`).
     pub backends: Backends,
     /// Backend index -> its prober (the IO beside the core's state).

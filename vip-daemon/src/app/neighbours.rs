@@ -44,6 +44,7 @@ impl Daemon {
             netlink: self.netlink.clone(),
             peers,
             backends: non_local_addresses(&self.plan, &self.backends),
+            ports: self.egress_ports.clone(),
         }
     }
 
@@ -107,6 +108,8 @@ pub(super) struct NeighbourQuery {
     /// Cluster mode: the other members' addresses.
     peers: Option<Vec<IpAddr>>,
     backends: Vec<IpAddr>,
+    /// `Daemon::egress_ports`.
+    ports: Vec<u32>,
 }
 
 /// Its answers: (peer addresses, the neighbour table) and the backends' next hops.
@@ -132,7 +135,7 @@ impl NeighbourQuery {
             // cluster tests' logs). Off the loop, so a short wait and a retry cost nothing.
             let mut tries = 0;
             loop {
-                match neighbours::resolve(&self.netlink, &self.backends).await {
+                match neighbours::resolve(&self.netlink, &self.backends, &self.ports).await {
                     Err(e) if e.is_busy() && tries < 3 => {
                         tries += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

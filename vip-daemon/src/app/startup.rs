@@ -3,7 +3,7 @@ use std::{collections::BTreeSet, net::IpAddr, time::Instant};
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
-use vip_common::maps::{Backend, SETTINGS_F_PEERS, VIP_F_FLOWS};
+use vip_common::maps::{Backend, Iface, SETTINGS_F_PEERS, VIP_F_FLOWS};
 
 use crate::{
     config::{Config, Limits, Selection},
@@ -247,10 +247,15 @@ pub async fn start(
         });
         adopted_tables.push(live);
     }
+    let egress_ports = list_egress_ports(&config.node.interfaces, &mut dp)?;
     let netlink = neighbours::connect()?;
-    let hops = neighbours::resolve(&netlink, &non_local_addresses(&plan, &backends))
-        .await
-        .unwrap_or_default();
+    let hops = neighbours::resolve(
+        &netlink,
+        &non_local_addresses(&plan, &backends),
+        &egress_ports,
+    )
+    .await
+    .unwrap_or_default();
     for v in &plan.vips {
         for b in &v.backends {
             backends.set_next_hop(b.index, hops.get(&b.conf.address).copied());
@@ -295,6 +300,7 @@ pub async fn start(
         layout_id,
         maps,
         interfaces: Vec::new(),
+        egress_ports,
         probers: (0..backends.len()).map(|_| None).collect(),
         backends,
         vip_of,
@@ -373,6 +379,26 @@ pub async fn start(
     }
     d.start_probers();
     Ok(d)
+}
+
+/// With several attached interfaces, each is an egress port (`EGRESS`, `EGRESS_DEVS`): a
+/// backend whose route leaves by another one than a packet came in on is redirected there.
+/// Listed before any backend entry names a port. Returns each port's interface index.
+fn list_egress_ports(interfaces: &[String], dp: &mut Dataplane) -> anyhow::Result<Vec<u32>> {
+    if interfaces.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let mut ports = Vec::new();
+    for (i, iface) in interfaces.iter().enumerate() {
+        let ifindex = crate::shell::dataplane::if_index(iface)
+            .with_context(|| format!("interface index of {iface}"))?;
+        let mac = crate::shell::vipaddr::mac_of(iface).unwrap_or_default();
+        let mtu = crate::shell::vipaddr::mtu_of(iface).unwrap_or(0);
+        dp.set_egress(i as u32 + 1, ifindex, Iface { mac, mtu })
+            .with_context(|| format!("list {iface} as egress port {}", i + 1))?;
+        ports.push(ifindex);
+    }
+    Ok(ports)
 }
 
 pub(super) fn backend_id(v: &VipPlan, b: &BackendPlan) -> BackendId {

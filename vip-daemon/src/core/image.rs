@@ -97,6 +97,8 @@ pub struct BackendFacts {
     pub serial: u32,
     /// Established flows may stay on it (in the table, or drained / weight 0 while healthy).
     pub keep_flows: bool,
+    /// `NextHop::egress`: the attached interface its next hop is behind (0: the receiving).
+    pub egress: u8,
 }
 
 /// The BACKENDS entry of a backend at `address`.
@@ -118,7 +120,8 @@ pub fn backend_entry(address: &IpAddr, forward: Forward, facts: BackendFacts) ->
         } else {
             0
         },
-        _pad: [0; 3],
+        egress: if facts.local { 0 } else { facts.egress },
+        _pad: [0; 2],
     }
 }
 
@@ -131,6 +134,7 @@ pub fn backend_value(conf: &BackendConf, b: &backends::Backend) -> Backend {
         // A draining (or weight 0) backend keeps its established flows while it is
         // healthy; down or disabled, they move.
         keep_flows: b.keeps_flows(conf),
+        egress: b.next_hop.map_or(0, |h| h.egress),
     };
     backend_entry(&conf.address, conf.forward, facts)
 }
@@ -147,8 +151,10 @@ mod tests {
             mac: None,
             serial: 9,
             keep_flows: true,
+            egress: 2,
         };
         let local = backend_entry(&a, Forward::Encap, facts);
+        assert_eq!(local.egress, 0, "delivered here: no egress");
         assert_eq!(
             (local.mode, local.serial, local.flags),
             (FWD_LOCAL, 9, BACKEND_F_KEEP_FLOWS)
@@ -161,6 +167,7 @@ mod tests {
         };
         let l2 = backend_entry(&a, Forward::L2, remote);
         assert_eq!((l2.mode, l2.mac, l2.flags), (FWD_L2, [2, 0, 0, 0, 0, 1], 0));
+        assert_eq!(l2.egress, 2, "behind the second attached interface");
         assert_eq!(backend_entry(&a, Forward::Encap, remote).mode, FWD_ENCAP);
     }
 }

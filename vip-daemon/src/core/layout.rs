@@ -37,7 +37,7 @@ impl Default for Sizing {
 impl Sizing {
     /// Entries of every map vipd sizes; `possible_cpus` as the kernel counts them
     /// (`/sys/devices/system/cpu/possible`), which fixes the size of the flow table.
-    pub fn entries(&self, possible_cpus: u32) -> [(&'static str, u32); 11] {
+    pub fn entries(&self, possible_cpus: u32) -> [(&'static str, u32); 13] {
         [
             (maps::MAP_VIPS, self.vips.max(1)),
             (maps::MAP_ACTIVE, (self.vips + self.fallbacks).max(1)),
@@ -49,6 +49,9 @@ impl Sizing {
             // At most one lease per VIP address.
             (maps::MAP_LEASES, self.vips.max(1)),
             (maps::MAP_IFACES, self.interfaces.max(1)),
+            // Egress ports 1..=interfaces (0 is the receiving interface).
+            (maps::MAP_EGRESS, self.interfaces + 1),
+            (maps::MAP_EGRESS_DEVS, self.interfaces + 1),
             (maps::MAP_FLOWS, self.flow_entries(possible_cpus)),
             // The cluster's encapsulation source of each family.
             (maps::MAP_ENCAP_SOURCES, maps::MAX_ENCAP_SOURCES),
@@ -94,6 +97,7 @@ impl Sizing {
             + slots
             + p * 16
             + self.interfaces as u64 * 12
+            + (self.interfaces as u64 + 1) * (8 + 8)
             + maps::MAX_ENCAP_SOURCES as u64 * 24
             + 32
             + counters

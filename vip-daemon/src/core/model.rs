@@ -14,7 +14,7 @@ use vip_common::{
     flow::{addr_words, flow_hash, maglev_slot},
     icmp::{answerable_v4, frag_needed_v4, packet_too_big_v6, QUOTE_V4, QUOTE_V6},
     maps::{
-        flow_stat, reason::*, Backend, EncapSourceKey, FlowEntry, FlowKey, Lease, LeaseKey,
+        flow_stat, reason::*, Backend, EncapSourceKey, FlowEntry, FlowKey, Iface, Lease, LeaseKey,
         Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2, FWD_LOCAL, NO_BACKEND,
         SETTINGS_F_ALL_PORTS, SETTINGS_F_PEERS, VIP_F_FLOWS, VIP_F_FLOWS_EXIT, VIP_F_LEASED,
         VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
@@ -38,6 +38,9 @@ pub struct ModelState {
     /// The receiving interface's MTU as listed in `IFACES` (0: unlisted or unknown, not
     /// checked): what encapsulation may grow a packet to.
     pub mtu: u16,
+    /// Egress ports listed in both `EGRESS` and `EGRESS_DEVS`: port -> that interface's MAC
+    /// and MTU. A backend behind an unlisted port has no way out.
+    pub egress: HashMap<u8, Iface>,
     pub leases: HashMap<LeaseKey, Lease>,
     /// CLOCK_MONOTONIC nanoseconds the program's `bpf_ktime_get_ns` would read.
     pub now_ns: u64,
@@ -680,15 +683,28 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
         ttl,
     } = *how;
     let sent = if icmp { TX_ICMP } else { TX_L2 };
+    if b.mode == FWD_LOCAL {
+        return verdict(f, XDP_PASS, PASS_LOCAL);
+    }
+    if b.mode != FWD_L2 && (b.mode != FWD_ENCAP || b.family != family) {
+        return verdict(f, XDP_DROP, DROP_NO_BACKEND);
+    }
+    // The way out: the receiving interface (its MAC is the frame's destination), or the
+    // attached interface of the backend's egress port.
+    let (action, src_mac, mtu) = match b.egress {
+        0 => (XDP_TX, bytes::<6>(f, 0).expect("6 bytes"), state.mtu),
+        port => match state.egress.get(&port) {
+            Some(i) => (XDP_REDIRECT, i.mac, i.mtu),
+            None => return verdict(f, XDP_DROP, DROP_NO_BACKEND),
+        },
+    };
     match b.mode {
-        FWD_LOCAL => verdict(f, XDP_PASS, PASS_LOCAL),
         FWD_L2 => {
             let mut out = f.to_vec();
-            let ours: [u8; 6] = f[0..6].try_into().expect("6 bytes");
             out[0..6].copy_from_slice(&b.mac);
-            out[6..12].copy_from_slice(&ours);
+            out[6..12].copy_from_slice(&src_mac);
             Outcome {
-                action: XDP_TX,
+                action,
                 reason: sent,
                 output: out,
                 chosen: None,
@@ -701,11 +717,11 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
             } else {
                 IPV6_HLEN
             };
-            if state.mtu != 0 && f.len() - l3 + grown > state.mtu as usize {
+            if mtu != 0 && f.len() - l3 + grown > mtu as usize {
                 if icmp {
                     return verdict(f, XDP_DROP, DROP_TOO_BIG);
                 }
-                return too_big(f, l3, u32::from(state.mtu).saturating_sub(grown as u32));
+                return too_big(f, l3, u32::from(mtu).saturating_sub(grown as u32));
             }
             let (outer_len, outer): (usize, Vec<u8>) = if family == FAMILY_V4 {
                 let inner_len = u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]);
@@ -730,11 +746,11 @@ fn forward(state: &ModelState, f: &[u8], l3: usize, b: &Backend, how: &Send) -> 
             out.extend_from_slice(f);
             let tail: [u8; 10] = f[12..22].try_into().expect("10 bytes");
             out[0..6].copy_from_slice(&b.mac);
-            out[6..12].copy_from_slice(&f[0..6]);
+            out[6..12].copy_from_slice(&src_mac);
             out[12..22].copy_from_slice(&tail);
             out[l3..l3 + outer_len].copy_from_slice(&outer);
             Outcome {
-                action: XDP_TX,
+                action,
                 reason: if icmp { TX_ICMP } else { TX_ENCAP },
                 output: out,
                 chosen: None,

@@ -104,62 +104,70 @@ enum Route {
     None(NoRoute),
 }
 
-/// The route the kernel would use for `dst`. Lookups the kernel answers with "no route"
-/// are [`Route::None`]; any other failure is an error.
-async fn route(handle: &Handle, dst: IpAddr) -> Result<Route, NeighbourError> {
+/// The route the kernel would use for `dst`, and the interface it leaves by. Lookups the
+/// kernel answers with "no route" are [`Route::None`]; any other failure is an error.
+async fn route(handle: &Handle, dst: IpAddr) -> Result<(Route, Option<u32>), NeighbourError> {
     let prefix = if dst.is_ipv4() { 32 } else { 128 };
     let msg = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(dst, prefix)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
         .build();
+    // A route lookup answers with one route (the one the kernel would use).
     let mut routes = handle.route().get(msg).execute();
-    loop {
-        let route = match routes.try_next().await {
-            Ok(Some(route)) => route,
-            Ok(None) => return Ok(Route::OnLink),
-            Err(rtnetlink::Error::NetlinkError(e)) => {
-                // The kernel's error code is a negative errno.
-                return match NoRoute::from_errno(-e.raw_code()) {
-                    Some(why) => Ok(Route::None(why)),
-                    None => Err(rtnetlink::Error::NetlinkError(e).into()),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(why) = NoRoute::from_route_type(route.header.kind) {
-            return Ok(Route::None(why));
+    let route = match routes.try_next().await {
+        Ok(Some(route)) => route,
+        Ok(None) => return Ok((Route::OnLink, None)),
+        Err(rtnetlink::Error::NetlinkError(e)) => {
+            // The kernel's error code is a negative errno.
+            return match NoRoute::from_errno(-e.raw_code()) {
+                Some(why) => Ok((Route::None(why), None)),
+                None => Err(rtnetlink::Error::NetlinkError(e).into()),
+            };
         }
-        for attr in &route.attributes {
-            match attr {
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
-                    return Ok(Route::Gateway((*g).into()))
-                }
-                RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
-                    return Ok(Route::Gateway((*g).into()))
-                }
-                _ => {}
-            }
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(why) = NoRoute::from_route_type(route.header.kind) {
+        return Ok((Route::None(why), None));
+    }
+    let (mut found, mut oif) = (Route::OnLink, None);
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => found = Route::Gateway((*g).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => found = Route::Gateway((*g).into()),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
         }
     }
+    Ok((found, oif))
 }
 
 /// Next hops of `backends`. A backend the kernel has no route to gets a [`NextHop`] saying
 /// so; a lookup that fails for another reason fails the whole resolve (the caller keeps the
-/// hops it had), rather than passing for "on-link".
+/// hops it had), rather than passing for "on-link". `ports`: the interface index of each
+/// egress port (port i + 1), empty when this node has one attached interface.
 pub async fn resolve(
     handle: &Handle,
     backends: &[IpAddr],
+    ports: &[u32],
 ) -> Result<HashMap<IpAddr, NextHop>, NeighbourError> {
     let table = neighbour_table(handle).await?;
     let mut out = HashMap::new();
     for &b in backends {
-        let hop = next_hop(b, route(handle, b).await?, &table);
+        let (route, oif) = route(handle, b).await?;
+        let mut hop = next_hop(b, route, &table);
+        hop.egress = egress_port(oif, ports);
         out.insert(b, hop);
     }
     Ok(out)
 }
 
-/// The next hop for `backend` given its route and the neighbour table.
+/// The egress port of a route leaving by interface `oif` (see `NextHop::egress`).
+fn egress_port(oif: Option<u32>, ports: &[u32]) -> u8 {
+    oif.and_then(|i| ports.iter().position(|p| *p == i))
+        .map_or(0, |at| at as u8 + 1)
+}
+
+/// The next hop for `backend` given its route and the neighbour table (egress port 0).
 fn next_hop(backend: IpAddr, route: Route, table: &HashMap<IpAddr, [u8; 6]>) -> NextHop {
     match route {
         Route::None(why) => NextHop {
@@ -167,6 +175,7 @@ fn next_hop(backend: IpAddr, route: Route, table: &HashMap<IpAddr, [u8; 6]>) -> 
             on_link: false,
             mac: None,
             no_route: Some(why),
+            egress: 0,
         },
         Route::OnLink | Route::Gateway(_) => {
             let via = match route {
@@ -178,6 +187,7 @@ fn next_hop(backend: IpAddr, route: Route, table: &HashMap<IpAddr, [u8; 6]>) -> 
                 on_link: route == Route::OnLink,
                 mac: table.get(&via).copied(),
                 no_route: None,
+                egress: 0,
             }
         }
     }
@@ -225,6 +235,20 @@ mod tests {
             text.starts_with("no route to 10.1.2.3 (a blackhole route matches)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_route_by_another_attached_interface_gets_its_port() {
+        let ports = [7, 9];
+        assert_eq!(egress_port(Some(9), &ports), 2);
+        assert_eq!(egress_port(Some(7), &ports), 1);
+        assert_eq!(
+            egress_port(Some(3), &ports),
+            0,
+            "not attached: out the receiving one"
+        );
+        assert_eq!(egress_port(None, &ports), 0);
+        assert_eq!(egress_port(Some(7), &[]), 0, "one attached interface");
     }
 
     #[test]

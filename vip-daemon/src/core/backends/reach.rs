@@ -15,6 +15,10 @@ pub struct NextHop {
     /// The kernel's route lookup for the backend, when it found none. `mac` is then None and
     /// `on_link` false: a leftover neighbour entry must not make it look reachable.
     pub no_route: Option<NoRoute>,
+    /// The attached interface the route leaves by, as its egress port (`Backend::egress`,
+    /// 1..), when this node has several; 0: out the interface a packet came in on (one
+    /// attached interface, or a route by an interface the program is not attached to).
+    pub egress: u8,
 }
 
 /// Why the kernel has no usable route to a backend: the lookup's answer, told apart because

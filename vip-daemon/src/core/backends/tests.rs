@@ -58,6 +58,7 @@ fn hop() -> NextHop {
         on_link: true,
         mac: Some([2, 0, 0, 0, 0, 1]),
         no_route: None,
+        egress: 0,
     }
 }
 

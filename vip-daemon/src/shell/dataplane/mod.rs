@@ -57,6 +57,8 @@ pub enum DataplaneError {
     Interface { iface: String, msg: String },
     #[error("pinning failed: {0}")]
     Pin(String),
+    #[error("egress device map: {0}")]
+    Egress(String),
     #[error("mmap of map {map} failed: {source}")]
     Mmap {
         map: &'static str,
@@ -103,7 +105,9 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
         contract::MAP_SETTINGS => (u32s, sz(size_of::<Settings>())),
         contract::MAP_PEERS => (sz(size_of::<PeerKey>()), sz(size_of::<Peer>())),
         contract::MAP_LEASES => (sz(size_of::<LeaseKey>()), sz(size_of::<Lease>())),
-        contract::MAP_IFACES => (u32s, sz(size_of::<Iface>())),
+        contract::MAP_IFACES | contract::MAP_EGRESS => (u32s, sz(size_of::<Iface>())),
+        // `struct bpf_devmap_val`: the interface index and a program id.
+        contract::MAP_EGRESS_DEVS => (u32s, 2 * u32s),
         contract::MAP_ENCAP_SOURCES => (sz(size_of::<contract::EncapSourceKey>()), u32s),
         contract::MAP_VIP_FILTER | contract::MAP_PEER_FILTER => (u32s, 2 * u32s),
         contract::MAP_FLOWS => (
@@ -580,6 +584,21 @@ impl Dataplane {
         let mut map: HashMap<_, u32, Iface> =
             HashMap::try_from(self.map_mut(contract::MAP_IFACES)?)?;
         Ok(map.insert(ifindex, Iface { mac, mtu }, 0)?)
+    }
+
+    /// Lists interface `ifindex` as egress `port`: its MAC and MTU in `EGRESS`, the device in
+    /// `EGRESS_DEVS`, the MAC first (a packet redirected there finds it).
+    pub fn set_egress(
+        &mut self,
+        port: u32,
+        ifindex: u32,
+        iface: Iface,
+    ) -> Result<(), DataplaneError> {
+        let mut map: Array<_, Iface> = Array::try_from(self.map_mut(contract::MAP_EGRESS)?)?;
+        map.set(port, iface, 0)?;
+        let mut devs = aya::maps::DevMap::try_from(self.map_mut(contract::MAP_EGRESS_DEVS)?)?;
+        devs.set(port, ifindex, None, 0)
+            .map_err(|e| DataplaneError::Egress(e.to_string()))
     }
 
     /// Lists a source balancers send encapsulated packets from (see `MAP_ENCAP_SOURCES`).
