@@ -404,6 +404,25 @@ address = "10.91.2.2"
         .collect();
     assert_eq!(egress, [2, 2], "both VIPs' backend entries");
     t.traffic_reaches_the_backend();
+
+    // The operator lowers l1's MTU: within a neighbour refresh (1 s), EGRESS follows, so that
+    // encapsulated packets are checked against the MTU the link has now.
+    t.lb.exec(&["ip", "link", "set", &t.l1, "mtu", "1400"]);
+    let egress_mtu = || {
+        let pinned = aya::maps::MapData::from_pin(pins.path.join("EGRESS")).expect("EGRESS");
+        let egress: aya::maps::Array<_, Iface> =
+            aya::maps::Array::try_from(aya::maps::Map::Array(pinned)).expect("array");
+        egress.get(&2, 0).expect("port 2").mtu
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while egress_mtu() != 1400 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "EGRESS kept MTU {}",
+            egress_mtu()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     drop(vipd);
     t.stop();
 }

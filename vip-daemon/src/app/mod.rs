@@ -136,6 +136,17 @@ pub struct Transition {
 }
 
 /// Everything the loop owns.
+/// An attached interface as listed in the maps.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub name: String,
+    pub ifindex: u32,
+    /// Its MAC and MTU as `IFACES` holds them.
+    pub iface: vip_common::maps::Iface,
+    /// Its egress port (`EGRESS`), 0: none.
+    pub port: u32,
+}
+
 pub struct Daemon {
     pub opts: Options,
     pub config: Config,
@@ -169,6 +180,9 @@ pub struct Daemon {
     /// program is attached to several interfaces; empty with one (everything leaves by
     /// `XDP_TX`).
     pub egress_ports: Vec<u32>,
+    /// The attached interfaces listed in `IFACES` (and `EGRESS`), whose MTU the neighbour
+    /// refresh follows.
+    pub links: Vec<Link>,
     /// Every backend's state and the decisions made from it (`core::backends`).
     pub backends: Backends,
     /// Backend index -> its prober (the IO beside the core's state).

@@ -2,7 +2,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use tokio::sync::mpsc;
-use vip_common::maps::SETTINGS_F_PEERS;
+use vip_common::maps::{Iface, SETTINGS_F_PEERS};
 
 use crate::{
     core::{backends::Input, image},
@@ -45,6 +45,7 @@ impl Daemon {
             peers,
             backends: non_local_addresses(&self.plan, &self.backends),
             ports: self.egress_ports.clone(),
+            links: self.links.iter().map(|l| l.name.clone()).collect(),
         }
     }
 
@@ -52,6 +53,7 @@ impl Daemon {
     /// backend core (which rewrites the entries and tables that change).
     pub(super) fn on_neighbours(&mut self, facts: NeighbourFacts) {
         self.neighbours_in_flight = false;
+        self.follow_mtus(&facts.mtus);
         if let Some((ips, table)) = &facts.peers {
             self.apply_peers(ips, table);
         }
@@ -76,6 +78,35 @@ impl Daemon {
             }
         }
         self.apply_backend_actions(actions, super::backends::Save::Soon(now.at));
+    }
+
+    /// An attached interface whose MTU changed (`ip link set IF mtu N`): its `IFACES` (and
+    /// `EGRESS`) entry follows, so that encapsulated packets are checked against the MTU the
+    /// link has now.
+    fn follow_mtus(&mut self, mtus: &[Option<u16>]) {
+        for (i, mtu) in mtus.iter().enumerate() {
+            let Some(link) = self.links.get(i).cloned() else {
+                break;
+            };
+            let Some(mtu) = mtu.filter(|m| *m != link.iface.mtu) else {
+                continue;
+            };
+            let iface = Iface { mtu, ..link.iface };
+            let written = self
+                .maps
+                .iface(link.ifindex, iface.mac, mtu)
+                .and_then(|()| match link.port {
+                    0 => Ok(()),
+                    port => self.maps.egress(port, link.ifindex, iface),
+                });
+            match written {
+                Ok(()) => {
+                    tracing::info!(iface = %link.name, from = link.iface.mtu, to = mtu, "MTU changed: IFACES follows");
+                    self.links[i].iface = iface;
+                }
+                Err(e) => tracing::warn!(iface = %link.name, error = %e, "IFACES write failed"),
+            }
+        }
     }
 
     /// Cluster peers' MACs into PEERS: frames they forwarded are delivered locally, never
@@ -110,12 +141,16 @@ pub(super) struct NeighbourQuery {
     backends: Vec<IpAddr>,
     /// `Daemon::egress_ports`.
     ports: Vec<u32>,
+    /// `Daemon::links`' names: their MTUs are read too.
+    links: Vec<String>,
 }
 
 /// Its answers: (peer addresses, the neighbour table) and the backends' next hops.
 pub(super) struct NeighbourFacts {
     peers: Option<(Vec<IpAddr>, NeighbourTable)>,
     hops: Option<Result<HashMap<IpAddr, neighbours::NextHop>, neighbours::NeighbourError>>,
+    /// The MTU of each of `links`, in order (None: unreadable).
+    mtus: Vec<Option<u16>>,
 }
 
 impl NeighbourQuery {
@@ -144,6 +179,11 @@ impl NeighbourQuery {
                 }
             }
         };
-        NeighbourFacts { peers, hops }
+        let mtus = self
+            .links
+            .iter()
+            .map(|l| crate::shell::vipaddr::mtu_of(l))
+            .collect();
+        NeighbourFacts { peers, hops, mtus }
     }
 }

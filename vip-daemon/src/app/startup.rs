@@ -301,6 +301,7 @@ pub async fn start(
         maps,
         interfaces: Vec::new(),
         egress_ports,
+        links: Vec::new(),
         probers: (0..backends.len()).map(|_| None).collect(),
         backends,
         vip_of,
@@ -336,7 +337,7 @@ pub async fn start(
         }
     }
     d.save_state();
-    for iface in d.config.node.interfaces.clone() {
+    for (i, iface) in d.config.node.interfaces.clone().into_iter().enumerate() {
         let how = d
             .maps
             .dp_mut()
@@ -362,7 +363,18 @@ pub async fn start(
                 }
                 d.maps
                     .iface(ifindex, mac, mtu)
-                    .with_context(|| format!("list {iface}'s MAC and MTU in IFACES"))?
+                    .with_context(|| format!("list {iface}'s MAC and MTU in IFACES"))?;
+                let port = if d.egress_ports.is_empty() {
+                    0
+                } else {
+                    i as u32 + 1
+                };
+                d.links.push(super::Link {
+                    name: iface.clone(),
+                    ifindex,
+                    iface: Iface { mac, mtu },
+                    port,
+                });
             }
             None => {
                 tracing::warn!(%iface, "no Ethernet MAC: frames for other hosts are not filtered")

@@ -6,7 +6,7 @@
 //! change (new backends, tables, VIPs, removals) is the caller's: see `app/startup.rs`
 //! `apply_layout`.
 use vip_common::maps::{
-    peer_filter, vip_filter, Backend, EncapSourceKey, Lease, LeaseKey, PeerFilter, Settings,
+    peer_filter, vip_filter, Backend, EncapSourceKey, Iface, Lease, LeaseKey, PeerFilter, Settings,
     VipFilter, VipInfo, VipKey, MAP_PEER_FILTER, MAP_VIP_FILTER,
 };
 
@@ -228,5 +228,10 @@ impl MapWriter {
     /// keeps none: a traced frame's interface is the trace's input.
     pub fn iface(&mut self, ifindex: u32, mac: [u8; 6], mtu: u16) -> Result<(), DataplaneError> {
         self.dp.set_iface(ifindex, mac, mtu)
+    }
+
+    /// Lists interface `ifindex` as egress `port` (`EGRESS`, `EGRESS_DEVS`).
+    pub fn egress(&mut self, port: u32, ifindex: u32, iface: Iface) -> Result<(), DataplaneError> {
+        self.dp.set_egress(port, ifindex, iface)
     }
 }
