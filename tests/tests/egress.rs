@@ -87,27 +87,32 @@ fn balancer() -> Balancer {
                 ..Backend::default()
             },
         );
-        let key = VipKey {
-            addr: a4(VIP),
-            port: 80 + i as u16,
-            proto: IPPROTO_TCP,
-            family: FAMILY_V4,
-        };
-        let info = VipInfo {
-            index: i,
-            table_size: M,
-            flags: 0,
-            fallback: 0,
-        };
-        b.set_vip(key, info);
-        let region = TableRegion {
-            vip_index: i,
-            base: i * 2 * M,
-            size: M,
-        };
-        b.publish(&region, &vec![i; M as usize]);
+        add_vip(&mut b, i, VIP, 80 + i as u16, i);
     }
     b
+}
+
+/// TCP VIP `index` at `addr:port`, its live table all `backend`.
+fn add_vip(b: &mut Balancer, index: u32, addr: [u8; 4], port: u16, backend: u32) {
+    let key = VipKey {
+        addr: a4(addr),
+        port,
+        proto: IPPROTO_TCP,
+        family: FAMILY_V4,
+    };
+    let info = VipInfo {
+        index,
+        table_size: M,
+        flags: 0,
+        fallback: 0,
+    };
+    b.set_vip(key, info);
+    let region = TableRegion {
+        vip_index: index,
+        base: index * 2 * M,
+        size: M,
+    };
+    b.publish(&region, &vec![backend; M as usize]);
 }
 
 fn segment(port: u16, ip_len: usize) -> Vec<u8> {
@@ -306,25 +311,7 @@ fn real_traffic_reaches_a_backend_behind_the_other_interface() {
         },
     );
     for (index, port) in [(0u32, 80u16), (1, 9000)] {
-        let key = VipKey {
-            addr: a4([10, 91, 9, 100]),
-            port,
-            proto: IPPROTO_TCP,
-            family: FAMILY_V4,
-        };
-        let info = VipInfo {
-            index,
-            table_size: M,
-            flags: 0,
-            fallback: 0,
-        };
-        bal.set_vip(key, info);
-        let region = TableRegion {
-            vip_index: index,
-            base: index * 2 * M,
-            size: M,
-        };
-        bal.publish(&region, &vec![0; M as usize]);
+        add_vip(&mut bal, index, [10, 91, 9, 100], port, 0);
     }
 
     t.traffic_reaches_the_backend();

@@ -100,6 +100,20 @@ pub const fn ipv4_outer(
     dst: [u8; 4],
 ) -> [u8; IPV4_HLEN] {
     let total = inner_len.wrapping_add(IPV4_HLEN as u16);
+    ipv4_header(total, tos, ttl, IPPROTO_IPIP, src, dst)
+}
+
+/// An IPv4 header without options, `total` bytes long with its payload: identification 0,
+/// DF clear, checksum filled in.
+#[inline(always)]
+pub const fn ipv4_header(
+    total: u16,
+    tos: u8,
+    ttl: u8,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> [u8; IPV4_HLEN] {
     let mut h = [
         0x45,
         tos,
@@ -110,7 +124,7 @@ pub const fn ipv4_outer(
         0,
         0,
         ttl,
-        IPPROTO_IPIP,
+        proto,
         0,
         0,
         src[0],

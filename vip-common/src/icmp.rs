@@ -4,7 +4,7 @@
 //! needs to find its socket and check the sequence number), and the client lowers its path MTU
 //! to the VIP. Built here once, as plain byte arrays, for the XDP program and the host model.
 use crate::{
-    encap::ipv4_header_checksum,
+    encap::ipv4_header,
     wire::{
         ICMPV6_PKT_TOOBIG, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, IPPROTO_ICMP, IPPROTO_ICMPV6,
         IPV4_DF, IPV4_HLEN, IPV6_HLEN,
@@ -48,28 +48,22 @@ pub const fn answerable_v4(quote: &[u8; QUOTE_V4]) -> bool {
 /// with next-hop MTU `mtu`: VIP -> client, followed on the wire by `quote` itself.
 #[inline(always)]
 pub const fn frag_needed_v4(quote: &[u8; QUOTE_V4], mtu: u16) -> [u8; IPV4_HLEN + 8] {
-    let total = (2 * QUOTE_V4) as u16;
+    let vip = [quote[16], quote[17], quote[18], quote[19]];
+    let client = [quote[12], quote[13], quote[14], quote[15]];
+    let ip = ipv4_header(
+        (2 * QUOTE_V4) as u16,
+        0,
+        ANSWER_TTL,
+        IPPROTO_ICMP,
+        vip,
+        client,
+    );
     let mut h = [0u8; IPV4_HLEN + 8];
-    h[0] = 0x45;
-    h[2] = (total >> 8) as u8;
-    h[3] = total as u8;
-    h[8] = ANSWER_TTL;
-    h[9] = IPPROTO_ICMP;
-    let mut i = 0;
-    while i < 4 {
-        h[12 + i] = quote[16 + i];
-        h[16 + i] = quote[12 + i];
-        i += 1;
-    }
-    let mut ip = [0u8; IPV4_HLEN];
     let mut i = 0;
     while i < IPV4_HLEN {
-        ip[i] = h[i];
+        h[i] = ip[i];
         i += 1;
     }
-    let csum = ipv4_header_checksum(&ip);
-    h[10] = (csum >> 8) as u8;
-    h[11] = csum as u8;
     h[20] = ICMP_DEST_UNREACH;
     h[21] = ICMP_FRAG_NEEDED;
     h[26] = (mtu >> 8) as u8;
@@ -115,6 +109,7 @@ pub const fn packet_too_big_v6(quote: &[u8; QUOTE_V6], mtu: u32) -> [u8; IPV6_HL
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encap::ipv4_header_checksum;
 
     fn sum(init: u32, parts: &[&[u8]]) -> u32 {
         parts
