@@ -371,21 +371,12 @@ address = "10.91.2.2"
     );
     let pins = PinDir::new();
     let vipd = Vipd::start(&t.lb, &pins, &config);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !vipd.cli(&["status"]).unwrap_or_default().contains("1 of 1") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "backend never live: {}",
-            vipd.cli(&["status"]).unwrap_or_default()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    within_5s("backend live", || {
+        vipd.cli(&["status"]).unwrap_or_default().contains("1 of 1")
+    });
     // vipd found the backend's route leaves by l1, its second interface: egress port 2.
-    let pinned = aya::maps::MapData::from_pin(pins.path.join("BACKENDS")).expect("BACKENDS");
-    let backends: aya::maps::Array<_, Backend> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(pinned)).expect("array");
-    let egress: Vec<u8> = (0..backends.len())
-        .filter_map(|i| backends.get(&i, 0).ok())
+    let egress: Vec<u8> = pinned_array::<Backend>(&pins, "BACKENDS")
+        .iter()
         .filter(|b| b.mode == FWD_L2)
         .map(|b| b.egress)
         .collect();
@@ -395,23 +386,33 @@ address = "10.91.2.2"
     // The operator lowers l1's MTU: within a neighbour refresh (1 s), EGRESS follows, so that
     // encapsulated packets are checked against the MTU the link has now.
     t.lb.exec(&["ip", "link", "set", &t.l1, "mtu", "1400"]);
-    let egress_mtu = || {
-        let pinned = aya::maps::MapData::from_pin(pins.path.join("EGRESS")).expect("EGRESS");
-        let egress: aya::maps::Array<_, Iface> =
-            aya::maps::Array::try_from(aya::maps::Map::Array(pinned)).expect("array");
-        egress.get(&2, 0).expect("port 2").mtu
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while egress_mtu() != 1400 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "EGRESS kept MTU {}",
-            egress_mtu()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    within_5s("EGRESS port 2 at MTU 1400", || {
+        pinned_array::<Iface>(&pins, "EGRESS")[2].mtu == 1400
+    });
     drop(vipd);
     t.stop();
+}
+
+/// Every entry of the pinned array map `name`.
+fn pinned_array<T: aya::Pod>(pins: &PinDir, name: &str) -> Vec<T> {
+    let pinned = aya::maps::MapData::from_pin(pins.path.join(name)).expect(name);
+    let map: aya::maps::Array<_, T> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(pinned)).expect("array");
+    (0..map.len())
+        .map(|i| map.get(&i, 0).expect("entry"))
+        .collect()
+}
+
+/// Waits up to 5 s for `ok`, polling every 50 ms.
+fn within_5s(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within 5 s: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// The MAC of `iface` in `ns`.
