@@ -8,7 +8,6 @@ mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
-    process::{Child, Command},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -16,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Cluster, VIP};
+use common::{
+    services::{spawn_service, Services},
+    Cluster, VIP,
+};
 use vip_tests::{privileged, servers, servers::HttpKeepAlive};
 
 const PORT: u16 = 8774;
@@ -33,31 +35,6 @@ fn api_vip() -> String {
         ));
     }
     c
-}
-
-/// An HTTP service process (`vip-lab serve http`) in node `i`'s namespace, so it can be
-/// SIGKILLed like a crashing service.
-fn spawn_service(cluster: &Cluster, i: usize) -> Child {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", cluster.host(i).ns.name))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_vip-lab"))
-        .args(["serve", "http", "--port", &PORT.to_string()])
-        .args(["--name", &cluster.nodes[i].name, "--vip", &VIP.to_string()])
-        .spawn()
-        .expect("spawn service")
-}
-
-/// Service processes, killed on drop (also when the test fails).
-struct Services(Vec<Child>);
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for s in &mut self.0 {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-    }
 }
 
 /// One request: when it started and who answered (or the error).
@@ -172,7 +149,7 @@ fn owner_link_cut_fails_nothing_later_than_500_ms() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
     let owner = cluster.wait_single_owner(Duration::from_secs(10));
-    let _services = Services((0..3).map(|i| spawn_service(&cluster, i)).collect());
+    let _services = Services((0..3).map(|i| spawn_service(&cluster, i, PORT)).collect());
     wait_until("all api backends live", Duration::from_secs(10), || {
         (0..3).all(|b| slots(&cluster, owner, &format!("ctl{}", b + 1)) > 0)
     });
@@ -211,7 +188,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start_full(common::TEST_TIMING, &api_vip());
     let owner = cluster.wait_single_owner(Duration::from_secs(10));
-    let mut services = Services((0..3).map(|i| spawn_service(&cluster, i)).collect());
+    let mut services = Services((0..3).map(|i| spawn_service(&cluster, i, PORT)).collect());
     wait_until("all api backends live", Duration::from_secs(10), || {
         (0..3).all(|b| slots(&cluster, owner, &format!("ctl{}", b + 1)) > 0)
     });
@@ -270,7 +247,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
             "detection goal 50 ms, missed on two controllers"
         );
         attempt += 1;
-        services.0[victim] = spawn_service(&cluster, victim);
+        services.0[victim] = spawn_service(&cluster, victim, PORT);
         wait_until("back in both tables", Duration::from_secs(3), || {
             slots(&cluster, owner, &victim_name) > 0 && slots(&cluster, victim, &victim_name) > 0
         });
@@ -299,7 +276,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
 
     // 2. Restarted: back in the tables after the probes rise.
     let restarted = Instant::now();
-    services.0[victim] = spawn_service(&cluster, victim);
+    services.0[victim] = spawn_service(&cluster, victim, PORT);
     let back = wait_until("back in the owner's table", Duration::from_secs(3), || {
         slots(&cluster, owner, &victim_name) > 0
     });
@@ -351,7 +328,7 @@ fn killed_service_and_cut_controller_leave_the_tables_at_once() {
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
-    services.0[owner] = spawn_service(&cluster, owner);
+    services.0[owner] = spawn_service(&cluster, owner, PORT);
 
     // 4. The first victim's link is cut: its backends leave the tables when membership
     // declares it dead.

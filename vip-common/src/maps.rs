@@ -21,6 +21,15 @@ pub const PROG_DECAP: &str = "vip_decap";
 /// Benchmark baselines (never attached): swap MACs + XDP_TX, and XDP_PASS.
 pub const PROG_BARE_TX: &str = "bare_tx";
 pub const PROG_BARE_PASS: &str = "bare_pass";
+/// The local-client balancer (cgroup `connect4`/`connect6`/`sendmsg4`/`sendmsg6` programs):
+/// see [`MAP_LOCAL_CLIENTS`].
+pub const PROG_CONNECT4: &str = "vip_connect4";
+pub const PROG_CONNECT6: &str = "vip_connect6";
+pub const PROG_SENDMSG4: &str = "vip_sendmsg4";
+pub const PROG_SENDMSG6: &str = "vip_sendmsg6";
+/// Every local-client program, with the cgroup hook it attaches to.
+pub const LOCAL_CLIENT_PROGS: [&str; 4] =
+    [PROG_CONNECT4, PROG_CONNECT6, PROG_SENDMSG4, PROG_SENDMSG6];
 
 /// `VipKey` -> [`VipInfo`] (hash map).
 pub const MAP_VIPS: &str = "VIPS";
@@ -95,6 +104,20 @@ pub const MAP_VIP_FILTER: &str = "VIP_FILTER";
 /// `PEERS` entry (either order only delays when frames from it count as a peer's).
 pub const MAP_PEER_FILTER: &str = "PEER_FILTER";
 
+/// Single-entry array of [`LocalClients`]. XDP sees only packets from the wire, and every
+/// controller holds the VIPs on `lo` (DSR), so a client on a controller connecting to a VIP
+/// would always reach its own node's service, and fail while that is dead. The cgroup
+/// programs (`PROG_CONNECT4` ...) balance such clients with the same tables: a TCP
+/// connect, a UDP connect or an unconnected UDP send to a VIP gets the destination address
+/// of the backend the live table picks (the port stays the VIP's); a pick of this node's own
+/// backend keeps the VIP (delivered on `lo`) while a socket takes it, otherwise the fallback
+/// table picks (second chance). Only sockets of the network namespace whose cookie is here
+/// are balanced (0: none): on a host with other namespaces (tenant routers may reuse the
+/// VIP's addresses), theirs are left alone.
+pub const MAP_LOCAL_CLIENTS: &str = "LOCAL_CLIENTS";
+/// Per-CPU [`Counter`] per `local_stat::*` (packets: sockets balanced; bytes unused).
+pub const MAP_LOCAL_STATS: &str = "LOCAL_STATS";
+
 /// Every map, in the order vipd pins them.
 pub const ALL_MAPS: &[&str] = &[
     MAP_VIPS,
@@ -115,6 +138,8 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_PEER_FILTER,
     MAP_EGRESS,
     MAP_EGRESS_DEVS,
+    MAP_LOCAL_CLIENTS,
+    MAP_LOCAL_STATS,
 ];
 
 /// Default capacities compiled into the object (vipd overrides them from the config).
@@ -322,6 +347,35 @@ pub mod flow_stat {
     pub const NAMES: [&str; COUNT as usize] =
         ["hit", "miss_new", "miss_midstream", "stale", "previous"];
 }
+
+/// What the local-client programs did with a socket's destination; index into
+/// [`MAP_LOCAL_STATS`].
+pub mod local_stat {
+    /// Sent to another node's backend: the destination became its address.
+    pub const BACKEND: u32 = 0;
+    /// This node's own backend, which has a socket for it: left to the VIP on `lo`.
+    pub const LOCAL: u32 = 1;
+    /// This node's own backend without a socket (the service died, the tables have not
+    /// caught up yet): sent to the fallback table's pick instead.
+    pub const SECOND_CHANCE: u32 = 2;
+    /// No backend to send it to (an empty table, or a dead own service and no fallback):
+    /// left as it was.
+    pub const UNBALANCED: u32 = 3;
+    /// Number of counters (size of the map).
+    pub const COUNT: u32 = 4;
+
+    /// Human names, indexed by counter.
+    pub const NAMES: [&str; COUNT as usize] = ["backend", "local", "second_chance", "unbalanced"];
+}
+
+/// Value of [`MAP_LOCAL_CLIENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LocalClients {
+    /// `SO_NETNS_COOKIE` of vipd's network namespace: only its sockets are balanced.
+    pub netns_cookie: u64,
+}
+const _: () = assert!(core::mem::size_of::<LocalClients>() == 8);
 
 /// A VIP: destination address, port (host order; 0 = every port) and protocol.
 #[repr(C)]
@@ -615,6 +669,7 @@ mod user {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::LeaseKey {}
     unsafe impl aya::Pod for super::Lease {}
+    unsafe impl aya::Pod for super::LocalClients {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowEntry {}
     unsafe impl aya::Pod for super::EncapSourceKey {}

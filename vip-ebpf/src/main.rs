@@ -1,4 +1,4 @@
-//! XDP programs of vip-fabric. Built only for `bpfel-unknown-none` (by vip-daemon's build.rs);
+//! XDP programs of vip-fabric (and the cgroup programs balancing local clients). Built only for `bpfel-unknown-none` (by vip-daemon's build.rs);
 //! on the host this compiles to an empty binary so `cargo build --workspace` keeps working.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -9,6 +9,8 @@ mod bare;
 mod debug;
 #[cfg(target_arch = "bpf")]
 mod encap;
+#[cfg(target_arch = "bpf")]
+mod local_clients;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

@@ -5,11 +5,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use vip_common::maps::{
-    flow_stat, reason, Backend, Counter, EncapSourceKey, FlowEntry, FlowKey, Iface, Lease,
-    LeaseKey, PacketNote, Peer, PeerKey, Settings, VipInfo, VipKey, BPF_F_MMAPABLE,
-    BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, DEFAULT_MAX_IFACES,
-    DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS, DEFAULT_MAX_VIPS,
-    MAX_ENCAP_SOURCES, PEER_FILTER_WORDS, VIP_FILTER_WORDS,
+    flow_stat, local_stat, reason, Backend, Counter, EncapSourceKey, FlowEntry, FlowKey, Iface,
+    Lease, LeaseKey, LocalClients, PacketNote, Peer, PeerKey, Settings, VipInfo, VipKey,
+    BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS,
+    DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS,
+    DEFAULT_MAX_VIPS, MAX_ENCAP_SOURCES, PEER_FILTER_WORDS, VIP_FILTER_WORDS,
 };
 
 const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
@@ -55,6 +55,11 @@ pub static FLOWS: LruHashMap<FlowKey, FlowEntry, { DEFAULT_MAX_FLOWS as usize },
     LruHashMap::new();
 #[btf_map]
 pub static FLOW_STATS: PerCpuArray<Counter, { flow_stat::COUNT as usize }> = PerCpuArray::new();
+
+#[btf_map]
+pub static LOCAL_CLIENTS: Array<LocalClients, 1> = Array::new();
+#[btf_map]
+pub static LOCAL_STATS: PerCpuArray<Counter, { local_stat::COUNT as usize }> = PerCpuArray::new();
 
 /// `vipd debug packets`: see `vip_common::maps::MAP_PACKET_NOTES`.
 #[btf_map]

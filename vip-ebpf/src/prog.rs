@@ -432,7 +432,7 @@ fn maybe_vip(dst: &[u32; 4]) -> bool {
 
 /// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
 #[inline(always)]
-fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
+pub(crate) fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
     let mut key = VipKey {
         addr: words_addr(&flow.dst),
         port: flow.dport,

@@ -21,8 +21,8 @@ use vip_common::{
     encap::{second_chance_ttl, SECOND_CHANCES},
     flow::{flow_hash, maglev_slot},
     maps::{
-        reason::*, Settings, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT, VIP_F_FLOWS,
-        VIP_F_SRC_HASH,
+        reason::*, Backend, Settings, VipInfo, FWD_LOCAL, NO_BACKEND, SLOTS_PER_ELEMENT,
+        VIP_F_FLOWS, VIP_F_SRC_HASH,
     },
     wire::*,
 };
@@ -75,11 +75,11 @@ fn listener_takes(ctx: &XdpContext, l3: usize, family: u8, listener: *mut bpf_so
     }
 }
 
-/// Whether this node has a socket for the packet: TCP, a connection (established, in its
-/// handshake, or in TIME_WAIT) for any segment, a listener only as [`listener_takes`] says;
-/// UDP, a bound socket. Looked up in the namespace of the receiving device.
+/// Looks up the socket of `flow` (TCP: any, listeners, handshakes and TIME_WAIT included;
+/// UDP: a bound socket) in the network namespace of `raw`, the program's context (XDP: the
+/// receiving device's; cgroup: the socket's). A socket found must be released.
 #[inline(always)]
-fn has_socket(ctx: &XdpContext, l3: usize, flow: &Flow) -> bool {
+pub fn lookup_socket(raw: *mut core::ffi::c_void, flow: &Flow) -> *mut bpf_sock {
     // SAFETY: a zeroed plain-integer struct.
     let mut tuple: bpf_sock_tuple = unsafe { core::mem::zeroed() };
     // Flow words are the packet's bytes loaded as-is: already network order in memory.
@@ -101,25 +101,48 @@ fn has_socket(ctx: &XdpContext, l3: usize, flow: &Flow) -> bool {
         36
     };
     let netns = BPF_F_CURRENT_NETNS as u64;
-    let raw = ctx.ctx as *mut core::ffi::c_void;
-    // SAFETY: helpers given a valid tuple of `size` bytes; a found socket is released.
+    // SAFETY: helpers given a valid tuple of `size` bytes.
     unsafe {
         if flow.proto != IPPROTO_TCP {
-            let sk = bpf_sk_lookup_udp(raw, &mut tuple, size, netns, 0);
-            if sk.is_null() {
-                return false;
-            }
-            bpf_sk_release(sk as *mut core::ffi::c_void);
-            return true;
+            bpf_sk_lookup_udp(raw, &mut tuple, size, netns, 0)
+        } else {
+            bpf_skc_lookup_tcp(raw, &mut tuple, size, netns, 0)
         }
-        let sk = bpf_skc_lookup_tcp(raw, &mut tuple, size, netns, 0);
-        if sk.is_null() {
-            return false;
-        }
-        let found = (*sk).state != TCP_STATE_LISTEN || listener_takes(ctx, l3, flow.family, sk);
+    }
+}
+
+/// Whether this node has a socket for the packet: TCP, a connection (established, in its
+/// handshake, or in TIME_WAIT) for any segment, a listener only as [`listener_takes`] says;
+/// UDP, a bound socket. Looked up in the namespace of the receiving device.
+#[inline(always)]
+fn has_socket(ctx: &XdpContext, l3: usize, flow: &Flow) -> bool {
+    let sk = lookup_socket(ctx.ctx as *mut core::ffi::c_void, flow);
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: a socket the lookup returned, released once read.
+    unsafe {
+        let found = flow.proto != IPPROTO_TCP
+            || (*sk).state != TCP_STATE_LISTEN
+            || listener_takes(ctx, l3, flow.family, sk);
         bpf_sk_release(sk as *mut core::ffi::c_void);
         found
     }
+}
+
+/// The backend the VIP's fallback table (its live table without this node's backends) gives
+/// hash `hash`, when it is another node's and of `family`. The caller checked
+/// `vip.fallback != 0` and `vip.table_size != 0`.
+#[inline(always)]
+pub fn fallback_backend(vip: &VipInfo, hash: u32, family: u8) -> Option<&'static Backend> {
+    let base = ACTIVE.get(vip.fallback.wrapping_sub(1))?;
+    let slot = *base + maglev_slot(hash, vip.table_size);
+    let index = SLOTS.get(slot / SLOTS_PER_ELEMENT)?[(slot % SLOTS_PER_ELEMENT) as usize & 1];
+    let backend = BACKENDS.get(index)?;
+    if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != family {
+        return None;
+    }
+    Some(backend)
 }
 
 /// The second chance itself, for a packet already given `taken` of them, received on an
@@ -146,7 +169,6 @@ pub fn second_chance(
     {
         return None;
     }
-    let base = ACTIVE.get(vip.fallback - 1)?;
     let hash = flow_hash(
         settings.hash_seed,
         &flow.src,
@@ -156,12 +178,7 @@ pub fn second_chance(
         flow.proto,
         vip.flags & VIP_F_SRC_HASH != 0,
     );
-    let slot = *base + maglev_slot(hash, vip.table_size);
-    let index = SLOTS.get(slot / SLOTS_PER_ELEMENT)?[(slot % SLOTS_PER_ELEMENT) as usize & 1];
-    let backend = BACKENDS.get(index)?;
-    if index == NO_BACKEND || backend.mode == FWD_LOCAL || backend.family != flow.family {
-        return None;
-    }
+    let backend = fallback_backend(vip, hash, flow.family)?;
     let how = Send {
         hash,
         family: flow.family,

@@ -212,6 +212,8 @@ pub struct Daemon {
     pub packet_debug: Option<(crate::core::image::PacketDebug, Instant)>,
     /// When to write ahead the next steps of the VIPs that want it (`prepare_due`).
     pub prepare_at: Option<Instant>,
+    /// Where the local-client programs are attached, or why not (status).
+    pub local_clients: String,
     /// Patches live in the kernel whose image (and slot counts) the loop brings up to date
     /// a piece per idle turn (`tables::PendingImage`).
     pub pending_images: std::collections::VecDeque<pending_image::PendingImage>,

@@ -18,8 +18,9 @@ use crate::{
     shell::{
         metrics::{counter_to, AdminLabels, BackendLabels, FlowLabels, ReasonLabels, VipLabels},
         status::{
-            BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus, MemberStatus,
-            NamedCount, ProbeStatus, ReasonCount, Status, TraceReport, Usage, VipStatus,
+            BackendStatus, ClusterStatus, DrainStatus, InterfaceStatus, LimitsStatus,
+            LocalClientsStatus, MemberStatus, NamedCount, ProbeStatus, ReasonCount, Status,
+            TraceReport, Usage, VipStatus,
         },
     },
 };
@@ -274,6 +275,14 @@ impl Daemon {
                 .zip(self.maps.dp().flow_stats().unwrap_or_default())
                 .map(|(n, c)| NamedCount::new(*n, c.packets))
                 .collect(),
+            local_clients: Some(LocalClientsStatus {
+                state: self.local_clients.clone(),
+                sockets: maps::local_stat::NAMES
+                    .iter()
+                    .zip(self.maps.dp().local_stats().unwrap_or_default())
+                    .map(|(n, c)| NamedCount::new(*n, c.packets))
+                    .collect(),
+            }),
             service: self.service_status(),
             self_check: self.selfcheck_status(),
         }
@@ -480,6 +489,15 @@ impl Daemon {
                 result: name.to_string(),
             };
             counter_to(&self.metrics.flow_table.get_or_create(&l), c.packets);
+        }
+        for (name, c) in maps::local_stat::NAMES
+            .iter()
+            .zip(self.maps.dp().local_stats().unwrap_or_default())
+        {
+            let l = FlowLabels {
+                result: name.to_string(),
+            };
+            counter_to(&self.metrics.local_clients.get_or_create(&l), c.packets);
         }
         for (name, c) in reason::NAMES
             .iter()

@@ -17,7 +17,7 @@ use crate::{
         plan::{self, BackendPlan, Plan, VipPlan},
     },
     shell::{
-        dataplane::{Attached, Dataplane, DataplaneError, MapWriter, Sizing},
+        dataplane::{Attached, Dataplane, DataplaneError, LocalClientsAttached, MapWriter, Sizing},
         metrics::Metrics,
         neighbours,
         probes::ProbeEvent,
@@ -323,6 +323,7 @@ pub async fn start(
         routes: Default::default(),
         packet_debug: None,
         prepare_at: None,
+        local_clients: String::new(),
     };
     d.service.standby_since_ms = saved.as_ref().and_then(|s| s.standby_since_ms);
     if let Some(s) = &saved {
@@ -382,6 +383,7 @@ pub async fn start(
         }
         d.interfaces.push((iface, mode.to_owned()));
     }
+    d.local_clients = local_clients(&d.config.node, d.maps.dp_mut());
     if d.maps.dp().is_replacing() {
         d.maps
             .dp_mut()
@@ -391,6 +393,40 @@ pub async fn start(
     }
     d.start_probers();
     Ok(d)
+}
+
+/// Balances this node's own clients of the VIPs (`node.local_clients`): attaches the cgroup
+/// programs, or removes links a previous run left when it is off. A failure is a warning:
+/// the VIPs still serve everyone else. Returns the status line.
+fn local_clients(node: &crate::config::Node, dp: &mut Dataplane) -> String {
+    if !node.local_clients {
+        if let Err(e) = dp.detach_local_clients() {
+            tracing::warn!(error = %e, "could not remove the local-client programs");
+        }
+        return "off (node.local_clients = false)".to_owned();
+    }
+    let Some(cgroup) =
+        (node.local_clients_cgroup.clone()).or_else(crate::shell::dataplane::cgroup2_root)
+    else {
+        tracing::warn!(
+            "no cgroup v2 hierarchy mounted: local clients of the VIPs are not balanced"
+        );
+        return "off: no cgroup v2 hierarchy".to_owned();
+    };
+    match dp.attach_local_clients(&cgroup) {
+        Ok(how) => {
+            let how = match how {
+                LocalClientsAttached::New => "attached",
+                LocalClientsAttached::Adopted => "adopted",
+            };
+            tracing::info!(cgroup = %cgroup.display(), how, "local clients of the VIPs balanced");
+            format!("{how} at {}", cgroup.display())
+        }
+        Err(e) => {
+            tracing::warn!(cgroup = %cgroup.display(), error = %e, "local clients of the VIPs are not balanced");
+            format!("off: {e}")
+        }
+    }
 }
 
 /// With several attached interfaces, each is an egress port (`EGRESS`, `EGRESS_DEVS`): a

@@ -49,6 +49,8 @@ pub(crate) struct RawNode {
     pub pin_dir: Option<String>,
     pub state_dir: Option<String>,
     pub realtime: Option<bool>,
+    pub local_clients: Option<bool>,
+    pub local_clients_cgroup: Option<String>,
 }
 
 /// `[limits]`: capacities of the data plane, fixed when vipd creates its maps.

@@ -20,6 +20,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     );
     check("node.pin_dir", old.node.pin_dir != new.node.pin_dir);
     check("node.realtime", old.node.realtime != new.node.realtime);
+    check(
+        "node.local_clients / local_clients_cgroup",
+        (old.node.local_clients, &old.node.local_clients_cgroup)
+            != (new.node.local_clients, &new.node.local_clients_cgroup),
+    );
     match (&old.cluster.membership, &new.cluster.membership) {
         (Some(o), Some(n)) => membership_changes(o, n, &mut check),
         (o, n) => check(

@@ -168,6 +168,11 @@ pub struct Node {
     /// Corosync do: a verdict goes live without waiting for a CPU on a busy machine. Off by
     /// default: with it, the ten-minute starvation test saw false positives (2 runs of 3).
     pub realtime: bool,
+    /// Balance this node's own clients of the VIPs too (cgroup socket programs, see
+    /// `vip_common::maps::MAP_LOCAL_CLIENTS`). On by default.
+    pub local_clients: bool,
+    /// The cgroup v2 directory they attach to (None: the hierarchy's root, every process).
+    pub local_clients_cgroup: Option<PathBuf>,
 }
 
 /// Settings that must be identical on every node.

@@ -134,6 +134,14 @@ fn node(raw: &RawNode, cx: &mut Ctx) -> Node {
         );
         cx.error(&at.key("state_dir"), msg);
     }
+    let local_clients_cgroup = raw.local_clients_cgroup.as_deref().map(PathBuf::from);
+    if local_clients_cgroup
+        .as_ref()
+        .is_some_and(|p| !p.is_absolute())
+    {
+        let msg = "not absolute: expected a cgroup v2 directory like \"/sys/fs/cgroup\"".to_owned();
+        cx.error(&at.key("local_clients_cgroup"), msg);
+    }
     Node {
         name,
         interfaces,
@@ -141,6 +149,8 @@ fn node(raw: &RawNode, cx: &mut Ctx) -> Node {
         pin_dir: PathBuf::from(pin_dir),
         state_dir: PathBuf::from(state_dir),
         realtime: raw.realtime.unwrap_or(false),
+        local_clients: raw.local_clients.unwrap_or(true),
+        local_clients_cgroup,
     }
 }
 

@@ -82,8 +82,11 @@ impl Sizing {
     /// power of two: ~7 MiB for 65536 entries.
     pub fn map_bytes(&self, cpus: u32) -> u64 {
         let (v, b, p) = (self.vips as u64, self.backends as u64, self.peers as u64);
-        let counters =
-            (v + b + maps::reason::COUNT as u64 + maps::flow_stat::COUNT as u64) * 16 * cpus as u64;
+        let counters = (v
+            + b
+            + (maps::reason::COUNT + maps::flow_stat::COUNT + maps::local_stat::COUNT) as u64)
+            * 16
+            * cpus as u64;
         let flows = self.flow_entries(cpus) as u64;
         let flow_element = 48
             + size_of::<maps::FlowKey>().next_multiple_of(8) as u64
@@ -100,6 +103,7 @@ impl Sizing {
             + (self.interfaces as u64 + 1) * (8 + 8)
             + maps::MAX_ENCAP_SOURCES as u64 * 24
             + 32
+            + 8
             + counters
             + flow_table
     }

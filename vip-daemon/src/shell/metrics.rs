@@ -98,6 +98,9 @@ pub struct Metrics {
     pub backend_drain_flows: Family<BackendLabels, Gauge>,
     /// Flow table lookups by result (hit, miss_new, miss_midstream, stale, previous).
     pub flow_table: Family<FlowLabels, Counter>,
+    /// Sockets of this node's own clients the local-client programs handled, by result
+    /// (backend, local, second_chance, unbalanced).
+    pub local_clients: Family<FlowLabels, Counter>,
     pub probe_latency: Family<BackendLabels, Histogram>,
     pub probe_failures: Family<BackendLabels, Counter>,
     pub publishes: Family<VipLabels, Counter>,
@@ -157,6 +160,7 @@ impl Default for Metrics {
             backend_transitions: Family::default(),
             backend_drain_flows: Family::default(),
             flow_table: Family::default(),
+            local_clients: Family::default(),
             probe_latency: Family::new_with_constructor(probe_histogram),
             probe_failures: Family::default(),
             publishes: Family::default(),
@@ -232,6 +236,11 @@ impl Default for Metrics {
             "flow_table_lookups",
             "Flow table results for packets of VIPs using it: hit, miss_new, miss_midstream, stale, previous",
             m.flow_table.clone(),
+        );
+        r.register(
+            "local_client_sockets",
+            "Sockets of this node's own clients connecting or sending to a VIP, by result: backend, local, second_chance, unbalanced",
+            m.local_clients.clone(),
         );
         r.register(
             "probe_latency_seconds",
@@ -802,6 +811,11 @@ mod tests {
         m.flow_table
             .get_or_create(&FlowLabels {
                 result: "hit".into(),
+            })
+            .inc();
+        m.local_clients
+            .get_or_create(&FlowLabels {
+                result: "backend".into(),
             })
             .inc();
         m.probe_latency.get_or_create(&be).observe(0.001);

@@ -42,12 +42,23 @@ pub struct Status {
     /// `vip_common::maps::flow_stat::NAMES`.
     #[serde(default)]
     pub flow_table: Vec<NamedCount>,
+    /// This node's own clients of the VIPs (cgroup programs): where attached or why not, and
+    /// what they did (`vip_common::maps::local_stat::NAMES`, sockets).
+    #[serde(default)]
+    pub local_clients: Option<LocalClientsStatus>,
     /// In or out of service (standby, track conditions) and the notify hook's runs.
     #[serde(default)]
     pub service: ServiceStatus,
     /// The last periodic self-check (None before the first).
     #[serde(default)]
     pub self_check: Option<SelfCheckStatus>,
+}
+
+/// `Status::local_clients`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LocalClientsStatus {
+    pub state: String,
+    pub sockets: Vec<NamedCount>,
 }
 
 /// Whether this node takes VIPs and traffic, and since when.
@@ -505,6 +516,12 @@ impl Status {
                 .collect();
             let _ = writeln!(s, "flow table: {}", f.join(" "));
         }
+        if let Some(l) = &self.local_clients {
+            let f: Vec<String> = (l.sockets.iter())
+                .map(|c| format!("{}={}", c.name, c.count))
+                .collect();
+            let _ = writeln!(s, "local clients: {}; sockets {}", l.state, f.join(" "));
+        }
         s
     }
 
@@ -705,6 +722,10 @@ mod tests {
                 flows: 65536,
             }),
             flow_table: vec![NamedCount::new("hit", 5), NamedCount::new("stale", 1)],
+            local_clients: Some(LocalClientsStatus {
+                state: "attached at /sys/fs/cgroup".into(),
+                sockets: vec![NamedCount::new("backend", 7), NamedCount::new("local", 2)],
+            }),
             ..Default::default()
         };
         let text = status.render();
@@ -716,6 +737,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("flow table: hit=5 stale=1"), "{text}");
+        assert!(
+            text.contains("local clients: attached at /sys/fs/cgroup; sockets backend=7 local=2"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -729,6 +754,7 @@ mod tests {
             ",\"drain\":null",
             ",\"limits\":null",
             ",\"flow_table\":[]",
+            ",\"local_clients\":null",
         ] {
             assert!(json.contains(field), "{json}");
             json = json.replace(field, "");

@@ -2,7 +2,7 @@
 //!
 //! Layout under the pin directory (default [`PIN_DIR`]):
 //! `prog_vip_xdp` (program), `link_<iface>` (one XDP link per interface) and one file per map,
-//! named as in `vip_common::maps`. A restarted vipd adopts whatever is pinned there; only
+//! named as in `vip_common::maps`, and `cgroup_<program>` (the local-client programs' links). A restarted vipd adopts whatever is pinned there; only
 //! [`detach`] removes it.
 use std::{
     io,
@@ -20,9 +20,11 @@ use vip_common::maps::{
 };
 
 mod batch;
+mod local_clients;
 mod tables;
 mod writer;
 pub use crate::core::layout::{Sizing, TableRegion};
+pub use local_clients::{cgroup2_root, LocalClientsAttached};
 pub use tables::{Prepare, TablePublisher, RETIRE_GRACE};
 pub use writer::MapWriter;
 
@@ -114,10 +116,12 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
             sz(size_of::<contract::FlowKey>()),
             sz(size_of::<contract::FlowEntry>()),
         ),
+        contract::MAP_LOCAL_CLIENTS => (u32s, sz(size_of::<contract::LocalClients>())),
         contract::MAP_STATS
         | contract::MAP_VIP_STATS
         | contract::MAP_BACKEND_STATS
-        | contract::MAP_FLOW_STATS => (u32s, sz(size_of::<Counter>())),
+        | contract::MAP_FLOW_STATS
+        | contract::MAP_LOCAL_STATS => (u32s, sz(size_of::<Counter>())),
         _ => return None,
     })
 }
@@ -447,6 +451,11 @@ impl Dataplane {
             }
         }
         sum_per_cpu(map)
+    }
+
+    /// Local-client counters summed over CPUs, indexed by `local_stat::*`.
+    pub fn local_stats(&self) -> Result<Vec<Counter>, DataplaneError> {
+        self.counters(contract::MAP_LOCAL_STATS)
     }
 
     /// Flow table counters summed over CPUs, indexed by `flow_stat::*`.
