@@ -96,6 +96,7 @@ fn minimal_example_gets_every_default() {
     assert_eq!(c.node.name, host.unwrap_or("localhost".into()));
     assert!(c.node.interfaces.is_empty() && c.node.addresses.is_empty());
     assert_eq!(c.node.pin_dir, PathBuf::from("/sys/fs/bpf/vip-fabric"));
+    assert!(c.node.local_clients && c.node.local_clients_cgroup.is_none());
     let v4 = "10.255.0.0".parse().unwrap();
     let v6 = "fd00:ffff::".parse().unwrap();
     let cluster = Cluster {
@@ -283,6 +284,9 @@ fn two_vips(n: usize, new: &str) -> String {
     edit(&format!("{VIP}\n{VIP}"), n, new)
 }
 
+error_test! { local_clients_cgroup_must_be_absolute:
+    "[node]\nlocal_clients_cgroup = \"sys/fs/cgroup\"\n".to_owned() + VIP
+=> 2 "node.local_clients_cgroup" "not absolute" "/sys/fs/cgroup" }
 error_test! { syntax_error: VIP.to_owned() + "weight = 1\nport = \n"
 => 10 "syntax" "TOML syntax error" }
 error_test! { duplicate_key_is_a_syntax_error: edit(VIP, 8, r#"name = "ctl2""#)

@@ -130,6 +130,17 @@ address = "192.0.2.11"
         );
         let quiet = config(&format!("[bgp]\nwithdraw_quiet = \"1s\"\n{BASE}"));
         assert!(restart_only_changes(&old, &quiet).is_empty());
+        assert!(old.node.local_clients && old.node.local_clients_cgroup.is_none());
+        for local in [
+            "local_clients = false",
+            "local_clients_cgroup = \"/sys/fs/cgroup/x\"",
+        ] {
+            let changed = config(&BASE.replace("[node]\n", &format!("[node]\n{local}\n")));
+            assert_eq!(
+                restart_only_changes(&old, &changed),
+                ["node.local_clients / local_clients_cgroup"]
+            );
+        }
     }
 
     fn cluster(voters: &str, vips: &str) -> Config {
