@@ -390,6 +390,21 @@ pub struct VipKey {
 }
 const _: () = assert!(core::mem::size_of::<VipKey>() == 20);
 
+// The `from_words` constructors lay fields out as little-endian words (bpfel and x86-64).
+#[cfg(target_endian = "big")]
+compile_error!("the map contract's word constructors assume a little-endian target");
+
+impl VipKey {
+    /// The key of destination `addr` (as `flow::addr_words`), built from five whole words: the
+    /// program stores them with five 32-bit stores instead of sixteen byte stores and a
+    /// byte-by-byte memset (the eBPF target has no wide memset).
+    #[inline(always)]
+    pub fn from_words(addr: &[u32; 4], port: u16, proto: u8, family: u8) -> Self {
+        let tail = port as u32 | (proto as u32) << 16 | (family as u32) << 24;
+        bytemuck::cast([addr[0], addr[1], addr[2], addr[3], tail])
+    }
+}
+
 /// `VipInfo::flags`: hash the source address only (session affinity).
 pub const VIP_F_SRC_HASH: u32 = 1;
 /// `VipInfo::flags`: forward only while this node holds a valid lease for the VIP's address
@@ -493,6 +508,31 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+impl FlowKey {
+    /// Like [`VipKey::from_words`]; addresses as `flow::addr_words`.
+    #[inline(always)]
+    pub fn from_words(
+        src: &[u32; 4],
+        dst: &[u32; 4],
+        (sport, dport): (u16, u16),
+        proto: u8,
+        family: u8,
+    ) -> Self {
+        bytemuck::cast([
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            dst[0],
+            dst[1],
+            dst[2],
+            dst[3],
+            sport as u32 | (dport as u32) << 16,
+            proto as u32 | (family as u32) << 8,
+        ])
+    }
+}
 
 /// Value of [`MAP_FLOWS`]: where the flow went.
 #[repr(C)]
@@ -611,6 +651,14 @@ pub struct LeaseKey {
 }
 const _: () = assert!(core::mem::size_of::<LeaseKey>() == 20);
 
+impl LeaseKey {
+    /// Like [`VipKey::from_words`].
+    #[inline(always)]
+    pub fn from_words(addr: &[u32; 4], family: u8) -> Self {
+        bytemuck::cast([addr[0], addr[1], addr[2], addr[3], family as u32])
+    }
+}
+
 /// Key of [`MAP_ENCAP_SOURCES`]: an outer source address with its per-flow part zeroed (see
 /// [`crate::encap::encap_source_key`]).
 #[repr(C)]
@@ -684,6 +732,43 @@ mod tests {
         let mut x = [0; 16];
         x[..4].copy_from_slice(&a);
         x
+    }
+
+    #[test]
+    fn word_constructors_equal_the_field_by_field_keys() {
+        let v6 = [
+            0x20, 0x01, 0x0d, 0xb8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 0x10,
+        ];
+        for (addr, family) in [(v4([192, 0, 2, 10]), 4), (v6, 6)] {
+            let w = addr_words(&addr);
+            let vip = VipKey {
+                addr,
+                port: 0xabcd,
+                proto: 17,
+                family,
+            };
+            assert_eq!(VipKey::from_words(&w, 0xabcd, 17, family), vip);
+            let lease = LeaseKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            };
+            assert_eq!(LeaseKey::from_words(&w, family), lease);
+            let other = addr_words(&v4([198, 51, 100, 7]));
+            let flow = FlowKey {
+                src: v4([198, 51, 100, 7]),
+                dst: addr,
+                sport: 0x1234,
+                dport: 0xfedc,
+                proto: 6,
+                family,
+                _pad: [0; 2],
+            };
+            assert_eq!(
+                FlowKey::from_words(&other, &w, (0x1234, 0xfedc), 6, family),
+                flow
+            );
+        }
     }
 
     #[test]

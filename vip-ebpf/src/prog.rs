@@ -175,12 +175,8 @@ fn balance(ctx: &XdpContext) -> Verdict {
 /// This node's lease on a VIP address: None when the address is not cluster-managed,
 /// Some(valid) otherwise.
 #[inline(always)]
-fn lease(addr: [u8; 16], family: u8) -> Option<bool> {
-    let key = LeaseKey {
-        addr,
-        family,
-        _pad: [0; 3],
-    };
+fn lease(addr: &[u32; 4], family: u8) -> Option<bool> {
+    let key = LeaseKey::from_words(addr, family);
     // SAFETY: the value is copied out at once; bpf_ktime_get_ns has no preconditions.
     unsafe { LEASES.get(&key) }.map(|l| l.valid(unsafe { bpf_ktime_get_ns() }))
 }
@@ -194,8 +190,7 @@ fn arp(ctx: &XdpContext, l3: usize) -> Verdict {
     if a.be16(0) != ARP_HRD_ETHER || a.be16(2) != ETH_P_IP || a.be16(6) != ARP_OP_REQUEST {
         return (XDP_PASS, PASS_NOT_IP);
     }
-    let target = words_addr(&a.addr(ARP_TPA_OFFSET, true));
-    match lease(target, FAMILY_V4) {
+    match lease(&a.addr(ARP_TPA_OFFSET, true), FAMILY_V4) {
         Some(false) => (XDP_DROP, DROP_NO_LEASE),
         _ => (XDP_PASS, PASS_NOT_IP),
     }
@@ -403,7 +398,7 @@ fn icmp6(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     if t == ICMPV6_NEIGH_SOLICIT {
         // Neighbour solicitations for a cluster VIP: only the lease holder answers.
         return match View::at::<24>(ctx, l4) {
-            Some(ns) => match lease(words_addr(&ns.addr(ICMP_HLEN, false)), FAMILY_V6) {
+            Some(ns) => match lease(&ns.addr(ICMP_HLEN, false), FAMILY_V6) {
                 Some(false) => (XDP_DROP, DROP_NO_LEASE),
                 _ => (XDP_PASS, PASS_ICMP),
             },
@@ -433,12 +428,7 @@ fn maybe_vip(dst: &[u32; 4]) -> bool {
 /// The VIP of a flow: exact port first, then (when some VIP has one) the all-ports entry.
 #[inline(always)]
 pub(crate) fn lookup_vip(flow: &Flow, flags: u32) -> Option<VipInfo> {
-    let mut key = VipKey {
-        addr: words_addr(&flow.dst),
-        port: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-    };
+    let mut key = VipKey::from_words(&flow.dst, flow.dport, flow.proto, flow.family);
     // SAFETY: values are plain integers copied out at once.
     if let Some(v) = unsafe { VIPS.get(&key) } {
         return Some(*v);
@@ -515,7 +505,7 @@ fn for_vip(
             None => (XDP_PASS, PASS_FROM_PEER),
         };
     }
-    if vip.flags & VIP_F_LEASED != 0 && lease(words_addr(&flow.dst), flow.family) != Some(true) {
+    if vip.flags & VIP_F_LEASED != 0 && lease(&flow.dst, flow.family) != Some(true) {
         return (XDP_DROP, DROP_NO_LEASE);
     }
     let src_only = vip.flags & VIP_F_SRC_HASH != 0;
@@ -613,15 +603,13 @@ fn is_syn(ctx: &XdpContext, l4: usize) -> bool {
 
 #[inline(always)]
 fn flow_key(flow: &Flow) -> FlowKey {
-    FlowKey {
-        src: words_addr(&flow.src),
-        dst: words_addr(&flow.dst),
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    }
+    FlowKey::from_words(
+        &flow.src,
+        &flow.dst,
+        (flow.sport, flow.dport),
+        flow.proto,
+        flow.family,
+    )
 }
 
 /// The backend of the flow's entry while that backend may keep it (counted `HIT`; an
