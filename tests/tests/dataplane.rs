@@ -108,7 +108,8 @@ fn balancer() -> (Balancer, Vips) {
         backends: 16,
         slots: base,
         peers: 4,
-        interfaces: 1,
+        // Two: `frames_for_another_mac_are_passed_never_forwarded` lists a second one.
+        interfaces: 2,
         flows: 0,
         fallbacks: 0,
     };
@@ -1010,7 +1011,22 @@ fn frames_for_another_mac_are_passed_never_forwarded() {
     if !privileged("frames_for_another_mac_are_passed_never_forwarded") {
         return;
     }
-    let (mut b, _) = balancer();
+    // Twice: the interface found in its IFACE_SLOTS slot, then (the slot held by another
+    // interface index) in the IFACES hash map.
+    for slot_taken in [false, true] {
+        let (mut b, _) = balancer();
+        if slot_taken {
+            let lo = vip_daemon::shell::dataplane::if_index("lo").expect("lo");
+            let other = lo + vip_common::maps::IFACE_SLOTS;
+            b.dp.set_iface(other, [2, 0, 0, 0, 0, 0x42], 1500)
+                .expect("slot");
+        }
+        other_mac_frames(&mut b, slot_taken);
+    }
+}
+
+fn other_mac_frames(b: &mut Balancer, slot_taken: bool) {
+    eprintln!("own interface's slot taken by another: {slot_taken}");
     let ours = Frame::default();
     b.set_own_mac(ours.dst_mac);
     let web = tcp4(VIP_WEB, 80);

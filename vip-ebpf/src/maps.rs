@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use vip_common::maps::{
     flow_stat, local_stat, reason, Backend, Counter, EncapSourceKey, FlowEntry, FlowKey, Iface,
-    Lease, LeaseKey, LocalClients, PacketNote, Peer, PeerKey, Settings, VipInfo, VipKey,
+    IfaceSlot, Lease, LeaseKey, LocalClients, PacketNote, Peer, PeerKey, Settings, VipInfo, VipKey,
     BPF_F_MMAPABLE, BPF_F_NO_COMMON_LRU, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS,
     DEFAULT_MAX_IFACES, DEFAULT_MAX_LEASES, DEFAULT_MAX_PEERS, DEFAULT_MAX_SLOT_PAIRS,
     DEFAULT_MAX_VIPS, MAX_ENCAP_SOURCES, PEER_FILTER_WORDS, VIP_FILTER_WORDS,
@@ -38,6 +38,8 @@ pub static VIP_FILTER: Array<u64, { VIP_FILTER_WORDS as usize }> = Array::new();
 pub static PEER_FILTER: Array<u64, { PEER_FILTER_WORDS as usize }> = Array::new();
 #[btf_map]
 pub static IFACES: HashMap<u32, Iface, { DEFAULT_MAX_IFACES as usize }> = HashMap::new();
+#[btf_map]
+pub static IFACE_SLOTS: Array<IfaceSlot, { vip_common::maps::IFACE_SLOTS as usize }> = Array::new();
 #[btf_map]
 pub static EGRESS: Array<Iface, { DEFAULT_MAX_IFACES as usize + 1 }> = Array::new();
 #[btf_map]

@@ -116,6 +116,13 @@ impl View {
         unsafe { (self.0.add(i) as *const u32).read() }
     }
 
+    /// A 16-bit half-word in memory order.
+    #[inline(always)]
+    pub fn half(self, i: usize) -> u16 {
+        // SAFETY: inside the window checked by `at` (see the type's note on alignment).
+        unsafe { (self.0.add(i) as *const u16).read() }
+    }
+
     /// Four words: an IPv6 address, or an IPv4 one padded with zeros when `v4`.
     #[inline(always)]
     pub fn addr(self, i: usize, v4: bool) -> [u32; 4] {

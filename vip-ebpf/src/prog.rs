@@ -12,8 +12,8 @@ use vip_common::{
     flow::{flow_hash, maglev_slot, words_addr},
     maps::{
         flow_stat, peer_filter_bit, reason::*, vip_filter_bit, Backend, FlowEntry, FlowKey,
-        LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP, FWD_L2,
-        FWD_LOCAL, NO_BACKEND, REASON_F_NOTED, REASON_F_TOO_BIG, SETTINGS_F_ALL_PORTS,
+        IfaceSlot, LeaseKey, PeerKey, Settings, VipInfo, VipKey, BACKEND_F_KEEP_FLOWS, FWD_ENCAP,
+        FWD_L2, FWD_LOCAL, NO_BACKEND, REASON_F_NOTED, REASON_F_TOO_BIG, SETTINGS_F_ALL_PORTS,
         SETTINGS_F_DEBUG, SETTINGS_F_PEERS, SLOTS_PER_ELEMENT, VIP_F_FLOWS, VIP_F_FLOWS_EXIT,
         VIP_F_LEASED, VIP_F_PREV_TABLE, VIP_F_SRC_HASH,
     },
@@ -24,8 +24,9 @@ use crate::{
     debug,
     encap::{decap, egress, encapsulate, Send},
     maps::{
-        count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES, LEASES,
-        PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER, VIP_STATS,
+        count, ACTIVE, BACKENDS, BACKEND_STATS, ENCAP_SOURCES, FLOWS, FLOW_STATS, IFACES,
+        IFACE_SLOTS, LEASES, PEERS, PEER_FILTER, SETTINGS, SLOTS, STATS, VIPS, VIP_FILTER,
+        VIP_STATS,
     },
     pkt::{be16_at, read, read_bytes, u8_at, write_bytes, View},
     second_chance::second_chance,
@@ -697,32 +698,34 @@ struct Receiving {
 #[inline(always)]
 fn receiving_iface(ctx: &XdpContext) -> Receiving {
     let ifindex = ctx.ingress_ifindex() as u32;
-    // SAFETY: a plain lookup; the value is only read.
-    let Some(iface) = (unsafe { IFACES.get(&ifindex) }) else {
-        return Receiving {
-            other_host: false,
-            mtu: 0,
-        };
+    let slot = match IFACE_SLOTS.get(IfaceSlot::index(ifindex)) {
+        Some(s) if s.ifindex == ifindex => *s,
+        // Not in its slot (another interface's, or none): the hash map has it if anything.
+        // SAFETY: a plain lookup; the value is copied out at once.
+        _ => match unsafe { IFACES.get(&ifindex) } {
+            Some(iface) => IfaceSlot::new(ifindex, *iface),
+            None => {
+                return Receiving {
+                    other_host: false,
+                    mtu: 0,
+                }
+            }
+        },
     };
     Receiving {
-        other_host: for_another_host(ctx, iface.mac),
-        mtu: iface.mtu,
+        other_host: for_another_host(ctx, &slot),
+        mtu: slot.mtu,
     }
 }
 
+/// A unicast frame whose destination is not the interface's MAC (two loads, two compares).
 #[inline(always)]
-fn for_another_host(ctx: &XdpContext, mac: [u8; 6]) -> bool {
+fn for_another_host(ctx: &XdpContext, ours: &IfaceSlot) -> bool {
     let Some(eth) = View::at::<6>(ctx, 0) else {
         return false;
     };
     let unicast = eth.u8(0) & 1 == 0;
-    unicast
-        && (eth.u8(0) != mac[0]
-            || eth.u8(1) != mac[1]
-            || eth.u8(2) != mac[2]
-            || eth.u8(3) != mac[3]
-            || eth.u8(4) != mac[4]
-            || eth.u8(5) != mac[5])
+    unicast && (eth.word(0) != ours.mac_lo || eth.half(4) != ours.mac_hi)
 }
 
 #[inline(always)]

@@ -104,6 +104,7 @@ impl Sizing {
             + maps::MAX_ENCAP_SOURCES as u64 * 24
             + 32
             + 8
+            + maps::IFACE_SLOTS as u64 * 16
             + counters
             + flow_table
     }

@@ -117,6 +117,7 @@ fn expected_shape(name: &str) -> Option<(u32, u32)> {
             sz(size_of::<contract::FlowEntry>()),
         ),
         contract::MAP_LOCAL_CLIENTS => (u32s, sz(size_of::<contract::LocalClients>())),
+        contract::MAP_IFACE_SLOTS => (u32s, sz(size_of::<contract::IfaceSlot>())),
         contract::MAP_STATS
         | contract::MAP_VIP_STATS
         | contract::MAP_BACKEND_STATS
@@ -590,9 +591,20 @@ impl Dataplane {
         mac: [u8; 6],
         mtu: u16,
     ) -> Result<(), DataplaneError> {
+        let iface = Iface { mac, mtu };
         let mut map: HashMap<_, u32, Iface> =
             HashMap::try_from(self.map_mut(contract::MAP_IFACES)?)?;
-        Ok(map.insert(ifindex, Iface { mac, mtu }, 0)?)
+        map.insert(ifindex, iface, 0)?;
+        // Then its slot, unless another interface holds it (that one keeps it; this one is
+        // found in IFACES).
+        let mut slots: Array<_, contract::IfaceSlot> =
+            Array::try_from(self.map_mut(contract::MAP_IFACE_SLOTS)?)?;
+        let at = contract::IfaceSlot::index(ifindex);
+        let held = slots.get(&at, 0)?.ifindex;
+        if held == 0 || held == ifindex {
+            slots.set(at, contract::IfaceSlot::new(ifindex, iface), 0)?;
+        }
+        Ok(())
     }
 
     /// Lists interface `ifindex` as egress `port`: its MAC and MTU in `EGRESS`, the device in
