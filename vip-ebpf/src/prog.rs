@@ -66,12 +66,37 @@ impl Flow {
 #[xdp]
 pub fn vip_xdp(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (mut action, mut why) = balance(&ctx);
+    let (mut action, mut why) = if surely_no_vip(&ctx) {
+        (XDP_PASS, PASS_NOT_VIP)
+    } else {
+        balance(&ctx)
+    };
     if why & (REASON_F_NOTED | REASON_F_TOO_BIG) != 0 {
         (action, why) = flagged(&ctx, (action, why));
     }
     count(&STATS, why, bytes);
     action
+}
+
+/// The common packet for no VIP, decided here without calling the balancer (whose code the
+/// packet would otherwise run through, cold): untagged IPv4 or IPv6, TCP or UDP, whole, the
+/// destination's `VIP_FILTER` bit clear. Exactly the packets `balance` passes as
+/// `PASS_NOT_VIP` at its filter check (same header checks, same filter); anything else goes
+/// to `balance`, which decides as before.
+#[inline(always)]
+fn surely_no_vip(ctx: &XdpContext) -> bool {
+    let (dst, l4, proto) = match be16_at(ctx, 12) {
+        Some(ETH_P_IP) => match ipv4_header(ctx, ETH_HLEN) {
+            Ok((h, l4)) => (h.addr(16, true), l4, h.u8(9)),
+            Err(_) => return false,
+        },
+        Some(ETH_P_IPV6) => match ipv6_header(ctx, ETH_HLEN) {
+            Ok(h) => (h.addr(24, false), ETH_HLEN + IPV6_HLEN, h.u8(6)),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    (proto == IPPROTO_TCP || proto == IPPROTO_UDP) && ports(ctx, l4).is_some() && !maybe_vip(&dst)
 }
 
 /// A verdict with flags: answer "too big" (`REASON_F_TOO_BIG`), then log the packet
@@ -204,24 +229,33 @@ fn ports(ctx: &XdpContext, l4: usize) -> Option<(u16, u16)> {
     Some((p.be16(0), p.be16(2)))
 }
 
+/// The IPv4 header at `l3` of a whole (unfragmented), consistent packet, and where its
+/// payload starts; otherwise the verdict (malformed, fragment).
 #[inline(always)]
-fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
-    let Some(h) = View::at::<20>(ctx, l3) else {
-        return MALFORMED;
-    };
+fn ipv4_header(ctx: &XdpContext, l3: usize) -> Result<(View, usize), Verdict> {
+    let h = View::at::<20>(ctx, l3).ok_or(MALFORMED)?;
     let vihl = h.u8(0);
     if vihl >> 4 != 4 || vihl & 0xf < 5 {
-        return MALFORMED;
+        return Err(MALFORMED);
     }
     let ihl = ((vihl & 0xf) as usize) * 4;
     let total = h.be16(2) as usize;
     if total < ihl || l3 + total > ctx.data_end() - ctx.data() {
-        return MALFORMED;
+        return Err(MALFORMED);
     }
     if h.be16(6) & (IPV4_MF | IPV4_FRAG_OFFSET_MASK) != 0 {
-        return (XDP_PASS, PASS_FRAGMENT);
+        return Err((XDP_PASS, PASS_FRAGMENT));
     }
-    let l4 = l3 + ihl;
+    Ok((h, l3 + ihl))
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, l3: usize) -> Verdict {
+    let (h, l4) = match ipv4_header(ctx, l3) {
+        Ok(parsed) => parsed,
+        Err(verdict) => return verdict,
+    };
+    let ihl = l4 - l3;
     let proto = h.u8(9);
     if proto == IPPROTO_TCP || proto == IPPROTO_UDP {
         let Some((sport, dport)) = ports(ctx, l4) else {
@@ -327,18 +361,26 @@ fn icmp4(ctx: &XdpContext, l3: usize, l4: usize) -> Verdict {
     }
 }
 
+/// The IPv6 header at `l3` of a consistent packet; otherwise the verdict (malformed).
 #[inline(always)]
-fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
-    let Some(h) = View::at::<40>(ctx, l3) else {
-        return MALFORMED;
-    };
+fn ipv6_header(ctx: &XdpContext, l3: usize) -> Result<View, Verdict> {
+    let h = View::at::<40>(ctx, l3).ok_or(MALFORMED)?;
     if h.u8(0) >> 4 != 6 {
-        return MALFORMED;
+        return Err(MALFORMED);
     }
     let payload = h.be16(4) as usize;
     if l3 + IPV6_HLEN + payload > ctx.data_end() - ctx.data() {
-        return MALFORMED;
+        return Err(MALFORMED);
     }
+    Ok(h)
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, l3: usize) -> Verdict {
+    let h = match ipv6_header(ctx, l3) {
+        Ok(h) => h,
+        Err(verdict) => return verdict,
+    };
     let l4 = l3 + IPV6_HLEN;
     let next = h.u8(6);
     if next == IPPROTO_TCP || next == IPPROTO_UDP {
